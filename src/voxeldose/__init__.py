@@ -1,0 +1,18 @@
+"""voxeldose: voxel-based absorbed dose for Y-90 radioembolization."""
+
+from __future__ import annotations
+
+from .errors import GeometryError, InputError, KernelError, VoiError, VoxelDoseError
+from .kernels import y90_kernel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "VoxelDoseError",
+    "InputError",
+    "GeometryError",
+    "KernelError",
+    "VoiError",
+    "y90_kernel",
+]

@@ -1,0 +1,61 @@
+"""numba loops. Private: validation happens in the public wrappers, never here.
+
+Imported lazily by the modules that use it, so ``import voxeldose`` pays no JIT or numba import
+cost. No ``fastmath``: results must be reproducible and comparable with the numpy references.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True)
+def shell_cic_weights(r_mm, dirs, dir_w, spacing_zyx_mm, out):  # pragma: no cover - jitted
+    """Angle-averaged tent overlap of spherical shells with a voxel lattice, one octant.
+
+    For each radius ``r_mm[q]`` the points ``r * omega`` (``dirs`` are unit vectors in the
+    positive octant, ``[n, 3]`` in (z, y, x), weights ``dir_w`` summing to 1) are distributed onto
+    the lattice with cloud-in-cell (trilinear) weights, averaged over the 8 sign reflections and
+    folded onto the octant ``out[q, kz, ky, kx]`` (value per lattice point, so that the sum over
+    the full symmetric lattice is 1 for every radius).
+    """
+    nq = r_mm.shape[0]
+    nz = out.shape[1]
+    ny = out.shape[2]
+    nx = out.shape[3]
+    for q in numba.prange(nq):
+        r = r_mm[q]
+        for a in range(dirs.shape[0]):
+            w = dir_w[a]
+            pz = r * dirs[a, 0] / spacing_zyx_mm[0]
+            py = r * dirs[a, 1] / spacing_zyx_mm[1]
+            px = r * dirs[a, 2] / spacing_zyx_mm[2]
+            iz = int(np.floor(pz))
+            iy = int(np.floor(py))
+            ix = int(np.floor(px))
+            tz = pz - iz
+            ty = py - iy
+            tx = px - ix
+            for dz in range(2):
+                kz = iz + dz
+                if kz >= nz:
+                    continue
+                wz = tz if dz == 1 else 1.0 - tz
+                if kz > 0:
+                    wz *= 0.5
+                for dy in range(2):
+                    ky = iy + dy
+                    if ky >= ny:
+                        continue
+                    wy = ty if dy == 1 else 1.0 - ty
+                    if ky > 0:
+                        wy *= 0.5
+                    for dx in range(2):
+                        kx = ix + dx
+                        if kx >= nx:
+                            continue
+                        wx = tx if dx == 1 else 1.0 - tx
+                        if kx > 0:
+                            wx *= 0.5
+                        out[q, kz, ky, kx] += w * wz * wy * wx

@@ -1,0 +1,36 @@
+"""The voxeldose exception family.
+
+Every error the library raises on purpose derives from :class:`VoxelDoseError`. Each subclass
+also inherits the matching builtin, so ``except ValueError`` in a caller's code keeps working.
+Messages say what was wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VoxelDoseError",
+    "InputError",
+    "GeometryError",
+    "KernelError",
+    "VoiError",
+]
+
+
+class VoxelDoseError(Exception):
+    """Root of every error voxeldose raises deliberately."""
+
+
+class InputError(VoxelDoseError, ValueError):
+    """An array or argument is unusable (NaN, wrong shape, wrong type, out of range)."""
+
+
+class GeometryError(VoxelDoseError, ValueError):
+    """Spacing, shape or orientation are inconsistent or unphysical."""
+
+
+class KernelError(VoxelDoseError, ValueError):
+    """A dose kernel was asked for something it cannot provide (unknown tissue, bad spacing)."""
+
+
+class VoiError(VoxelDoseError, ValueError):
+    """A volume of interest (mask) is empty, of the wrong shape, or out of range."""
