@@ -59,3 +59,30 @@ def shell_cic_weights(r_mm, dirs, dir_w, spacing_zyx_mm, out):  # pragma: no cov
                         if kx > 0:
                             wx *= 0.5
                         out[q, kz, ky, kx] += w * wz * wy * wx
+
+
+@numba.njit(parallel=True, cache=True)
+def scatter_convolve(src_z, src_y, src_x, src_a, plane_start, kernel, out):  # pragma: no cover
+    """Full linear convolution of sparse sources with ``kernel`` into ``out`` (float64).
+
+    Sources are sorted by their z index; ``plane_start[z]:plane_start[z + 1]`` are the sources in
+    input plane ``z``. ``out`` has shape ``input_shape + kernel_shape - 1``; a source at input
+    index (z, y, x) adds ``a * kernel`` with its corner at output index (z, y, x). Output planes
+    are distributed over threads, so no two threads write the same element.
+    """
+    kz_n, ky_n, kx_n = kernel.shape
+    nz_in = plane_start.shape[0] - 1
+    for zo in numba.prange(out.shape[0]):
+        for kz in range(kz_n):
+            zs = zo - kz
+            if zs < 0 or zs >= nz_in:
+                continue
+            for i in range(plane_start[zs], plane_start[zs + 1]):
+                a = src_a[i]
+                y0 = src_y[i]
+                x0 = src_x[i]
+                for ky in range(ky_n):
+                    row = out[zo, y0 + ky]
+                    krow = kernel[kz, ky]
+                    for kx in range(kx_n):
+                        row[x0 + kx] += a * krow[kx]

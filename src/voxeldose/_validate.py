@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import GeometryError, InputError
-
-logger = logging.getLogger("voxeldose")
+from .errors import GeometryError, InputError, VoxelDoseWarning
 
 #: Largest voxel edge accepted (mm): anything larger is a unit mistake (cm or m given as mm?).
 MAX_SPACING_MM = 50.0
@@ -47,8 +45,8 @@ def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> t
 def check_volume(array: object, *, name: str, allow_negative: bool = True) -> NDArray[np.floating]:
     """Return ``array`` as a finite 3-D float ndarray [z, y, x], or raise :class:`InputError`.
 
-    Negative values are kept (reconstructions can produce them) and logged with their count and
-    total, unless ``allow_negative`` is False.
+    Negative values are kept (reconstructions can produce them) and reported with a
+    :class:`VoxelDoseWarning` giving their count and total, unless ``allow_negative`` is False.
     """
     arr = np.asarray(array)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -75,10 +73,10 @@ def check_volume(array: object, *, name: str, allow_negative: bool = True) -> ND
         n = int(negative.sum())
         if not allow_negative:
             raise InputError(f"{name} has {n} negative voxel(s); values must be >= 0")
-        logger.warning(
-            "%s has %d negative voxel(s) (sum %.4g); kept as they are, not clipped",
-            name,
-            n,
-            float(arr[negative].sum()),
+        warnings.warn(
+            f"{name} has {n} negative voxel(s) (sum {float(arr[negative].sum()):.4g}, most "
+            f"negative {float(arr.min()):.4g}); they are kept as they are, not clipped",
+            VoxelDoseWarning,
+            stacklevel=3,
         )
     return arr

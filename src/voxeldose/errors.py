@@ -13,6 +13,7 @@ __all__ = [
     "GeometryError",
     "KernelError",
     "VoiError",
+    "VoxelDoseWarning",
 ]
 
 
@@ -34,3 +35,7 @@ class KernelError(VoxelDoseError, ValueError):
 
 class VoiError(VoxelDoseError, ValueError):
     """A volume of interest (mask) is empty, of the wrong shape, or out of range."""
+
+
+class VoxelDoseWarning(UserWarning):
+    """A scientific caveat about a result (e.g. negative activity kept, density ignored)."""

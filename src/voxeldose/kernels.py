@@ -83,6 +83,7 @@ __all__ = [
     "dose_point_kernel",
     "dpk_voxel_kernel",
     "fit_dose_point_kernel",
+    "leave_one_out",
 ]
 
 Tissue = Literal["soft", "bone"]
@@ -495,21 +496,34 @@ def _write_dpk_file(path: Path) -> None:  # pragma: no cover - tool
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
 
 
+def leave_one_out(tissue: Tissue = "soft") -> dict[float, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """Predict each published table from a DPK fitted to the other tables of ``tissue``.
+
+    Returns ``{size_mm: (published_octant, predicted_octant)}``, octants [k, j, i] = 0..5.
+    """
+    knots = np.round(np.arange(0.0, R_MAX_MM + 1e-9, KNOT_STEP_MM), 6)
+    sizes = published_voxel_sizes_mm(tissue)
+    designs = {s: _design(s, tissue, knots) for s in sizes}
+    out = {}
+    for size in sizes:
+        c = _solve([designs[s] for s in sizes if s != size], SMOOTHING[tissue], knots.size)
+        d = designs[size]
+        out[size] = (d.values.reshape(6, 6, 6), (d.matrix @ c).reshape(6, 6, 6))
+    return out
+
+
 def _report() -> None:  # pragma: no cover - tool
+    sel = [(0, 0, 0), (0, 0, 1), (0, 1, 1), (1, 1, 1), (0, 0, 2)]
+    print("relative difference to the published table at offsets " + " ".join(map(str, sel)))
     for tissue in TISSUES:
         dpk = dose_point_kernel(tissue)  # type: ignore[arg-type]
-        print(f"{tissue}: absorbed fraction {dpk.absorbed_fraction:.4f}, range {dpk.range_mm} mm")
-        sizes = published_voxel_sizes_mm(tissue)  # type: ignore[arg-type]
-        for size in sizes:
-            table = lanconelli_table(size, tissue)[5:, 5:, 5:]  # type: ignore[arg-type]
+        print(f"{tissue}: absorbed fraction {dpk.absorbed_fraction:.4f}")
+        loo = leave_one_out(tissue)  # type: ignore[arg-type]
+        for size, (table, predicted) in loo.items():
             model = dpk_voxel_kernel((size,) * 3, dpk)
             model = model[tuple(slice(n // 2, n // 2 + 6) for n in model.shape)]
-            loo_dpk = fit_dose_point_kernel(tissue, sizes_mm=[s for s in sizes if s != size])  # type: ignore[arg-type]
-            loo = dpk_voxel_kernel((size,) * 3, loo_dpk)
-            loo = loo[tuple(slice(n // 2, n // 2 + 6) for n in loo.shape)]
-            sel = [(0, 0, 0), (0, 0, 1), (0, 1, 1), (1, 1, 1), (0, 0, 2)]
             fit_err = [model[s] / table[s] - 1 for s in sel]
-            loo_err = [loo[s] / table[s] - 1 for s in sel]
+            loo_err = [predicted[s] / table[s] - 1 for s in sel]
             print(
                 f"  {size:5.2f} mm  fit "
                 + " ".join(f"{e:+.2%}" for e in fit_err)
