@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .errors import GeometryError, InputError, KernelError, VoiError, VoxelDoseError
+from .dose import absorbed_dose
+from .errors import (
+    GeometryError,
+    InputError,
+    KernelError,
+    VoiError,
+    VoxelDoseError,
+    VoxelDoseWarning,
+)
 from .kernels import y90_kernel
 
 __version__ = "0.1.0"
@@ -14,5 +22,7 @@ __all__ = [
     "GeometryError",
     "KernelError",
     "VoiError",
+    "VoxelDoseWarning",
     "y90_kernel",
+    "absorbed_dose",
 ]
