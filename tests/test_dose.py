@@ -115,19 +115,31 @@ def test_uniform_phantom_truth():
     assert dose[c] == pytest.approx(ph.truth[key], rel=5e-3)
 
 
+def _sphere_mean_doses(spacing):
+    ph = voxeldose.phantoms.sphere(volume_ml=300.0, spacing_mm=(spacing,) * 3)
+    mask = ph.masks["sphere"]
+    kernel = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm).astype(float)
+    local = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local").astype(float)
+    return ph, float((kernel * mask).sum() / mask.sum()), float((local * mask).sum() / mask.sum())
+
+
 def test_sphere_loses_its_known_fraction():
-    # A uniform 300 mL sphere: the mean dose inside (partial-volume weighted) from the kernel
-    # convolution equals the semi-analytic DPK answer (geometric reduction factor) within 1 %:
-    # the voxelised surface at 2 mm and the fit residual of the kernel are each ~0.3 %.
-    ph = voxeldose.phantoms.sphere(volume_ml=300.0, spacing_mm=(2.0, 2.0, 2.0))
-    dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm)
-    mask = next(m for m in ph.masks.values())
-    mean = float((dose * mask).sum() / mask.sum())
-    key = next(k for k in ph.truth if "dpk" in k and "dose" in k)
-    assert mean == pytest.approx(ph.truth[key], rel=0.01)
-    local = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
-    lost = 1 - mean / float((local * mask).sum() / mask.sum())
-    assert 0.01 < lost < 0.1  # "a few percent" escape through the surface
+    # A uniform 300 mL sphere: the partial-volume weighted mean kernel dose converges to the
+    # semi-analytic answer (dose point kernel x the sphere's geometric reduction factor, a
+    # computation that never builds a voxel kernel) as the voxels shrink. The voxelised sphere
+    # spreads the activity of each surface voxel over the whole voxel, an O(h/R) error measured
+    # at -1.2 % at 2 mm and -0.4 % at 1 mm: tolerances 1.5 % and 0.6 %, and the error must
+    # shrink with the voxel size.
+    ph2, mean2, local2 = _sphere_mean_doses(2.0)
+    ph1, mean1, _ = _sphere_mean_doses(1.0)
+    truth = ph2.truth["dpk_mean_dose_gy"]
+    assert ph1.truth["dpk_mean_dose_gy"] == truth
+    assert mean2 == pytest.approx(truth, rel=0.015)
+    assert mean1 == pytest.approx(truth, rel=0.006)
+    assert abs(mean1 - truth) < 0.5 * abs(mean2 - truth)
+    # "a few percent" escape through the surface; semi-analytic 4.5 % for 300 mL
+    assert 0.03 < ph2.truth["escape_fraction"] < 0.06
+    assert 0.02 < 1 - mean2 / local2 < 0.06
 
 
 @settings(max_examples=25, deadline=None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from . import phantoms
 from .dose import absorbed_dose
+from .dvh import DVH, dvh
 from .errors import (
     GeometryError,
     InputError,
@@ -25,4 +27,7 @@ __all__ = [
     "VoxelDoseWarning",
     "y90_kernel",
     "absorbed_dose",
+    "dvh",
+    "DVH",
+    "phantoms",
 ]

@@ -42,11 +42,15 @@ def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> t
     return values  # type: ignore[return-value]
 
 
-def check_volume(array: object, *, name: str, allow_negative: bool = True) -> NDArray[np.floating]:
+def check_volume(
+    array: object, *, name: str, allow_negative: bool = True, warn_negative: bool = True
+) -> NDArray[np.floating]:
     """Return ``array`` as a finite 3-D float ndarray [z, y, x], or raise :class:`InputError`.
 
     Negative values are kept (reconstructions can produce them) and reported with a
-    :class:`VoxelDoseWarning` giving their count and total, unless ``allow_negative`` is False.
+    :class:`VoxelDoseWarning` giving their count and total (unless ``warn_negative`` is False:
+    a dose map from a negative activity that was reported already), or rejected when
+    ``allow_negative`` is False.
     """
     arr = np.asarray(array)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -68,6 +72,8 @@ def check_volume(array: object, *, name: str, allow_negative: bool = True) -> ND
             f"{name} has {len(bad)} non-finite voxel(s) (NaN or inf), the first at [z, y, x] = "
             f"{first}; fix or mask them before computing dose"
         )
+    if allow_negative and not warn_negative:
+        return arr
     negative = arr < 0
     if negative.any():
         n = int(negative.sum())

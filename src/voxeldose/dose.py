@@ -153,6 +153,11 @@ def _convolve_same(
         full = convolve_direct(box, kernel)
     else:
         full = convolve_fft(box, kernel)
+        if not (box < 0).any():
+            # The exact convolution of a non-negative activity with the non-negative kernel is
+            # non-negative; float32 FFT round-off (~1e-7 of the maximum) leaves small negative
+            # values where there is no dose. Zeroing them can only reduce the error.
+            np.maximum(full, 0.0, out=full)
     # full[i] corresponds to activity index lo - half + i; keep what lies inside the volume
     src, dst = [], []
     for axis, n in enumerate(activity.shape):
