@@ -228,3 +228,34 @@ def test_bad_options():
         voxeldose.absorbed_dose(a, (4, 4, 4), engine="gpu")
     with pytest.raises(ValueError):  # the family also inherits ValueError
         voxeldose.absorbed_dose(a, (4, 4, 4), tissue="lung")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.float32, np.float64, np.int16]),
+    st.booleans(),
+    st.integers(0, 6),
+)
+def test_one_pass_scan_equals_numpy_reference(seed, dtype, transposed, n_points):
+    # The numba scan that validates the activity also finds its bounding box, counts and
+    # negatives: it must agree exactly with the plain numpy reference (dose._bounding_box).
+    rng = np.random.default_rng(seed)
+    a = np.zeros((7, 8, 9), dtype)
+    idx = tuple(rng.integers(0, n, n_points) for n in a.shape)
+    a[idx] = rng.integers(-3, 4, n_points).astype(dtype)
+    if transposed:
+        a = a.transpose(2, 0, 1)  # non-contiguous view
+    from voxeldose._validate import inspect_volume
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)
+        info = inspect_volume(a, name="a")
+    nonzero = a != 0
+    assert info.n_nonzero == int(nonzero.sum())
+    assert info.n_negative == int((a < 0).sum())
+    if nonzero.any():
+        lo, hi = D._bounding_box(nonzero)
+        assert (list(info.nonzero_lo), list(info.nonzero_hi)) == (lo, hi)
+    else:
+        assert info.nonzero_lo is None and info.nonzero_hi is None

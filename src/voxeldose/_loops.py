@@ -86,3 +86,53 @@ def scatter_convolve(src_z, src_y, src_x, src_a, plane_start, kernel, out):  # p
                     krow = kernel[kz, ky]
                     for kx in range(kx_n):
                         row[x0 + kx] += a * krow[kx]
+
+
+@numba.njit(parallel=True, cache=True)
+def scan_planes(a, n_bad, n_neg, n_nonzero, neg_sum, minimum, box):  # pragma: no cover - jitted
+    """One pass over a 3-D array, plane by plane (z) in parallel.
+
+    Per plane z it writes: ``n_bad[z]`` non-finite values, ``n_neg[z]`` negative values and their
+    sum ``neg_sum[z]``, ``n_nonzero[z]`` non-zero finite values, the smallest finite value ``minimum[z]``, and ``box[z] = (y_lo, y_hi,
+    x_lo, x_hi)`` of the non-zero finite values (half-open; ``y_lo = -1`` when there are none).
+    """
+    nz, ny, nx = a.shape
+    for z in numba.prange(nz):
+        bad = 0
+        neg = 0
+        nonzero = 0
+        s = 0.0
+        m = np.inf
+        y_lo = -1
+        y_hi = -1
+        x_lo = nx
+        x_hi = -1
+        for y in range(ny):
+            for x in range(nx):
+                v = a[z, y, x]
+                if not np.isfinite(v):
+                    bad += 1
+                    continue
+                if v < m:
+                    m = v
+                if v != 0:
+                    nonzero += 1
+                    if v < 0:
+                        neg += 1
+                        s += v
+                    if y_lo < 0:
+                        y_lo = y
+                    y_hi = y + 1
+                    if x < x_lo:
+                        x_lo = x
+                    if x + 1 > x_hi:
+                        x_hi = x + 1
+        n_bad[z] = bad
+        n_neg[z] = neg
+        n_nonzero[z] = nonzero
+        neg_sum[z] = s
+        minimum[z] = m
+        box[z, 0] = y_lo
+        box[z, 1] = y_hi
+        box[z, 2] = x_lo
+        box[z, 3] = x_hi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -42,16 +43,42 @@ def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> t
     return values  # type: ignore[return-value]
 
 
-def check_volume(
-    array: object, *, name: str, allow_negative: bool = True, warn_negative: bool = True
-) -> NDArray[np.floating]:
-    """Return ``array`` as a finite 3-D float ndarray [z, y, x], or raise :class:`InputError`.
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A validated volume and what one pass over it found.
 
-    Negative values are kept (reconstructions can produce them) and reported with a
-    :class:`VoxelDoseWarning` giving their count and total (unless ``warn_negative`` is False:
-    a dose map from a negative activity that was reported already), or rejected when
-    ``allow_negative`` is False.
+    Attributes
+    ----------
+    array : ndarray, float, [z, y, x]
+        The input as a float array (the same object when it already was one).
+    nonzero_lo, nonzero_hi : tuple of int or None
+        Half-open [z, y, x] bounds of the non-zero voxels; None when all are zero.
+    n_negative, n_nonzero : int
+        Number of negative and of non-zero voxels.
     """
+
+    array: NDArray[np.floating]
+    nonzero_lo: tuple[int, int, int] | None
+    nonzero_hi: tuple[int, int, int] | None
+    n_negative: int
+    n_nonzero: int
+
+
+def inspect_volume(
+    array: object,
+    *,
+    name: str,
+    allow_negative: bool = True,
+    warn_negative: bool = True,
+    _stacklevel: int = 3,
+) -> VolumeInfo:
+    """Validate a volume like :func:`check_volume` and return the bounds of its non-zero part.
+
+    One parallel pass over the data (numba) finds non-finite values, negative values and the
+    bounding box of the non-zero voxels.
+    """
+    from ._loops import scan_planes
+
     arr = np.asarray(array)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
@@ -62,27 +89,54 @@ def check_volume(
         )
     if arr.size == 0:
         raise InputError(f"{name} is empty (shape {arr.shape})")
-    if not np.issubdtype(arr.dtype, np.floating):
+    if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.argwhere(~finite)
+    nz = arr.shape[0]
+    n_bad = np.empty(nz, np.int64)
+    n_neg = np.empty(nz, np.int64)
+    n_nonzero = np.empty(nz, np.int64)
+    neg_sum = np.empty(nz, np.float64)
+    minimum = np.empty(nz, np.float64)
+    box = np.empty((nz, 4), np.int64)
+    scan_planes(arr, n_bad, n_neg, n_nonzero, neg_sum, minimum, box)
+    if n_bad.any():
+        bad = np.argwhere(~np.isfinite(arr))
         first = tuple(int(i) for i in bad[0])
         raise InputError(
             f"{name} has {len(bad)} non-finite voxel(s) (NaN or inf), the first at [z, y, x] = "
             f"{first}; fix or mask them before computing dose"
         )
-    if allow_negative and not warn_negative:
-        return arr
-    negative = arr < 0
-    if negative.any():
-        n = int(negative.sum())
+    negatives = int(n_neg.sum())
+    if negatives:
         if not allow_negative:
-            raise InputError(f"{name} has {n} negative voxel(s); values must be >= 0")
-        warnings.warn(
-            f"{name} has {n} negative voxel(s) (sum {float(arr[negative].sum()):.4g}, most "
-            f"negative {float(arr.min()):.4g}); they are kept as they are, not clipped",
-            VoxelDoseWarning,
-            stacklevel=3,
-        )
-    return arr
+            raise InputError(f"{name} has {negatives} negative voxel(s); values must be >= 0")
+        if warn_negative:
+            warnings.warn(
+                f"{name} has {negatives} negative voxel(s) (sum {float(neg_sum.sum()):.4g}, most "
+                f"negative {float(minimum.min()):.4g}); they are kept as they are, not clipped",
+                VoxelDoseWarning,
+                stacklevel=_stacklevel,
+            )
+    planes = np.flatnonzero(box[:, 0] >= 0)
+    if planes.size == 0:
+        return VolumeInfo(arr, None, None, negatives, 0)
+    rows = box[planes]
+    lo = (int(planes[0]), int(rows[:, 0].min()), int(rows[:, 2].min()))
+    hi = (int(planes[-1]) + 1, int(rows[:, 1].max()), int(rows[:, 3].max()))
+    return VolumeInfo(arr, lo, hi, negatives, int(n_nonzero.sum()))
+
+
+def check_volume(
+    array: object, *, name: str, allow_negative: bool = True, warn_negative: bool = True
+) -> NDArray[np.floating]:
+    """Return ``array`` as a finite 3-D float ndarray [z, y, x], or raise :class:`InputError`.
+
+    Negative values are kept (reconstructions can produce them) and reported with a
+    :class:`VoxelDoseWarning` giving their count and total (unless ``warn_negative`` is False:
+    a dose map from a negative activity that was reported already), or rejected when
+    ``allow_negative`` is False. Integer arrays are converted to float64.
+    """
+    info = inspect_volume(
+        array, name=name, allow_negative=allow_negative, warn_negative=warn_negative, _stacklevel=4
+    )
+    return info.array
