@@ -480,7 +480,7 @@ def fit_dose_point_kernel(
 
 
 def _write_dpk_file(path: Path) -> None:  # pragma: no cover - tool
-    fits = {t: fit_dose_point_kernel(t) for t in TISSUES}  # type: ignore[misc]
+    fits = {t: fit_dose_point_kernel(t) for t in TISSUES}  # type: ignore[misc,arg-type]
     knots = fits["soft"].r_mm
     lines = [
         "# Y-90 radial dose point kernel f(r): fraction of the emitted energy (0.9331 MeV/decay,",

@@ -455,7 +455,7 @@ def liver(
     origin = _centred_origin(shape_zyx, spacing)  # type: ignore[arg-type]
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
 
-    def frac(name: str, centre: Sequence[float], axes: Sequence[float]) -> NDArray[np.float64]:
+    def frac(name: str, centre: Sequence[float] | NDArray[np.float64], axes: Sequence[float]) -> NDArray[np.float64]:
         return ellipsoid_fraction(shape_zyx, spacing, origin, centre, axes, name=name)  # type: ignore[arg-type]
 
     liver_c = np.asarray(geo["liver"]["centre_mm"], float)
