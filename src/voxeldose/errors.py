@@ -13,6 +13,8 @@ __all__ = [
     "GeometryError",
     "KernelError",
     "VoiError",
+    "DicomError",
+    "CalibrationError",
     "VoxelDoseWarning",
 ]
 
@@ -35,6 +37,14 @@ class KernelError(VoxelDoseError, ValueError):
 
 class VoiError(VoxelDoseError, ValueError):
     """A volume of interest (mask) is empty, of the wrong shape, or out of range."""
+
+
+class DicomError(VoxelDoseError, ValueError):
+    """A DICOM file or series is unreadable, incomplete or inconsistent (names file and tag)."""
+
+
+class CalibrationError(VoxelDoseError, ValueError):
+    """An image cannot be turned into activity: missing times, units or case values."""
 
 
 class VoxelDoseWarning(UserWarning):

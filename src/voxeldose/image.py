@@ -1,0 +1,204 @@
+"""The image type: an array that carries its geometry, units and the metadata later steps need.
+
+This is the one place that converts between SimpleITK's (x, y, z) world and numpy's [z, y, x]
+arrays. Geometry follows ITK/DICOM conventions:
+
+- ``array`` is indexed [z, y, x] (``SimpleITK.GetArrayFromImage`` order);
+- ``spacing_mm`` and ``origin_mm`` are (x, y, z) in mm; ``origin_mm`` is the patient position
+  (DICOM LPS) of the centre of voxel [0, 0, 0];
+- ``direction`` is the 3x3 ITK direction matrix: column ``j`` is the unit vector, in patient
+  coordinates, of index axis ``j`` (i = x, j = y, k = z). For a DICOM series its first two
+  columns are ImageOrientationPatient and the third points from the first slice to the next.
+
+The world position of index (i, j, k) is ``origin + direction @ (spacing * (i, j, k))``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import GeometryError, InputError
+
+__all__ = ["Image", "ImageMeta"]
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What the calibration and output steps need to know about where an image came from.
+
+    Every field is optional: synthetic images have none of them. Times are naive
+    :class:`datetime.datetime` in the scanner's local time, as DICOM stores them (all times of
+    one case share that clock). ``identifiers`` holds patient and study identifiers for copying
+    into outputs; it is never logged.
+    """
+
+    modality: str | None = None  # "PT", "NM", "CT"
+    sop_class_uid: str | None = None
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    frame_of_reference_uid: str | None = None
+    series_description: str | None = None
+    manufacturer: str | None = None
+    manufacturer_model: str | None = None
+    series_datetime: _dt.datetime | None = None
+    acquisition_datetime: _dt.datetime | None = None
+    frame_duration_s: float | None = None
+    radiopharmaceutical: str | None = None
+    radionuclide: str | None = None  # code meaning, e.g. "^90^Yttrium", or the code value
+    radionuclide_code: str | None = None  # SNOMED code value, e.g. "C-162A3" (Y-90)
+    radionuclide_half_life_s: float | None = None
+    radionuclide_positron_fraction: float | None = None
+    radiopharmaceutical_start_datetime: _dt.datetime | None = None
+    radionuclide_total_dose_bq: float | None = None
+    decay_correction: str | None = None  # "START", "ADMIN", "NONE"
+    decay_factor: float | None = None
+    corrected_image: tuple[str, ...] = ()
+    source_files: tuple[str, ...] = ()
+    identifiers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A 3-D image with its geometry, units and metadata. Immutable: the array is read-only.
+
+    Attributes
+    ----------
+    array : ndarray, float32, [z, y, x]
+        Voxel values in ``units``.
+    spacing_mm : (x, y, z)
+    origin_mm : (x, y, z)
+        Patient position (mm) of the centre of voxel [0, 0, 0].
+    direction : tuple of 9 floats
+        ITK direction matrix, row-major (see the module documentation).
+    units : str
+        "BQML" (Bq/mL), "CNTS" (counts), "HU", "MBQ" (MBq per voxel), "GY", "MASK" or "".
+    meta : ImageMeta
+    """
+
+    array: NDArray[np.floating]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = _IDENTITY
+    units: str = ""
+    meta: ImageMeta = field(default_factory=ImageMeta)
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.array)
+        if arr.ndim != 3:
+            raise InputError(f"an Image needs a 3-D array [z, y, x], got shape {arr.shape}")
+        if arr.flags.writeable:
+            # a read-only view: no copy, and the caller's array keeps its flags (do not modify
+            # an array after handing it to an Image)
+            arr = arr.view()
+            arr.setflags(write=False)
+        object.__setattr__(self, "array", arr)
+        spacing = tuple(float(s) for s in self.spacing_mm)
+        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            raise GeometryError(f"spacing_mm must be three positive sizes (x, y, z) in mm, got {self.spacing_mm!r}")
+        object.__setattr__(self, "spacing_mm", spacing)
+        origin = tuple(float(o) for o in self.origin_mm)
+        if len(origin) != 3 or not all(np.isfinite(origin)):
+            raise GeometryError(f"origin_mm must be three finite coordinates (x, y, z) in mm, got {self.origin_mm!r}")
+        object.__setattr__(self, "origin_mm", origin)
+        d = np.asarray(self.direction, float).reshape(-1)
+        if d.size != 9:
+            raise GeometryError(f"direction must hold 9 values (3x3, row-major), got {d.size}")
+        m = d.reshape(3, 3)
+        if not np.allclose(m.T @ m, np.eye(3), atol=1e-4):
+            raise GeometryError(f"direction is not orthonormal: {m.round(5).tolist()}")
+        object.__setattr__(self, "direction", tuple(float(v) for v in d))
+
+    # ----------------------------------------------------------------- geometry
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape [z, y, x]."""
+        return self.array.shape  # type: ignore[return-value]
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Number of voxels along (x, y, z)."""
+        z, y, x = self.array.shape
+        return (x, y, z)
+
+    @property
+    def direction_matrix(self) -> NDArray[np.float64]:
+        """3x3 direction matrix (columns: index axes x, y, z in patient coordinates)."""
+        return np.asarray(self.direction, float).reshape(3, 3)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        sx, sy, sz = self.spacing_mm
+        return sx * sy * sz * 1e-3
+
+    def index_to_world(self, index_xyz: ArrayLike) -> NDArray[np.float64]:
+        """Patient coordinates (mm) of continuous indices (i, j, k) = (x, y, z); shape (..., 3)."""
+        ijk = np.asarray(index_xyz, float)
+        return np.asarray(self.origin_mm) + (ijk * np.asarray(self.spacing_mm)) @ self.direction_matrix.T
+
+    def world_to_index(self, point_mm: ArrayLike) -> NDArray[np.float64]:
+        """Continuous indices (i, j, k) = (x, y, z) of patient points (mm); shape (..., 3)."""
+        p = np.asarray(point_mm, float) - np.asarray(self.origin_mm)
+        return (p @ self.direction_matrix) / np.asarray(self.spacing_mm)
+
+    def same_grid(self, other: "Image", *, tol_mm: float = 1e-3) -> bool:
+        """True when ``other`` has the same shape and, within ``tol_mm``, the same geometry."""
+        if self.shape != other.shape:
+            return False
+        corners = np.array([[0, 0, 0], [n - 1 for n in self.size_xyz]], float)
+        return bool(np.allclose(self.index_to_world(corners), other.index_to_world(corners), atol=tol_mm)
+                    and np.allclose(self.direction, other.direction, atol=1e-5))
+
+    # ----------------------------------------------------------------- derived images
+
+    def with_array(self, array: ArrayLike, *, units: str | None = None, **meta_changes: Any) -> "Image":
+        """A new image on the same grid with ``array`` (same shape) and optionally new units/meta."""
+        arr = np.asarray(array)
+        if arr.shape != self.shape:
+            raise InputError(f"new array shape {arr.shape} differs from the image's {self.shape}")
+        meta = replace(self.meta, **meta_changes) if meta_changes else self.meta
+        return replace(self, array=arr, units=self.units if units is None else units, meta=meta)
+
+    # ----------------------------------------------------------------- SimpleITK
+
+    def to_sitk(self) -> Any:
+        """The image as a ``SimpleITK.Image`` (float32, same geometry)."""
+        import SimpleITK as sitk
+
+        out = sitk.GetImageFromArray(np.ascontiguousarray(self.array, dtype=np.float32))
+        out.SetSpacing(self.spacing_mm)
+        out.SetOrigin(self.origin_mm)
+        out.SetDirection(self.direction)
+        return out
+
+    @classmethod
+    def from_sitk(cls, image: Any, *, units: str = "", meta: ImageMeta | None = None, dtype: Any = np.float32) -> "Image":
+        """An :class:`Image` from a ``SimpleITK.Image`` (3-D, scalar)."""
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(
+                f"expected a 3-D scalar image, got {image.GetDimension()}-D with "
+                f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+            )
+        arr = sitk.GetArrayFromImage(image).astype(dtype, copy=False)
+        return cls(arr, tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()),
+                   units, meta or ImageMeta())
+
+
+def grid_like(reference: Image, array: ArrayLike, *, units: str = "") -> Image:
+    """An image on ``reference``'s grid with ``array`` and no metadata (masks, dose maps)."""
+    return Image(np.asarray(array), reference.spacing_mm, reference.origin_mm, reference.direction, units)
+
+
+def check_same_shape(a: Sequence[int], b: Sequence[int], what: str) -> None:
+    if tuple(a) != tuple(b):
+        raise GeometryError(f"{what}: shapes {tuple(a)} and {tuple(b)} [z, y, x] differ")
