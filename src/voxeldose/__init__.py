@@ -6,6 +6,8 @@ from . import phantoms
 from .dose import absorbed_dose
 from .dvh import DVH, dvh
 from .errors import (
+    CalibrationError,
+    DicomError,
     GeometryError,
     InputError,
     KernelError,
@@ -13,6 +15,8 @@ from .errors import (
     VoxelDoseError,
     VoxelDoseWarning,
 )
+from .image import Image, ImageMeta
+from .io.dicom import list_series, load_image
 from .kernels import y90_kernel
 
 __version__ = "0.1.0"
@@ -24,7 +28,13 @@ __all__ = [
     "GeometryError",
     "KernelError",
     "VoiError",
+    "DicomError",
+    "CalibrationError",
     "VoxelDoseWarning",
+    "Image",
+    "ImageMeta",
+    "load_image",
+    "list_series",
     "y90_kernel",
     "absorbed_dose",
     "dvh",

@@ -184,8 +184,9 @@ def ellipsoid_fraction(
     lo_mm, hi_mm = origin - spacing / 2, origin + (n_xyz - 0.5) * spacing
     if np.any(centre - axes < lo_mm) or np.any(centre + axes > hi_mm):
         raise GeometryError(
-            f"{name} (centre {tuple(centre.round(2))} mm, semi-axes {tuple(axes.round(2))} mm) "
-            f"does not fit in the field of view {tuple(lo_mm.round(1))} to {tuple(hi_mm.round(1))} mm "
+            f"{name} (centre {tuple(centre.round(2).tolist())} mm, semi-axes {tuple(axes.round(2).tolist())} mm) "
+            f"does not fit in the field of view {tuple(lo_mm.round(1).tolist())} to "
+            f"{tuple(hi_mm.round(1).tolist())} mm "
             "(x, y, z); enlarge the shape or the spacing"
         )
     out = np.zeros(shape_zyx, np.float64)

@@ -1,0 +1,602 @@
+"""DICOM images in: PET (classic and Enhanced), reconstructed NM SPECT, CT.
+
+:func:`load_image` takes a folder (searched recursively), one file, or a list of files, finds the
+image series in them, and returns an :class:`~voxeldose.image.Image` in the series' physical
+units with its geometry and the metadata calibration needs. :func:`list_series` lists what a
+folder holds.
+
+Geometry
+--------
+Slices are ordered by their position along the slice normal (ImageOrientationPatient row x
+column), not by file name or InstanceNumber. The volume's k axis points from the first slice to
+the next, so head-first and feet-first series, and oblique ones, all come out with the right
+patient coordinates. The spacing between slices must be even: a step that differs from the
+median step by more than ``SLICE_GAP_TOLERANCE`` (1 % of the step, at least 0.01 mm) is a
+missing or extra slice, and is an error that names the two slices around it — never a silently
+stretched volume. All slices must share orientation, pixel spacing and matrix size.
+
+Pixel values
+------------
+Stored values are converted with each slice's (or frame's) RescaleSlope and RescaleIntercept
+(PET scanners give every slice its own slope) into float32. Compressed transfer syntaxes (JPEG
+2000, JPEG-LS, JPEG, RLE, deflate) are decoded by pydicom's pixel-data plugins (pylibjpeg,
+pylibjpeg-openjpeg, pylibjpeg-libjpeg, pyjpegls), installed with voxeldose.
+
+References
+----------
+DICOM PS3.3 (2024): C.7.6.2 Image Plane Module; C.8.9 PET modules (Units, DecayCorrection,
+DecayFactor, Radiopharmaceutical Information); C.8.4 NM modules (Detector Information Sequence,
+SpacingBetweenSlices); C.8.22 Enhanced PET; C.7.6.16 Multi-frame Functional Groups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import DicomError, GeometryError
+from ..image import Image, ImageMeta
+
+__all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE"]
+
+logger = logging.getLogger(__name__)
+
+#: Relative tolerance on the slice step (and at least 0.01 mm absolute) before a gap is an error.
+SLICE_GAP_TOLERANCE = 0.01
+
+#: Tolerance on direction cosines being equal across slices and orthonormal.
+ORIENTATION_TOLERANCE = 1e-4
+
+PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
+ENHANCED_PET_SOP = "1.2.840.10008.5.1.4.1.1.130"
+LEGACY_ENHANCED_PET_SOP = "1.2.840.10008.5.1.4.1.1.128.1"
+NM_SOP = "1.2.840.10008.5.1.4.1.1.20"
+CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_SOP = "1.2.840.10008.5.1.4.1.1.2.1"
+IMAGE_MODALITIES = {"PT", "NM", "CT"}
+# Not images (skipped when scanning a folder): RT Structure Set, RT Dose, SEG, SR, RT Plan...
+_NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTDOSE", "RTPLAN", "SEG", "SR", "REG", "KO", "PR", "RTRECORD"}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One image series found in a folder."""
+
+    series_instance_uid: str
+    modality: str
+    description: str
+    n_files: int
+    n_frames: int
+    files: tuple[str, ...]
+
+    def line(self) -> str:
+        return (
+            f"{self.series_instance_uid}  {self.modality}  {self.description or '(no description)'!r}  "
+            f"{self.n_files} file(s), {self.n_frames} slice(s)"
+        )
+
+
+# --------------------------------------------------------------------------- reading headers
+
+
+def _files_of(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            if not files:
+                raise DicomError(f"folder {p} is empty: point to the folder that holds the exported series")
+            return files
+        if p.is_file():
+            return [p]
+        raise DicomError(f"{p} does not exist")
+    files = [Path(f) for f in path]
+    if not files:
+        raise DicomError("an empty list of files was given")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DicomError(f"{len(missing)} file(s) do not exist, e.g. {missing[0]}")
+    return files
+
+
+def _read_header(path: Path) -> Any | None:
+    """The dataset without pixel data, or None when the file is not DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        return None
+    except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
+        raise DicomError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc}); re-export it") from exc
+
+
+def _is_image(ds: Any) -> bool:
+    modality = str(getattr(ds, "Modality", "")).upper()
+    if modality in _NON_IMAGE_MODALITIES:
+        return False
+    return modality in IMAGE_MODALITIES and "Rows" in ds and "Columns" in ds
+
+
+def _scan(files: Iterable[Path]) -> dict[str, list[tuple[Path, Any]]]:
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    skipped = 0
+    for f in files:
+        if f.name.upper() == "DICOMDIR":
+            continue
+        ds = _read_header(f)
+        if ds is None or not _is_image(ds):
+            skipped += 1
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", ""))
+        if not uid:
+            raise DicomError(f"{f}: no SeriesInstanceUID (0020,000E); the file is not a valid image")
+        series.setdefault(uid, []).append((f, ds))
+    if skipped:
+        logger.debug("skipped %d file(s) that are not PET, NM or CT images", skipped)
+    return series
+
+
+def _info(uid: str, items: list[tuple[Path, Any]]) -> SeriesInfo:
+    ds = items[0][1]
+    frames = sum(int(getattr(d, "NumberOfFrames", 1) or 1) for _, d in items)
+    return SeriesInfo(uid, str(getattr(ds, "Modality", "")), str(getattr(ds, "SeriesDescription", "")),
+                      len(items), frames, tuple(str(f) for f, _ in items))
+
+
+def list_series(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[SeriesInfo]:
+    """The PET, NM and CT series in a folder (recursively), a file or a list of files."""
+    return [_info(uid, items) for uid, items in _scan(_files_of(path)).items()]
+
+
+# --------------------------------------------------------------------------- values and times
+
+
+def _float(ds: Any, keyword: str, default: float | None = None) -> float | None:
+    value = getattr(ds, keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _floats(ds: Any, keyword: str, n: int, where: str) -> NDArray[np.float64]:
+    value = getattr(ds, keyword, None)
+    try:
+        arr = np.array([float(v) for v in value], float)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise DicomError(f"{where}: {keyword} is missing or not numeric ({value!r})") from None
+    if arr.size != n or not np.all(np.isfinite(arr)):
+        raise DicomError(f"{where}: {keyword} must hold {n} finite numbers, got {value!r}")
+    return arr
+
+
+def _datetime(date: Any, time: Any) -> dt.datetime | None:
+    """DICOM DA + TM (or a DT in ``date`` with ``time`` None) to a naive datetime."""
+    try:
+        if time is None:
+            text = str(date or "").strip()
+            if not text:
+                return None
+            text = text.split("+")[0].split("-")[0] if len(text) > 8 else text
+            date, time = text[:8], text[8:]
+        date_s = str(date or "").strip()
+        time_s = str(time or "").strip()
+        if not date_s:
+            return None
+        day = dt.datetime.strptime(date_s[:8], "%Y%m%d")
+        if not time_s:
+            return day
+        hh = int(time_s[0:2])
+        mm = int(time_s[2:4]) if len(time_s) >= 4 else 0
+        ss = float(time_s[4:]) if len(time_s) > 4 else 0.0
+        return day + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
+    except (ValueError, TypeError):
+        return None
+
+
+def _radiopharmaceutical(ds: Any) -> dict[str, Any]:
+    seq = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
+    if not seq:
+        return {}
+    item = seq[0]
+    out: dict[str, Any] = {
+        "radiopharmaceutical": str(getattr(item, "Radiopharmaceutical", "")) or None,
+        "radionuclide_half_life_s": _float(item, "RadionuclideHalfLife"),
+        "radionuclide_positron_fraction": _float(item, "RadionuclidePositronFraction"),
+        "radionuclide_total_dose_bq": _float(item, "RadionuclideTotalDose"),
+    }
+    start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None)
+    if start is None:
+        # the older TM attribute has no date: the series date is the documented practice
+        start_tm = getattr(item, "RadiopharmaceuticalStartTime", None)
+        if start_tm:
+            start = _datetime(getattr(ds, "SeriesDate", None) or getattr(ds, "StudyDate", None), start_tm)
+    out["radiopharmaceutical_start_datetime"] = start
+    codes = getattr(item, "RadionuclideCodeSequence", None)
+    if codes:
+        out["radionuclide"] = str(getattr(codes[0], "CodeMeaning", "")) or None
+        out["radionuclide_code"] = str(getattr(codes[0], "CodeValue", "")) or None
+    return out
+
+
+_IDENTIFIER_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+    "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+)
+
+
+def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> ImageMeta:
+    identifiers = {k: str(getattr(ds, k)) for k in _IDENTIFIER_KEYWORDS if getattr(ds, k, None) not in (None, "")}
+    duration_ms = _float(ds, "ActualFrameDuration")
+    corrected = getattr(ds, "CorrectedImage", None)
+    if isinstance(corrected, str):
+        corrected = [corrected]
+    return ImageMeta(
+        modality=str(getattr(ds, "Modality", "")) or None,
+        sop_class_uid=str(getattr(ds, "SOPClassUID", "")) or None,
+        series_instance_uid=str(getattr(ds, "SeriesInstanceUID", "")) or None,
+        study_instance_uid=str(getattr(ds, "StudyInstanceUID", "")) or None,
+        frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")) or None,
+        series_description=str(getattr(ds, "SeriesDescription", "")) or None,
+        manufacturer=str(getattr(ds, "Manufacturer", "")) or None,
+        manufacturer_model=str(getattr(ds, "ManufacturerModelName", "")) or None,
+        series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None)),
+        acquisition_datetime=acquisition,
+        frame_duration_s=None if duration_ms is None else duration_ms / 1000.0,
+        decay_correction=str(getattr(ds, "DecayCorrection", "")).upper() or None,
+        decay_factor=_float(ds, "DecayFactor"),
+        corrected_image=tuple(str(c) for c in (corrected or ())),
+        source_files=tuple(str(f) for f in files),
+        identifiers=identifiers,
+        **_radiopharmaceutical(ds),
+    )
+
+
+def _acquisition_datetime(datasets: Sequence[Any]) -> dt.datetime | None:
+    times = []
+    for ds in datasets:
+        t = _datetime(getattr(ds, "AcquisitionDateTime", None), None)
+        if t is None:
+            t = _datetime(getattr(ds, "AcquisitionDate", None) or getattr(ds, "SeriesDate", None),
+                          getattr(ds, "AcquisitionTime", None))
+            if getattr(ds, "AcquisitionTime", None) in (None, ""):
+                t = None
+        if t is not None:
+            times.append(t)
+    return min(times) if times else None
+
+
+def _units(ds: Any) -> str:
+    modality = str(getattr(ds, "Modality", "")).upper()
+    units = str(getattr(ds, "Units", "") or "").upper()
+    if modality == "CT":
+        return "HU"
+    if units:
+        return units
+    if modality == "NM":
+        return "CNTS"
+    return ""
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _orientation(iop: NDArray[np.float64], where: str) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    row, col = iop[:3], iop[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise GeometryError(f"{where}: ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors")
+    row = row / np.linalg.norm(row)
+    col = col / np.linalg.norm(col)
+    return row, col, np.cross(row, col)
+
+
+def _stack_geometry(
+    positions: NDArray[np.float64], normal: NDArray[np.float64], labels: Sequence[str]
+) -> tuple[NDArray[np.intp], float]:
+    """Order of the slices along ``normal`` and the slice step (mm); errors for gaps."""
+    d = positions @ normal
+    order = np.argsort(d, kind="stable")
+    d_sorted = d[order]
+    if len(d_sorted) < 2:
+        raise GeometryError(f"the series has a single slice ({labels[0]}); a 3-D volume needs at least two")
+    steps = np.diff(d_sorted)
+    dup = np.flatnonzero(steps < 1e-3)
+    if dup.size:
+        i = dup[0]
+        raise GeometryError(
+            f"two slices at the same position {d_sorted[i]:.3f} mm along the normal: {labels[order[i]]} and "
+            f"{labels[order[i + 1]]}; the folder holds duplicates or several series with one UID"
+        )
+    step = float(np.median(steps))
+    tol = max(0.01, SLICE_GAP_TOLERANCE * step)
+    bad = np.flatnonzero(np.abs(steps - step) > tol)
+    if bad.size:
+        i = bad[0]
+        raise GeometryError(
+            f"uneven slice spacing: {steps[i]:.3f} mm between {labels[order[i]]} (at {d_sorted[i]:.2f} mm) and "
+            f"{labels[order[i + 1]]} (at {d_sorted[i + 1]:.2f} mm) where the series steps {step:.3f} mm "
+            f"(tolerance {tol:.3f} mm): a missing slice or a mixed series; re-export the complete series"
+        )
+    # in-plane offsets: every slice must lie on the same line through the first one
+    lateral = (positions[order] - positions[order][0]) - np.outer(d_sorted - d_sorted[0], normal)
+    if np.abs(lateral).max() > max(0.01, 0.01 * step) + 1e-6:
+        # tilted stacks (gantry tilt) are not a rectilinear grid
+        raise GeometryError(
+            f"slice positions are not along the slice normal (offset up to {np.abs(lateral).max():.3f} mm): "
+            "a gantry-tilted or sheared series; resample it to a rectilinear grid first"
+        )
+    return order, step
+
+
+def _rescale(ds: Any, pixels: NDArray[Any]) -> NDArray[np.float64]:
+    slope = _float(ds, "RescaleSlope", 1.0)
+    intercept = _float(ds, "RescaleIntercept", 0.0)
+    return pixels.astype(np.float64) * slope + intercept  # type: ignore[operator]
+
+
+def _pixels(path: Path) -> tuple[Any, NDArray[Any]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        return ds, ds.pixel_array
+    except Exception as exc:
+        ts = ""
+        try:
+            ts = f" (transfer syntax {ds.file_meta.TransferSyntaxUID.name})"  # type: ignore[possibly-undefined]
+        except Exception:  # noqa: BLE001 - only for the message
+            pass
+        raise DicomError(
+            f"{path}: cannot decode the pixel data{ts}: {type(exc).__name__}: {exc}. The file may be "
+            "truncated, or compressed in a syntax no installed plugin decodes (reinstall voxeldose "
+            "to get pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg and pyjpegls)"
+        ) from exc
+
+
+def _classic_series(items: list[tuple[Path, Any]]) -> Image:
+    """One file per slice (PET Image, CT Image, single-frame NM)."""
+    first_path, first = items[0]
+    where0 = str(first_path)
+    iop0 = _floats(first, "ImageOrientationPatient", 6, where0)
+    row, col, normal = _orientation(iop0, where0)
+    rows, cols = int(first.Rows), int(first.Columns)
+    spacing_rc = _floats(first, "PixelSpacing", 2, where0)
+    positions = []
+    for path, ds in items:
+        where = str(path)
+        iop = _floats(ds, "ImageOrientationPatient", 6, where)
+        if np.abs(iop - iop0).max() > ORIENTATION_TOLERANCE:
+            raise GeometryError(f"{where}: ImageOrientationPatient {iop.tolist()} differs from {where0}'s {iop0.tolist()}")
+        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+            raise GeometryError(f"{where}: matrix {ds.Rows}x{ds.Columns} differs from {where0}'s {rows}x{cols}")
+        if np.abs(_floats(ds, "PixelSpacing", 2, where) - spacing_rc).max() > 1e-4:
+            raise GeometryError(f"{where}: PixelSpacing differs from {where0}'s {spacing_rc.tolist()}")
+        positions.append(_floats(ds, "ImagePositionPatient", 3, where))
+    pos = np.array(positions)
+    order, step = _stack_geometry(pos, normal, [str(p) for p, _ in items])
+    volume = np.empty((len(items), rows, cols), np.float32)
+    for k, idx in enumerate(order):
+        path = items[idx][0]
+        ds, pixels = _pixels(path)
+        if pixels.shape != (rows, cols):
+            raise DicomError(f"{path}: pixel data of shape {pixels.shape}, expected ({rows}, {cols}) single-frame")
+        volume[k] = _rescale(ds, pixels)
+    origin = pos[order[0]]
+    direction = np.column_stack([row, col, normal])
+    datasets = [d for _, d in items]
+    meta = _meta(first, [items[i][0] for i in order], _acquisition_datetime(datasets))
+    return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(origin),
+                 tuple(direction.reshape(-1)), _units(first), meta)
+
+
+def _nm_multiframe(path: Path, header: Any) -> Image:
+    """A reconstructed tomographic NM multi-frame image (SPECT)."""
+    where = str(path)
+    image_type = [str(t).upper() for t in (getattr(header, "ImageType", None) or [])]
+    if not any("TOMO" in t for t in image_type) or not any("RECON" in t for t in image_type):
+        kind = "\\".join(image_type) or "(none)"
+        raise DicomError(
+            f"{where}: NM image of type {kind} is not a reconstructed "
+            "tomographic image (ImageType RECON TOMO); export the reconstructed SPECT, not projections"
+        )
+    detectors = getattr(header, "DetectorInformationSequence", None)
+    if not detectors:
+        raise DicomError(f"{where}: no DetectorInformationSequence (0054,0022): the SPECT's position is unknown")
+    det = detectors[0]
+    iop = _floats(det, "ImageOrientationPatient", 6, f"{where} DetectorInformationSequence")
+    ipp = _floats(det, "ImagePositionPatient", 3, f"{where} DetectorInformationSequence")
+    row, col, normal = _orientation(iop, where)
+    spacing_rc = _floats(header, "PixelSpacing", 2, where)
+    step = _float(header, "SpacingBetweenSlices")
+    source = "SpacingBetweenSlices"
+    if step is None or step == 0:
+        step = _float(header, "SliceThickness")
+        source = "SliceThickness"
+    if step is None or step == 0:
+        raise DicomError(f"{where}: neither SpacingBetweenSlices nor SliceThickness gives the slice step")
+    ds, pixels = _pixels(path)
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.shape[0] != n_frames or n_frames < 2:
+        raise DicomError(f"{where}: {pixels.shape[0]} frame(s) decoded, NumberOfFrames says {n_frames}")
+    # SpacingBetweenSlices is signed for NM in some exports: a negative step runs against the normal
+    if step < 0:
+        normal = -normal
+        step = -step
+    volume = _rescale(ds, pixels).astype(np.float32)
+    direction = np.column_stack([row, col, normal])
+    meta = _meta(ds, [path], _acquisition_datetime([ds]))
+    logger.debug("NM slice step %.3f mm from %s", step, source)
+    return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), float(step)), tuple(ipp),
+                 tuple(direction.reshape(-1)), _units(ds), meta)
+
+
+def _functional(ds: Any, frame: int, sequence: str, item: str) -> Any | None:
+    """An item of a functional group, per-frame first, then shared."""
+    per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    if per is not None and frame < len(per):
+        group = per[frame]
+        if sequence in group and len(group[sequence].value):
+            return group[sequence].value[0]
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    if shared:
+        group = shared[0]
+        if sequence in group and len(group[sequence].value):
+            return group[sequence].value[0]
+    return None
+
+
+def _enhanced(path: Path, header: Any) -> Image:
+    """Enhanced (multi-frame) PET or CT: geometry and rescale from the functional groups."""
+    where = str(path)
+    ds, pixels = _pixels(path)
+    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    positions, slopes = [], []
+    iop0 = None
+    spacing_rc = None
+    for f in range(n):
+        plane = _functional(ds, f, "PlanePositionSequence", "ImagePositionPatient")
+        orient = _functional(ds, f, "PlaneOrientationSequence", "ImageOrientationPatient")
+        measures = _functional(ds, f, "PixelMeasuresSequence", "PixelSpacing")
+        if plane is None or orient is None or measures is None:
+            raise DicomError(f"{where}: frame {f + 1} lacks PlanePosition, PlaneOrientation or PixelMeasures")
+        iop = _floats(orient, "ImageOrientationPatient", 6, f"{where} frame {f + 1}")
+        if iop0 is None:
+            iop0 = iop
+            spacing_rc = _floats(measures, "PixelSpacing", 2, f"{where} frame {f + 1}")
+        elif np.abs(iop - iop0).max() > ORIENTATION_TOLERANCE:
+            raise GeometryError(f"{where}: frame {f + 1} has another orientation; a multi-orientation object is not a volume")
+        positions.append(_floats(plane, "ImagePositionPatient", 3, f"{where} frame {f + 1}"))
+        transform = _functional(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
+        slope = _float(transform, "RescaleSlope", 1.0) if transform is not None else 1.0
+        intercept = _float(transform, "RescaleIntercept", 0.0) if transform is not None else 0.0
+        slopes.append((slope, intercept))
+    assert iop0 is not None and spacing_rc is not None
+    row, col, normal = _orientation(iop0, where)
+    pos = np.array(positions)
+    order, step = _stack_geometry(pos, normal, [f"{where} frame {i + 1}" for i in range(n)])
+    volume = np.empty(pixels.shape, np.float32)
+    for k, idx in enumerate(order):
+        s, b = slopes[idx]
+        volume[k] = pixels[idx].astype(np.float64) * s + b
+    direction = np.column_stack([row, col, normal])
+    meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None))
+    units = _units(ds)
+    if str(getattr(ds, "Modality", "")).upper() == "PT":
+        units, meta = _enhanced_pet_units_and_decay(ds, units, meta)
+    return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(pos[order[0]]),
+                 tuple(direction.reshape(-1)), units, meta)
+
+
+def _enhanced_pet_units_and_decay(ds: Any, units: str, meta: ImageMeta) -> tuple[str, ImageMeta]:
+    """Enhanced PET keeps units in Real World Value Mapping and decay in frame correction items."""
+    from dataclasses import replace
+
+    rwv = _functional(ds, 0, "RealWorldValueMappingSequence", "MeasurementUnitsCodeSequence")
+    if rwv is not None and getattr(rwv, "MeasurementUnitsCodeSequence", None):
+        code = str(rwv.MeasurementUnitsCodeSequence[0].CodeValue)
+        units = {"Bq/ml": "BQML", "Bq/mL": "BQML", "{counts}": "CNTS", "{counts}/s": "CPS"}.get(code, code.upper())
+    corr = _functional(ds, 0, "PETFrameCorrectionFactorsSequence", "DecayFactor")
+    changes: dict[str, Any] = {}
+    if corr is not None and _float(corr, "DecayFactor") is not None:
+        changes["decay_factor"] = _float(corr, "DecayFactor")
+    decayed = str(getattr(ds, "DecayCorrected", "") or "").upper()
+    reference = _datetime(getattr(ds, "DecayCorrectionDateTime", None), None)
+    if decayed == "NO":
+        changes["decay_correction"] = "NONE"
+    elif decayed == "YES":
+        if reference is not None and meta.radiopharmaceutical_start_datetime is not None and abs(
+            (reference - meta.radiopharmaceutical_start_datetime).total_seconds()
+        ) < 1.0:
+            changes["decay_correction"] = "ADMIN"
+        else:
+            # corrected to a stated time: expressed as START with that time as the series reference
+            changes["decay_correction"] = "START"
+            if reference is not None:
+                changes["series_datetime"] = reference
+    return units, replace(meta, **changes) if changes else meta
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_image(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    series_uid: str | None = None,
+) -> Image:
+    """Load one PET, NM (reconstructed SPECT) or CT series as an :class:`Image`.
+
+    Parameters
+    ----------
+    path : folder, file, or list of files
+        A folder is searched recursively; files that are not DICOM, and DICOM objects that are
+        not images (RTSTRUCT, SEG, RTDOSE, reports), are skipped.
+    series_uid : str, optional
+        SeriesInstanceUID to load when the files hold several image series.
+
+    Returns
+    -------
+    Image
+        float32 [z, y, x] in the series' units ("BQML", "CNTS", "HU", ...), with spacing,
+        origin and direction from the headers and :class:`~voxeldose.image.ImageMeta`.
+
+    Raises
+    ------
+    DicomError
+        No image series, several and none chosen (the message lists them), an unreadable file,
+        undecodable pixel data, missing geometry attributes.
+    GeometryError
+        A missing slice, uneven spacing, mixed orientations or matrix sizes.
+    """
+    files = _files_of(path)
+    series = _scan(files)
+    where = str(path) if isinstance(path, (str, os.PathLike)) else f"{len(files)} file(s)"
+    if not series:
+        raise DicomError(
+            f"{where}: no PET, NM or CT image series found among {len(files)} file(s); "
+            "point to the folder with the exported scan"
+        )
+    if series_uid is not None:
+        if series_uid not in series:
+            listing = "\n  ".join(_info(u, i).line() for u, i in series.items())
+            raise DicomError(f"{where}: no series with SeriesInstanceUID {series_uid}; found:\n  {listing}")
+        items = series[series_uid]
+    elif len(series) > 1:
+        listing = "\n  ".join(_info(u, i).line() for u, i in series.items())
+        raise DicomError(
+            f"{where} holds {len(series)} image series; choose one with series_uid "
+            f"(--series-uid on the command line):\n  {listing}"
+        )
+    else:
+        items = next(iter(series.values()))
+    first_path, first = items[0]
+    sop = str(getattr(first, "SOPClassUID", ""))
+    n_frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    if sop in (ENHANCED_PET_SOP, LEGACY_ENHANCED_PET_SOP, ENHANCED_CT_SOP) or (
+        n_frames > 1 and "PerFrameFunctionalGroupsSequence" in first
+    ):
+        if len(items) > 1:
+            raise DicomError(f"{where}: the series has {len(items)} multi-frame files; expected one")
+        return _enhanced(first_path, first)
+    if str(getattr(first, "Modality", "")).upper() == "NM" and n_frames > 1:
+        if len(items) > 1:
+            raise DicomError(f"{where}: the NM series has {len(items)} multi-frame files; expected one reconstructed volume")
+        return _nm_multiframe(first_path, first)
+    multi = [str(p) for p, d in items if int(getattr(d, "NumberOfFrames", 1) or 1) > 1]
+    if multi:
+        raise DicomError(f"{multi[0]}: a multi-frame file inside a single-frame series; export one series per folder")
+    return _classic_series(items)

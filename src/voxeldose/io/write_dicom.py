@@ -1,0 +1,440 @@
+"""Write images as DICOM the way scanners export them (for phantoms, tests and round trips).
+
+- :func:`write_pet_series`: a classic PET Image series, one file per slice, Bq/mL stored as
+  int16 with a RescaleSlope per slice, timing and radiopharmaceutical attributes.
+- :func:`write_nm_spect`: one reconstructed tomographic NM multi-frame file (SPECT) in counts,
+  geometry in the Detector Information Sequence.
+- :func:`write_ct_series`: a classic CT Image series in HU.
+
+Every writer takes an :class:`~voxeldose.image.Image` that already holds the values the scanner
+would store (the physics of what a scanner measures lives in :mod:`voxeldose.io.phantom_dicom`),
+and a :class:`SeriesHeader` with the identifiers and times. Optional compression uses pydicom's
+encoders (RLE Lossless natively, JPEG-LS through pyjpegls, JPEG 2000 through
+pylibjpeg-openjpeg) or deflate.
+
+References
+----------
+DICOM PS3.3 (2024) A.21 PET Image IOD, A.5 NM Image IOD, A.3 CT Image IOD; C.8.9.1 PET Series
+Module; C.8.4.10 NM Detector Module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import InputError
+from ..image import Image
+
+__all__ = [
+    "SeriesHeader",
+    "RADIONUCLIDES",
+    "write_pet_series",
+    "write_nm_spect",
+    "write_ct_series",
+    "new_uid",
+]
+
+PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
+NM_SOP = "1.2.840.10008.5.1.4.1.1.20"
+CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
+
+#: SNOMED RT codes (DICOM CID 4020 "PET Radionuclide") used in RadionuclideCodeSequence.
+RADIONUCLIDES: dict[str, tuple[str, str]] = {
+    "Y-90": ("C-162A3", "^90^Yttrium"),
+    "F-18": ("C-111A1", "^18^Fluorine"),
+    "Ga-68": ("C-131A3", "^68^Gallium"),
+    "Ge-68": ("C-128A2", "^68^Germanium"),
+}
+
+#: Stated transfer syntaxes accepted by ``compression``.
+COMPRESSIONS = ("none", "rle", "jpeg-ls", "jpeg2000", "deflate")
+
+
+def new_uid() -> str:
+    """A new DICOM UID (pydicom's root, random suffix)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid())
+
+
+@dataclass(frozen=True)
+class SeriesHeader:
+    """Identifiers and times shared by the files of one series (and the series of one study).
+
+    Times are naive, in the scanner's local clock, like DICOM's DA/TM.
+    """
+
+    patient_name: str = "Phantom^Liver"
+    patient_id: str = "VXD-PHANTOM-001"
+    patient_birth_date: str = ""
+    patient_sex: str = "O"
+    study_instance_uid: str = field(default_factory=new_uid)
+    study_datetime: dt.datetime = dt.datetime(2026, 1, 15, 9, 0, 0)
+    study_id: str = "1"
+    accession_number: str = ""
+    frame_of_reference_uid: str = field(default_factory=new_uid)
+    series_instance_uid: str = field(default_factory=new_uid)
+    series_number: int = 1
+    series_description: str = ""
+    series_datetime: dt.datetime | None = None
+    acquisition_datetime: dt.datetime | None = None
+    manufacturer: str = "voxeldose"
+    manufacturer_model: str = "synthetic phantom"
+
+
+def _da(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%d")
+
+
+def _tm(t: dt.datetime) -> str:
+    return t.strftime("%H%M%S.%f")
+
+
+def _base_dataset(header: SeriesHeader, sop_class: str, modality: str) -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = header.patient_name
+    ds.PatientID = header.patient_id
+    ds.PatientBirthDate = header.patient_birth_date
+    ds.PatientSex = header.patient_sex
+    ds.StudyInstanceUID = header.study_instance_uid
+    ds.StudyDate = _da(header.study_datetime)
+    ds.StudyTime = _tm(header.study_datetime)
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = header.study_id
+    ds.AccessionNumber = header.accession_number
+    ds.Modality = modality
+    ds.SeriesInstanceUID = header.series_instance_uid
+    ds.SeriesNumber = header.series_number
+    ds.SeriesDescription = header.series_description
+    series_t = header.series_datetime or header.acquisition_datetime or header.study_datetime
+    ds.SeriesDate = _da(series_t)
+    ds.SeriesTime = _tm(series_t)
+    ds.FrameOfReferenceUID = header.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = header.manufacturer
+    ds.ManufacturerModelName = header.manufacturer_model
+    ds.PatientPosition = "HFS"
+    if header.acquisition_datetime is not None:
+        ds.AcquisitionDate = _da(header.acquisition_datetime)
+        ds.AcquisitionTime = _tm(header.acquisition_datetime)
+    ds.ContentDate = ds.SeriesDate
+    ds.ContentTime = ds.SeriesTime
+    return ds
+
+
+def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+
+
+def _save(ds: Any, path: Path, compression: str) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGLSLossless,
+        RLELossless,
+        PYDICOM_IMPLEMENTATION_UID,
+    )
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    if compression == "none":
+        pass
+    elif compression == "rle":
+        ds.compress(RLELossless)
+    elif compression == "jpeg-ls":
+        ds.compress(JPEGLSLossless)
+    elif compression == "jpeg2000":
+        ds.compress(JPEG2000Lossless)
+    elif compression == "deflate":
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    else:
+        raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _slice_geometry(image: Image) -> tuple[list[float], NDArray[np.float64], list[float]]:
+    d = image.direction_matrix
+    iop = [float(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+    sx, sy, _ = image.spacing_mm
+    positions = image.index_to_world(np.array([[0, 0, k] for k in range(image.shape[0])], float))
+    return iop, positions, [sy, sx]
+
+
+def _file_names(n: int, names: str, seed: int) -> list[str]:
+    if names == "ordered":
+        return [f"IM{k + 1:05d}.dcm" for k in range(n)]
+    if names == "shuffled":
+        # as many exports do: names unrelated to slice order, no extension
+        rng = random.Random(seed)
+        labels = [f"{rng.getrandbits(48):012X}" for _ in range(n)]
+        return labels
+    raise InputError(f"names must be 'ordered' or 'shuffled', got {names!r}")
+
+
+def _check_image(image: Image, what: str) -> None:
+    if not np.isfinite(image.array).all():
+        raise InputError(f"{what}: the image has non-finite values")
+
+
+def write_pet_series(
+    folder: str | Path,
+    image: Image,
+    header: SeriesHeader,
+    *,
+    radiopharmaceutical_start: dt.datetime | None,
+    total_dose_bq: float | None,
+    decay_correction: str = "START",
+    decay_factor: float | None = None,
+    frame_duration_s: float = 900.0,
+    nuclide: str = "Y-90",
+    half_life_s: float | None = None,
+    positron_fraction: float | None = None,
+    compression: str = "none",
+    names: str = "shuffled",
+    seed: int = 0,
+) -> list[Path]:
+    """Write ``image`` (values in Bq/mL, as the scanner reports them) as a classic PET series.
+
+    Parameters
+    ----------
+    folder : path
+        Created if needed; one file per slice.
+    image : Image
+        Stored activity concentrations (Bq/mL), [z, y, x], with the geometry to write.
+    header : SeriesHeader
+        Identifiers and times; ``header.acquisition_datetime`` is the acquisition start.
+    radiopharmaceutical_start : datetime or None
+        RadiopharmaceuticalStartDateTime (administration); None omits it.
+    total_dose_bq : float or None
+        RadionuclideTotalDose (Bq).
+    decay_correction : {"START", "ADMIN", "NONE"}
+        DecayCorrection (0054,1102).
+    decay_factor : float, optional
+        DecayFactor (0054,1321), the factor the scanner applied.
+    frame_duration_s : float
+        ActualFrameDuration.
+    nuclide, half_life_s, positron_fraction
+        The radionuclide the scanner was configured for (code from :data:`RADIONUCLIDES`), its
+        RadionuclideHalfLife (s) and RadionuclidePositronFraction (None omits them).
+    compression : {"none", "rle", "jpeg-ls", "jpeg2000", "deflate"}
+    names : {"shuffled", "ordered"}
+        File names unrelated to slice order (like many exports), or IM00001.dcm ...
+
+    Returns
+    -------
+    list of Path, in slice order.
+    """
+    from pydicom.dataset import Dataset
+
+    _check_image(image, "write_pet_series")
+    if decay_correction not in ("START", "ADMIN", "NONE"):
+        raise InputError(f"decay_correction must be START, ADMIN or NONE, got {decay_correction!r}")
+    if nuclide not in RADIONUCLIDES:
+        raise InputError(f"nuclide must be one of {', '.join(RADIONUCLIDES)}, got {nuclide!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    iop, positions, pixel_spacing = _slice_geometry(image)
+    nz, ny, nx = image.shape
+    paths = []
+    for k, name in enumerate(_file_names(nz, names, seed)):
+        ds = _base_dataset(header, PET_SOP, "PT")
+        ds.SOPInstanceUID = new_uid()
+        ds.InstanceNumber = k + 1
+        ds.ImageIndex = k + 1
+        ds.NumberOfSlices = nz
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.Units = "BQML"
+        ds.CountsSource = "EMISSION"
+        ds.DecayCorrection = decay_correction
+        ds.CorrectedImage = (["DECY"] if decay_correction != "NONE" else []) + ["ATTN", "SCAT", "DTIM", "RAN", "NORM"]
+        ds.ReconstructionMethod = "OSEM"
+        ds.RandomsCorrectionMethod = "DLYD"
+        ds.AttenuationCorrectionMethod = "CT"
+        ds.ActualFrameDuration = int(round(frame_duration_s * 1000))
+        ds.FrameReferenceTime = 0.0
+        if decay_factor is not None:
+            ds.DecayFactor = f"{decay_factor:.10g}"
+        ds.SliceSensitivityFactor = 1.0
+        item = Dataset()
+        item.Radiopharmaceutical = "Y-90 microspheres"
+        if radiopharmaceutical_start is not None:
+            item.RadiopharmaceuticalStartDateTime = radiopharmaceutical_start.strftime("%Y%m%d%H%M%S.%f")
+            item.RadiopharmaceuticalStartTime = _tm(radiopharmaceutical_start)
+        if total_dose_bq is not None:
+            item.RadionuclideTotalDose = f"{total_dose_bq:.6g}"
+        if half_life_s is not None:
+            item.RadionuclideHalfLife = f"{half_life_s:.8g}"
+        if positron_fraction is not None:
+            item.RadionuclidePositronFraction = f"{positron_fraction:.6g}"
+        code = Dataset()
+        code.CodeValue, code.CodeMeaning = RADIONUCLIDES[nuclide]
+        code.CodingSchemeDesignator = "SRT"
+        item.RadionuclideCodeSequence = [code]
+        ds.RadiopharmaceuticalInformationSequence = [item]
+        ds.ImageOrientationPatient = iop
+        ds.ImagePositionPatient = [float(v) for v in positions[k]]
+        ds.SliceLocation = float(positions[k][2])
+        ds.PixelSpacing = pixel_spacing
+        ds.SliceThickness = image.spacing_mm[2]
+        _pixel_module(ds, ny, nx, signed=True)
+        plane = image.array[k].astype(np.float64)
+        peak = float(np.abs(plane).max())
+        slope = peak / 32000.0 if peak > 0 else 1.0
+        stored = np.round(plane / slope).astype(np.int16)
+        ds.RescaleSlope = f"{slope:.10g}"
+        ds.RescaleIntercept = 0
+        ds.RescaleType = "BQML"
+        ds.PixelData = stored.tobytes()
+        path = folder / name
+        _save(ds, path, compression)
+        paths.append(path)
+    return paths
+
+
+def write_nm_spect(
+    path: str | Path,
+    image: Image,
+    header: SeriesHeader,
+    *,
+    radiopharmaceutical_start: dt.datetime | None,
+    total_dose_bq: float | None = None,
+    frame_duration_s: float = 1800.0,
+    spacing_between_slices_sign: int = 1,
+    compression: str = "none",
+) -> Path:
+    """Write ``image`` (counts, >= 0) as one reconstructed tomographic NM multi-frame file.
+
+    Counts are stored as uint16 (values are rounded; more than 65535 in a voxel is an error).
+    ``spacing_between_slices_sign = -1`` writes the step as a negative SpacingBetweenSlices with
+    the frames running against the slice normal, as some systems do.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    _check_image(image, "write_nm_spect")
+    counts = np.round(image.array.astype(np.float64))
+    if counts.min() < 0 or counts.max() > 65535:
+        raise InputError(f"NM counts must lie in 0..65535, got {counts.min()}..{counts.max()}; rescale the image")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nz, ny, nx = image.shape
+    ds = _base_dataset(header, NM_SOP, "NM")
+    ds.SOPInstanceUID = new_uid()
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
+    ds.NumberOfFrames = nz
+    ds.FrameIncrementPointer = Tag(0x0054, 0x0080)  # SliceVector
+    ds.SliceVector = list(range(1, nz + 1))
+    ds.NumberOfSlices = nz
+    ds.PixelSpacing = [image.spacing_mm[1], image.spacing_mm[0]]
+    ds.SliceThickness = image.spacing_mm[2]
+    ds.ActualFrameDuration = int(round(frame_duration_s * 1000))
+    d = image.direction_matrix
+    first = image.index_to_world([0, 0, 0])
+    stack = counts
+    if spacing_between_slices_sign < 0:
+        # frames run from the last slice to the first: position of the first frame is the last slice
+        first = image.index_to_world([0, 0, nz - 1])
+        stack = counts[::-1]
+        ds.SpacingBetweenSlices = -image.spacing_mm[2]
+    else:
+        ds.SpacingBetweenSlices = image.spacing_mm[2]
+    det = Dataset()
+    det.ImagePositionPatient = [float(v) for v in first]
+    det.ImageOrientationPatient = [float(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+    ds.DetectorInformationSequence = [det]
+    ds.NumberOfDetectors = 1
+    window = Dataset()
+    rng = Dataset()
+    rng.EnergyWindowLowerLimit = 90
+    rng.EnergyWindowUpperLimit = 125
+    window.EnergyWindowRangeSequence = [rng]
+    window.EnergyWindowName = "BREMS"
+    ds.EnergyWindowInformationSequence = [window]
+    ds.NumberOfEnergyWindows = 1
+    item = Dataset()
+    item.Radiopharmaceutical = "Y-90 microspheres"
+    if radiopharmaceutical_start is not None:
+        item.RadiopharmaceuticalStartDateTime = radiopharmaceutical_start.strftime("%Y%m%d%H%M%S.%f")
+    if total_dose_bq is not None:
+        item.RadionuclideTotalDose = f"{total_dose_bq:.6g}"
+    code = Dataset()
+    code.CodeValue, code.CodeMeaning = RADIONUCLIDES["Y-90"]
+    code.CodingSchemeDesignator = "SRT"
+    item.RadionuclideCodeSequence = [code]
+    ds.RadiopharmaceuticalInformationSequence = [item]
+    _pixel_module(ds, ny, nx, signed=False)
+    ds.PixelData = stack.astype(np.uint16).tobytes()
+    _save(ds, path, compression)
+    return path
+
+
+def write_ct_series(
+    folder: str | Path,
+    image: Image,
+    header: SeriesHeader,
+    *,
+    compression: str = "none",
+    names: str = "ordered",
+    seed: int = 0,
+) -> list[Path]:
+    """Write ``image`` (HU) as a classic CT series (int16 with RescaleIntercept -1024)."""
+    _check_image(image, "write_ct_series")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    iop, positions, pixel_spacing = _slice_geometry(image)
+    nz, ny, nx = image.shape
+    paths = []
+    for k, name in enumerate(_file_names(nz, names, seed)):
+        ds = _base_dataset(header, CT_SOP, "CT")
+        ds.SOPInstanceUID = new_uid()
+        ds.InstanceNumber = k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.KVP = 120
+        ds.ImageOrientationPatient = iop
+        ds.ImagePositionPatient = [float(v) for v in positions[k]]
+        ds.SliceLocation = float(positions[k][2])
+        ds.PixelSpacing = pixel_spacing
+        ds.SliceThickness = image.spacing_mm[2]
+        _pixel_module(ds, ny, nx, signed=True)
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.RescaleType = "HU"
+        stored = np.clip(np.round(image.array[k].astype(np.float64) + 1024), -32768, 32767).astype(np.int16)
+        ds.PixelData = stored.tobytes()
+        path = folder / name
+        _save(ds, path, compression)
+        paths.append(path)
+    return paths
+
+
+def read_datasets(paths: Sequence[str | Path]) -> list[Any]:
+    """The pydicom datasets of ``paths`` (headers only), e.g. to reference a series."""
+    import pydicom
+
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]

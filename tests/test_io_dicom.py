@@ -1,0 +1,358 @@
+"""DICOM images in: PET series, Enhanced PET, NM SPECT, CT; geometry against SimpleITK; errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+import voxeldose
+from voxeldose.image import Image
+from voxeldose.io.dicom import list_series, load_image
+from voxeldose.io.write_dicom import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
+
+ADMIN = dt.datetime(2026, 1, 15, 10, 0, 0)
+SCAN = dt.datetime(2026, 1, 16, 6, 30, 0)
+
+
+def _rotation(ax_deg: float, az_deg: float) -> np.ndarray:
+    a, b = np.deg2rad(ax_deg), np.deg2rad(az_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return rx @ rz
+
+
+DIRECTIONS = {
+    "head-first axial": np.eye(3),
+    "feet-first axial": np.diag([1.0, -1.0, -1.0]),
+    "oblique": _rotation(17.0, 25.0),
+}
+
+
+def _image(shape=(9, 11, 13), spacing=(2.5, 3.0, 4.0), direction=np.eye(3), seed=0, scale=5e4):
+    rng = np.random.default_rng(seed)
+    arr = rng.gamma(2.0, scale / 2, shape)
+    return Image(arr, spacing, (-40.0, 25.0, 110.0), tuple(np.asarray(direction).reshape(-1)), "BQML")
+
+
+def _write_pet(folder, image, **kw):
+    header = kw.pop("header", None) or SeriesHeader(acquisition_datetime=SCAN, series_datetime=SCAN)
+    args = dict(radiopharmaceutical_start=ADMIN, total_dose_bq=3.0e9, half_life_s=64.1 * 3600,
+                positron_fraction=31.86e-6, decay_factor=1.0)
+    args.update(kw)
+    return write_pet_series(folder, image, header, **args)
+
+
+def _sitk_series(folder):
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def _assert_same_world(loaded: Image, expected: Image, rtol: float):
+    """Same voxel values at the same patient positions (the grids may run in opposite directions)."""
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+    corners *= np.array(expected.size_xyz) - 1
+    idx = np.rint(loaded.world_to_index(expected.index_to_world(corners))).astype(int)
+    assert np.allclose(loaded.index_to_world(idx), expected.index_to_world(corners), atol=1e-3)
+    for (i, j, k), (ei, ej, ek) in zip(idx, corners.astype(int)):
+        assert loaded.array[k, j, i] == pytest.approx(expected.array[ek, ej, ei], rel=rtol, abs=rtol * expected.array.max())
+
+
+# --------------------------------------------------------------------------- PET classic
+
+
+@pytest.mark.parametrize("orientation", list(DIRECTIONS))
+def test_pet_series_any_file_order_matches_simpleitk(tmp_path, orientation):
+    image = _image(direction=DIRECTIONS[orientation])
+    _write_pet(tmp_path, image)  # shuffled file names, unrelated to slice order
+    loaded = load_image(tmp_path)
+    # int16 storage with a slope per slice: quantisation step = slice max / 32000
+    assert loaded.units == "BQML"
+    assert loaded.shape == image.shape
+    assert loaded.same_grid(image, tol_mm=1e-3)
+    np.testing.assert_allclose(loaded.array, image.array, rtol=0, atol=image.array.max() / 32000)
+    # the independent reader agrees on geometry and values
+    ref = _sitk_series(tmp_path)
+    assert ref.GetSize() == loaded.size_xyz
+    np.testing.assert_allclose(ref.GetOrigin(), loaded.origin_mm, atol=1e-3)
+    np.testing.assert_allclose(ref.GetSpacing(), loaded.spacing_mm, atol=1e-4)
+    np.testing.assert_allclose(ref.GetDirection(), loaded.direction, atol=1e-5)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(ref), loaded.array, rtol=1e-5, atol=1e-3)
+
+
+def test_pet_metadata(tmp_path):
+    header = SeriesHeader(acquisition_datetime=SCAN, series_datetime=SCAN, series_description="Y90 PET",
+                          patient_name="Doe^Jane")
+    _write_pet(tmp_path, _image(), header=header, decay_correction="START", decay_factor=1.0023,
+               frame_duration_s=1200)
+    meta = load_image(tmp_path).meta
+    assert meta.modality == "PT"
+    assert meta.acquisition_datetime == SCAN and meta.series_datetime == SCAN
+    assert meta.radiopharmaceutical_start_datetime == ADMIN
+    assert meta.decay_correction == "START" and meta.decay_factor == pytest.approx(1.0023)
+    assert meta.frame_duration_s == pytest.approx(1200)
+    assert meta.radionuclide_half_life_s == pytest.approx(64.1 * 3600)
+    assert meta.radionuclide_positron_fraction == pytest.approx(31.86e-6)
+    assert meta.radionuclide_code == "C-162A3" and "Yttrium" in meta.radionuclide
+    assert meta.radionuclide_total_dose_bq == pytest.approx(3e9)
+    assert meta.series_description == "Y90 PET"
+    assert meta.frame_of_reference_uid == header.frame_of_reference_uid
+    assert len(meta.source_files) == 9
+    # identifiers are kept for the outputs but not shown in the repr (logs)
+    assert meta.identifiers["PatientName"] == "Doe^Jane"
+    assert "Doe" not in repr(meta)
+
+
+def test_start_time_without_date_falls_back_to_the_series_date(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(3, 4, 5)))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime
+        ds.save_as(p)
+    meta = load_image(tmp_path).meta
+    # RadiopharmaceuticalStartTime (TM) has no date: read on the series date, as SUV tools do
+    assert meta.radiopharmaceutical_start_datetime == dt.datetime.combine(SCAN.date(), ADMIN.time())
+
+
+@pytest.mark.parametrize("compression", ["rle", "jpeg-ls", "jpeg2000", "deflate"])
+def test_compressed_transfer_syntaxes(tmp_path, compression):
+    image = _image(shape=(4, 64, 48))  # JPEG 2000 needs tiles larger than its resolution levels
+    paths = _write_pet(tmp_path, image, compression=compression)
+    assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID != pydicom.uid.ExplicitVRLittleEndian
+    loaded = load_image(tmp_path)
+    np.testing.assert_allclose(loaded.array, image.array, rtol=0, atol=image.array.max() / 32000)
+
+
+def test_list_of_files_and_single_file(tmp_path):
+    image = _image(shape=(4, 5, 6))
+    paths = _write_pet(tmp_path, image)
+    loaded = load_image([str(p) for p in reversed(paths)])
+    assert loaded.same_grid(image)
+    with pytest.raises(voxeldose.GeometryError, match="single slice"):
+        load_image(paths[0])
+
+
+# --------------------------------------------------------------------------- Enhanced PET
+
+
+def _enhanced_from_classic(paths, out):
+    """An Enhanced PET Image (multi-frame, functional groups) holding the classic series."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    slices = [pydicom.dcmread(p) for p in paths]
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(slices))  # frames stored in no particular order
+    first = slices[0]
+    ds = Dataset()
+    for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "SeriesInstanceUID",
+               "SeriesDate", "SeriesTime", "FrameOfReferenceUID", "RadiopharmaceuticalInformationSequence",
+               "Manufacturer", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
+               "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation"):
+        setattr(ds, kw, getattr(first, kw))
+    ds.Modality = "PT"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.130"
+    ds.SOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(slices)
+    ds.AcquisitionDateTime = SCAN.strftime("%Y%m%d%H%M%S")
+    ds.DecayCorrected = "YES"
+    ds.DecayCorrectionDateTime = SCAN.strftime("%Y%m%d%H%M%S")
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = first.PixelSpacing
+    measures.SliceThickness = first.SliceThickness
+    shared.PixelMeasuresSequence = [measures]
+    orient = Dataset()
+    orient.ImageOrientationPatient = first.ImageOrientationPatient
+    shared.PlaneOrientationSequence = [orient]
+    rwv = Dataset()
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "Bq/ml", "UCUM", "Becquerels/milliliter"
+    rwv.MeasurementUnitsCodeSequence = [unit]
+    shared.RealWorldValueMappingSequence = [rwv]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames, pixels = [], []
+    for i in order:
+        s = slices[i]
+        f = Dataset()
+        pos = Dataset()
+        pos.ImagePositionPatient = s.ImagePositionPatient
+        f.PlanePositionSequence = [pos]
+        tr = Dataset()
+        tr.RescaleSlope, tr.RescaleIntercept, tr.RescaleType = s.RescaleSlope, s.RescaleIntercept, "BQML"
+        f.PixelValueTransformationSequence = [tr]
+        frames.append(f)
+        pixels.append(s.pixel_array)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = np.stack(pixels).astype(np.int16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(out, enforce_file_format=True)
+
+
+def test_enhanced_pet_equals_the_classic_series(tmp_path):
+    image = _image(direction=DIRECTIONS["oblique"])
+    paths = _write_pet(tmp_path / "classic", image)
+    classic = load_image(tmp_path / "classic")
+    _enhanced_from_classic(paths, tmp_path / "enhanced.dcm")
+    enhanced = load_image(tmp_path / "enhanced.dcm")
+    assert enhanced.same_grid(classic)
+    np.testing.assert_array_equal(enhanced.array, classic.array)
+    assert enhanced.units == "BQML"
+    assert enhanced.meta.decay_correction == "START" and enhanced.meta.series_datetime == SCAN
+
+
+# --------------------------------------------------------------------------- NM and CT
+
+
+@pytest.mark.parametrize("orientation", list(DIRECTIONS))
+@pytest.mark.parametrize("sign", [1, -1])
+def test_nm_spect_multiframe(tmp_path, orientation, sign):
+    image = Image(np.random.default_rng(1).integers(0, 3000, (10, 12, 14)).astype(float), (4.42, 4.42, 4.42),
+                  (-100.0, -80.0, 50.0), tuple(DIRECTIONS[orientation].reshape(-1)), "CNTS")
+    path = write_nm_spect(tmp_path / "spect.dcm", image, SeriesHeader(acquisition_datetime=SCAN),
+                          radiopharmaceutical_start=ADMIN, spacing_between_slices_sign=sign)
+    loaded = load_image(path)
+    assert loaded.units == "CNTS" and loaded.meta.modality == "NM"
+    assert loaded.meta.acquisition_datetime == SCAN
+    assert loaded.spacing_mm == pytest.approx(image.spacing_mm)
+    _assert_same_world(loaded, image, rtol=0)
+    if sign > 0:
+        # SimpleITK reads NM multi-frame geometry from the same attributes
+        ref = sitk.ReadImage(str(path))
+        np.testing.assert_allclose(ref.GetOrigin(), loaded.origin_mm, atol=1e-3)
+        np.testing.assert_allclose(ref.GetDirection(), loaded.direction, atol=1e-5)
+        np.testing.assert_allclose(sitk.GetArrayFromImage(ref), loaded.array)
+
+
+def test_nm_projections_are_refused(tmp_path):
+    image = Image(np.ones((4, 5, 6)), (4.42,) * 3, units="CNTS")
+    path = write_nm_spect(tmp_path / "p.dcm", image, SeriesHeader(), radiopharmaceutical_start=None)
+    ds = pydicom.dcmread(path)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMO", "EMISSION"]
+    ds.save_as(path)
+    with pytest.raises(voxeldose.DicomError, match="RECON TOMO"):
+        load_image(path)
+
+
+def test_ct_series(tmp_path):
+    hu = Image(np.random.default_rng(2).integers(-1000, 1500, (6, 7, 8)).astype(float), (0.98, 0.98, 2.5),
+               (-250.0, -250.0, -100.0), units="HU")
+    write_ct_series(tmp_path, hu, SeriesHeader())
+    loaded = load_image(tmp_path)
+    assert loaded.units == "HU"
+    np.testing.assert_array_equal(loaded.array, hu.array)
+    assert loaded.same_grid(hu)
+
+
+# --------------------------------------------------------------------------- folders and errors
+
+
+def test_several_series_need_a_choice(tmp_path):
+    a = SeriesHeader(series_description="PET AC", acquisition_datetime=SCAN)
+    b = SeriesHeader(series_description="CT 5mm")
+    _write_pet(tmp_path / "pet", _image(shape=(3, 4, 5)), header=a)
+    write_ct_series(tmp_path / "ct", Image(np.zeros((4, 4, 4)), (1, 1, 1), units="HU"), b)
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    series = {s.series_instance_uid: s for s in list_series(tmp_path)}
+    assert set(series) == {a.series_instance_uid, b.series_instance_uid}
+    assert series[a.series_instance_uid].n_files == 3 and series[a.series_instance_uid].modality == "PT"
+    with pytest.raises(voxeldose.DicomError) as exc:
+        load_image(tmp_path)
+    message = str(exc.value)
+    for text in (a.series_instance_uid, b.series_instance_uid, "PET AC", "CT 5mm", "series_uid", "3 file(s)"):
+        assert text in message
+    assert load_image(tmp_path, series_uid=b.series_instance_uid).units == "HU"
+    with pytest.raises(voxeldose.DicomError, match="no series with"):
+        load_image(tmp_path, series_uid="1.2.3")
+
+
+def test_non_image_objects_are_skipped(tmp_path):
+    _write_pet(tmp_path, _image(shape=(3, 4, 5)))
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rs = Dataset()
+    rs.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    rs.SOPInstanceUID = generate_uid()
+    rs.Modality = "RTSTRUCT"
+    rs.SeriesInstanceUID = generate_uid()
+    rs.file_meta = FileMetaDataset()
+    rs.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    rs.file_meta.MediaStorageSOPClassUID = rs.SOPClassUID
+    rs.file_meta.MediaStorageSOPInstanceUID = rs.SOPInstanceUID
+    rs.save_as(tmp_path / "rtstruct.dcm", enforce_file_format=True)
+    assert load_image(tmp_path).shape == (3, 4, 5)
+
+
+def test_missing_slice_is_an_error_naming_the_gap(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(8, 4, 5)), names="ordered")
+    paths[4].unlink()
+    with pytest.raises(voxeldose.GeometryError) as exc:
+        load_image(tmp_path)
+    message = str(exc.value)
+    assert "missing slice" in message and "IM00004.dcm" in message and "IM00006.dcm" in message
+    assert isinstance(exc.value, voxeldose.VoxelDoseError)
+
+
+def test_slightly_uneven_positions_within_tolerance_are_accepted(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(5, 4, 5)), names="ordered")
+    ds = pydicom.dcmread(paths[2])
+    ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + 0.005  # rounding in exports
+    ds.save_as(paths[2])
+    assert load_image(tmp_path).spacing_mm[2] == pytest.approx(4.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda ds: setattr(ds, "ImageOrientationPatient", [0, 1, 0, 0, 0, -1]), ["ImageOrientationPatient", "differs"]),
+        (lambda ds: setattr(ds, "PixelSpacing", [2.0, 2.0]), ["PixelSpacing", "differs"]),
+        (lambda ds: setattr(ds, "ImagePositionPatient", [0, 0, 110.0]), ["same position", "duplicates"]),
+        (lambda ds: delattr(ds, "ImagePositionPatient"), ["ImagePositionPatient", "missing"]),
+    ],
+)
+def test_inconsistent_slices(tmp_path, change, words):
+    image = Image(np.ones((4, 5, 6)), (3.0, 3.0, 3.0), (0.0, 0.0, 110.0), units="BQML")
+    paths = _write_pet(tmp_path, image, names="ordered")
+    ds = pydicom.dcmread(paths[1])
+    change(ds)
+    ds.save_as(paths[1])
+    with pytest.raises(voxeldose.VoxelDoseError) as exc:
+        load_image(tmp_path)
+    for word in words:
+        assert word in str(exc.value)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(4, 16, 16)), names="ordered")
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[: len(data) - 200])  # pixel data cut short
+    with pytest.raises(voxeldose.DicomError) as exc:
+        load_image(tmp_path)
+    assert "IM00003.dcm" in str(exc.value)
+
+
+def test_empty_and_missing_inputs(tmp_path):
+    with pytest.raises(voxeldose.DicomError, match="empty"):
+        load_image(tmp_path)
+    (tmp_path / "a.txt").write_text("hello")
+    with pytest.raises(voxeldose.DicomError, match="no PET, NM or CT image series"):
+        load_image(tmp_path)
+    with pytest.raises(voxeldose.DicomError, match="does not exist"):
+        load_image(tmp_path / "nowhere")
+
+
+def test_folder_search_is_recursive(tmp_path):
+    image = _image(shape=(3, 4, 5))
+    _write_pet(tmp_path / "export" / "patient" / "series1", image)
+    shutil.copy(Path(__file__), tmp_path / "export" / "readme.py")
+    assert load_image(tmp_path).same_grid(image)
