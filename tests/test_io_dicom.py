@@ -51,6 +51,8 @@ def _write_pet(folder, image, **kw):
 def _sitk_series(folder):
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    # float32: by default the reader takes the first file's pixel type (int16 when its slope is 1)
+    reader.SetOutputPixelType(sitk.sitkFloat32)
     return reader.Execute()
 
 

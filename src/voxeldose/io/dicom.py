@@ -112,7 +112,8 @@ def _read_header(path: Path) -> Any | None:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        # large values (pixel data) are read later, from the file, only for the chosen series
+        return pydicom.dcmread(path, defer_size=4096)
     except InvalidDicomError:
         return None
     except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
@@ -345,12 +346,40 @@ def _rescale(ds: Any, pixels: NDArray[Any]) -> NDArray[np.float64]:
     return pixels.astype(np.float64) * slope + intercept  # type: ignore[operator]
 
 
-def _pixels(path: Path) -> tuple[Any, NDArray[Any]]:
-    import pydicom
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit / Explicit VR Little Endian
 
+
+def _native_pixels(ds: Any) -> NDArray[Any] | None:
+    """Uncompressed little-endian greyscale pixels straight from the bytes (pydicom's general
+    decoder costs more than the read for small PET slices); None for anything else."""
     try:
-        ds = pydicom.dcmread(path)
-        return ds, ds.pixel_array
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+    except AttributeError:
+        return None
+    bits = int(getattr(ds, "BitsAllocated", 0) or 0)
+    if (
+        syntax not in _NATIVE_LE
+        or int(getattr(ds, "SamplesPerPixel", 1)) != 1
+        or bits not in (8, 16, 32)
+        or int(getattr(ds, "BitsStored", bits)) != bits
+        or "PixelData" not in ds
+    ):
+        return None
+    dtype = np.dtype(f"<{'i' if int(getattr(ds, 'PixelRepresentation', 0)) else 'u'}{bits // 8}")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    expected = frames * rows * cols * dtype.itemsize
+    if len(data) < expected:
+        raise ValueError(f"pixel data holds {len(data)} bytes, {expected} expected: the file is truncated")
+    arr = np.frombuffer(data, dtype, count=frames * rows * cols)
+    return arr.reshape(frames, rows, cols) if frames > 1 else arr.reshape(rows, cols)
+
+
+def _pixels(path: Path, ds: Any) -> tuple[Any, NDArray[Any]]:
+    try:
+        native = _native_pixels(ds)
+        return ds, native if native is not None else ds.pixel_array
     except Exception as exc:
         ts = ""
         try:
@@ -388,7 +417,7 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     volume = np.empty((len(items), rows, cols), np.float32)
     for k, idx in enumerate(order):
         path = items[idx][0]
-        ds, pixels = _pixels(path)
+        ds, pixels = _pixels(path, items[idx][1])
         if pixels.shape != (rows, cols):
             raise DicomError(f"{path}: pixel data of shape {pixels.shape}, expected ({rows}, {cols}) single-frame")
         volume[k] = _rescale(ds, pixels)
@@ -425,7 +454,7 @@ def _nm_multiframe(path: Path, header: Any) -> Image:
         source = "SliceThickness"
     if step is None or step == 0:
         raise DicomError(f"{where}: neither SpacingBetweenSlices nor SliceThickness gives the slice step")
-    ds, pixels = _pixels(path)
+    ds, pixels = _pixels(path, header)
     n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if pixels.ndim == 2:
         pixels = pixels[None]
@@ -461,7 +490,7 @@ def _functional(ds: Any, frame: int, sequence: str, item: str) -> Any | None:
 def _enhanced(path: Path, header: Any) -> Image:
     """Enhanced (multi-frame) PET or CT: geometry and rescale from the functional groups."""
     where = str(path)
-    ds, pixels = _pixels(path)
+    ds, pixels = _pixels(path, header)
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if pixels.ndim == 2:
         pixels = pixels[None]
