@@ -77,7 +77,77 @@ def _build_parser() -> argparse.ArgumentParser:
         help="add Poisson noise at this many counts per MBq (default none)",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed for the noise (default 0)")
+
+    ph = sub.add_parser(
+        "phantom",
+        help="write a synthetic phantom as DICOM (PET, SPECT, CT, RTSTRUCT, SEG) with its case file and truth",
+        description=(
+            "Write phantom NAME as a clinic would export it into a new folder OUT: for 'liver', a Y-90 PET "
+            "series (Bq/mL), a bremsstrahlung SPECT (counts), a CT, an RTSTRUCT drawn on the CT, a SEG on "
+            "the PET grid, case.toml and truth.json; for the other phantoms, the PET, a SEG, case.toml and "
+            "truth.json. OUT must not exist (or be empty); nothing is left behind if writing fails."
+        ),
+    )
+    ph.add_argument("name", choices=("liver", "sphere", "uniform", "point_source"), metavar="NAME",
+                    help="liver, sphere, uniform or point_source")
+    ph.add_argument("--out", required=True, help="folder to create")
+    ph.add_argument("--administered-gbq", type=_positive_float, default=3.0,
+                    help="liver: administered Y-90 activity in GBq (default 3.0)")
+    ph.add_argument("--lung-shunt", type=float, default=0.10, help="liver: lung shunt fraction, 0 <= LSF < 1 (default 0.10)")
+    ph.add_argument("--tumour-to-normal", type=_positive_float, default=4.0,
+                    help="liver: tumour-to-normal uptake ratio (default 4)")
+    ph.add_argument("--delay-h", type=_positive_float, default=20.0,
+                    help="scan start after administration, in hours (default 20)")
+    ph.add_argument("--decay-correction", choices=("START", "ADMIN", "NONE"), default="START",
+                    help="PET DecayCorrection written by the scanner model (default START)")
+    ph.add_argument("--scanner-nuclide", choices=("Y-90", "F-18", "Ga-68", "Ge-68"), default="Y-90",
+                    help="nuclide the PET scanner is configured for (default Y-90)")
+    ph.add_argument("--pet-spacing", nargs=3, type=_positive_float, default=(4.0, 4.0, 3.0), metavar=("X", "Y", "Z"),
+                    help="PET voxel size in mm (default 4 4 3; the phantom's own spacing for non-liver phantoms)")
+    ph.add_argument("--spect-spacing", nargs=3, type=_positive_float, default=(4.42, 4.42, 4.42),
+                    metavar=("X", "Y", "Z"), help="liver: SPECT voxel size in mm (default 4.42)")
+    ph.add_argument("--ct-spacing", nargs=3, type=_positive_float, default=(2.0, 2.0, 3.0), metavar=("X", "Y", "Z"),
+                    help="liver: CT voxel size in mm (default 2 2 3)")
+    ph.add_argument("--fwhm-mm", type=_positive_float, default=None,
+                    help="liver: scanner resolution, Gaussian FWHM in mm, applied to PET and SPECT (default none)")
+    ph.add_argument("--spect-noise", action="store_true", help="liver: Poisson noise on the SPECT counts")
+    ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
     return parser
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .errors import InputError
+    from .io.phantom_dicom import write_phantom
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} already exists and is not an empty folder; choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, object] = {"delay_h": args.delay_h, "decay_correction": args.decay_correction,
+                                  "scanner_nuclide": args.scanner_nuclide, "seed": args.seed,
+                                  "case_id": args.case_id or f"phantom-{args.name}"}
+    if args.name == "liver":
+        options.update(administered_gbq=args.administered_gbq, lung_shunt_fraction=args.lung_shunt,
+                       tumour_to_normal=args.tumour_to_normal, pet_spacing_mm=tuple(args.pet_spacing),
+                       spect_spacing_mm=tuple(args.spect_spacing), ct_spacing_mm=tuple(args.ct_spacing),
+                       fwhm_mm=args.fwhm_mm, spect_noise=args.spect_noise)
+    t0 = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        write_phantom(args.name, staging / "case", **options)
+        if out.exists():
+            out.rmdir()
+        (staging / "case").rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("wrote phantom %s to %s in %.1f s", args.name, out, time.perf_counter() - t0)
+    print(f"{args.name} phantom written to {out}")
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -156,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("default")
             if args.command == "demo":
                 return _demo(args)
+            if args.command == "phantom":
+                return _phantom(args)
     except VoxelDoseError as exc:
         print(f"voxeldose: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
