@@ -101,7 +101,7 @@ def test_pet_metadata(tmp_path):
     assert meta.frame_duration_s == pytest.approx(1200)
     assert meta.radionuclide_half_life_s == pytest.approx(64.1 * 3600)
     assert meta.radionuclide_positron_fraction == pytest.approx(31.86e-6)
-    assert meta.radionuclide_code == "C-162A3" and "Yttrium" in meta.radionuclide
+    assert meta.radionuclide_code == "C-162A7" and "Yttrium" in meta.radionuclide
     assert meta.radionuclide_total_dose_bq == pytest.approx(3e9)
     assert meta.series_description == "Y90 PET"
     assert meta.frame_of_reference_uid == header.frame_of_reference_uid

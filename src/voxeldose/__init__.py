@@ -15,8 +15,12 @@ from .errors import (
     VoxelDoseError,
     VoxelDoseWarning,
 )
+from .calibrate import ActivityMap, calibrate
+from .case import Case, load_case
 from .image import Image, ImageMeta
 from .io.dicom import list_series, load_image
+from .io.vois import load_vois
+from .vois import derive_vois
 from .kernels import y90_kernel
 
 __version__ = "0.1.0"
@@ -35,6 +39,12 @@ __all__ = [
     "ImageMeta",
     "load_image",
     "list_series",
+    "load_vois",
+    "derive_vois",
+    "Case",
+    "load_case",
+    "calibrate",
+    "ActivityMap",
     "y90_kernel",
     "absorbed_dose",
     "dvh",

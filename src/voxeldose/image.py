@@ -52,7 +52,7 @@ class ImageMeta:
     frame_duration_s: float | None = None
     radiopharmaceutical: str | None = None
     radionuclide: str | None = None  # code meaning, e.g. "^90^Yttrium", or the code value
-    radionuclide_code: str | None = None  # SNOMED code value, e.g. "C-162A3" (Y-90)
+    radionuclide_code: str | None = None  # SNOMED code value, e.g. "C-162A7" (Y-90)
     radionuclide_half_life_s: float | None = None
     radionuclide_positron_fraction: float | None = None
     radiopharmaceutical_start_datetime: _dt.datetime | None = None

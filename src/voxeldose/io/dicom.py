@@ -174,7 +174,7 @@ def _float(ds: Any, keyword: str, default: float | None = None) -> float | None:
 def _floats(ds: Any, keyword: str, n: int, where: str) -> NDArray[np.float64]:
     value = getattr(ds, keyword, None)
     try:
-        arr = np.array([float(v) for v in value], float)  # type: ignore[union-attr]
+        arr = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise DicomError(f"{where}: {keyword} is missing or not numeric ({value!r})") from None
     if arr.size != n or not np.all(np.isfinite(arr)):

@@ -40,7 +40,7 @@ import datetime as dt
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,7 +51,7 @@ from .. import phantoms
 from .._resources import data_dir
 from ..errors import InputError
 from ..image import Image
-from .write_dicom import SeriesHeader, read_datasets, write_ct_series, write_nm_spect, write_pet_series
+from .write_dicom import SeriesHeader, new_uid, read_datasets, write_ct_series, write_nm_spect, write_pet_series
 
 __all__ = ["ScannerNuclide", "SCANNER_NUCLIDES", "write_liver_case", "write_phantom", "pet_stored_per_activity"]
 
@@ -130,10 +130,13 @@ def _contours(geo: dict[str, Any], plane_z_mm: Sequence[float]) -> dict[str, lis
     from .write_vois import ellipsoid_polygons
 
     liver_c = np.asarray(geo["liver"]["centre_mm"], float)
-    rois: dict[str, list[np.ndarray]] = {"liver": ellipsoid_polygons(liver_c, geo["liver"]["semi_axes_mm"], plane_z_mm)}
+    rois: dict[str, list[np.ndarray]] = {
+        "liver": ellipsoid_polygons(liver_c.tolist(), geo["liver"]["semi_axes_mm"], plane_z_mm)
+    }
     for t in geo["tumours"]:
         r = t["diameter_mm"] / 2.0
-        rois[t["name"]] = ellipsoid_polygons(liver_c + np.asarray(t["centre_mm"], float), (r, r, r), plane_z_mm)
+        centre = (liver_c + np.asarray(t["centre_mm"], float)).tolist()
+        rois[t["name"]] = ellipsoid_polygons(centre, (r, r, r), plane_z_mm)
     rois["lung"] = [p for lu in geo["lungs"] for p in ellipsoid_polygons(lu["centre_mm"], lu["semi_axes_mm"], plane_z_mm)]
     return rois
 
@@ -199,8 +202,10 @@ def write_liver_case(
     if delay_h <= 0:
         raise InputError(f"delay_h must be > 0 (the scan follows the administration), got {delay_h}")
     study = SeriesHeader(study_datetime=scan, acquisition_datetime=scan, series_datetime=scan)
-    common = dict(study_instance_uid=study.study_instance_uid, frame_of_reference_uid=study.frame_of_reference_uid,
-                  study_datetime=scan, acquisition_datetime=scan, series_datetime=scan)
+
+    def series(number: int, description: str) -> SeriesHeader:
+        return replace(study, series_instance_uid=new_uid(), series_number=number, series_description=description)
+
     truth: dict[str, Any] = {"case_id": case_id, "administration_datetime": ADMINISTRATION.isoformat(),
                              "scan_datetime": scan.isoformat(), "delay_h": delay_h}
 
@@ -216,7 +221,7 @@ def write_liver_case(
                                                        decay_correction=decay_correction, nuclide=scanner_nuclide)
         nuclide = SCANNER_NUCLIDES[scanner_nuclide]
         bqml = activity * (factor * 1e6 / pet.voxel_ml)
-        header = SeriesHeader(series_number=2, series_description=f"Y90 PET {decay_correction}", **common)
+        header = series(2, f"Y90 PET {decay_correction}")
         paths = write_pet_series(
             out / "PET", Image(bqml, pet.spacing_mm, pet.origin_mm, units="BQML"), header,
             radiopharmaceutical_start=ADMINISTRATION, total_dose_bq=administered_gbq * 1e9,
@@ -243,7 +248,7 @@ def write_liver_case(
         sensitivity = 60000.0 / (float(spect.activity_mbq.max()) * decays_per_mbq)
         expected = spect.activity_mbq * decays_per_mbq * sensitivity
         counts = np.random.default_rng(seed).poisson(expected).astype(float) if spect_noise else np.round(expected)
-        header = SeriesHeader(series_number=3, series_description="Y90 bremsstrahlung SPECT", **common)
+        header = series(3, "Y90 bremsstrahlung SPECT")
         write_nm_spect(out / "SPECT" / "spect.dcm", Image(counts, spect.spacing_mm, spect.origin_mm, units="CNTS"),
                        header, radiopharmaceutical_start=ADMINISTRATION, total_dose_bq=administered_gbq * 1e9,
                        frame_duration_s=spect_frame_s)
@@ -255,7 +260,7 @@ def write_liver_case(
     ct_datasets: list[Any] = []
     if "CT" in write or "RTSTRUCT" in write:
         ct = _ct_image(ct_spacing_mm, geo)
-        header = SeriesHeader(series_number=1, series_description="CT abdomen", **common)
+        header = series(1, "CT abdomen")
         paths = write_ct_series(out / "CT", ct, header)
         ct_datasets = read_datasets(paths)
         truth["ct"] = {"series_instance_uid": header.series_instance_uid, "spacing_mm": list(ct.spacing_mm)}

@@ -47,7 +47,7 @@ CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 
 #: SNOMED RT codes (DICOM CID 4020 "PET Radionuclide") used in RadionuclideCodeSequence.
 RADIONUCLIDES: dict[str, tuple[str, str]] = {
-    "Y-90": ("C-162A3", "^90^Yttrium"),
+    "Y-90": ("C-162A7", "^90^Yttrium"),
     "F-18": ("C-111A1", "^18^Fluorine"),
     "Ga-68": ("C-131A3", "^68^Gallium"),
     "Ge-68": ("C-128A2", "^68^Germanium"),

@@ -1,0 +1,1014 @@
+"""Calibration: an image in scanner units -> Y-90 activity (MBq) per voxel at administration.
+
+:func:`calibrate` turns a Y-90 PET in Bq/mL or a bremsstrahlung SPECT in counts into an
+:class:`ActivityMap`: the activity in MBq in each voxel at the administration time, on the
+image's grid, with a JSON-able provenance record of every factor, time and constant used and
+where each came from. Values the calibration needs and cannot find are errors that name the
+option (and case-file key) to pass; nothing is guessed silently.
+
+Y-90 PET (units "BQML", modality "PT")
+--------------------------------------
+A scanner configured for nuclide X (ideally Y-90) counts positrons over a frame that starts at
+``t_s`` and lasts ``T``, turns the frame-averaged positron rate into activity with X's positron
+fraction ``p_X``, and multiplies by a decay factor ``D`` (DecayFactor, 0054,1321) that refers the
+value to a reference time ``t_ref`` with X's half-life (DICOM PS3.3 C.8.9.1, C.8.9.4):
+
+- DecayCorrection NONE: ``D = 1``: the value is the average over the frame;
+- START: ``t_ref`` is the series reference time. DICOM makes Series Date/Time the reference of
+  PET; following the QIBA vendor-neutral SUV pseudo-code, when the series time is later than
+  the (earliest) acquisition time, the series was saved again after the scan and the
+  acquisition time is used instead (recorded in the provenance);
+- ADMIN: ``t_ref`` is RadiopharmaceuticalStartDateTime (0018,1078).
+
+With ``lambda_X T / (1 - e^(-lambda_X T))`` the frame-average-to-frame-start factor ``F_X``, the
+factor a scanner applies is ``D = F_X e^(lambda_X (t_s - t_ref))``. The activity at the
+administration time ``t_a`` is then
+
+    A0 [MBq] = v [Bq/mL] x V [mL] x 1e-6 / D x (p_X / p_Y90) x F_Y90 x e^(lambda_Y90 (t_s - t_a))
+
+i.e. undo the scanner's decay correction (back to the frame average), convert from X's
+positron fraction to Y-90's internal-pair-production yield, go from the frame average to the
+frame start exactly, and decay-correct to the administration with Y-90's half-life (ICRP-107).
+For a scanner set to Y-90, ``D`` is computed from the header's half-life and times (it then
+cancels to ``e^(lambda (t_ref - t_a))``: the value at ``t_ref`` decayed back to ``t_a``), and the
+header's DecayFactor is only cross-checked (a warning beyond 1 %). For a scanner set to another
+nuclide, the header's DecayFactor is what the scanner applied and is used when present;
+otherwise ``D`` is computed with X's half-life (header, else the table below) and the
+frame-decay term, with a warning. Such corrections are applied only when the user confirms the
+nuclide (``scanner_nuclide``, case file or override), which must agree with the header.
+
+Bremsstrahlung SPECT (units "CNTS" or "CPS", or modality "NM")
+--------------------------------------------------------------
+Self-calibration: the counts in the calibration VOI's voxels (every voxel the VOI touches,
+``mask > 0``) are set equal to the activity delivered to the liver,
+``administered x (1 - residual) x (1 - LSF)``, decayed to the scan time; every voxel is then
+decay-corrected back to the administration. The two decay factors cancel, so the result does not
+depend on the times; both the activity at the scan and at administration are recorded when the
+times are known. One MBq-per-count factor applies to the whole image: voxels outside the VOI
+(extrahepatic uptake, lungs, spill-out) get activity in proportion to their counts, so the image
+total may exceed the VOI's. A voxel the VOI only partly covers counts whole: its counts come from
+the liver activity in the covered part (and the spill-out of the liver next to it), not from the
+non-avid tissue beyond. Weighting it by its fraction would under-count the liver by the
+partial-volume fraction of the surface (2.6 % for the 1.5 L liver phantom at 4.42 mm).
+
+References
+----------
+DICOM PS3.3 (2024), C.8.9.1 PET Series Module (Series Date/Time as the reference time,
+Decay Correction), C.8.9.4 PET Image Module (Decay Factor), C.8.9.2 Radiopharmaceutical
+Information Module.
+
+QIBA FDG-PET/CT Technical Committee, "Vendor-neutral pseudo-code for SUV calculation" (QIBA
+wiki, 2013): Series versus Acquisition Date/Time for the decay reference.
+
+ICRP Publication 107, Ann. ICRP 38(3), 2008. doi:10.1016/j.icrp.2008.10.004 (half-lives of
+Y-90, F-18 and Ge-68; F-18 positron yield).
+
+Selwyn RG et al., Appl Radiat Isot 65:318-327, 2007. doi:10.1016/j.apradiso.2006.08.009
+(Y-90 internal-pair-production yield 31.86e-6).
+
+DDEP / LNHB "Table de Radionucleides" and NNDC NuDat (ENSDF): Ga-68 half-life 67.71 min and
+positron intensity 88.91 %, Ge-68 half-life 270.95 d.
+
+Chiesa C et al., "EANM dosimetry committee series on standard operational procedures: a unified
+methodology for 99mTc-MAA pre- and 90Y peri-therapy dosimetry in liver radioembolization with
+90Y microspheres", EJNMMI Phys 8:77, 2021. doi:10.1186/s40658-021-00394-3 (SPECT
+self-calibration on the administered activity net of lung shunt and residual).
+
+Dezarn WA et al., AAPM recommendations for 90Y microsphere brachytherapy, Med Phys
+38:4824-4845, 2011. doi:10.1118/1.3608909
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import constants as C
+from .case import Case, normalise_nuclide
+from .errors import CalibrationError, InputError, VoiError, VoxelDoseWarning
+from .image import Image
+
+__all__ = [
+    "ActivityMap",
+    "calibrate",
+    "ScannerNuclide",
+    "SCANNER_NUCLIDES",
+    "HALF_LIFE_TOLERANCE",
+    "DECAY_FACTOR_TOLERANCE",
+]
+
+log = logging.getLogger(__name__)
+
+#: A header half-life within this relative difference of a nuclide's is that nuclide's (0.5 %:
+#: Y-90 is written as 64.0 to 64.2 h by different vendors and package inserts).
+HALF_LIFE_TOLERANCE = 0.005
+
+#: The header's DecayFactor may differ from the one computed from half-life and times by this
+#: much (relative) before a warning.
+DECAY_FACTOR_TOLERANCE = 0.01
+
+#: Administration times from the case and from the header that differ by more than this (s)
+#: give a warning (the case's is used).
+ADMINISTRATION_MISMATCH_S = 60.0
+
+#: Y-90's SNOMED code values in RadionuclideCodeSequence (DICOM PS3.16 CID 4020): SNOMED-RT and
+#: SNOMED CT.
+Y90_CODES: tuple[str, ...] = ("C-162A7", "14691008")
+
+# DICOM PS3.16 CID 4020 "PET Radionuclide" code values (SNOMED-RT and SNOMED CT) of the
+# nuclides a scanner may be set to for Y-90 imaging. C-162A3 is ^86^Yttrium, not Y-90.
+_CODES: Mapping[str, str] = MappingProxyType({
+    "C-162A7": "Y-90", "14691008": "Y-90",
+    "C-162A3": "Y-86", "10738001": "Y-86",
+    "C-111A1": "F-18", "77004003": "F-18",
+    "C-131A3": "Ga-68", "35337001": "Ga-68",
+    "C-128A2": "Ge-68", "53315004": "Ge-68",
+})
+
+
+@dataclass(frozen=True)
+class ScannerNuclide:
+    """What a PET scanner configured for a nuclide assumes about it.
+
+    Attributes
+    ----------
+    name : str
+    half_life_s : float
+        Physical half-life (s) the scanner decay-corrects with.
+    half_life_source : str
+    positron_fraction : float
+        Positrons per decay the scanner divides the positron rate by.
+    positron_fraction_source : str
+    note : str
+    """
+
+    name: str
+    half_life_s: float
+    half_life_source: str
+    positron_fraction: float
+    positron_fraction_source: str
+    note: str = ""
+
+
+#: Half-lives and positron fractions of the nuclides PET scanners are set to when imaging Y-90.
+#: Used when the header does not state RadionuclidePositronFraction (or, for the half-life,
+#: RadionuclideHalfLife). Ge-68: the nuclide itself decays by electron capture; calibration
+#: sources hold it in equilibrium with its positron-emitting daughter Ga-68, so scanner settings
+#: for Ge-68 combine Ga-68's positron fraction with Ge-68's half-life.
+SCANNER_NUCLIDES: Mapping[str, ScannerNuclide] = MappingProxyType({
+    "Y-90": ScannerNuclide(
+        "Y-90", C.Y90_HALF_LIFE_S, "ICRP-107 (64.10 h)",
+        C.Y90_POSITRON_YIELD, "Selwyn et al. 2007, doi:10.1016/j.apradiso.2006.08.009 (31.86e-6)",
+    ),
+    "F-18": ScannerNuclide(
+        "F-18", 109.77 * 60.0, "ICRP-107 (109.77 min)",
+        0.9673, "ICRP-107 / NNDC NuDat (beta+ 96.73 %)",
+    ),
+    "Ga-68": ScannerNuclide(
+        "Ga-68", 67.71 * 60.0, "DDEP/LNHB, NNDC NuDat (67.71 min)",
+        0.8891, "DDEP/LNHB, NNDC NuDat (beta+ 88.91 %)",
+    ),
+    "Ge-68": ScannerNuclide(
+        "Ge-68", 270.95 * 86400.0, "DDEP/LNHB, ICRP-107 (270.95 d)",
+        0.8891, "Ga-68's beta+ 88.91 % (DDEP/LNHB, NNDC NuDat)",
+        note="Ge-68 settings use the positron fraction of its daughter Ga-68 (secular equilibrium "
+        "in the calibration source) with Ge-68's half-life",
+    ),
+})
+
+_Y90 = SCANNER_NUCLIDES["Y-90"]
+_LAMBDA_Y90 = C.Y90_DECAY_CONSTANT_PER_S
+
+
+@dataclass(frozen=True)
+class ActivityMap:
+    """Y-90 activity per voxel at the administration time, and how it was obtained.
+
+    Attributes
+    ----------
+    image : Image
+        On the input's grid, ``units="MBQ"``, float32 [z, y, x]: activity (MBq) in each voxel
+        at the administration time. Its metadata is the input's, with ``decay_correction="ADMIN"``,
+        ``radiopharmaceutical_start_datetime`` the administration time used (when known) and no
+        ``decay_factor``.
+    provenance : dict
+        JSON-able, ordered: ``method``, ``input``, ``case``, ``times`` (each with its value and
+        where it came from), ``nuclides`` (half-lives and positron fractions with sources),
+        ``factors`` (name, value, meaning and source of each), ``total_factor``, ``result``,
+        ``checks``, ``notes`` and ``warnings``.
+    """
+
+    image: Image
+    provenance: dict[str, Any]
+
+    @property
+    def total_mbq(self) -> float:
+        """Sum of the activity over the image (MBq at administration)."""
+        return float(np.sum(self.image.array, dtype=np.float64))
+
+    def provenance_json(self, *, indent: int | None = 2) -> str:
+        """The provenance as JSON text."""
+        return json.dumps(self.provenance, indent=indent)
+
+
+class _Record:
+    """Collects the provenance of one calibration."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, dict[str, Any]] = {}
+        self.factors: list[dict[str, Any]] = []
+        self.checks: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
+        self.result: dict[str, Any] = {}
+        self.scanner: dict[str, Any] | None = None
+
+    def time(self, name: str, value: _dt.datetime | None, source: str, **extra: Any) -> None:
+        self.times[name] = {"value": None if value is None else value.isoformat(), "from": source, **extra}
+
+    def factor(self, name: str, value: float, meaning: str, source: str, **extra: Any) -> float:
+        self.factors.append({"name": name, "value": float(value), "meaning": meaning, "from": source, **extra})
+        return float(value)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+# ---------------------------------------------------------------------------- public
+
+
+def calibrate(
+    image: Image,
+    case: Case | None = None,
+    *,
+    calibration_mask: Image | ArrayLike | None = None,
+    **overrides: Any,
+) -> ActivityMap:
+    """Y-90 activity (MBq) per voxel at the administration time, from a PET or SPECT image.
+
+    Parameters
+    ----------
+    image : Image
+        A Y-90 PET in Bq/mL (``units="BQML"``, modality "PT"), a bremsstrahlung SPECT in counts
+        (``units="CNTS"`` or "CPS", or modality "NM"), or an already calibrated map
+        (``units="MBQ"``, passed through). Its metadata supplies the times and the scanner's
+        nuclide and decay correction (see the module documentation). Not modified.
+    case : Case, optional
+        Administered activity and time, lung shunt and residual fractions, the confirmed
+        scanner nuclide, the calibration VOI's name.
+    calibration_mask : Image or array [z, y, x], bool or float in [0, 1], optional
+        SPECT: the calibration VOI on the image grid (fraction of each voxel inside). None: the
+        whole field of view, with a warning. PET: used only for a consistency check (the PET
+        activity in it against the administered activity net of shunt and residual).
+    **overrides
+        Any :class:`~voxeldose.case.Case` field (``administration_datetime=``,
+        ``administered_gbq=``, ``lung_shunt_fraction=``, ``residual_fraction=``,
+        ``scanner_nuclide=``, ...). Non-None values take precedence over the case and the header.
+
+    Returns
+    -------
+    ActivityMap
+        ``image`` in MBq per voxel at administration (float32) and its ``provenance``.
+
+    Raises
+    ------
+    CalibrationError
+        If the units are not supported; a value the method needs is missing (the message names
+        the option and case-file key); times are inconsistent (administration after the scan, a
+        reference time after the scan); the scanner was set to another nuclide and the user has
+        not confirmed it, or the confirmation contradicts the header; the SPECT counts in the
+        calibration VOI are not positive; or the image is empty, all zero or has NaN/inf.
+    InputError
+        If ``image`` is not an :class:`~voxeldose.image.Image` or an override is unknown or out
+        of range.
+    VoiError
+        If the calibration mask does not match the image grid or has values outside [0, 1].
+
+    Warns
+    -----
+    VoxelDoseWarning
+        For every caveat, also listed in ``provenance["warnings"]``: whole field of view used for
+        SPECT calibration, DecayFactor disagreeing with the times, a computed DecayFactor for
+        another nuclide, administration times in the case and header that differ, ...
+
+    Example
+    -------
+    >>> import datetime as dt, numpy as np
+    >>> from voxeldose.image import Image, ImageMeta
+    >>> t_admin = dt.datetime(2024, 3, 5, 10, 0)
+    >>> meta = ImageMeta(modality="PT", decay_correction="ADMIN", radionuclide_half_life_s=230760.0,
+    ...                  acquisition_datetime=t_admin + dt.timedelta(hours=20),
+    ...                  radiopharmaceutical_start_datetime=t_admin)
+    >>> pet = Image(np.full((2, 2, 2), 1e5, np.float32), (4.0, 4.0, 4.0), units="BQML", meta=meta)
+    >>> amap = calibrate(pet)
+    >>> round(float(amap.image.array[0, 0, 0]), 8)  # 1e5 Bq/mL x 0.064 mL = 6400 Bq
+    0.0064
+    """
+    from . import __version__
+
+    if not isinstance(image, Image):
+        raise InputError(f"calibrate needs a voxeldose Image, got {type(image).__name__}")
+    case = _resolve_case(case, overrides)
+    values = _check_values(image)
+    units = (image.units or "").upper()
+    modality = (image.meta.modality or "").upper()
+    rec = _Record()
+
+    if units == "MBQ":
+        method = "passthrough: already activity (MBq per voxel at administration)"
+        out = values
+        t_admin = None
+        rec.notes.append("image units are MBQ: taken as activity at administration, unchanged")
+    elif units in ("CNTS", "CPS") or (modality == "NM" and units in ("", "BQML")):
+        method = "bremsstrahlung SPECT self-calibration to the administered activity net of lung shunt and residual"
+        out, t_admin = _calibrate_spect(values, image, case, calibration_mask, rec)
+    elif units == "BQML" and modality in ("PT", ""):
+        method = "Y-90 PET: Bq/mL to MBq per voxel, decay-corrected to the administration with Y-90's half-life"
+        if modality == "":
+            rec.warn("the image has no modality; taken as PET because its units are Bq/mL")
+        out, t_admin = _calibrate_pet(values, image, case, calibration_mask, rec)
+    else:
+        raise CalibrationError(
+            f"cannot calibrate an image in units {image.units!r} (modality {image.meta.modality!r}): "
+            "supported are Y-90 PET in Bq/mL (units 'BQML', modality 'PT'), bremsstrahlung SPECT in "
+            "counts (units 'CNTS' or 'CPS', or modality 'NM'), and activity maps already in MBq per "
+            "voxel (units 'MBQ'); a CT (HU) or a dose map cannot be calibrated"
+        )
+
+    result32 = np.ascontiguousarray(out, dtype=np.float32)
+    meta_changes: dict[str, Any] = {"decay_correction": "ADMIN", "decay_factor": None}
+    if t_admin is not None:
+        meta_changes["radiopharmaceutical_start_datetime"] = t_admin
+    result = image.with_array(result32, units="MBQ", **meta_changes)
+
+    n_negative = int(np.count_nonzero(out < 0))
+    total = float(np.sum(out, dtype=np.float64))
+    prov: dict[str, Any] = {
+        "method": method,
+        "voxeldose_version": __version__,
+        "case_id": case.case_id,
+        "input": _input_record(image),
+        "case": {**case.to_dict(), "source_path": case.source_path,
+                 "overridden": list(case.overridden_fields)},
+        "times": rec.times,
+        "nuclides": _nuclide_record(rec.scanner),
+        "factors": rec.factors,
+        "total_factor": _total_factor(rec.factors, units),
+        "result": {
+            "units": "MBQ",
+            "meaning": "activity (MBq) in each voxel at the administration time",
+            "total_mbq": total,
+            "n_negative_voxels": n_negative,
+        },
+        "checks": rec.checks,
+        "notes": rec.notes,
+        "warnings": rec.warnings,
+    }
+    prov["result"].update(rec.result)
+    for message in rec.warnings:
+        warnings.warn(message, VoxelDoseWarning, stacklevel=2)
+    log.debug("calibrated %s image of case %s: %.6g MBq in total", units, case.case_id, total)
+    return ActivityMap(result, prov)
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+def _resolve_case(case: Case | None, overrides: dict[str, Any]) -> Case:
+    if case is not None and not isinstance(case, Case):
+        raise InputError(f"case must be a voxeldose Case (see voxeldose.case.load_case), got {type(case).__name__}")
+    if case is None:
+        case_id = overrides.get("case_id") or "unnamed"
+        case = Case(case_id=case_id)
+    return case.with_overrides(**overrides)
+
+
+def _check_values(image: Image) -> NDArray[np.float64]:
+    arr = np.asarray(image.array)
+    if arr.size == 0:
+        raise CalibrationError(f"the image is empty (shape {arr.shape} [z, y, x])")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise CalibrationError(f"image values must be numbers, got dtype {arr.dtype}")
+    values = arr.astype(np.float64)  # a new array: the input is never touched
+    finite = np.isfinite(values)
+    if not finite.all():
+        n_bad = int(values.size - np.count_nonzero(finite))
+        what = "all" if n_bad == values.size else f"{n_bad} of {values.size}"
+        raise CalibrationError(
+            f"{what} voxel values are NaN or infinite; replace them (e.g. with 0 outside the "
+            "reconstructed field of view) before calibration"
+        )
+    if not np.any(values):
+        raise CalibrationError(
+            f"every voxel of the image is zero (shape {arr.shape}, units {image.units!r}); "
+            "is it the right series?"
+        )
+    return values
+
+
+def _input_record(image: Image) -> dict[str, Any]:
+    m = image.meta
+    return {
+        "units": image.units,
+        "modality": m.modality,
+        "series_instance_uid": m.series_instance_uid,
+        "series_description": m.series_description,
+        "manufacturer": m.manufacturer,
+        "manufacturer_model": m.manufacturer_model,
+        "shape_zyx": list(image.shape),
+        "spacing_mm": list(image.spacing_mm),
+        "voxel_volume_ml": image.voxel_volume_ml,
+        "n_source_files": len(m.source_files),
+        "header": {
+            "decay_correction": m.decay_correction,
+            "decay_factor": m.decay_factor,
+            "corrected_image": list(m.corrected_image),
+            "radiopharmaceutical": m.radiopharmaceutical,
+            "radionuclide": m.radionuclide,
+            "radionuclide_code": m.radionuclide_code,
+            "radionuclide_half_life_s": m.radionuclide_half_life_s,
+            "radionuclide_positron_fraction": m.radionuclide_positron_fraction,
+            "radionuclide_total_dose_bq": m.radionuclide_total_dose_bq,
+            "frame_duration_s": m.frame_duration_s,
+        },
+    }
+
+
+def _nuclide_record(scanner: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Y-90": {
+            "half_life_s": C.Y90_HALF_LIFE_S,
+            "half_life_source": _Y90.half_life_source + " (voxeldose.constants.Y90_HALF_LIFE_S)",
+            "positron_yield_per_decay": C.Y90_POSITRON_YIELD,
+            "positron_yield_source": _Y90.positron_fraction_source + " (voxeldose.constants.Y90_POSITRON_YIELD)",
+        }
+    }
+    if scanner is not None:
+        out["scanner_setting"] = scanner
+    return out
+
+
+def _total_factor(factors: list[dict[str, Any]], units: str) -> dict[str, Any]:
+    product = 1.0
+    for f in factors:
+        product *= f["value"]
+    unit = {"BQML": "MBq per (Bq/mL)", "CNTS": "MBq per count", "CPS": "MBq per count/s"}.get(units, "1")
+    return {"value": product, "unit": f"{unit}, at administration",
+            "meaning": "product of the factors: voxel value x this = MBq in the voxel at administration"}
+
+
+def _administration_time(case: Case, image: Image, rec: _Record) -> tuple[_dt.datetime | None, str]:
+    """Administration time: override > case > RadiopharmaceuticalStartDateTime; recorded."""
+    header = image.meta.radiopharmaceutical_start_datetime
+    if case.administration_datetime is not None:
+        t = case.administration_datetime
+        source = case.source_of("administration_datetime")
+        if header is not None and abs((header - t).total_seconds()) > ADMINISTRATION_MISMATCH_S:
+            rec.warn(
+                f"the administration time {t.isoformat()} ({source}) differs from the header's "
+                f"RadiopharmaceuticalStartDateTime {header.isoformat()} by "
+                f"{(t - header).total_seconds() / 60:+.1f} min; the former is used"
+            )
+    elif header is not None:
+        t, source = header, "DICOM RadiopharmaceuticalStartDateTime (0018,1078)"
+    else:
+        return None, ""
+    rec.time("administration", t, source)
+    return t, source
+
+
+def _seconds(a: _dt.datetime, b: _dt.datetime) -> float:
+    """a - b in seconds."""
+    return (a - b).total_seconds()
+
+
+def _frame_start_factor(lam: float, duration_s: float | None) -> float:
+    """lam T / (1 - e^(-lam T)): activity at the frame start over its average over the frame."""
+    if duration_s is None:
+        return 1.0
+    x = lam * duration_s
+    return 1.0 if x == 0.0 else x / -math.expm1(-x)
+
+
+# ---------------------------------------------------------------------------- PET
+
+
+@dataclass(frozen=True)
+class _Scanner:
+    nuclide: str
+    half_life_s: float
+    half_life_source: str
+    positron_fraction: float
+    positron_fraction_source: str
+    is_y90: bool
+
+
+def _header_nuclide(image: Image, rec: _Record) -> tuple[str | None, str | None]:
+    """The nuclide the header names (code meaning first, then code value) and where from."""
+    m = image.meta
+    by_meaning = normalise_nuclide(m.radionuclide) or _CODES.get((m.radionuclide or "").strip())
+    code = (m.radionuclide_code or "").strip()
+    by_code = _CODES.get(code) or normalise_nuclide(code)
+    hl = m.radionuclide_half_life_s
+    by_half_life = _match_half_life(hl)
+    if by_meaning and by_code and by_meaning != by_code:
+        rec.notes.append(
+            f"RadionuclideCodeSequence: code value {code!r} means {by_code} in DICOM CID 4020 but the "
+            f"code meaning {m.radionuclide!r} names {by_meaning}; the meaning is used"
+        )
+    if by_meaning:
+        return by_meaning, "RadionuclideCodeSequence (0054,0300) CodeMeaning"
+    if by_code:
+        if by_half_life and by_half_life != by_code:
+            rec.notes.append(
+                f"RadionuclideCodeSequence code value {code!r} means {by_code} in DICOM CID 4020, but "
+                f"RadionuclideHalfLife {hl:g} s is {by_half_life}'s; the half-life (what the scanner "
+                "applied) is used"
+            )
+            return by_half_life, "RadionuclideHalfLife (0018,1075)"
+        return by_code, "RadionuclideCodeSequence (0054,0300) CodeValue"
+    if by_half_life:
+        return by_half_life, "RadionuclideHalfLife (0018,1075)"
+    return None, None
+
+
+def _match_half_life(half_life_s: float | None) -> str | None:
+    if half_life_s is None or not half_life_s > 0:
+        return None
+    for name, n in SCANNER_NUCLIDES.items():
+        if abs(half_life_s / n.half_life_s - 1.0) <= HALF_LIFE_TOLERANCE:
+            return name
+    return None
+
+
+def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
+    """Which nuclide the scanner was set to, its half-life and positron fraction, with sources."""
+    m = image.meta
+    hl = m.radionuclide_half_life_s
+    if hl is not None and not (math.isfinite(hl) and hl > 0):
+        rec.warn(f"RadionuclideHalfLife (0018,1075) = {hl!r} is not a positive number; ignored")
+        hl = None
+    named, named_from = _header_nuclide(image, rec)
+    hl_differs = hl is not None and abs(hl / C.Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE
+    other = hl_differs or (named is not None and named != "Y-90")
+    unknown = named is None and hl is None
+    confirmed = case.scanner_nuclide
+    confirmed_from = case.source_of("scanner_nuclide")
+    header_says = _describe_header(image, named, named_from, hl)
+
+    if confirmed is None:
+        if unknown:
+            raise CalibrationError(
+                "Y-90 PET: the header does not say which nuclide the scanner was configured for "
+                "(no RadionuclideHalfLife (0018,1075) nor RadionuclideCodeSequence (0054,0300)); "
+                "pass scanner_nuclide='Y-90' (case-file key scanner_nuclide) if it was set for Y-90, "
+                "or the nuclide it was set to (e.g. 'F-18', 'Ge-68')"
+            )
+        if other:
+            guess = named or _match_half_life(hl) or "another nuclide"
+            raise CalibrationError(
+                f"Y-90 PET: the scanner was configured for {guess}, not Y-90 ({header_says}). It "
+                "converted counts to Bq/mL with that nuclide's positron fraction and decay-corrected "
+                "with its half-life, so the values must be rescaled to Y-90's positron yield "
+                f"({C.Y90_POSITRON_YIELD * 1e6:.2f}e-6 per decay) and re-corrected with Y-90's half-life. "
+                f"Confirm the nuclide by passing scanner_nuclide='{guess if guess != 'another nuclide' else 'F-18'}' "
+                "(case-file key scanner_nuclide) and the corrections are applied"
+            )
+        nuclide = "Y-90"
+        rec.notes.append(f"scanner nuclide Y-90 from the header ({header_says})")
+    else:
+        nuclide = confirmed
+        conflict = None
+        if named is not None and named != confirmed:
+            conflict = f"the header says {named} ({named_from})"
+        if conflict is None and hl is not None and confirmed in SCANNER_NUCLIDES:
+            ref = SCANNER_NUCLIDES[confirmed].half_life_s
+            if abs(hl / ref - 1.0) > HALF_LIFE_TOLERANCE:
+                conflict = f"the header's RadionuclideHalfLife is {hl:g} s, not {confirmed}'s {ref:g} s"
+        if conflict is None and named is None and hl is not None and confirmed not in SCANNER_NUCLIDES:
+            match = _match_half_life(hl)
+            if match is not None:
+                conflict = f"the header's RadionuclideHalfLife {hl:g} s is {match}'s"
+        if conflict is not None:
+            raise CalibrationError(
+                f"Y-90 PET: scanner_nuclide={confirmed!r} ({confirmed_from}) contradicts the image "
+                f"header: {conflict} ({header_says}). Check the scanner protocol and pass the nuclide "
+                "it was really configured for"
+            )
+        rec.notes.append(f"scanner nuclide {confirmed} confirmed by {confirmed_from} ({header_says})")
+    table = SCANNER_NUCLIDES.get(nuclide)
+
+    # half-life the scanner decay-corrected with
+    if hl is not None:
+        half_life, hl_source = hl, "DICOM RadionuclideHalfLife (0018,1075)"
+    elif table is not None:
+        half_life, hl_source = table.half_life_s, f"table: {table.half_life_source}"
+    else:
+        raise CalibrationError(
+            f"Y-90 PET: the scanner was set to {nuclide}, whose half-life voxeldose does not know, and "
+            "the header has no RadionuclideHalfLife (0018,1075); known: "
+            f"{', '.join(SCANNER_NUCLIDES)}"
+        )
+
+    # positron fraction the scanner divided the positron rate by
+    pf = m.radionuclide_positron_fraction
+    if pf is not None and not (math.isfinite(pf) and 0.0 < pf <= 1.0):
+        rec.warn(f"RadionuclidePositronFraction (0018,1076) =  {pf!r} is not in (0, 1]; ignored")
+        pf = None
+    if pf is not None:
+        positron, pf_source = pf, "DICOM RadionuclidePositronFraction (0018,1076)"
+        if table is not None and abs(pf / table.positron_fraction - 1.0) > 0.01:
+            rec.notes.append(
+                f"the header's positron fraction {pf:g} differs from {nuclide}'s {table.positron_fraction:g} "
+                f"({table.positron_fraction_source}); the header's is used: it is what the scanner applied"
+            )
+    elif table is not None:
+        positron, pf_source = table.positron_fraction, f"table: {table.positron_fraction_source}"
+        if table.note:
+            rec.notes.append(table.note)
+    else:
+        raise CalibrationError(
+            f"Y-90 PET: the scanner was set to {nuclide}, whose positron fraction voxeldose does not know, "
+            "and the header has no RadionuclidePositronFraction (0018,1076); known: "
+            f"{', '.join(SCANNER_NUCLIDES)}"
+        )
+    return _Scanner(nuclide, half_life, hl_source, positron, pf_source, nuclide == "Y-90")
+
+
+def _describe_header(image: Image, named: str | None, named_from: str | None, hl: float | None) -> str:
+    m = image.meta
+    parts = []
+    if m.radionuclide or m.radionuclide_code:
+        parts.append(f"radionuclide {m.radionuclide!r}, code {m.radionuclide_code!r}")
+    if hl is not None:
+        parts.append(f"RadionuclideHalfLife {hl:g} s = {hl / 3600:.4g} h")
+    if named is not None:
+        parts.append(f"read as {named} from {named_from}")
+    return "header: " + "; ".join(parts) if parts else "header: no radionuclide attributes"
+
+
+def _scan_start(image: Image, rec: _Record) -> _dt.datetime:
+    m = image.meta
+    if m.acquisition_datetime is not None:
+        rec.time("scan_start", m.acquisition_datetime,
+                 "DICOM AcquisitionDateTime or AcquisitionDate/Time (0008,002A/0022/0032), earliest of the series")
+        return m.acquisition_datetime
+    if m.series_datetime is not None:
+        rec.warn(
+            "the header has no acquisition time; the series time is taken as the frame start (set "
+            "ImageMeta.acquisition_datetime, e.g. image.with_array(image.array, acquisition_datetime=...), "
+            "if it differs)"
+        )
+        rec.time("scan_start", m.series_datetime, "DICOM SeriesDate/SeriesTime (0008,0021/0031): no acquisition time")
+        return m.series_datetime
+    raise CalibrationError(
+        "Y-90 PET: the header has neither AcquisitionDate/Time (0008,0022/0032) nor SeriesDate/Time "
+        "(0008,0021/0031), so the scan time is unknown; set ImageMeta.acquisition_datetime, e.g. "
+        "image.with_array(image.array, acquisition_datetime=...)"
+    )
+
+
+def _reference_time(mode: str, image: Image, t_scan: _dt.datetime, rec: _Record) -> _dt.datetime:
+    """The time the scanner decay-corrected to (START or ADMIN)."""
+    m = image.meta
+    if mode == "ADMIN":
+        t_ref = m.radiopharmaceutical_start_datetime
+        if t_ref is None:
+            raise CalibrationError(
+                "Y-90 PET: DecayCorrection is ADMIN but the header has no RadiopharmaceuticalStartDateTime "
+                "(0018,1078), so the time the values refer to is unknown; set "
+                "ImageMeta.radiopharmaceutical_start_datetime to the time the scanner used"
+            )
+        if t_ref > t_scan:
+            raise CalibrationError(
+                f"Y-90 PET: RadiopharmaceuticalStartDateTime {t_ref.isoformat()} (the ADMIN decay reference) "
+                f"is after the scan start {t_scan.isoformat()}; check the header's dates and times"
+            )
+        rec.time("decay_reference", t_ref, "DICOM RadiopharmaceuticalStartDateTime (0018,1078): DecayCorrection ADMIN")
+        return t_ref
+    series = m.series_datetime
+    acquisition = m.acquisition_datetime
+    if series is None:
+        rec.notes.append("START reference: no SeriesDate/Time; the acquisition time is used")
+        rec.time("decay_reference", t_scan, "scan start (no SeriesDate/Time): DecayCorrection START")
+        return t_scan
+    if acquisition is not None and series > acquisition:
+        rec.notes.append(
+            f"START reference: SeriesDate/Time {series.isoformat()} is later than the acquisition "
+            f"{acquisition.isoformat()} (series saved again after the scan); the acquisition time is used "
+            "(QIBA SUV pseudo-code)"
+        )
+        rec.time("decay_reference", acquisition,
+                 "DICOM AcquisitionDate/Time: SeriesDate/Time is later than the acquisition (QIBA rule); "
+                 "DecayCorrection START", series_datetime=series.isoformat())
+        return acquisition
+    rec.time("decay_reference", series, "DICOM SeriesDate/SeriesTime (0008,0021/0031): DecayCorrection START "
+             "(PS3.3 C.8.9.1)")
+    return series
+
+
+def _calibrate_pet(
+    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | None, rec: _Record
+) -> tuple[NDArray[np.float64], _dt.datetime]:
+    m = image.meta
+    mode = (m.decay_correction or "").upper()
+    if mode not in ("NONE", "START", "ADMIN"):
+        raise CalibrationError(
+            f"Y-90 PET: DecayCorrection (0054,1102) is {m.decay_correction!r}; expected NONE, START or "
+            "ADMIN. Without it the time the values refer to is unknown; set ImageMeta.decay_correction "
+            "(e.g. image.with_array(image.array, decay_correction='START'))"
+        )
+    t_admin, admin_from = _administration_time(case, image, rec)
+    if t_admin is None:
+        raise CalibrationError(
+            "Y-90 PET: the administration time is unknown: the header has no RadiopharmaceuticalStartDateTime "
+            "(0018,1078) and no case gives one; pass administration_datetime= (case-file key "
+            "administration_time, ISO 8601 on the scanner's clock, e.g. 2024-03-05T10:30:00)"
+        )
+    t_scan = _scan_start(image, rec)
+    if t_admin > t_scan:
+        raise CalibrationError(
+            f"Y-90 PET: the administration {t_admin.isoformat()} ({admin_from}) is after the scan start "
+            f"{t_scan.isoformat()}; check administration_datetime (case-file key administration_time) and "
+            "that both are on the scanner's clock"
+        )
+    corrected = tuple(c.upper() for c in m.corrected_image)
+    if corrected and mode in ("START", "ADMIN") and "DECY" not in corrected:
+        rec.warn(f"DecayCorrection is {mode} but CorrectedImage (0028,0051) {list(m.corrected_image)} lacks DECY")
+    if corrected and mode == "NONE" and "DECY" in corrected:
+        rec.warn("DecayCorrection is NONE but CorrectedImage (0028,0051) lists DECY; NONE is followed")
+
+    scanner = _scanner(image, case, rec)
+    rec.scanner = {
+        "nuclide": scanner.nuclide, "half_life_s": scanner.half_life_s,
+        "half_life_from": scanner.half_life_source, "positron_fraction": scanner.positron_fraction,
+        "positron_fraction_from": scanner.positron_fraction_source,
+    }
+    lam_s = math.log(2.0) / scanner.half_life_s
+    duration = m.frame_duration_s
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        rec.warn(f"frame duration {duration!r} s is not positive; ignored")
+        duration = None
+    rec.times["frame_duration"] = {
+        "value_s": duration,
+        "from": "DICOM ActualFrameDuration (0018,1242)" if duration is not None else "not in the header",
+    }
+
+    # 1. Bq/mL -> MBq per voxel
+    voxel_ml = image.voxel_volume_ml
+    rec.factor("voxel_volume_ml", voxel_ml, "voxel volume (mL): Bq/mL x mL = Bq", "image spacing_mm")
+    rec.factor("mbq_per_bq", 1e-6, "Bq to MBq", "definition")
+
+    # 2. undo the scanner's decay correction (to the frame average)
+    header_df = m.decay_factor
+    if header_df is not None and not (math.isfinite(header_df) and header_df > 0):
+        rec.warn(f"DecayFactor (0054,1321) = {header_df!r} is not a positive number; ignored")
+        header_df = None
+    if mode == "NONE":
+        applied = 1.0
+        applied_from = "DecayCorrection NONE: the values are averages over the frame"
+        if header_df is not None and abs(header_df - 1.0) > DECAY_FACTOR_TOLERANCE:
+            rec.warn(f"DecayCorrection is NONE but DecayFactor (0054,1321) is {header_df:g}; NONE is followed")
+        t_ref = None
+    else:
+        t_ref = _reference_time(mode, image, t_scan, rec)
+        dt_ref = _seconds(t_scan, t_ref)
+        computed = math.exp(lam_s * dt_ref) * _frame_start_factor(lam_s, duration)
+        computed_no_frame = math.exp(lam_s * dt_ref)
+        if header_df is not None:
+            _check_decay_factor(header_df, computed, computed_no_frame, duration, scanner, rec)
+        if scanner.is_y90:
+            applied = computed
+            applied_from = (
+                f"computed: e^(lambda_s (t_scan - t_ref)) x lambda_s T / (1 - e^(-lambda_s T)) with the scanner's "
+                f"half-life {scanner.half_life_s:g} s ({scanner.half_life_source}); the header's DecayFactor is "
+                "only cross-checked for a Y-90 setting"
+            )
+        elif header_df is not None:
+            applied = header_df
+            applied_from = "DICOM DecayFactor (0054,1321): the factor the scanner applied"
+        else:
+            applied = computed
+            applied_from = (
+                f"computed with {scanner.nuclide}'s half-life {scanner.half_life_s:g} s ({scanner.half_life_source}), "
+                "including decay during the frame: the header has no DecayFactor"
+            )
+            rec.warn(
+                f"the scanner was set to {scanner.nuclide} and the header has no DecayFactor (0054,1321): the "
+                f"decay correction it applied is recomputed as {computed:.6g}, assuming it also corrected for "
+                f"decay during the frame (without that term it would be {computed_no_frame:.6g})"
+                + ("" if duration is not None else "; the frame duration is unknown, so that term is omitted")
+            )
+    rec.factor("undo_scanner_decay_correction", 1.0 / applied,
+               f"1 / the decay factor the scanner applied ({applied:.9g}; DecayCorrection {mode}): back to the "
+               "average over the frame", applied_from, scanner_decay_factor=applied)
+
+    # 3. positron fraction of the scanner's nuclide -> Y-90's internal pair production
+    rec.factor("positron_fraction_ratio", scanner.positron_fraction / C.Y90_POSITRON_YIELD,
+               f"p({scanner.nuclide}) {scanner.positron_fraction:g} / p(Y-90) {C.Y90_POSITRON_YIELD:g}: counts "
+               "converted with the scanner's positron fraction, re-read as Y-90",
+               f"{scanner.positron_fraction_source}; Y-90: {_Y90.positron_fraction_source}")
+
+    # 4. frame average -> frame start, Y-90
+    if duration is None and (mode == "NONE" or not scanner.is_y90):
+        rec.warn(
+            "the frame duration is unknown (ActualFrameDuration): the activity averaged over the frame is "
+            "taken as the activity at its start (an error of about lambda T / 2, 0.27 % for 30 min); set "
+            "ImageMeta.frame_duration_s"
+        )
+    rec.factor("frame_average_to_start", _frame_start_factor(_LAMBDA_Y90, duration),
+               "lambda T / (1 - e^(-lambda T)) for Y-90: activity at the frame start over its frame average",
+               "Y-90 half-life (ICRP-107) and the frame duration" if duration is not None else "no frame duration: 1")
+
+    # 5. frame start -> administration, Y-90
+    dt_admin = _seconds(t_scan, t_admin)
+    rec.factor("decay_to_administration", math.exp(_LAMBDA_Y90 * dt_admin),
+               f"e^(lambda_Y90 (t_scan - t_admin)), t_scan - t_admin = {dt_admin / 3600:.6g} h",
+               f"Y-90 half-life {C.Y90_HALF_LIFE_S:g} s (ICRP-107); times: scan start and administration "
+               f"({admin_from})")
+
+    total = 1.0
+    for f in rec.factors:
+        total *= f["value"]
+    out = values * total
+
+    rec.result = {
+        "scanner_nuclide": scanner.nuclide,
+        "decay_correction": mode,
+        "total_mbq_at_scan_start": float(np.sum(out, dtype=np.float64)) * math.exp(-_LAMBDA_Y90 * dt_admin),
+    }
+    if mask is not None:
+        _pet_mask_check(out, image, case, mask, rec)
+    return out, t_admin
+
+
+def _check_decay_factor(header: float, computed: float, computed_no_frame: float, duration: float | None,
+                        scanner: _Scanner, rec: _Record) -> None:
+    rel = header / computed - 1.0
+    check: dict[str, Any] = {"name": "decay_factor", "header": header, "computed": computed,
+                             "relative_difference": rel, "tolerance": DECAY_FACTOR_TOLERANCE}
+    if abs(rel) <= DECAY_FACTOR_TOLERANCE:
+        check["result"] = "agrees"
+    elif duration is not None and abs(header / computed_no_frame - 1.0) <= DECAY_FACTOR_TOLERANCE:
+        check["result"] = "agrees with the decay to the reference time without the decay-during-frame term"
+    else:
+        check["result"] = "disagrees"
+        rec.warn(
+            f"the header's DecayFactor (0054,1321) {header:.6g} differs from {computed:.6g}, computed from the "
+            f"{scanner.nuclide} half-life {scanner.half_life_s:g} s and the times, by {100 * rel:+.2f} %; "
+            "check the times (acquisition, series, administration) and the decay correction mode"
+        )
+    rec.checks.append(check)
+
+
+def _pet_mask_check(out: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike, rec: _Record) -> None:
+    name = case.calibration_voi_name or "calibration_mask"
+    weights = _mask_weights(mask, image, name)
+    in_voi = float(np.sum(out * weights, dtype=np.float64))
+    check: dict[str, Any] = {"name": "activity_in_calibration_voi", "voi": name, "pet_mbq": in_voi}
+    if None not in (case.administered_gbq, case.lung_shunt_fraction, case.residual_fraction):
+        expected = case.administered_gbq * 1e3 * (1 - case.lung_shunt_fraction) * (1 - case.residual_fraction)  # type: ignore[operator]
+        check.update(expected_mbq=expected, ratio=in_voi / expected,
+                     meaning="PET activity in the VOI over administered x (1 - LSF) x (1 - residual)")
+    rec.checks.append(check)
+
+
+# ---------------------------------------------------------------------------- SPECT
+
+
+def _mask_weights(mask: Image | ArrayLike, image: Image, name: str) -> NDArray[np.float64]:
+    if isinstance(mask, Image):
+        if not image.same_grid(mask):
+            raise VoiError(
+                f"calibration VOI {name!r}: its grid (shape {mask.shape}, origin {mask.origin_mm} mm, spacing "
+                f"{mask.spacing_mm} mm) differs from the image's (shape {image.shape}, origin {image.origin_mm} "
+                f"mm, spacing {image.spacing_mm} mm); resample the VOI onto the image grid"
+            )
+        m = np.asarray(mask.array)
+    else:
+        m = np.asarray(mask)
+    if m.shape != image.shape:
+        raise VoiError(
+            f"calibration VOI {name!r}: mask shape {m.shape} differs from the image's {image.shape} [z, y, x]; "
+            "resample the VOI onto the image grid"
+        )
+    if m.dtype == bool:
+        return m.astype(np.float64)
+    if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
+        raise VoiError(f"calibration VOI {name!r}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
+    w = m.astype(np.float64)
+    if not np.isfinite(w).all():
+        raise VoiError(f"calibration VOI {name!r}: mask has NaN or infinite values")
+    lo, hi = float(w.min()), float(w.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise VoiError(
+            f"calibration VOI {name!r}: mask values must lie in [0, 1] (fraction of each voxel inside), "
+            f"found {lo:g} to {hi:g}; is it a label map? Select one label as a boolean mask"
+        )
+    return np.clip(w, 0.0, 1.0)
+
+
+def _required(case: Case, name: str, what: str) -> float:
+    value = getattr(case, name)
+    if value is None:
+        raise CalibrationError(
+            f"SPECT self-calibration needs {what}; pass {name}= (case-file key {name})"
+        )
+    return float(value)
+
+
+def _calibrate_spect(
+    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | None, rec: _Record
+) -> tuple[NDArray[np.float64], _dt.datetime | None]:
+    a_gbq = case.administered_gbq
+    if a_gbq is None:
+        header = image.meta.radionuclide_total_dose_bq
+        hint = (f" (the header's RadionuclideTotalDose (0018,1074) says {header / 1e9:.4g} GBq: if that is the "
+                "vial activity at the administration time, pass that)") if header else ""
+        raise CalibrationError(
+            "SPECT self-calibration needs the administered activity; pass administered_gbq= (case-file key "
+            f"administered_gbq: the vial's activity at the administration time, GBq){hint}"
+        )
+    lsf = _required(case, "lung_shunt_fraction", "the lung shunt fraction (0 to 1)")
+    residual = _required(case, "residual_fraction",
+                         "the residual fraction left in the vial and lines (0 to 1; 0 if not measured)")
+
+    if mask is None:
+        name = "whole field of view"
+        weights = None
+        total = float(np.sum(values, dtype=np.float64))
+        rec.warn(
+            "no calibration VOI: the counts of the whole field of view are set to the administered activity "
+            "net of lung shunt and residual; lung or other counts in the field of view are counted as liver "
+            "activity (pass calibration_mask=, e.g. the whole-liver or perfused VOI)"
+        )
+    else:
+        name = case.calibration_voi_name or "calibration_mask"
+        weights = _mask_weights(mask, image, name)
+        if not np.any(weights > 0):
+            raise CalibrationError(f"calibration VOI {name!r} is empty on this {image.shape} grid; check the VOI")
+        total = float(np.sum(values[weights > 0], dtype=np.float64))
+    if not total > 0:
+        raise CalibrationError(
+            f"the counts in calibration VOI {name!r} sum to {total:g}; self-calibration needs a "
+            "positive total: check the VOI (right VOI, same frame of reference) and the image"
+        )
+
+    t_admin, admin_from = _administration_time(case, image, rec)
+    m = image.meta
+    if m.acquisition_datetime is not None:
+        t_scan, scan_from = m.acquisition_datetime, "DICOM AcquisitionDate/Time (0008,0022/0032)"
+    elif m.series_datetime is not None:
+        t_scan, scan_from = m.series_datetime, "DICOM SeriesDate/Time (0008,0021/0031): no acquisition time"
+    else:
+        t_scan, scan_from = None, ""
+    if t_scan is not None:
+        rec.time("scan_start", t_scan, scan_from)
+    if t_admin is not None and t_scan is not None and t_admin > t_scan:
+        raise CalibrationError(
+            f"SPECT: the administration {t_admin.isoformat()} ({admin_from}) is after the scan start "
+            f"{t_scan.isoformat()}; check administration_datetime (case-file key administration_time) and that "
+            "both are on the scanner's clock"
+        )
+
+    delivered_mbq = a_gbq * 1e3 * (1.0 - residual) * (1.0 - lsf)
+    voi_weight = float(np.count_nonzero(weights > 0)) if weights is not None else float(values.size)
+    rec.checks.append({"name": "calibration_voi", "voi": name, "counts": total,
+                       "voxels": voi_weight, "volume_ml": voi_weight * image.voxel_volume_ml,
+                       "rule": "total = sum of counts in the voxels the VOI touches (mask > 0); voxels outside the VOI get "
+                       "the same MBq per count"})
+    rec.factor("administered_mbq", a_gbq * 1e3, "vial activity at administration (MBq)",
+               case.source_of("administered_gbq"))
+    rec.factor("one_minus_residual", 1.0 - residual, "fraction of the vial delivered",
+               case.source_of("residual_fraction"))
+    rec.factor("one_minus_lung_shunt", 1.0 - lsf, "fraction of the delivered activity not shunted to the lungs",
+               case.source_of("lung_shunt_fraction"))
+    rec.factor("per_voi_counts", 1.0 / total, f"1 / counts in the voxels of VOI {name!r}", "image and VOI")
+    factor_admin = delivered_mbq / total
+    result: dict[str, Any] = {"calibration_voi": name, "delivered_to_voi_mbq_at_administration": delivered_mbq,
+                              "mbq_per_count_at_administration": factor_admin}
+    if t_admin is not None and t_scan is not None:
+        dt_s = _seconds(t_scan, t_admin)
+        decay = math.exp(-_LAMBDA_Y90 * dt_s)
+        factor_scan = delivered_mbq * decay / total
+        rec.factor("decay_to_scan", decay, f"e^(-lambda_Y90 (t_scan - t_admin)), {dt_s / 3600:.6g} h: VOI activity "
+                   "at the scan", f"Y-90 half-life (ICRP-107); times: scan start and administration ({admin_from})")
+        rec.factor("decay_back_to_administration", 1.0 / decay, "e^(+lambda_Y90 (t_scan - t_admin)): every voxel "
+                   "back to the administration (cancels decay_to_scan)", "Y-90 half-life (ICRP-107)")
+        result.update(delivered_to_voi_mbq_at_scan=delivered_mbq * decay, mbq_per_count_at_scan=factor_scan,
+                      total_mbq_at_scan_start=float(np.sum(values, dtype=np.float64)) * factor_scan)
+    else:
+        missing = "administration time" if t_admin is None else "scan time"
+        rec.notes.append(f"no {missing}: the activity at the scan is not reported; the calibration to the "
+                         "administration does not need the times (the decay factors cancel)")
+    rec.result = result
+    return values * factor_admin, t_admin

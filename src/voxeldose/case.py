@@ -1,0 +1,506 @@
+"""The case record: what the image headers do not say about one treatment, and its file.
+
+A :class:`Case` holds the administered activity and time, the lung shunt and residual
+fractions, the sphere type, the role of each VOI, which VOI calibrates a SPECT, and the nuclide
+the PET scanner was configured for (confirmed by the user). Build it in Python or read it with
+:func:`load_case` from a TOML or JSON file; command-line options override the file through
+:meth:`Case.with_overrides`.
+
+Every field but ``case_id`` may be missing (None): a value the calibration needs and does not
+find is an error that names the key to add, never a silent default.
+
+Case-file schema
+----------------
+TOML (``.toml``) or JSON (``.json``), one case per file. Top-level keys (no others are
+accepted: a misspelt key is an error, not ignored):
+
+================== ======================= ====================================================
+key                type                    meaning
+================== ======================= ====================================================
+case_id            string, required        names output files (letters, digits, ``. _ -``; at
+                                           most 64); never a patient name
+administered_gbq   number > 0 (GBq)        activity of the prepared Y-90 dose (vial) at the
+                                           administration time, before administration: what
+                                           reached the patient is this x (1 - residual)
+administration_time ISO 8601 local time    start of the administration, on the scanner's
+                   (string, or a TOML      clock, without UTC offset: 2024-03-05T10:30:00
+                   local date-time)
+lung_shunt_fraction number in [0, 1)       fraction of the delivered activity that reaches
+                                           the lungs (0.08 for 8 %)
+residual_fraction  number in [0, 1)        fraction of ``administered_gbq`` left in the vial,
+                                           lines and catheter after administration
+sphere_type        "glass" or "resin"      microsphere product
+scanner_nuclide    string                  nuclide the PET scanner was set to (e.g. "Y-90",
+                                           "F-18", "Ge-68"), as confirmed by the user
+calibration_voi    string                  name of the VOI (a key of ``vois``) whose counts
+                                           calibrate a bremsstrahlung SPECT
+vois               table name -> role      role of each VOI: "tumour", "normal_liver",
+                                           "whole_liver", "lung" or "perfused"
+================== ======================= ====================================================
+
+Example (TOML)::
+
+    case_id = "tare-017"
+    administered_gbq = 2.5
+    administration_time = 2024-03-05T10:30:00
+    lung_shunt_fraction = 0.06
+    residual_fraction = 0.02
+    sphere_type = "glass"
+    scanner_nuclide = "Y-90"
+
+    [vois]
+    liver = "whole_liver"
+    "segment 8 lesion" = "tumour"
+    lungs = "lung"
+
+In JSON the same keys, with ``"vois": {...}`` and ``null`` for a missing value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Case", "load_case", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS", "normalise_nuclide"]
+
+#: Roles a VOI can have in a case.
+VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused")
+
+#: Microsphere products.
+SPHERE_TYPES: tuple[str, ...] = ("glass", "resin")
+
+#: Case-file key -> :class:`Case` field.
+CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
+    "case_id": "case_id",
+    "administered_gbq": "administered_gbq",
+    "administration_time": "administration_datetime",
+    "lung_shunt_fraction": "lung_shunt_fraction",
+    "residual_fraction": "residual_fraction",
+    "sphere_type": "sphere_type",
+    "scanner_nuclide": "scanner_nuclide",
+    "calibration_voi": "calibration_voi",
+    "vois": "voi_roles",
+})
+
+_FIELD_TO_KEY = {v: k for k, v in CASE_FILE_KEYS.items()}
+
+#: Largest plausible administered activity (GBq): Y-90 microsphere vials hold at most 20 GBq,
+#: so a larger number is a unit mistake (MBq written as GBq).
+MAX_ADMINISTERED_GBQ = 50.0
+
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# ---------------------------------------------------------------------------- nuclide names
+
+_ELEMENTS = {
+    "h": "H", "hydrogen": "H", "c": "C", "carbon": "C", "n": "N", "nitrogen": "N", "o": "O",
+    "oxygen": "O", "f": "F", "fluorine": "F", "na": "Na", "sodium": "Na", "k": "K",
+    "potassium": "K", "sc": "Sc", "scandium": "Sc", "ti": "Ti", "titanium": "Ti", "mn": "Mn",
+    "manganese": "Mn", "fe": "Fe", "iron": "Fe", "cu": "Cu", "copper": "Cu", "zn": "Zn",
+    "zinc": "Zn", "ga": "Ga", "gallium": "Ga", "ge": "Ge", "germanium": "Ge", "as": "As",
+    "arsenic": "As", "se": "Se", "selenium": "Se", "br": "Br", "bromine": "Br", "rb": "Rb",
+    "rubidium": "Rb", "y": "Y", "yttrium": "Y", "zr": "Zr", "zirconium": "Zr", "nb": "Nb",
+    "niobium": "Nb", "tc": "Tc", "technetium": "Tc", "in": "In", "indium": "In", "i": "I",
+    "iodine": "I", "tb": "Tb", "terbium": "Tb", "ho": "Ho", "holmium": "Ho", "lu": "Lu",
+    "lutetium": "Lu", "re": "Re", "rhenium": "Re",
+}
+_MASS_FIRST = re.compile(r"^\^?(\d{1,3})(m?)\^?\s*-?\s*([A-Za-z]+)$")
+_ELEMENT_FIRST = re.compile(r"^([A-Za-z]+)\s*-?\s*\^?(\d{1,3})(m?)\^?$")
+
+
+def normalise_nuclide(text: object) -> str | None:
+    """The nuclide named by ``text`` as ``"Y-90"``, or None when it names none.
+
+    Accepts the usual spellings: ``"Y-90"``, ``"Y90"``, ``"90Y"``, ``"yttrium-90"`` and the DICOM
+    code meaning ``"^90^Yttrium"``; metastable states keep their ``m`` (``"Tc-99m"``).
+
+    Example
+    -------
+    >>> normalise_nuclide("^90^Yttrium"), normalise_nuclide("18F"), normalise_nuclide("HU")
+    ('Y-90', 'F-18', None)
+    """
+    if not isinstance(text, str):
+        return None
+    s = text.strip().replace(" ", "")
+    m = _MASS_FIRST.match(s)
+    if m:
+        mass, meta, element = m.groups()
+    else:
+        m = _ELEMENT_FIRST.match(s)
+        if not m:
+            return None
+        element, mass, meta = m.groups()
+    symbol = _ELEMENTS.get(element.lower())
+    if symbol is None:
+        return None
+    return f"{symbol}-{int(mass)}{meta.lower()}"
+
+
+# ---------------------------------------------------------------------------- field checks
+
+
+def _number(value: object, name: str, where: str, unit: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{where}: {name} must be a number ({unit}), got {value!r} ({type(value).__name__})")
+    x = float(value)
+    if not math.isfinite(x):
+        raise InputError(f"{where}: {name} must be a finite number ({unit}), got {value!r}")
+    return x
+
+
+def _fraction(value: object, name: str, where: str, meaning: str) -> float:
+    x = _number(value, name, where, "a fraction, 0 to 1")
+    if not 0.0 <= x < 1.0:
+        hint = f"; for {x:g} % write {x / 100:g}" if 1.0 <= x < 100.0 else ""
+        raise InputError(f"{where}: {name} = {value!r} is outside [0, 1): it is {meaning}{hint}")
+    return x
+
+
+def _check_field(name: str, value: Any, where: str) -> Any:
+    """Validate and normalise one :class:`Case` field (None stays None, except ``case_id``)."""
+    if name == "case_id":
+        if not isinstance(value, str) or not _CASE_ID.match(value):
+            raise InputError(
+                f"{where}: case_id must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                f"letter or digit, got {value!r}; it names the output files (never use a patient's name)"
+            )
+        return value
+    if value is None:
+        return None
+    if name == "administered_gbq":
+        x = _number(value, name, where, "GBq")
+        if x <= 0.0:
+            raise InputError(f"{where}: administered_gbq must be > 0 GBq, got {value!r}")
+        if x > MAX_ADMINISTERED_GBQ:
+            raise InputError(
+                f"{where}: administered_gbq = {value!r} GBq is more than any Y-90 vial holds "
+                f"({MAX_ADMINISTERED_GBQ:g} GBq); is it in MBq? Write GBq (2.5 for 2500 MBq)"
+            )
+        return x
+    if name == "administration_datetime":
+        return _check_datetime(value, where)
+    if name == "lung_shunt_fraction":
+        return _fraction(value, name, where, "the fraction of the delivered activity that reaches the lungs")
+    if name == "residual_fraction":
+        return _fraction(value, name, where, "the fraction of the activity left in the vial, lines and catheter")
+    if name == "sphere_type":
+        if not isinstance(value, str) or value.strip().lower() not in SPHERE_TYPES:
+            raise InputError(f"{where}: sphere_type must be one of {', '.join(map(repr, SPHERE_TYPES))}, got {value!r}")
+        return value.strip().lower()
+    if name == "scanner_nuclide":
+        nuclide = normalise_nuclide(value)
+        if nuclide is None:
+            raise InputError(
+                f"{where}: scanner_nuclide {value!r} is not a nuclide name; write it like "
+                "'Y-90', 'F-18', 'Ga-68' or 'Ge-68'"
+            )
+        return nuclide
+    if name == "calibration_voi":
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{where}: calibration_voi must be a VOI name (a non-empty string), got {value!r}")
+        return value
+    if name == "voi_roles":
+        if not isinstance(value, Mapping):
+            raise InputError(
+                f"{where}: vois must be a table of VOI name -> role (e.g. liver = \"whole_liver\"), "
+                f"got {type(value).__name__}"
+            )
+        roles: dict[str, str] = {}
+        for voi, role in value.items():
+            if not isinstance(voi, str) or not voi.strip():
+                raise InputError(f"{where}: VOI names must be non-empty strings, got {voi!r}")
+            if role not in VOI_ROLES:
+                raise InputError(
+                    f"{where}: VOI {voi!r} has role {role!r}; roles are {', '.join(map(repr, VOI_ROLES))}"
+                )
+            roles[voi] = role
+        return MappingProxyType(roles)
+    raise InputError(f"{where}: unknown case field {name!r}")  # pragma: no cover - internal
+
+
+def _check_datetime(value: object, where: str) -> _dt.datetime:
+    key = "administration_datetime"
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.search(r"\d[T ]\d", text):
+            raise InputError(
+                f"{where}: administration time {value!r} has no time of day; write a local date and "
+                "time like 2024-03-05T10:30:00"
+            )
+        try:
+            value = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise InputError(
+                f"{where}: administration time {text!r} is not ISO 8601; write a local date and time "
+                "like 2024-03-05T10:30:00"
+            ) from None
+    if not isinstance(value, _dt.datetime):
+        what = "a date without a time of day" if isinstance(value, _dt.date) else type(value).__name__
+        raise InputError(
+            f"{where}: {key} must be a date and time (datetime, or ISO 8601 text like "
+            f"2024-03-05T10:30:00), got {what}"
+        )
+    if value.tzinfo is not None:
+        raise InputError(
+            f"{where}: administration time {value.isoformat()} carries a UTC offset; give the local "
+            "time on the scanner's clock without offset (DICOM times have none), e.g. "
+            f"{value.replace(tzinfo=None).isoformat()} if that is the scanner's local time"
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class Case:
+    """One treatment: the values the calibration and reports need that images do not hold.
+
+    Attributes
+    ----------
+    case_id : str
+        Names the outputs (letters, digits, ``. _ -``; at most 64). Never a patient name.
+    administered_gbq : float or None
+        Activity of the prepared Y-90 dose (vial) at ``administration_datetime`` (GBq), before
+        administration. The activity that reached the patient is ``administered_gbq x (1 -
+        residual_fraction)``; the part that reached the liver also excludes the lung shunt.
+    administration_datetime : datetime or None
+        Start of the administration, naive, on the scanner's local clock (like DICOM times).
+    lung_shunt_fraction : float or None
+        Fraction of the delivered activity that lodges in the lungs, 0 <= LSF < 1.
+    residual_fraction : float or None
+        Fraction of ``administered_gbq`` left in the vial, lines and catheter, 0 <= r < 1.
+    sphere_type : {"glass", "resin"} or None
+    voi_roles : mapping VOI name -> role
+        Roles: :data:`VOI_ROLES`. Several VOIs may share a role (e.g. tumours).
+    calibration_voi : str or None
+        The VOI whose counts calibrate a bremsstrahlung SPECT; None: see
+        :attr:`calibration_voi_name`.
+    scanner_nuclide : str or None
+        Nuclide the PET scanner was configured for, as confirmed by the user (``"Y-90"``,
+        ``"F-18"``, ``"Ga-68"``, ``"Ge-68"``); None when not confirmed. Spellings are
+        normalised (``"18F"`` -> ``"F-18"``).
+    source_path : str or None
+        The case file it was read from (not compared).
+    overridden_fields : tuple of str
+        Fields set by :meth:`with_overrides` (not compared); provenance reports them as overrides.
+
+    Raises
+    ------
+    InputError
+        If a value has the wrong type or is out of range (the message names the field).
+
+    Example
+    -------
+    >>> import datetime as dt
+    >>> case = Case("tare-017", administered_gbq=2.5, lung_shunt_fraction=0.06,
+    ...             administration_datetime=dt.datetime(2024, 3, 5, 10, 30),
+    ...             voi_roles={"liver": "whole_liver", "lesion": "tumour"})
+    >>> case.calibration_voi_name
+    'liver'
+    >>> case.with_overrides(lung_shunt_fraction=0.1).lung_shunt_fraction
+    0.1
+    """
+
+    case_id: str
+    administered_gbq: float | None = None
+    administration_datetime: _dt.datetime | None = None
+    lung_shunt_fraction: float | None = None
+    residual_fraction: float | None = None
+    sphere_type: str | None = None
+    voi_roles: Mapping[str, str] = field(default_factory=dict, hash=False)
+    calibration_voi: str | None = None
+    scanner_nuclide: str | None = None
+    source_path: str | None = field(default=None, compare=False)
+    overridden_fields: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"case file {self.source_path}" if self.source_path else "Case"
+        for name in _VALUE_FIELDS:
+            object.__setattr__(self, name, _check_field(name, getattr(self, name), where))
+        if self.voi_roles is None:
+            object.__setattr__(self, "voi_roles", MappingProxyType({}))
+        if self.calibration_voi is not None and self.voi_roles and self.calibration_voi not in self.voi_roles:
+            raise InputError(
+                f"{where}: calibration_voi {self.calibration_voi!r} is not one of the VOIs "
+                f"({', '.join(map(repr, self.voi_roles))}); use one of those names or add it to vois"
+            )
+        object.__setattr__(self, "overridden_fields", tuple(self.overridden_fields))
+
+    # ------------------------------------------------------------------ derived
+
+    def vois_with_role(self, role: str) -> tuple[str, ...]:
+        """Names of the VOIs with ``role`` (one of :data:`VOI_ROLES`), in file order."""
+        if role not in VOI_ROLES:
+            raise InputError(f"unknown VOI role {role!r}; roles are {', '.join(map(repr, VOI_ROLES))}")
+        return tuple(name for name, r in self.voi_roles.items() if r == role)
+
+    @property
+    def calibration_voi_name(self) -> str | None:
+        """The VOI that calibrates a SPECT: ``calibration_voi`` when given; otherwise the one VOI
+        with role "perfused" (the treated territory holds all the delivered, non-shunted
+        activity); otherwise the one VOI with role "whole_liver"; otherwise None (none, or
+        several of the role: then set ``calibration_voi``)."""
+        if self.calibration_voi is not None:
+            return self.calibration_voi
+        for role in ("perfused", "whole_liver"):
+            names = self.vois_with_role(role)
+            if len(names) == 1:
+                return names[0]
+            if len(names) > 1:
+                return None
+        return None
+
+    def source_of(self, name: str) -> str:
+        """Where the value of field ``name`` came from: "override", the case file and key, or
+        "Case" (built in Python)."""
+        if name in self.overridden_fields:
+            return "override"
+        if self.source_path:
+            return f"case file {self.source_path} (key {_FIELD_TO_KEY.get(name, name)!r})"
+        return "Case"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The case in the case-file schema (JSON-able; times as ISO 8601 text)."""
+        out: dict[str, Any] = {}
+        for key, name in CASE_FILE_KEYS.items():
+            value = getattr(self, name)
+            if isinstance(value, _dt.datetime):
+                value = value.isoformat()
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[key] = value
+        return out
+
+    # ------------------------------------------------------------------ overrides
+
+    def with_overrides(self, **values: Any) -> "Case":
+        """A new case where each non-None value replaces the case's (command-line options
+        override the file).
+
+        Parameters
+        ----------
+        **values
+            :class:`Case` fields by name (``administered_gbq=``, ``administration_datetime=``,
+            ``lung_shunt_fraction=``, ``scanner_nuclide=``, ...). None leaves a field as it is.
+
+        Raises
+        ------
+        InputError
+            For an unknown field name (the message lists the allowed ones) or a bad value.
+        """
+        allowed = OVERRIDE_FIELDS
+        unknown = [k for k in values if k not in allowed]
+        if unknown:
+            raise InputError(
+                f"unknown case option(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        changes = {k: _check_field(k, v, f"override {k}") for k, v in values.items() if v is not None}
+        if not changes:
+            return self
+        done = self.overridden_fields + tuple(k for k in changes if k not in self.overridden_fields)
+        return replace(self, overridden_fields=done, **changes)
+
+
+_VALUE_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Case) if f.name not in ("source_path", "overridden_fields")
+)
+
+#: Field names accepted by :meth:`Case.with_overrides` and as overrides of ``calibrate``.
+OVERRIDE_FIELDS: tuple[str, ...] = _VALUE_FIELDS
+
+
+def _did_you_mean(words: list[str], allowed: tuple[str, ...] | list[str]) -> str:
+    hints = []
+    for w in words:
+        close = difflib.get_close_matches(w, list(allowed), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{w!r} -> {close[0]!r}")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def load_case(path: str | os.PathLike[str]) -> Case:
+    """Read a case file (TOML or JSON, by its suffix); the schema is in the module documentation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.toml`` or ``.json`` file.
+
+    Returns
+    -------
+    Case
+        With ``source_path`` set, so that provenance can name the file and key of each value.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, is not valid TOML/JSON, has an unknown key (the
+        message lists the allowed keys), misses ``case_id``, or has a value of the wrong type
+        or range (the message names the key and the file).
+
+    Example
+    -------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "case.toml"
+    >>> _ = p.write_text('case_id = "c1"\\nadministered_gbq = 2.5\\n[vois]\\nliver = "whole_liver"\\n')
+    >>> load_case(p).administered_gbq
+    2.5
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise InputError(f"case file {p}: the name must end in .toml or .json, got {p.suffix or 'no suffix'!r}")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"case file {p} not found") from None
+    except OSError as exc:
+        raise InputError(f"case file {p} cannot be read: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"case file {p} is not UTF-8 text: {exc}") from None
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"case file {p} is not valid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"case file {p} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"case file {p}: the top level must be a table of keys, got {type(data).__name__}")
+
+    allowed = list(CASE_FILE_KEYS)
+    unknown = [k for k in data if k not in CASE_FILE_KEYS]
+    if unknown:
+        raise InputError(
+            f"case file {p}: unknown key(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown, allowed)}; "
+            f"allowed keys: {', '.join(allowed)}"
+        )
+    if data.get("case_id") is None:
+        raise InputError(f"case file {p}: key 'case_id' is missing; add e.g. case_id = \"tare-017\"")
+
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = CASE_FILE_KEYS[key]
+        values[name] = _check_field(name, value, f"case file {p}, key {key!r}")
+    if values.get("voi_roles") is None:
+        values["voi_roles"] = {}
+    return Case(**values, source_path=str(p))

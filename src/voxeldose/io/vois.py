@@ -1,0 +1,949 @@
+"""VOIs in: RT Structure Sets, DICOM Segmentations and label maps, onto an image's grid.
+
+:func:`load_vois` returns one fractional mask per VOI (float32 [z, y, x], the fraction of each
+voxel inside, 0-1) on the grid of a reference :class:`~voxeldose.image.Image`, by patient
+coordinates. It reads
+
+- **RTSTRUCT** (Modality RTSTRUCT): closed planar contours are rasterised directly onto the
+  reference grid (see *Contours* below);
+- **SEG** (Modality SEG, BINARY or FRACTIONAL, through highdicom): one mask per segment, named
+  by SegmentLabel;
+- **label maps** (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, through
+  SimpleITK): one mask per integer label, named by ``label_names`` or a sidecar file.
+
+A folder is searched recursively for RTSTRUCT and SEG files (other files are skipped).
+
+Contours
+--------
+The contours of an ROI lie in planes parallel to the reference image's slices (axial contours on
+an axial image; contours and image may also share an oblique orientation). Their points are
+mapped to continuous reference indices with :meth:`Image.world_to_index`, so contours drawn on a
+CT of another grid, spacing or origin land where they belong.
+
+Each contour plane is a slab reaching half-way to the neighbouring contour planes of the same
+ROI. The first and last planes, and the planes beside a gap wider than :data:`GAP_BREAK_FACTOR`
+typical spacings (separate parts of one ROI), reach half the typical (median) plane spacing of
+that ROI outwards (for an ROI drawn on one plane only: half the median plane spacing of the
+whole structure set, else half a reference slice). In the plane, all contours of the ROI on that
+plane are combined with the even-odd rule (a contour inside another is a hole; contours side by
+side are separate parts). Occupancy is exact along each reference row and sampled across rows
+with at least :data:`MIN_SUBSAMPLES` lines per row and at most :data:`SUBSAMPLE_PITCH_MM`
+between lines; across planes each slab's overlap with a voxel's extent is exact. A voxel's value
+is the sum over slabs of its area fraction in the slab's plane times the slab's share of the
+voxel's depth.
+
+For a sphere of radius R contoured every h mm with exact cross-sections, this slab rule gives a
+relative volume error between ``-h**2 / (4 R**2)`` (a contour plane through a pole: the caps
+beyond the last slabs are lost) and ``+h**2 / (8 R**2)``, usually much less: within 1 % for
+h <= R / 5 (a 20 mm sphere at 2 mm planes, a 30 mm sphere at 3 mm), but up to -1.6 % for a
+20 mm sphere at 2.5 mm planes.
+
+Contours that are not parallel to the reference slices (points farther than
+:data:`CONTOUR_PLANE_TOLERANCE_MM` from their contour's plane along the slice normal, e.g. axial
+contours on a tilted or sagittal image) are rejected with a :class:`VoiError`:
+resample the image into the orientation the contours were drawn in (e.g. load the CT they were
+drawn on as the reference) and resample the result.
+
+Masks (SEG and label maps)
+--------------------------
+When the mask's grid equals the reference grid (:meth:`Image.same_grid`) the fractions are used
+as they are. Otherwise each mask is resampled by patient coordinates with SimpleITK: linear
+interpolation of the fraction at sub-voxel points of every reference voxel, averaged over the
+voxel. The points are about one source voxel apart along each reference axis (at most
+:data:`MAX_SUPERSAMPLING` per axis), so a fine CT segmentation keeps its partial volumes on a
+coarse SPECT grid, grids that coincide or nest with an integer ratio are sampled at the source
+voxel centres (exact block means), and a coarser source is plainly interpolated linearly.
+
+Label names come from ``label_names`` (label value -> name) or from a sidecar file next to the
+label map with the same stem (``liver_labels.nii.gz`` -> ``liver_labels.json``):
+
+- ``.json``: ``{"1": "liver", "2": "tumour_1"}`` (or the same under a ``"labels"`` key);
+- ``.toml``: ``1 = "liver"`` lines (or under a ``[labels]`` table);
+- ``.csv``: rows ``value,name`` (a header row ``label,name`` is allowed).
+
+Only the named labels are loaded (others are skipped with a warning).
+
+Checks
+------
+- Frame of reference: when both the VOI file and the reference image state a
+  FrameOfReferenceUID and they differ, the VOIs were drawn in another patient coordinate system:
+  :class:`VoiError`, unless ``registered=True`` says the coordinates already match.
+- A VOI wholly outside the image is an error that names it; a VOI partly outside is cut at the
+  image's edge with a :class:`VoxelDoseWarning` that gives the fraction outside.
+- Two VOIs with the same name (in one file or across the files of a folder) are an error: rename
+  one (no silent suffixes, since a report keyed by name must not pick the wrong one).
+- ROIs without contours are skipped with a warning; POINT contours are ignored.
+
+References
+----------
+DICOM PS3.3 (2024) C.8.8.5 Structure Set Module, C.8.8.6 ROI Contour Module (ContourData in
+patient mm, CLOSED_PLANAR), C.8.20.2 Segmentation Image Module (FRACTIONAL, MaximumFractionalValue).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tomllib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
+from ..image import Image
+
+__all__ = [
+    "load_vois",
+    "plane_coverage",
+    "LABEL_MAP_SUFFIXES",
+    "SIDECAR_SUFFIXES",
+    "CONTOUR_PLANE_TOLERANCE_MM",
+    "SUBSAMPLE_PITCH_MM",
+    "MIN_SUBSAMPLES",
+    "GAP_BREAK_FACTOR",
+    "MAX_SUPERSAMPLING",
+    "OUTSIDE_WARN_FRACTION",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings read as label maps (through SimpleITK).
+LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Sidecar files with label names, looked for in this order next to a label map.
+SIDECAR_SUFFIXES = (".json", ".toml", ".csv")
+
+#: Largest distance (mm) of a contour point from its contour's plane, along the reference slice
+#: normal, for the contour to count as parallel to the slices; also the tolerance for two
+#: contours to lie on the same plane.
+CONTOUR_PLANE_TOLERANCE_MM = 0.05
+
+#: Largest distance (mm) between the sampling lines across a reference row.
+SUBSAMPLE_PITCH_MM = 0.25
+
+#: Fewest sampling lines across each reference row (1/8 voxel or finer).
+MIN_SUBSAMPLES = 8
+
+#: A gap between contour planes wider than this many typical spacings separates two parts.
+GAP_BREAK_FACTOR = 2.5
+
+#: Most sub-samples per axis of a reference voxel when resampling a mask.
+MAX_SUPERSAMPLING = 8
+
+#: Warn when more than this fraction of a VOI lies outside the image (below: rounding).
+OUTSIDE_WARN_FRACTION = 1e-4
+
+_CLOSED = {"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"}
+_RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
+_SEG_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
+
+Mask = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One VOI as read from a file, before the outside checks."""
+
+    name: str
+    mask: Mask
+    inside: float  # VOI volume inside the reference grid, in reference voxels
+    outside_fraction: float  # fraction of the whole VOI's volume outside the grid (0-1)
+
+
+# =========================================================================== public
+
+
+def load_vois(
+    path: str | os.PathLike[str],
+    reference: Image,
+    *,
+    registered: bool = False,
+    label_names: Mapping[int, str] | None = None,
+) -> dict[str, Mask]:
+    """Load VOIs (RTSTRUCT, SEG or a label map) as fractional masks on ``reference``'s grid.
+
+    Parameters
+    ----------
+    path : str or path
+        An RTSTRUCT or SEG file, a label map (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``,
+        ``.mha``, ``.mhd``), or a folder searched recursively for RTSTRUCT and SEG files.
+    reference : Image
+        The image whose grid the masks are made on (e.g. the SPECT or PET); its
+        ``meta.frame_of_reference_uid`` is checked against the VOI files'.
+    registered : bool
+        Accept VOIs whose FrameOfReferenceUID differs from the reference's (you know the two
+        patient coordinate systems coincide, e.g. after registration and resampling).
+    label_names : mapping int -> str, optional
+        Names of the labels of a label map (label value -> VOI name). Without it, a sidecar
+        file (``<stem>.json``, ``.toml`` or ``.csv``) is read. Only for label maps.
+
+    Returns
+    -------
+    dict str -> ndarray, float32, [z, y, x]
+        VOI name -> fraction (0-1) of each reference voxel inside the VOI, in file order.
+
+    Raises
+    ------
+    VoiError
+        No VOI file in a folder, a file that is neither a VOI nor a label map, a frame-of-reference
+        mismatch, a VOI wholly outside the image, duplicate names, contours not parallel to the
+        reference slices, a label map without names, no VOI at all.
+    DicomError
+        A DICOM file that is unreadable, truncated, or lacks required attributes (the message
+        names the file and the tag).
+    InputError
+        ``label_names`` given for DICOM VOIs, or ``reference`` not an :class:`Image`.
+
+    Warns
+    -----
+    VoxelDoseWarning
+        A VOI partly outside the image (with the fraction outside), an ROI without contours,
+        label-map labels without names.
+
+    Example
+    -------
+    >>> import numpy as np, SimpleITK as sitk, tempfile, os
+    >>> from voxeldose.image import Image
+    >>> ref = Image(np.zeros((10, 10, 10), np.float32), (4.0, 4.0, 4.0))
+    >>> labels = np.zeros((10, 10, 10), np.uint8); labels[2:5, 2:5, 2:5] = 1
+    >>> f = os.path.join(tempfile.mkdtemp(), "labels.nii.gz")
+    >>> img = sitk.GetImageFromArray(labels); img.SetSpacing((4.0, 4.0, 4.0))
+    >>> sitk.WriteImage(img, f)
+    >>> vois = load_vois(f, ref, label_names={1: "liver"})
+    >>> float(vois["liver"].sum())
+    27.0
+    """
+    if not isinstance(reference, Image):
+        raise InputError(
+            f"reference must be a voxeldose Image (the grid to put the VOIs on), got {type(reference).__name__}"
+        )
+    p = Path(path)
+    if not p.exists():
+        raise VoiError(f"{p} does not exist: point to an RTSTRUCT or SEG file, a folder holding them, or a label map")
+    if p.is_dir():
+        files = _voi_files_in(p)
+    else:
+        files = [(p, _kind_of(p))]
+    if label_names is not None and any(kind != "labelmap" for _, kind in files):
+        raise InputError(
+            "label_names applies to label maps only; DICOM VOIs carry their names "
+            "(ROIName, SegmentLabel)"
+        )
+    out: dict[str, Mask] = {}
+    source: dict[str, Path] = {}
+    for f, kind in files:
+        logger.debug("reading %s VOIs from %s", kind, f)
+        if kind == "rtstruct":
+            loaded = _load_rtstruct(f, reference, registered)
+        elif kind == "seg":
+            loaded = _load_seg(f, reference, registered)
+        else:
+            loaded = _load_label_map(f, reference, label_names)
+        for item in loaded:
+            if item.name in out:
+                where = f"both in {f}" if source[item.name] == f else f"in {source[item.name]} and {f}"
+                raise VoiError(
+                    f"two VOIs are named {item.name!r} ({where}); rename one of them so that each "
+                    "name means one VOI"
+                )
+            mask = _checked(item, f, reference)
+            if mask is not None:
+                out[item.name] = mask
+                source[item.name] = f
+    if not out:
+        raise VoiError(f"{p}: no VOI found (every ROI or segment was empty or skipped); check the file's contents")
+    return out
+
+
+# =========================================================================== files
+
+
+def _is_label_map_name(p: Path) -> bool:
+    return p.name.lower().endswith(LABEL_MAP_SUFFIXES)
+
+
+def _has_dicom_preamble(p: Path) -> bool:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise VoiError(f"{p}: cannot be read ({exc})") from exc
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_dicom(p: Path, *, header_only: bool) -> Any | None:
+    """The dataset, or None when the file is not DICOM. Truncation is an error."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
+    except InvalidDicomError:
+        return None
+    except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
+        raise DicomError(f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc}); re-export it") from exc
+    for w in caught:
+        text = str(w.message)
+        if "End of file" in text or "EOF" in text:
+            raise DicomError(f"{p}: the DICOM file is truncated ({text}); re-export or copy it again")
+    _check_complete(ds, p, whole_file=not header_only)
+    return ds
+
+
+def _check_complete(ds: Any, p: Path, *, whole_file: bool) -> None:
+    """Raise when the file was cut: a top-level element holds fewer bytes than its stated length,
+    or (``whole_file``) bytes too few for another element follow the last one."""
+    end = None
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        tell = getattr(raw, "value_tell", None)
+        if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
+            if len(value) < length:
+                raise DicomError(
+                    f"{p}: the DICOM file is truncated in {tag} {getattr(raw, 'VR', '')} ({len(value)} of "
+                    f"{length} bytes); re-export or copy it again"
+                )
+            end = tell + length if isinstance(tell, int) else None
+        else:
+            end = None
+    if whole_file and end is not None:
+        size = p.stat().st_size
+        if 0 < size - end < 8:  # not even a tag and a length: the file stops inside an element
+            raise DicomError(f"{p}: the DICOM file is truncated after byte {end}; re-export or copy it again")
+
+
+def _modality(ds: Any) -> str:
+    modality = str(getattr(ds, "Modality", "") or "").upper()
+    sop = str(getattr(ds, "SOPClassUID", ""))
+    if sop == _RTSTRUCT_SOP:
+        return "RTSTRUCT"
+    if sop == _SEG_SOP:
+        return "SEG"
+    return modality
+
+
+def _kind_of(p: Path) -> str:
+    if not _has_dicom_preamble(p) and _is_label_map_name(p):
+        return "labelmap"
+    ds = _read_dicom(p, header_only=True)
+    if ds is None:
+        raise VoiError(
+            f"{p} is neither a readable DICOM file (it may be damaged or truncated) nor a label map "
+            f"({', '.join(LABEL_MAP_SUFFIXES)}); point to an RTSTRUCT, a SEG, or a label map"
+        )
+    if len(ds) == 0:
+        raise DicomError(f"{p}: the DICOM file holds no data after its file meta information (truncated?); "
+                         "re-export or copy it again")
+    modality = _modality(ds)
+    if not modality:
+        _read_dicom(p, header_only=False)  # raises on a truncated file
+    if modality == "RTSTRUCT":
+        return "rtstruct"
+    if modality == "SEG":
+        return "seg"
+    what = f"a DICOM {modality} file" if modality else "a DICOM file without Modality (0008,0060) (damaged?)"
+    raise VoiError(
+        f"{p} is {what}, not an RT Structure Set (RTSTRUCT) or a Segmentation (SEG); point to the VOI file"
+    )
+
+
+def _voi_files_in(folder: Path) -> list[tuple[Path, str]]:
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    found = []
+    for f in files:
+        # an unreadable file raises: it may be the VOI file, and skipping it would lose VOIs
+        ds = _read_dicom(f, header_only=True)
+        if ds is None:
+            logger.debug("skipping %s: not DICOM", f)
+            continue
+        modality = _modality(ds)
+        if modality in ("RTSTRUCT", "SEG"):
+            found.append((f, modality.lower()))
+        else:
+            logger.debug("skipping %s: DICOM %s", f, modality)
+    if not found:
+        raise VoiError(
+            f"no RTSTRUCT or SEG file in folder {folder} ({len(files)} file(s) looked at); point to "
+            "the structure set or segmentation file, or to the folder that holds it"
+        )
+    return found
+
+
+# =========================================================================== checks
+
+
+def _check_frame_of_reference(uid: str | None, reference: Image, registered: bool, where: str) -> None:
+    ref_uid = reference.meta.frame_of_reference_uid
+    if not uid or not ref_uid or uid == ref_uid:
+        return
+    if registered:
+        logger.info("%s: frame of reference %s differs from the image's %s; accepted (registered=True)",
+                    where, uid, ref_uid)
+        return
+    raise VoiError(
+        f"{where}: the VOIs' FrameOfReferenceUID {uid} differs from the image's {ref_uid}: they were "
+        "drawn in another patient coordinate system. Register the images first, or pass "
+        "registered=True if you know the coordinates already match"
+    )
+
+
+def _checked(item: _Loaded, f: Path, reference: Image) -> Mask | None:
+    if item.inside <= 0.0 and item.outside_fraction <= 0.0:
+        warnings.warn(f"VOI {item.name!r} in {f} is empty (zero volume); it is skipped", VoxelDoseWarning,
+                      stacklevel=3)
+        return None
+    if item.inside <= 0.0 or item.outside_fraction >= 1.0 - 1e-9:
+        lo = reference.index_to_world([-0.5, -0.5, -0.5])
+        hi = reference.index_to_world([n - 0.5 for n in reference.size_xyz])
+        raise VoiError(
+            f"VOI {item.name!r} in {f} lies entirely outside the image (image corners "
+            f"{tuple(np.round(lo, 1).tolist())} and {tuple(np.round(hi, 1).tolist())} mm): was it drawn "
+            "on another scan or in another coordinate system?"
+        )
+    outside = item.outside_fraction
+    if outside > OUTSIDE_WARN_FRACTION:
+        warnings.warn(
+            f"VOI {item.name!r} in {f}: {100.0 * outside:.2f} % of its volume lies outside the image "
+            "and is cut off at the image's edge",
+            VoxelDoseWarning,
+            stacklevel=3,
+        )
+    return np.clip(item.mask, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# =========================================================================== RTSTRUCT
+
+
+def _contour_points(item: Any, f: Path, name: str) -> NDArray[np.float64]:
+    """ContourData as (N, 3) patient coordinates (mm), parsed from the raw bytes when possible."""
+    raw = item.get_item(0x30060050)
+    if raw is None:
+        raise DicomError(f"{f}: ROI {name!r} has a contour without ContourData (3006,0050)")
+    try:
+        value = getattr(raw, "value", None)
+        if isinstance(value, bytes):
+            values = np.array(value.decode("ascii").replace("\\", " ").split(), dtype=float)
+        else:
+            values = np.asarray([float(v) for v in item.ContourData], float)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise DicomError(f"{f}: ROI {name!r}: ContourData (3006,0050) is not a list of numbers ({exc})") from exc
+    if values.size % 3 or not np.isfinite(values).all():
+        raise DicomError(
+            f"{f}: ROI {name!r}: ContourData (3006,0050) holds {values.size} values, not (x, y, z) "
+            "triplets of finite numbers; the file is damaged, re-export it"
+        )
+    n = getattr(item, "NumberOfContourPoints", None)
+    if n is not None and int(n) * 3 != values.size:
+        raise DicomError(
+            f"{f}: ROI {name!r}: NumberOfContourPoints (3006,0046) is {int(n)} but ContourData "
+            f"(3006,0050) holds {values.size // 3} points; the file is damaged, re-export it"
+        )
+    return values.reshape(-1, 3)
+
+
+def _load_rtstruct(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
+    ds = _read_dicom(f, header_only=False)
+    if ds is None:  # pragma: no cover - _kind_of already read it as DICOM
+        raise DicomError(f"{f}: not a DICOM file")
+    try:
+        names, contours = _parse_rtstruct(ds, f)
+    except (VoxelDoseError, Warning):  # ours, or a warning turned into an error by the caller
+        raise
+    except Exception as exc:  # damaged nested sequences surface on access, as many kinds
+        raise DicomError(f"{f}: damaged RT Structure Set ({type(exc).__name__}: {exc}); re-export it") from exc
+
+    drawn = [n for n in names if contours[n]]
+    for number, (name, roi_for) in names.items():
+        if number not in drawn:
+            warnings.warn(f"{f}: ROI {name!r} has no closed planar contours; it is skipped", VoxelDoseWarning,
+                          stacklevel=3)
+        else:
+            _check_frame_of_reference(roi_for, reference, registered, f"{f}, ROI {name!r}")
+    idx = {n: [reference.world_to_index(p) for p in contours[n]] for n in drawn}
+    planes_k = {n: _plane_positions(idx[n], f, names[n][0], reference) for n in drawn}
+    # the typical plane spacing of the whole file, for ROIs drawn on one plane only
+    all_k = np.unique(np.concatenate([k for _, k in planes_k.values()])) if planes_k else np.array([])
+    gaps = np.diff(all_k)
+    gaps = gaps[gaps > CONTOUR_PLANE_TOLERANCE_MM / reference.spacing_mm[2]]
+    file_step = float(np.median(gaps)) if gaps.size else 1.0  # else one reference slice
+    out = []
+    for number in drawn:
+        plane_of, group_k = planes_k[number]
+        mask, inside, total = _rasterise(idx[number], plane_of, group_k, reference, file_step)
+        out.append(_Loaded(names[number][0], mask, inside, 1.0 - inside / total if total > 0 else 0.0))
+    return out
+
+
+def _parse_rtstruct(
+    ds: Any, f: Path
+) -> tuple[dict[int, tuple[str, str | None]], dict[int, list[NDArray[np.float64]]]]:
+    """ROI number -> (name, frame of reference UID), and ROI number -> closed contours (N, 3) in mm."""
+    if "StructureSetROISequence" not in ds:
+        raise DicomError(f"{f}: RT Structure Set without StructureSetROISequence (3006,0020); re-export it")
+    default_for = None
+    for item in getattr(ds, "ReferencedFrameOfReferenceSequence", []) or []:
+        default_for = str(getattr(item, "FrameOfReferenceUID", "") or "") or default_for
+        break
+    names: dict[int, tuple[str, str | None]] = {}
+    for item in ds.StructureSetROISequence:
+        if "ROINumber" not in item:
+            raise DicomError(f"{f}: an item of StructureSetROISequence has no ROINumber (3006,0022)")
+        name = str(getattr(item, "ROIName", "") or "").strip() or f"ROI_{int(item.ROINumber)}"
+        roi_for = str(getattr(item, "ReferencedFrameOfReferenceUID", "") or "") or default_for
+        names[int(item.ROINumber)] = (name, roi_for)
+
+    seen: dict[str, int] = {}
+    for number, (name, _) in names.items():
+        if name in seen:
+            raise VoiError(
+                f"{f}: ROIs {seen[name]} and {number} are both named {name!r}; rename one of them so that "
+                "each name means one VOI"
+            )
+        seen[name] = number
+
+    # contours per ROI: list of (N, 3) patient points
+    contours: dict[int, list[NDArray[np.float64]]] = {n: [] for n in names}
+    for item in getattr(ds, "ROIContourSequence", []) or []:
+        if "ReferencedROINumber" not in item:
+            raise DicomError(f"{f}: an item of ROIContourSequence has no ReferencedROINumber (3006,0084)")
+        number = int(item.ReferencedROINumber)
+        if number not in names:
+            raise DicomError(
+                f"{f}: ROIContourSequence refers to ROI number {number}, which StructureSetROISequence "
+                "does not define; the file is inconsistent, re-export it"
+            )
+        name = names[number][0]
+        for c in getattr(item, "ContourSequence", []) or []:
+            kind = str(getattr(c, "ContourGeometricType", "") or "").upper()
+            if kind == "POINT":
+                continue
+            if kind not in _CLOSED:
+                warnings.warn(
+                    f"{f}: ROI {name!r} has a {kind or 'untyped'} contour; only CLOSED_PLANAR contours "
+                    "enclose a volume, it is ignored",
+                    VoxelDoseWarning,
+                    stacklevel=5,
+                )
+                continue
+            pts = _contour_points(c, f, name)
+            if len(pts) >= 3:
+                contours[number].append(pts)
+
+    return names, contours
+
+
+def _plane_positions(
+    polys: list[NDArray[np.float64]], f: Path, name: str, reference: Image
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Group contours into planes: (plane number of each contour, plane k positions, ascending)."""
+    sz = reference.spacing_mm[2]
+    k_of = np.empty(len(polys))
+    for c, p in enumerate(polys):
+        k = p[:, 2]
+        spread_mm = float(k.max() - k.min()) * sz
+        if spread_mm > 2.0 * CONTOUR_PLANE_TOLERANCE_MM:
+            raise VoiError(
+                f"{f}: a contour of ROI {name!r} spans {spread_mm:.2f} mm along the reference image's "
+                "slice normal: its plane is not parallel to the image's slices. voxeldose rasterises "
+                "contours parallel to the slices only; load the scan the contours were drawn on as the "
+                "reference (or resample the image into that orientation)"
+            )
+        k_of[c] = float(k.mean())
+    order = np.argsort(k_of, kind="stable")
+    tol_k = CONTOUR_PLANE_TOLERANCE_MM / sz
+    plane_of = np.empty(len(polys), np.int64)
+    group_k: list[list[float]] = []
+    for c in order:
+        if group_k and k_of[c] - group_k[-1][0] <= tol_k:
+            group_k[-1].append(k_of[c])
+        else:
+            group_k.append([k_of[c]])
+        plane_of[c] = len(group_k) - 1
+    return plane_of, np.asarray([float(np.mean(g)) for g in group_k])
+
+
+def _slabs(k: NDArray[np.float64], fallback_step: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Slab bounds [lo, hi] (index units) of planes at ascending positions ``k``."""
+    gaps = np.diff(k)
+    step = float(np.median(gaps)) if gaps.size else fallback_step
+    lo = k - step / 2.0
+    hi = k + step / 2.0
+    joined = gaps <= GAP_BREAK_FACTOR * step  # neighbours close enough to meet half-way
+    mid = (k[:-1] + k[1:]) / 2.0
+    hi[:-1] = np.where(joined, mid, hi[:-1])
+    lo[1:] = np.where(joined, mid, lo[1:])
+    return lo, hi
+
+
+def _n_sub(spacing_mm: float) -> int:
+    return max(MIN_SUBSAMPLES, int(math.ceil(spacing_mm / SUBSAMPLE_PITCH_MM)))
+
+
+def _rasterise(
+    polys: list[NDArray[np.float64]],
+    plane_of: NDArray[np.int64],
+    plane_k: NDArray[np.float64],
+    reference: Image,
+    fallback_step: float,
+) -> tuple[Mask, float, float]:
+    """Fractional mask of one ROI; also its volume inside the grid and in all (voxel units)."""
+    nz, ny, nx = reference.shape
+    out = np.zeros((nz, ny, nx), np.float32)  # float32 like the result: a CT-sized grid is large
+    lo, hi = _slabs(plane_k, fallback_step)
+    n_sub = _n_sub(reference.spacing_mm[1])
+    total = 0.0
+    for m in range(len(plane_k)):
+        rings = [polys[c][:, :2] for c in np.nonzero(plane_of == m)[0]]
+        j0, i0, cov = plane_coverage(rings, n_sub)
+        thickness = hi[m] - lo[m]
+        total += float(cov.sum()) * thickness
+        # the part of the coverage box inside the grid
+        ja, jb = max(j0, 0), min(j0 + cov.shape[0], ny)
+        ia, ib = max(i0, 0), min(i0 + cov.shape[1], nx)
+        if ja >= jb or ia >= ib:
+            continue
+        part = cov[ja - j0:jb - j0, ia - i0:ib - i0]
+        k_first = max(int(math.floor(lo[m] + 0.5)), 0)
+        k_last = min(int(math.floor(hi[m] + 0.5)), nz - 1)
+        for k in range(k_first, k_last + 1):
+            overlap = min(hi[m], k + 0.5) - max(lo[m], k - 0.5)
+            if overlap > 0.0:
+                out[k, ja:jb, ia:ib] += overlap * part
+    np.clip(out, 0.0, 1.0, out=out)
+    return out, float(out.sum(dtype=np.float64)), total
+
+
+def plane_coverage(rings: list[NDArray[np.float64]], n_sub: int) -> tuple[int, int, NDArray[np.float64]]:
+    """Fraction of each pixel inside polygons (even-odd rule), in continuous pixel indices.
+
+    Pixel (j, i) covers [i - 0.5, i + 0.5] x [j - 0.5, j + 0.5]. Each pixel row is crossed by
+    ``n_sub`` evenly spaced sampling lines; along a line the inside length in each pixel is exact.
+
+    Parameters
+    ----------
+    rings : list of ndarray (N, 2)
+        Polygons as (i, j) continuous indices, closed implicitly.
+    n_sub : int
+        Sampling lines per pixel row.
+
+    Returns
+    -------
+    j0, i0 : int
+        Index of the first row and column of the returned box (may be negative).
+    coverage : ndarray, float64, [rows, columns]
+        Fraction (0-1) of each pixel of the box inside the polygons; the box holds every pixel
+        the polygons touch.
+    """
+    pts = np.concatenate(rings)
+    i0 = int(math.floor(pts[:, 0].min() + 0.5))
+    i1 = int(math.floor(pts[:, 0].max() + 0.5))
+    j0 = int(math.floor(pts[:, 1].min() + 0.5))
+    j1 = int(math.floor(pts[:, 1].max() + 0.5))
+    width, height = i1 - i0 + 1, j1 - j0 + 1
+    n_lines = height * n_sub
+    # edges of every ring
+    a = np.concatenate(rings)
+    b = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    y_base = j0 - 0.5
+    ya, yb = a[:, 1], b[:, 1]
+    ylo, yhi = np.minimum(ya, yb), np.maximum(ya, yb)
+    # line s lies at y_s = y_base + (s + 0.5) / n_sub; an edge crosses lines with ylo <= y_s < yhi
+    s_lo = np.ceil((ylo - y_base) * n_sub - 0.5).astype(np.int64)
+    s_hi = np.ceil((yhi - y_base) * n_sub - 0.5).astype(np.int64)
+    s_lo = np.clip(s_lo, 0, n_lines)
+    s_hi = np.clip(s_hi, 0, n_lines)
+    counts = np.maximum(s_hi - s_lo, 0)
+    n_cross = int(counts.sum())
+    cov = np.zeros((n_lines, width + 1))
+    if n_cross:
+        edge = np.repeat(np.arange(len(a)), counts)
+        start = np.cumsum(counts) - counts
+        s = s_lo[edge] + (np.arange(n_cross) - start[edge])
+        y = y_base + (s + 0.5) / n_sub
+        t = (y - ya[edge]) / (yb[edge] - ya[edge])
+        x = a[edge, 0] + t * (b[edge, 0] - a[edge, 0])
+        order = np.lexsort((x, s))
+        s, x = s[order], x[order]
+        first = np.searchsorted(s, s, side="left")
+        sign = np.where((np.arange(n_cross) - first) % 2 == 0, 1.0, -1.0)
+        # inside length left of X on a line: sum over crossings of sign * max(X - x, 0)
+        u = np.clip(x - (i0 - 0.5), 0.0, float(width))  # from the box's left edge, in pixels
+        p = np.minimum(np.floor(u).astype(np.int64), width - 1)
+        flat = cov.reshape(-1)
+        cols = width + 1
+        # the pixel that holds the crossing gets the part right of it ...
+        flat += np.bincount(s * cols + p, weights=sign * (p + 1 - u), minlength=flat.size)
+        # ... and every pixel after it the whole width (a step, summed along the line below)
+        step = np.bincount(s * cols + p + 1, weights=sign, minlength=flat.size).reshape(n_lines, cols)
+        cov += np.cumsum(step, axis=1)
+    lines = cov[:, :width]
+    coverage = lines.reshape(height, n_sub, width).mean(axis=1)
+    return j0, i0, np.clip(coverage, 0.0, 1.0)
+
+
+# =========================================================================== masks on other grids
+
+
+def _crop_to_content(src: Image) -> Image | None:
+    """``src`` cropped to its non-zero voxels plus one voxel (None when all zero)."""
+    nz = np.nonzero(src.array)
+    if nz[0].size == 0:
+        return None
+    lo = [max(int(a.min()) - 1, 0) for a in nz]
+    hi = [min(int(a.max()) + 2, n) for a, n in zip(nz, src.shape)]
+    arr = np.ascontiguousarray(src.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    origin = src.index_to_world([lo[2], lo[1], lo[0]])
+    return Image(arr, src.spacing_mm, (float(origin[0]), float(origin[1]), float(origin[2])), src.direction)
+
+
+def _fraction_outside(src: Image, reference: Image) -> float:
+    """Value-weighted fraction of the non-zero voxels of ``src`` whose centres lie outside the reference."""
+    k, j, i = np.nonzero(src.array)
+    weights = src.array[k, j, i].astype(np.float64)
+    total = float(weights.sum())
+    if total <= 0.0:
+        return 0.0
+    n_xyz = np.asarray(reference.size_xyz, float)
+    out = 0.0
+    chunk = 1_000_000
+    for s in range(0, k.size, chunk):
+        world = src.index_to_world(np.stack([i[s:s + chunk], j[s:s + chunk], k[s:s + chunk]], -1))
+        idx = reference.world_to_index(world)
+        outside = np.any((idx < -0.5) | (idx > n_xyz - 0.5), axis=1)
+        out += float(weights[s:s + chunk][outside].sum())
+    return out / total
+
+
+def _resample_fraction(src: Image, reference: Image) -> tuple[Mask, float, float]:
+    """``src`` (fractions 0-1) on the reference grid, its volume inside (reference voxels), and
+    the fraction of it outside the reference grid (by source voxel centres)."""
+    if src.same_grid(reference):
+        arr = np.clip(np.asarray(src.array, np.float32), 0.0, 1.0)
+        return arr, float(arr.sum(dtype=np.float64)), 0.0
+    out = np.zeros(reference.shape, np.float32)
+    cropped = _crop_to_content(src)
+    if cropped is None:
+        return out, 0.0, 0.0
+    outside = _fraction_outside(cropped, reference)
+    # reference voxels the source can touch: its box, plus one source voxel for interpolation
+    n_xyz = np.asarray(cropped.size_xyz, float)
+    corners = np.array([[x, y, z] for x in (-1.5, n_xyz[0] + 0.5) for y in (-1.5, n_xyz[1] + 0.5)
+                        for z in (-1.5, n_xyz[2] + 0.5)])
+    idx = reference.world_to_index(cropped.index_to_world(corners))
+    lo = np.maximum(np.floor(idx.min(axis=0) + 0.5).astype(int), 0)
+    hi = np.minimum(np.floor(idx.max(axis=0) + 0.5).astype(int), np.asarray(reference.size_xyz) - 1)
+    if np.any(lo > hi):
+        return out, 0.0, outside
+    # sub-samples per reference axis: about one per source voxel along that axis (the source
+    # voxel's extent projected on it), so that grids that coincide, or nest with an integer
+    # ratio, sample the source at its voxel centres and the result is exact
+    extent = np.abs(reference.direction_matrix.T @ cropped.direction_matrix) @ np.asarray(cropped.spacing_mm)
+    m = np.clip(np.ceil(np.asarray(reference.spacing_mm) / extent - 1e-9), 1, MAX_SUPERSAMPLING).astype(np.int64)
+    box = hi - lo + 1  # (x, y, z) reference voxels
+    source = cropped.to_sitk()
+    # about 8 M sub-samples at a time at most: split along z
+    per_slice = int(box[0] * box[1] * m.prod())
+    slices = max(1, 8_000_000 // max(per_slice, 1))
+    for z0 in range(0, int(box[2]), slices):
+        nzb = min(slices, int(box[2]) - z0)
+        first = lo + np.array([0, 0, z0])
+        part = _supersample(source, reference, first, np.array([box[0], box[1], nzb]), m)
+        out[first[2]:first[2] + nzb, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = part
+    np.clip(out, 0.0, 1.0, out=out)
+    return out, float(out.sum(dtype=np.float64)), outside
+
+
+def _supersample(source: Any, reference: Image, first_xyz: NDArray[np.int64], size_xyz: NDArray[np.int64],
+                 m: NDArray[np.int64]) -> Mask:
+    """Mean of the linearly interpolated source over m sub-samples per axis of each reference voxel."""
+    import SimpleITK as sitk
+
+    sub_spacing = np.asarray(reference.spacing_mm) / m
+    first_sub = first_xyz - 0.5 + 0.5 / m  # continuous reference index of the first sub-sample
+    grid = sitk.Image([int(v) for v in size_xyz * m], sitk.sitkFloat32)
+    grid.SetSpacing([float(v) for v in sub_spacing])
+    grid.SetOrigin([float(v) for v in reference.index_to_world(first_sub)])
+    grid.SetDirection(reference.direction)
+    fine = sitk.Resample(source, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(fine)  # [z, y, x]
+    nzb, nyb, nxb = int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])
+    mx, my, mz = (int(v) for v in m)
+    return arr.reshape(nzb, mz, nyb, my, nxb, mx).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+
+
+# =========================================================================== SEG
+
+
+def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
+    import highdicom as hd
+
+    ds = _read_dicom(f, header_only=False)
+    if ds is None:  # pragma: no cover - _kind_of already read it as DICOM
+        raise DicomError(f"{f}: not a DICOM file")
+    _check_frame_of_reference(str(getattr(ds, "FrameOfReferenceUID", "") or "") or None, reference, registered, str(f))
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        segments = [(int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "") or "").strip())
+                    for item in seg.SegmentSequence]
+        volume = seg.get_volume(combine_segments=False, rescale_fractional=True, dtype=np.float32,
+                                segment_numbers=[n for n, _ in segments])
+        array = np.asarray(volume.array, np.float32)
+        affine = np.asarray(volume.affine, float)
+    except VoxelDoseError:
+        raise
+    except Exception as exc:  # highdicom and pydicom raise many kinds on damaged files
+        raise DicomError(
+            f"{f}: cannot read the segmentation ({type(exc).__name__}: {exc}); check that it is a complete "
+            "SEG of a regular 3-D volume, or re-export it"
+        ) from exc
+    if array.ndim == 3:
+        array = array[..., None]
+    out = []
+    names: dict[str, int] = {}
+    for c, (number, label) in enumerate(segments):
+        name = label or f"segment_{number}"
+        if name in names:
+            raise VoiError(
+                f"{f}: segments {names[name]} and {number} are both labelled {name!r}; rename one of them "
+                "(SegmentLabel) so that each name means one VOI"
+            )
+        names[name] = number
+        src = _image_from_affine(array[..., c], affine, f)
+        out.append(_Loaded(name, *_resample_fraction(src, reference)))
+    return out
+
+
+def _image_from_affine(array: NDArray[np.float32], affine: NDArray[np.float64], f: Path) -> Image:
+    """An Image from a [slice, row, column] array and the affine of highdicom's Volume."""
+    cols = affine[:3, :3]
+    spacing_kji = np.linalg.norm(cols, axis=0)
+    if np.any(spacing_kji <= 0):
+        raise DicomError(f"{f}: the segmentation has a zero pixel spacing or slice spacing")
+    unit = cols / spacing_kji
+    direction = np.stack([unit[:, 2], unit[:, 1], unit[:, 0]], axis=1)  # columns: i (x), j (y), k (z)
+    spacing = (float(spacing_kji[2]), float(spacing_kji[1]), float(spacing_kji[0]))
+    origin = (float(affine[0, 3]), float(affine[1, 3]), float(affine[2, 3]))
+    return Image(np.ascontiguousarray(array), spacing, origin, tuple(float(v) for v in direction.reshape(-1)))
+
+
+# =========================================================================== label maps
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for suffix in LABEL_MAP_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return p.stem
+
+
+def _sidecar_names(p: Path) -> dict[int, str] | None:
+    stem = _stem(p)
+    found = [p.with_name(stem + s) for s in SIDECAR_SUFFIXES if p.with_name(stem + s).is_file()]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise VoiError(
+            f"{p}: several label-name files next to it ({', '.join(x.name for x in found)}); keep one, "
+            "or pass label_names"
+        )
+    side = found[0]
+    try:
+        pairs: list[tuple[Any, Any]]
+        if side.suffix == ".json":
+            data: Any = json.loads(side.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+                data = data["labels"]
+            if not isinstance(data, dict):
+                raise ValueError("expected an object mapping label values to names")
+            pairs = list(data.items())
+        elif side.suffix == ".toml":
+            data = tomllib.loads(side.read_text(encoding="utf-8"))
+            if isinstance(data.get("labels"), dict):
+                data = data["labels"]
+            pairs = list(data.items())
+        else:
+            with open(side, newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            if rows and not rows[0][0].strip().lstrip("-").isdigit():
+                rows = rows[1:]  # a header row
+            if any(len(r) < 2 for r in rows):
+                raise ValueError("each row needs two columns: label value, name")
+            pairs = [(r[0], r[1]) for r in rows]
+        names = {int(str(key).strip()): str(value).strip() for key, value in pairs}
+    except (ValueError, TypeError, OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise VoiError(
+            f"{side}: cannot read label names ({exc}); write label value -> name pairs, e.g. "
+            '{"1": "liver", "2": "tumour_1"} in JSON'
+        ) from exc
+    return names
+
+
+def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | None) -> list[_Loaded]:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(f))
+    except RuntimeError as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise VoiError(f"{f}: unreadable label map, damaged or truncated ({detail}); re-export it") from exc
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise VoiError(
+            f"{f}: a label map must be a 3-D image of integer labels, got {img.GetDimension()}-D with "
+            f"{img.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    labels = sitk.GetArrayFromImage(img)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise VoiError(
+                f"{f}: the image holds non-integer values, so it is not a label map; VOI masks with "
+                "fractions go in a DICOM SEG (FRACTIONAL), or give one integer label per VOI"
+            )
+        labels = labels.astype(np.int64)
+    if label_names is not None:
+        names = {int(k): str(v) for k, v in label_names.items()}
+    else:
+        side = _sidecar_names(f)
+        if side is None:
+            raise VoiError(
+                f"{f}: no names for the labels of this label map; pass label_names={{1: 'liver', ...}} "
+                f"or put {_stem(f)}.json ({{\"1\": \"liver\"}}), .toml or .csv next to it"
+            )
+        names = side
+    present = set(int(v) for v in np.unique(labels)) - {0}
+    seen: dict[str, int] = {}
+    for value, name in names.items():
+        if not name:
+            raise VoiError(f"{f}: label {value} has an empty name")
+        if name in seen:
+            raise VoiError(f"{f}: labels {seen[name]} and {value} are both named {name!r}; rename one of them")
+        seen[name] = value
+    unnamed = sorted(present - set(names))
+    if unnamed:
+        warnings.warn(
+            f"{f}: label value(s) {unnamed} have no name and are skipped; add them to label_names or the "
+            "sidecar file to load them",
+            VoxelDoseWarning,
+            stacklevel=4,
+        )
+    base = Image.from_sitk(img, dtype=np.float32)
+    out = []
+    for value, name in names.items():
+        if value not in present:
+            warnings.warn(f"{f}: label {value} ({name!r}) does not occur in the label map; it is skipped",
+                          VoxelDoseWarning, stacklevel=4)
+            continue
+        src = base.with_array((labels == value).astype(np.float32))
+        out.append(_Loaded(name, *_resample_fraction(src, reference)))
+    return out
