@@ -10,6 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import voxeldose
 from voxeldose.image import Image
@@ -358,3 +360,60 @@ def test_folder_search_is_recursive(tmp_path):
     _write_pet(tmp_path / "export" / "patient" / "series1", image)
     shutil.copy(Path(__file__), tmp_path / "export" / "readme.py")
     assert load_image(tmp_path).same_grid(image)
+
+
+def test_mixed_frames_of_reference(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(4, 5, 6)), names="ordered")
+    ds = pydicom.dcmread(paths[2])
+    ds.FrameOfReferenceUID = "1.2.3.4"
+    ds.save_as(paths[2])
+    with pytest.raises(voxeldose.GeometryError, match="FrameOfReferenceUID"):
+        load_image(tmp_path)
+
+
+# Header mutations: whatever happens to a tag, loading either works or raises a VoxelDoseError
+# that names a file; never another exception (a crash would lose the batch's other cases).
+_MUTABLE = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+            "Rows", "Columns", "BitsAllocated", "PixelRepresentation", "SeriesInstanceUID", "Modality", "Units",
+            "AcquisitionTime", "SeriesDate", "DecayFactor", "NumberOfFrames", "SamplesPerPixel",
+            "FrameOfReferenceUID", "PixelData"]
+_VALUES = [None, "", "abc", "-1", "0", "1e9", "1\\2", "\\".join(["0.5"] * 6), "PT", "CT", "RTSTRUCT"]
+
+
+@pytest.fixture(scope="module")
+def small_series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("series")
+    _write_pet(folder, _image(shape=(4, 6, 5)), names="ordered")
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the invalid values we write
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    slice_index=st.integers(0, 3),
+    keyword=st.sampled_from(_MUTABLE),
+    value=st.sampled_from(_VALUES),
+)
+def test_header_mutations_fail_cleanly(small_series, tmp_path_factory, slice_index, keyword, value):
+    folder = tmp_path_factory.mktemp("mutated")
+    for p in small_series.iterdir():
+        shutil.copy(p, folder / p.name)
+    target = sorted(folder.iterdir())[slice_index]
+    ds = pydicom.dcmread(target)
+    try:
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        elif keyword == "PixelData":
+            ds.PixelData = b"\x00" * 10
+        else:
+            setattr(ds, keyword, value)
+        ds.save_as(target)
+    except Exception:  # noqa: BLE001 - pydicom refused to write this value: nothing to test
+        return
+    try:
+        image = load_image(folder)
+    except voxeldose.VoxelDoseError as exc:
+        assert str(exc)  # a message
+        return
+    assert np.isfinite(image.array).all() and image.array.ndim == 3

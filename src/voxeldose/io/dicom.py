@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import DicomError, GeometryError
+from ..errors import DicomError, GeometryError, VoxelDoseError
 from ..image import Image, ImageMeta
 
 __all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE"]
@@ -148,7 +148,7 @@ def _scan(files: Iterable[Path]) -> dict[str, list[tuple[Path, Any]]]:
 
 def _info(uid: str, items: list[tuple[Path, Any]]) -> SeriesInfo:
     ds = items[0][1]
-    frames = sum(int(getattr(d, "NumberOfFrames", 1) or 1) for _, d in items)
+    frames = sum(_int(d, "NumberOfFrames", 1, str(f)) or 1 for f, d in items)
     return SeriesInfo(uid, str(getattr(ds, "Modality", "")), str(getattr(ds, "SeriesDescription", "")),
                       len(items), frames, tuple(str(f) for f, _ in items))
 
@@ -159,6 +159,21 @@ def list_series(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
 
 
 # --------------------------------------------------------------------------- values and times
+
+
+def _int(ds: Any, keyword: str, default: int | None = None, where: str = "") -> int:
+    """An integer attribute; a missing one gives ``default`` (or an error), a malformed one an error."""
+    value = getattr(ds, keyword, None)
+    if value is None or value == "":
+        if default is None:
+            raise DicomError(f"{where or 'a file'}: {keyword} is missing")
+        return default
+    try:
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            raise TypeError("several values")
+        return int(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{where or 'a file'}: {keyword} must be one integer, got {value!r}") from None
 
 
 def _float(ds: Any, keyword: str, default: float | None = None) -> float | None:
@@ -356,18 +371,18 @@ def _native_pixels(ds: Any) -> NDArray[Any] | None:
         syntax = str(ds.file_meta.TransferSyntaxUID)
     except AttributeError:
         return None
-    bits = int(getattr(ds, "BitsAllocated", 0) or 0)
+    bits = _int(ds, "BitsAllocated", 0)
     if (
         syntax not in _NATIVE_LE
-        or int(getattr(ds, "SamplesPerPixel", 1)) != 1
+        or _int(ds, "SamplesPerPixel", 1) != 1
         or bits not in (8, 16, 32)
-        or int(getattr(ds, "BitsStored", bits)) != bits
+        or _int(ds, "BitsStored", bits) != bits
         or "PixelData" not in ds
     ):
         return None
-    dtype = np.dtype(f"<{'i' if int(getattr(ds, 'PixelRepresentation', 0)) else 'u'}{bits // 8}")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    dtype = np.dtype(f"<{'i' if _int(ds, 'PixelRepresentation', 0) else 'u'}{bits // 8}")
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     data = ds.PixelData
     expected = frames * rows * cols * dtype.itemsize
     if len(data) < expected:
@@ -399,15 +414,22 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     where0 = str(first_path)
     iop0 = _floats(first, "ImageOrientationPatient", 6, where0)
     row, col, normal = _orientation(iop0, where0)
-    rows, cols = int(first.Rows), int(first.Columns)
+    rows, cols = _int(first, "Rows", None, where0), _int(first, "Columns", None, where0)
     spacing_rc = _floats(first, "PixelSpacing", 2, where0)
     positions = []
+    frame_of_reference = str(getattr(first, "FrameOfReferenceUID", ""))
     for path, ds in items:
         where = str(path)
+        if str(getattr(ds, "FrameOfReferenceUID", "")) != frame_of_reference:
+            raise GeometryError(
+                f"{where}: FrameOfReferenceUID {getattr(ds, 'FrameOfReferenceUID', '(none)')} differs from "
+                f"{where0}'s {frame_of_reference or '(none)'}: slices from different frames of reference "
+                "cannot form one volume; re-export the series"
+            )
         iop = _floats(ds, "ImageOrientationPatient", 6, where)
         if np.abs(iop - iop0).max() > ORIENTATION_TOLERANCE:
             raise GeometryError(f"{where}: ImageOrientationPatient {iop.tolist()} differs from {where0}'s {iop0.tolist()}")
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+        if (_int(ds, "Rows", None, where), _int(ds, "Columns", None, where)) != (rows, cols):
             raise GeometryError(f"{where}: matrix {ds.Rows}x{ds.Columns} differs from {where0}'s {rows}x{cols}")
         if np.abs(_floats(ds, "PixelSpacing", 2, where) - spacing_rc).max() > 1e-4:
             raise GeometryError(f"{where}: PixelSpacing differs from {where0}'s {spacing_rc.tolist()}")
@@ -455,7 +477,7 @@ def _nm_multiframe(path: Path, header: Any) -> Image:
     if step is None or step == 0:
         raise DicomError(f"{where}: neither SpacingBetweenSlices nor SliceThickness gives the slice step")
     ds, pixels = _pixels(path, header)
-    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    n_frames = _int(ds, "NumberOfFrames", 1, where) or 1
     if pixels.ndim == 2:
         pixels = pixels[None]
     if pixels.shape[0] != n_frames or n_frames < 2:
@@ -491,7 +513,7 @@ def _enhanced(path: Path, header: Any) -> Image:
     """Enhanced (multi-frame) PET or CT: geometry and rescale from the functional groups."""
     where = str(path)
     ds, pixels = _pixels(path, header)
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    n = _int(ds, "NumberOfFrames", 1, where) or 1
     if pixels.ndim == 2:
         pixels = pixels[None]
     positions, slopes = [], []
@@ -612,9 +634,21 @@ def load_image(
         )
     else:
         items = next(iter(series.values()))
+    try:
+        return _assemble(items, where)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        if isinstance(exc, VoxelDoseError):
+            raise
+        raise DicomError(
+            f"{where}: malformed DICOM header in series {items[0][0].parent} (first file {items[0][0].name}): "
+            f"{type(exc).__name__}: {exc}; re-export the series"
+        ) from exc
+
+
+def _assemble(items: list[tuple[Path, Any]], where: str) -> Image:
     first_path, first = items[0]
     sop = str(getattr(first, "SOPClassUID", ""))
-    n_frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    n_frames = _int(first, "NumberOfFrames", 1, str(first_path)) or 1
     if sop in (ENHANCED_PET_SOP, LEGACY_ENHANCED_PET_SOP, ENHANCED_CT_SOP) or (
         n_frames > 1 and "PerFrameFunctionalGroupsSequence" in first
     ):
@@ -625,7 +659,7 @@ def load_image(
         if len(items) > 1:
             raise DicomError(f"{where}: the NM series has {len(items)} multi-frame files; expected one reconstructed volume")
         return _nm_multiframe(first_path, first)
-    multi = [str(p) for p, d in items if int(getattr(d, "NumberOfFrames", 1) or 1) > 1]
+    multi = [str(p) for p, d in items if (_int(d, "NumberOfFrames", 1, str(p)) or 1) > 1]
     if multi:
         raise DicomError(f"{multi[0]}: a multi-frame file inside a single-frame series; export one series per folder")
     return _classic_series(items)
