@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from .write_dicom import new_uid
 
 __all__ = [
     "RTSTRUCT_SOP",
@@ -214,13 +215,6 @@ def _source_images(datasets: Sequence[Any], slice_w: NDArray[np.float64]) -> lis
             copy.SliceThickness = _ds_string(step)
         out.append(copy)
     return out
-
-
-def new_uid() -> str:
-    """A new DICOM UID (pydicom's root, random suffix)."""
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid())
 
 
 def _example_series() -> list[Any]:
