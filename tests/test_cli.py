@@ -1,7 +1,8 @@
-"""Command line: demo output, exit codes, help."""
+"""Command line: demo, run and phantom; outputs, exit codes, safety of results, logs, help."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import pytest
 
 from voxeldose import __version__
 from voxeldose.cli import main
+from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.pipeline import OUTPUT_FILES
 
 
 def test_version(capsys):
@@ -18,28 +21,112 @@ def test_version(capsys):
     assert __version__ in capsys.readouterr().out
 
 
-def test_demo_prints_every_voi_with_its_ldm_expectation(capsys):
-    assert main(["-q", "demo"]) == 0
-    out = capsys.readouterr().out
-    for voi in ("liver", "normal_liver", "lung"):
-        assert voi in out
-    assert "LDM Gy" in out and "D70 Gy" in out and "V100 %" in out
-    # every row has an analytic LDM mean beside the computed one
-    rows = [ln for ln in out.splitlines() if ln.startswith(("liver", "normal_liver", "lung", "tumour"))]
-    assert len(rows) >= 4
-    assert all("\u2014" not in r for r in rows)
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "liver"
+    write_liver_case(out, write=("PET", "CT", "RTSTRUCT"), ct_spacing_mm=(4.0, 4.0, 5.0))
+    return out
 
 
-def test_demo_bad_input_exits_2_with_a_message(capsys):
-    assert main(["demo", "--lung-shunt", "1.5"]) == 2
+def test_demo_writes_the_outputs_and_prints_every_voi(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for voi in ("liver", "normal_liver", "lung", "tumour_1"):
+        assert voi in printed
+    assert "LDM Gy" in printed and "D70 Gy" in printed and "V100 %" in printed
+    rows = [ln for ln in printed.splitlines() if ln.startswith(("liver", "normal_liver", "lung", "tumour"))]
+    assert len(rows) >= 8 and all("\u2014" not in r for r in rows)  # every row has its LDM value
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["case_id"] == "demo-liver"
+    # the calibrated PET holds the administered activity: the liver's mean LDM-like check is in
+    # test_end_to_end_dicom; here the outputs must be the demo's
+    assert metrics["vois"]["liver"]["volume_ml"] == pytest.approx(1500, rel=0.01)
+
+
+def test_demo_does_not_overwrite_results_without_force(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "metrics.json").write_text("previous good result")
+    assert main(["-q", "demo", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "previous good result"
+    assert main(["-q", "demo", "--out", str(out), "--force", "--method", "local"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["provenance"]["dose"]["method"] == "local"
+
+
+def test_demo_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--lung-shunt", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "lung" in err.lower() and "error" in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder left behind
 
 
-def test_demo_bad_option_is_an_argparse_error():
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--spacing", "4", "-1", "4"])
-    assert exc.value.code == 2
+def test_run_writes_all_outputs(export, tmp_path):
+    out = tmp_path / "case-out"
+    code = main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"),
+                 "--case", str(export / "case.toml"), "--out", str(out), "--case-id", "tare-001"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["case_id"] == "tare-001"
+    assert set(metrics["vois"]) >= {"liver", "lung", "tumour_1", "normal_liver"}
+    assert metrics["provenance"]["input"]["series_instance_uid"]
+    assert "Phantom" not in (out / "metrics.json").read_text()  # no patient name in the metrics
+
+
+def test_run_options_override_the_case_file(export, tmp_path):
+    out = tmp_path / "o"
+    assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--out", str(out), "--lung-shunt", "0.2",
+                 "--voi-role", "tumour_5=tumour"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["case"]["lung_shunt_fraction"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--voi", "/nonexistent/rtstruct.dcm"], ["nonexistent"]),
+        (["--voi-role", "liver"], ["NAME=ROLE"]),
+        (["--case", "/nonexistent/case.toml"], ["case.toml"]),
+    ],
+)
+def test_run_bad_input_exits_2_and_leaves_no_output(export, tmp_path, capsys, extra, words):
+    out = tmp_path / "o"
+    args = ["run", str(export / "PET"), "--out", str(out)]
+    if "--voi" not in extra:
+        args += ["--voi", str(export / "RTSTRUCT.dcm")]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_internal_error_exits_1(monkeypatch, export, tmp_path, capsys):
+    import voxeldose.pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(voxeldose.pipeline, "run_case", boom)
+    assert main(["run", str(export / "PET"), "--out", str(tmp_path / "o")]) == 1
+    assert "internal error" in capsys.readouterr().err
+
+
+def test_log_json(export, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["--log-json", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"),
+                 "--case", str(export / "case.toml"), "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("{")]
+    assert lines
+    records = [json.loads(ln) for ln in lines]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert not any("Phantom" in r["message"] for r in records)  # no patient data in logs
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -47,9 +134,8 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_console_script_runs():
-    proc = subprocess.run(
-        [sys.executable, "-m", "voxeldose.cli", "demo", "--help"], capture_output=True, text=True
-    )
+@pytest.mark.parametrize("command", ["demo", "run", "phantom"])
+def test_help_of_every_command(command):
+    proc = subprocess.run([sys.executable, "-m", "voxeldose.cli", command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    assert "--spacing" in proc.stdout and "mm" in proc.stdout
+    assert "mm" in proc.stdout or "GBq" in proc.stdout

@@ -1,6 +1,7 @@
 """Command line: a thin layer over the library.
 
-Exit codes: 0 success, 2 bad input (a VoxelDoseError, message on stderr), 1 internal error.
+Exit codes: 0 success, 2 bad input (a VoxelDoseError, message on stderr), 1 internal error,
+3 (batch) some cases failed while the others finished.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ logger = logging.getLogger("voxeldose.cli")
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 3  # batch: the other cases finished; see failures.csv
 
 
 def _positive_float(text: str) -> float:
@@ -32,51 +34,112 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _iso_datetime(text: str):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date-time (YYYY-MM-DDTHH:MM[:SS])") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxeldose",
         description="Voxel-based absorbed dose for Y-90 radioembolization.",
-        epilog="Exit codes: 0 success, 2 bad input, 1 internal error.",
+        epilog="Exit codes: 0 success, 2 bad input, 1 internal error, 3 batch finished with failed cases.",
     )
     parser.add_argument("--version", action="version", version=f"voxeldose {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    parser.add_argument("--log-json", action="store_true",
+                        help="log as JSON lines on stderr (time, level, logger, message) for pipelines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
         "demo",
-        help="run the built-in liver phantom through the engine and print per-VOI metrics",
+        help="write the liver phantom as DICOM, run the whole pipeline on it and print per-VOI metrics",
         description=(
-            "Build the synthetic liver phantom (ellipsoidal liver with five spherical tumours at a "
-            "tumour-to-normal uptake ratio of 4, and a lung region), compute the absorbed dose and "
-            "print, per VOI, the volume and the dose metrics beside the analytic local-deposition "
-            "(LDM) mean dose."
+            "Write the synthetic liver phantom (a 1.5 L ellipsoidal liver with five spherical tumours "
+            "of 1-5 cm at a tumour-to-normal uptake ratio of 4, and two lungs) as a clinic would export "
+            "it (Y-90 PET or bremsstrahlung SPECT, CT, RTSTRUCT, case file) to a temporary folder, run "
+            "'voxeldose run' on it, write the outputs to OUT and print, per VOI, the volume and dose "
+            "metrics beside the analytic local-deposition (LDM) mean dose."
         ),
     )
-    demo.add_argument(
-        "--spacing", nargs=3, type=_positive_float, default=(4.42, 4.42, 4.42),
-        metavar=("X", "Y", "Z"), help="voxel size in mm, x y z (default: 4.42 4.42 4.42, SPECT-like)",
+    demo.add_argument("--out", default="voxeldose-demo",
+                      help="output folder (default voxeldose-demo; must not hold results unless --force)")
+    demo.add_argument("--force", action="store_true", help="replace the results in OUT")
+    demo.add_argument("--scan", choices=("pet", "spect"), default="pet",
+                      help="pet: Y-90 PET in Bq/mL, 4 x 4 x 3 mm; spect: bremsstrahlung SPECT in counts, "
+                           "4.42 mm, self-calibrated on the liver VOI (default pet)")
+    demo.add_argument("--method", choices=("kernel", "local"), default="kernel",
+                      help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
+    demo.add_argument("--administered-gbq", type=_positive_float, default=3.0,
+                      help="administered Y-90 activity in GBq (default 3.0)")
+    demo.add_argument("--lung-shunt", type=float, default=0.10, help="lung shunt fraction, 0 <= LSF < 1 (default 0.10)")
+    demo.add_argument("--fwhm-mm", type=_positive_float, default=None,
+                      help="scanner resolution: Gaussian FWHM in mm applied to the activity (default none)")
+
+    run = sub.add_parser(
+        "run",
+        help="one exported case: load, calibrate, dose, DVH; write RTDOSE, NIfTI, DVH, metrics and a report",
+        description=(
+            "Load the Y-90 PET or bremsstrahlung SPECT series SCAN and the VOIs, calibrate to MBq per voxel "
+            "at administration, compute the absorbed dose and the DVHs, and write into OUT: dose.nii.gz (Gy), "
+            "activity.nii.gz (MBq per voxel at administration), rtdose.dcm, dvh.csv, metrics.json and "
+            "report.html. Options override the case file. Nothing is written to OUT unless the whole case "
+            "succeeds; existing results are kept unless --force."
+        ),
     )
-    demo.add_argument(
-        "--method", choices=("kernel", "local"), default="kernel",
-        help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)",
+    run.add_argument("scan", metavar="SCAN", help="folder or file of the PET (Bq/mL) or SPECT (counts) series")
+    run.add_argument("--voi", action="append", default=[], metavar="VOI",
+                     help="RTSTRUCT, SEG or label map (NIfTI/NRRD with a name table) file or folder; repeatable")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--case", default=None, help="case file (TOML or JSON) with the values the headers lack")
+    run.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
+    run.add_argument("--method", choices=("kernel", "local"), default="kernel",
+                     help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
+    run.add_argument("--tissue", choices=("soft", "bone"), default="soft",
+                     help="medium of the kernel and of local deposition (default soft tissue, 1.04 g/cm3)")
+    run.add_argument("--series-uid", default=None, help="SeriesInstanceUID to load when SCAN holds several series")
+    run.add_argument("--administered-gbq", type=_positive_float, default=None,
+                     help="activity of the Y-90 dose at administration, GBq")
+    run.add_argument("--administration-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
+                     help="start of the administration, on the scanner's clock")
+    run.add_argument("--lung-shunt", type=float, default=None, help="lung shunt fraction, 0 <= LSF < 1")
+    run.add_argument("--residual", type=float, default=None,
+                     help="fraction of the activity left in the vial and lines, 0 <= r < 1")
+    run.add_argument("--sphere-type", choices=("glass", "resin"), default=None, help="microsphere product")
+    run.add_argument("--scanner-nuclide", default=None,
+                     help="nuclide the PET scanner was set up for, confirmed by you (Y-90, F-18, Ga-68, Ge-68)")
+    run.add_argument("--calibration-voi", default=None,
+                     help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")
+    run.add_argument("--voi-role", action="append", default=[], metavar="NAME=ROLE",
+                     help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
+    run.add_argument("--registered", action="store_true",
+                     help="accept VOIs from another frame of reference (you state they are registered)")
+    run.add_argument("--anonymize", action="store_true", help="write the RTDOSE without patient identifiers")
+    run.add_argument("--force", action="store_true", help="replace the results in OUT")
+
+    batch = sub.add_parser(
+        "batch",
+        help="many cases on Dask: a folder of case folders or a manifest; cohort table at the end",
+        description=(
+            "Run every case of INPUT (a folder whose sub-folders are cases, or a manifest .csv/.toml) like "
+            "'voxeldose run', on a local Dask cluster of worker processes or an existing scheduler. Writes "
+            "OUT/CASE/ per case (with log.txt), OUT/cohort.csv (and .parquet with pyarrow) and "
+            "OUT/failures.csv. Failed cases do not stop the others; exit code 0 when all succeeded, 3 when "
+            "any failed. A second run skips cases whose outputs are up to date (same input content hash)."
+        ),
     )
-    demo.add_argument(
-        "--administered-gbq", type=_positive_float, default=3.0,
-        help="administered Y-90 activity in GBq (default 3.0)",
-    )
-    demo.add_argument(
-        "--lung-shunt", type=float, default=0.10,
-        help="lung shunt fraction, 0 <= LSF < 1 (default 0.10)",
-    )
-    demo.add_argument(
-        "--fwhm-mm", type=_positive_float, default=None,
-        help="blur the activity with a Gaussian of this FWHM in mm (scanner resolution; default none)",
-    )
-    demo.add_argument(
-        "--noise-counts-per-mbq", type=_positive_float, default=None,
-        help="add Poisson noise at this many counts per MBq (default none)",
-    )
-    demo.add_argument("--seed", type=int, default=0, help="random seed for the noise (default 0)")
+    batch.add_argument("input", metavar="INPUT", help="folder of case folders, or a manifest (.csv or .toml)")
+    batch.add_argument("--out", required=True, help="output folder")
+    batch.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
+    batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    batch.add_argument("--method", choices=("kernel", "local"), default="kernel",
+                       help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
+    batch.add_argument("--force", action="store_true", help="run every case again, even up-to-date ones")
 
     ph = sub.add_parser(
         "phantom",
@@ -151,51 +214,116 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import phantoms
-    from .pipeline import dose_case
+    import json
+    import tempfile
+    from pathlib import Path
 
-    t0 = time.perf_counter()
-    ph = phantoms.liver(
-        spacing_mm=tuple(args.spacing),
-        administered_gbq=args.administered_gbq,
-        lung_shunt_fraction=args.lung_shunt,
-        fwhm_mm=args.fwhm_mm,
-        noise_counts_per_mbq=args.noise_counts_per_mbq,
-        seed=args.seed,
-    )
-    t1 = time.perf_counter()
-    result = dose_case(ph.activity_mbq, ph.spacing_mm, ph.masks, method=args.method)
-    shape = "x".join(str(n) for n in ph.activity_mbq.shape)
-    spacing = " x ".join(f"{s:g}" for s in ph.spacing_mm)
-    print(f"voxeldose {__version__} demo: liver phantom, array [z,y,x] {shape}, voxel {spacing} mm")
-    print(
-        f"administered {args.administered_gbq:g} GBq, lung shunt {args.lung_shunt:.0%}, "
-        f"method {args.method} ({result.provenance['kernel']})"
-    )
-    print(
-        f"phantom {t1 - t0:.2f} s, dose {result.provenance['time_dose_s']:.2f} s, "
-        f"DVH {result.provenance['time_dvh_s']:.2f} s"
-    )
+    from .io.phantom_dicom import write_liver_case
+    from .pipeline import run_case
+
+    with tempfile.TemporaryDirectory(prefix="voxeldose-demo-") as tmp:
+        export = Path(tmp) / "export"
+        t0 = time.perf_counter()
+        write_liver_case(export, administered_gbq=args.administered_gbq, lung_shunt_fraction=args.lung_shunt,
+                         fwhm_mm=args.fwhm_mm, write=("PET" if args.scan == "pet" else "SPECT", "CT", "RTSTRUCT"),
+                         case_id="demo-liver")
+        logger.info("wrote the liver phantom as DICOM in %.1f s", time.perf_counter() - t0)
+        truth = json.loads((export / "truth.json").read_text(encoding="utf-8"))
+        result = run_case(export / args.scan.upper(), [export / "RTSTRUCT.dcm"], args.out,
+                          case=export / "case.toml", method=args.method, force=args.force,
+                          progress=_progress(args))
+    grid = result.metrics["provenance"]["grid"]
+    shape = "x".join(str(n) for n in grid["shape_zyx"])
+    spacing = " x ".join(f"{s:g}" for s in grid["spacing_mm"])
+    print(f"voxeldose {__version__} demo: liver phantom as {args.scan.upper()} DICOM, [z,y,x] {shape}, "
+          f"voxel {spacing} mm")
+    print(f"administered {args.administered_gbq:g} GBq, lung shunt {args.lung_shunt:.0%}, method {args.method} "
+          f"({result.metrics['provenance']['dose']['kernel']})")
+    print("steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items()))
     print()
-    truth = ph.truth
-    expected = _expected_ldm_means(truth)
-    head = f"{'VOI':<14}{'volume mL':>10}{'mean Gy':>9}{'LDM Gy':>8}{'D70 Gy':>8}{'D90 Gy':>8}{'D2 Gy':>8}{'V100 %':>8}{'V205 %':>8}"
+    expected = _expected_ldm_means(truth.get("phantom", {}))
+    head = (f"{'VOI':<14}{'volume mL':>10}{'mean Gy':>9}{'LDM Gy':>8}{'D70 Gy':>8}{'D90 Gy':>8}{'D2 Gy':>8}"
+            f"{'V100 %':>8}{'V205 %':>8}")
     print(head)
     print("-" * len(head))
-    for name, h in result.dvhs.items():
+    for name, m in result.metrics["vois"].items():
         ldm = expected.get(name)
         print(
-            f"{name:<14}{h.volume_ml:10.1f}{h.mean_gy:9.1f}"
+            f"{name:<14}{m['volume_ml']:10.1f}{m['mean_gy']:9.1f}"
             f"{(f'{ldm:8.1f}' if ldm is not None else f'{chr(8212):>8}')}"
-            f"{h.d(70):8.1f}{h.d(90):8.1f}{h.d(2):8.1f}{h.v(100):8.1f}{h.v(205):8.1f}"
+            f"{m['D70_gy']:8.1f}{m['D90_gy']:8.1f}{m['D2_gy']:8.1f}{m['V100_pct']:8.1f}{m['V205_pct']:8.1f}"
         )
     print()
     print(
-        "LDM Gy: analytic mean dose if every decay's energy stayed where the spheres lodged "
-        "(soft tissue, 1.04 g/cm3). The kernel mean is lower in small tumours and higher just "
-        "outside them: electrons cross the VOI surfaces. The engine treats lung as soft tissue."
+        "LDM Gy: analytic mean dose if every decay's energy stayed where the spheres lodged (soft tissue, "
+        "1.04 g/cm3). The kernel mean is lower in small tumours and higher just outside them: electrons "
+        "cross the VOI surfaces. The engine treats lung as soft tissue."
     )
+    for text in result.warnings:
+        print(f"warning: {text}")
+    print(f"outputs in {result.out_dir}: {', '.join(sorted(p.name for p in result.out_dir.iterdir()))}")
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .pipeline import run_case
+
+    roles: dict[str, str] = {}
+    for item in args.voi_role:
+        name, sep, role = item.partition("=")
+        if not sep or not name or not role:
+            raise InputError(f"--voi-role {item!r}: expected NAME=ROLE, e.g. --voi-role liver=whole_liver")
+        roles[name] = role
+    overrides: dict[str, object] = {
+        "case_id": args.case_id, "administered_gbq": args.administered_gbq,
+        "administration_datetime": args.administration_time, "lung_shunt_fraction": args.lung_shunt,
+        "residual_fraction": args.residual, "sphere_type": args.sphere_type,
+        "scanner_nuclide": args.scanner_nuclide, "calibration_voi": args.calibration_voi,
+    }
+    if roles:
+        overrides["voi_roles"] = roles
+    result = run_case(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
+                      series_uid=args.series_uid, registered=args.registered, anonymize=args.anonymize,
+                      force=args.force, overrides=overrides, progress=_progress(args))
+    for text in result.warnings:
+        logger.warning("%s", text)
+    print(f"case {result.case_id}: outputs in {result.out_dir}")
+    return EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    result = run_batch(args.input, args.out, workers=args.workers, scheduler=args.scheduler, method=args.method,
+                       force=args.force, progress=not args.quiet)
+    print(f"{result.n_ok} case(s) done, {result.n_skipped} up to date, {result.n_failed} failed "
+          f"in {result.elapsed_s:.1f} s; cohort table {result.out_dir / 'cohort.csv'}")
+    if result.n_failed:
+        print(f"failures: {result.out_dir / 'failures.csv'}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A step reporter: a progress bar on a terminal (tqdm), nothing when quiet."""
+    if args.quiet:
+        return None
+    from tqdm import tqdm
+
+    steps = ["load", "vois", "calibrate", "dose", "dvh", "outputs"]
+    bar = tqdm(total=len(steps), unit="step", file=sys.stderr, disable=None, leave=False,
+               bar_format="{desc:<12}{bar:20} {n_fmt}/{total_fmt} [{elapsed}]")
+
+    def report(name: str) -> None:
+        # each step's start means the previous one finished
+        if bar.n < len(steps) and name != steps[0]:
+            bar.update(1)
+        bar.set_description_str(name)
+        if name == steps[-1]:
+            bar.close()
+
+    return report
 
 
 def _expected_ldm_means(truth: object) -> dict[str, float]:
@@ -210,14 +338,34 @@ def _expected_ldm_means(truth: object) -> dict[str, float]:
     return out
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+        import json
+
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voxeldose`` console script; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("voxeldose")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    root.propagate = False
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -228,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _demo(args)
             if args.command == "phantom":
                 return _phantom(args)
+            if args.command == "run":
+                return _run(args)
+            if args.command == "batch":
+                return _batch(args)
     except VoxelDoseError as exc:
         print(f"voxeldose: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -57,6 +57,15 @@ RADIONUCLIDES: dict[str, tuple[str, str]] = {
 COMPRESSIONS = ("none", "rle", "jpeg-ls", "jpeg2000", "deflate")
 
 
+def ds_values(values: Any) -> Any:
+    """Numbers as DICOM DS strings of at most 16 characters (PS3.5 6.2), precision kept."""
+    from pydicom.valuerep import format_number_as_ds
+
+    if np.ndim(values) == 0:
+        return format_number_as_ds(float(values))
+    return [format_number_as_ds(float(v)) for v in values]
+
+
 def new_uid() -> str:
     """A new DICOM UID (pydicom's root, random suffix)."""
     from pydicom.uid import generate_uid
@@ -178,10 +187,10 @@ def _save(ds: Any, path: Path, compression: str) -> None:
 
 def _slice_geometry(image: Image) -> tuple[list[float], NDArray[np.float64], list[float]]:
     d = image.direction_matrix
-    iop = [float(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+    iop = ds_values(np.concatenate([d[:, 0], d[:, 1]]))
     sx, sy, _ = image.spacing_mm
     positions = image.index_to_world(np.array([[0, 0, k] for k in range(image.shape[0])], float))
-    return iop, positions, [sy, sx]
+    return iop, positions, ds_values([sy, sx])
 
 
 def _file_names(n: int, names: str, seed: int) -> list[str]:
@@ -297,8 +306,8 @@ def write_pet_series(
         item.RadionuclideCodeSequence = [code]
         ds.RadiopharmaceuticalInformationSequence = [item]
         ds.ImageOrientationPatient = iop
-        ds.ImagePositionPatient = [float(v) for v in positions[k]]
-        ds.SliceLocation = float(positions[k][2])
+        ds.ImagePositionPatient = ds_values(positions[k])
+        ds.SliceLocation = ds_values(positions[k][2])
         ds.PixelSpacing = pixel_spacing
         ds.SliceThickness = image.spacing_mm[2]
         _pixel_module(ds, ny, nx, signed=True)
@@ -365,8 +374,8 @@ def write_nm_spect(
     else:
         ds.SpacingBetweenSlices = image.spacing_mm[2]
     det = Dataset()
-    det.ImagePositionPatient = [float(v) for v in first]
-    det.ImageOrientationPatient = [float(v) for v in np.concatenate([d[:, 0], d[:, 1]])]
+    det.ImagePositionPatient = ds_values(first)
+    det.ImageOrientationPatient = ds_values(np.concatenate([d[:, 0], d[:, 1]]))
     ds.DetectorInformationSequence = [det]
     ds.NumberOfDetectors = 1
     window = Dataset()
@@ -417,8 +426,8 @@ def write_ct_series(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.KVP = 120
         ds.ImageOrientationPatient = iop
-        ds.ImagePositionPatient = [float(v) for v in positions[k]]
-        ds.SliceLocation = float(positions[k][2])
+        ds.ImagePositionPatient = ds_values(positions[k])
+        ds.SliceLocation = ds_values(positions[k][2])
         ds.PixelSpacing = pixel_spacing
         ds.SliceThickness = image.spacing_mm[2]
         _pixel_module(ds, ny, nx, signed=True)

@@ -1,0 +1,59 @@
+"""Batch benchmark: a synthetic cohort of phantom cases with 1 and 2 Dask workers.
+
+Run:  python benchmarks/bench_batch.py [--cases 20] [--workers 1,2]
+
+Writes N liver-phantom cases (Y-90 PET at 4 x 4 x 3 mm, 142 x 142 x 148, with CT, RTSTRUCT and
+case file; lung shunt and activity vary per case) to a temporary folder, then runs
+``voxeldose.run_batch`` on them with each worker count (a fresh output folder each time, so no
+case is skipped). Prints cases per minute, the speed-up over one worker, the mean time of each
+step of a case (load, VOIs, calibrate, dose, DVH, outputs) and the largest peak resident memory
+of a worker process. Not a test: timings depend on the machine; the README records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import voxeldose
+from voxeldose.batch import run_batch
+from voxeldose.io.phantom_dicom import write_liver_case
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args(argv)
+    print(f"voxeldose {voxeldose.__version__}, {os.cpu_count()} CPU(s), {args.cases} cases")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "cohort"
+        t0 = time.perf_counter()
+        for i in range(args.cases):
+            write_liver_case(root / f"case_{i:03d}", case_id=f"case_{i:03d}", administered_gbq=2.0 + 0.1 * i,
+                             lung_shunt_fraction=0.02 + 0.01 * (i % 10), write=("PET", "CT", "RTSTRUCT"),
+                             ct_spacing_mm=(3.0, 3.0, 3.0), seed=i)
+        print(f"cohort written in {time.perf_counter() - t0:.0f} s")
+        header = f"{'workers':>7} {'total s':>8} {'cases/min':>10} {'speed-up':>9} {'peak MB/worker':>15}  mean step times s"
+        print(header)
+        print("-" * (len(header) + 40))
+        base = None
+        for n in [int(w) for w in args.workers.split(",")]:
+            result = run_batch(root, Path(tmp) / f"out-{n}", workers=n, progress=False)
+            assert result.ok, result.rows
+            per_min = args.cases / result.elapsed_s * 60
+            base = base or per_min
+            steps: dict[str, list[float]] = {}
+            for case in result.cases:
+                for step, seconds in case["timings"].items():
+                    steps.setdefault(step, []).append(seconds)
+            split = ", ".join(f"{k} {sum(v) / len(v):.2f}" for k, v in steps.items())
+            peak = max((c.get("peak_rss_mb") or 0) for c in result.cases)
+            print(f"{n:>7} {result.elapsed_s:8.1f} {per_min:10.1f} {per_min / base:8.2f}x {peak:15.0f}  {split}")
+
+
+if __name__ == "__main__":
+    main()

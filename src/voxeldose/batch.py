@@ -1,0 +1,503 @@
+"""Many cases in one run, on Dask: isolated failures, resumable, one cohort table at the end.
+
+:func:`run_batch` takes a folder of case folders or a manifest (CSV or TOML), runs each case with
+:func:`voxeldose.pipeline.run_case` on a Dask cluster (a local cluster of worker processes by
+default, or an existing scheduler), and writes:
+
+- ``OUT/<case_id>/``: the case's outputs exactly as ``voxeldose run`` writes them, plus
+  ``log.txt`` (the case's log; for a failed case, the folder holds only this log);
+- ``OUT/cohort.csv`` (and ``cohort.parquet`` when pyarrow is installed): one row per case and VOI
+  with the metrics, the case values and the status;
+- ``OUT/failures.csv``: case id, error kind and message of each failed case.
+
+Case folders
+------------
+Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
+``case.toml``). It is searched recursively: the PET (PT) or SPECT (NM) series is the scan (a CT
+beside it is allowed), RTSTRUCT and SEG files are the VOIs, and ``case.toml`` (or ``case.json``)
+is the case file. Two emission series in one folder is a failed case whose message lists them.
+
+Manifest
+--------
+CSV with columns ``case_id, scan`` and optionally ``vois`` (paths separated by ``;``),
+``case_file``, ``series_uid`` and any case-file key (``administered_gbq``, ``lung_shunt_fraction``,
+``administration_time``, ...); or TOML with one ``[[cases]]`` table per case holding the same
+keys (``vois`` as a list). Relative paths are relative to the manifest.
+
+Resuming
+--------
+A case is skipped when ``OUT/<case_id>/metrics.json`` exists and records the same input hash: a
+SHA-256 over the contents of every input file (scan, VOIs, case file) and the run's options.
+Anything else (missing, failed, changed inputs or options) is run again. Each case's folder is
+written by ``run_case`` into a temporary folder and moved into place when complete, and the
+cohort tables are written to temporary files and renamed, so an interrupted run leaves neither a
+half-written case folder nor a corrupt table.
+
+Memory
+------
+Each worker process holds one case at a time (one thread per worker). The peak per worker is
+that of one ``voxeldose run``: about 12 volumes of float32 of the scan's grid (input, activity,
+dose, the FFT workspace of 2-3 volumes, the VOI masks: one float32 volume each) plus the
+interpreter, numba and scipy (~300 MB); benchmarks/bench_batch.py prints the measured figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import InputError, VoxelDoseError
+
+__all__ = ["CaseSpec", "BatchResult", "discover_cases", "run_batch", "COHORT_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+_CASE_FILES = ("case.toml", "case.json")
+#: Case-file keys a manifest may carry (they override the case file, like command-line options).
+_MANIFEST_VALUES = {
+    "administered_gbq": "administered_gbq",
+    "administration_time": "administration_datetime",
+    "lung_shunt_fraction": "lung_shunt_fraction",
+    "residual_fraction": "residual_fraction",
+    "sphere_type": "sphere_type",
+    "scanner_nuclide": "scanner_nuclide",
+    "calibration_voi": "calibration_voi",
+}
+
+#: Leading columns of cohort.csv; the metric columns follow in the order the engine reports them.
+COHORT_COLUMNS = (
+    "case_id", "status", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
+    "administration_time", "method", "error_kind", "error",
+)
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case of a batch: where its inputs are, or why it cannot run."""
+
+    case_id: str
+    scan: str | None = None
+    vois: tuple[str, ...] = ()
+    case_file: str | None = None
+    series_uid: str | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of :func:`run_batch`. ``cases`` holds one record per case: status, seconds,
+    the step timings and the worker's peak memory (MB)."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    cases: list[dict[str, Any]]
+    n_ok: int
+    n_skipped: int
+    n_failed: int
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.n_failed == 0
+
+
+# --------------------------------------------------------------------------- discovering cases
+
+
+def _safe_id(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "._-" else "_" for c in text.strip())
+    return keep[:64] or "case"
+
+
+def _case_folder(folder: Path) -> CaseSpec:
+    from .io.dicom import list_series
+
+    case_id = _safe_id(folder.name)
+    case_file = next((str(folder / n) for n in _CASE_FILES if (folder / n).is_file()), None)
+    if case_file is None:
+        found = [p for n in _CASE_FILES for p in folder.rglob(n)]
+        case_file = str(found[0]) if len(found) == 1 else None
+    if case_file is not None:
+        try:
+            from .case import load_case
+
+            case_id = _safe_id(load_case(case_file).case_id)
+        except VoxelDoseError as exc:
+            return CaseSpec(case_id, error=str(exc), error_kind=type(exc).__name__)
+    try:
+        series = list_series(folder)
+    except VoxelDoseError as exc:
+        return CaseSpec(case_id, case_file=case_file, error=str(exc), error_kind=type(exc).__name__)
+    emission = [s for s in series if s.modality in ("PT", "NM")]
+    if not emission:
+        return CaseSpec(case_id, case_file=case_file, error=f"{folder}: no PET or SPECT series found",
+                        error_kind="DicomError")
+    if len(emission) > 1:
+        listing = "; ".join(s.line() for s in emission)
+        return CaseSpec(case_id, case_file=case_file, error_kind="DicomError",
+                        error=f"{folder}: {len(emission)} emission series, expected one: {listing}; give the "
+                              "case in a manifest with its series_uid")
+    vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and _voi_kind(p))
+    return CaseSpec(case_id, scan=str(folder), vois=vois, case_file=case_file,
+                    series_uid=emission[0].series_instance_uid)
+
+
+def _voi_kind(path: Path) -> bool:
+    """True for RTSTRUCT and SEG files (headers only)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if path.suffix.lower() in (".toml", ".json", ".txt", ".csv", ".md"):
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except (InvalidDicomError, OSError, ValueError, AttributeError, EOFError):
+        return False
+    return str(getattr(ds, "Modality", "")).upper() in ("RTSTRUCT", "SEG")
+
+
+def _manifest(path: Path) -> list[CaseSpec]:
+    base = path.parent
+    if path.suffix.lower() == ".toml":
+        try:
+            with path.open("rb") as fh:
+                records = tomllib.load(fh).get("cases", [])
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"manifest {path}: cannot read it ({exc})") from exc
+    elif path.suffix.lower() == ".csv":
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                records = list(csv.DictReader(fh))
+        except (OSError, csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"manifest {path}: cannot read it ({exc})") from exc
+    else:
+        raise InputError(f"manifest {path}: expected a .csv or .toml file, or a folder of case folders")
+    if not records:
+        raise InputError(f"manifest {path} lists no cases")
+    specs, seen = [], set()
+    allowed = {"case_id", "scan", "vois", "case_file", "series_uid", *_MANIFEST_VALUES}
+    for i, rec in enumerate(records, start=1):
+        unknown = sorted(k for k, v in rec.items() if k not in allowed and v not in (None, ""))
+        if unknown:
+            raise InputError(f"manifest {path}, case {i}: unknown column(s) {unknown}; allowed: {sorted(allowed)}")
+        case_id = _safe_id(str(rec.get("case_id") or ""))
+        if not rec.get("case_id") or not rec.get("scan"):
+            raise InputError(f"manifest {path}, case {i}: case_id and scan are required")
+        if case_id in seen:
+            raise InputError(f"manifest {path}: case_id {case_id!r} appears twice")
+        seen.add(case_id)
+        vois = rec.get("vois") or []
+        if isinstance(vois, str):
+            vois = [v for v in vois.split(";") if v.strip()]
+        values = {}
+        for key, name in _MANIFEST_VALUES.items():
+            value = rec.get(key)
+            if value in (None, ""):
+                continue
+            if name in ("administered_gbq", "lung_shunt_fraction", "residual_fraction") and isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise InputError(f"manifest {path}, case {case_id}: {key} = {value!r} is not a number") from None
+            if name == "administration_datetime" and isinstance(value, str):
+                import datetime as dt
+
+                try:
+                    value = dt.datetime.fromisoformat(value)
+                except ValueError:
+                    raise InputError(f"manifest {path}, case {case_id}: administration_time {value!r} "
+                                     "is not ISO 8601") from None
+            values[name] = value
+
+        def resolve(p: str) -> str:
+            q = Path(p.strip())
+            return str(q if q.is_absolute() else base / q)
+
+        specs.append(CaseSpec(
+            case_id, scan=resolve(str(rec["scan"])), vois=tuple(resolve(str(v)) for v in vois),
+            case_file=resolve(str(rec["case_file"])) if rec.get("case_file") else None,
+            series_uid=str(rec["series_uid"]) if rec.get("series_uid") else None, values=values,
+        ))
+    return specs
+
+
+def discover_cases(input_path: str | os.PathLike[str]) -> list[CaseSpec]:
+    """The cases of a batch: a manifest (CSV/TOML) or a folder whose sub-folders are cases."""
+    path = Path(input_path)
+    if path.is_file():
+        return _manifest(path)
+    if not path.is_dir():
+        raise InputError(f"batch input {path} does not exist")
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{path} holds no case folders; give a folder of case folders or a manifest")
+    specs = [_case_folder(f) for f in folders]
+    ids = [s.case_id for s in specs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"{path}: several case folders share the case id(s) {dupes}; make them unique")
+    return specs
+
+
+# --------------------------------------------------------------------------- one case on a worker
+
+
+def _files_of(path: str) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    return [p] if p.is_file() else []
+
+
+def input_hash(spec: CaseSpec, options: Mapping[str, Any]) -> str:
+    """SHA-256 over the case's input files' contents, its values and the run's options."""
+    h = hashlib.sha256()
+    paths = ([*_files_of(spec.scan)] if spec.scan else []) + [f for v in spec.vois for f in _files_of(v)]
+    if spec.case_file:
+        paths.append(Path(spec.case_file))
+    for f in sorted(set(paths)):
+        h.update(str(f.name).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    h.update(json.dumps({"values": dict(spec.values), "series_uid": spec.series_uid, "options": dict(options)},
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _done(out: Path, digest: str) -> bool:
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return metrics.get("provenance", {}).get("batch_input_hash") == digest
+
+
+def _rows(case_id: str, status: str, metrics: Mapping[str, Any] | None, error_kind: str = "",
+          error: str = "") -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"case_id": case_id, "status": status, "voi": "", "role": "", "error_kind": error_kind,
+                            "error": error}
+    if not metrics:
+        return [base]
+    case = metrics.get("case", {})
+    base.update({
+        "administered_gbq": case.get("administered_gbq"),
+        "lung_shunt_fraction": case.get("lung_shunt_fraction"),
+        "residual_fraction": case.get("residual_fraction"),
+        "administration_time": case.get("administration_time"),
+        "method": metrics.get("provenance", {}).get("dose", {}).get("method"),
+    })
+    roles = metrics.get("roles", {})
+    rows = []
+    for voi, values in metrics.get("vois", {}).items():
+        rows.append({**base, "voi": voi, "role": roles.get(voi, ""), **values})
+    return rows or [base]
+
+
+def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
+    """Run one case (on a worker). Never raises: a failure is returned as a row."""
+    from .pipeline import run_case
+
+    out = Path(out_root) / spec.case_id
+    t0 = time.perf_counter()
+    if spec.error:
+        _write_log(out, f"case {spec.case_id} not run: {spec.error}\n", failed=True)
+        return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None,
+                spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
+    digest = input_hash(spec, options)
+    if not force and _done(out, digest):
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
+                "seconds": time.perf_counter() - t0, "timings": {}}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("voxeldose")
+    package_logger.addHandler(handler)
+    old_level = package_logger.level
+    package_logger.setLevel(logging.INFO)
+    try:
+        result = run_case(
+            spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
+            method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
+            force=True, overrides={"case_id": spec.case_id, **spec.values},
+            extra_provenance={"batch_input_hash": digest},
+        )
+        _write_log(out, stream.getvalue(), failed=False)
+        return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.metrics),
+                "seconds": time.perf_counter() - t0, "timings": dict(result.timings_s),
+                "peak_rss_mb": _peak_rss_mb()}
+    except VoxelDoseError as exc:
+        kind, message = type(exc).__name__, str(exc)
+        stream.write(f"failed: {kind}: {message}\n")
+    except Exception as exc:  # noqa: BLE001 - one case's crash must not stop the cohort
+        kind, message = "InternalError", f"{type(exc).__name__}: {exc}"
+        stream.write(traceback.format_exc())
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(old_level)
+    _write_log(out, stream.getvalue(), failed=True)
+    return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None, kind, message),
+            "seconds": time.perf_counter() - t0, "timings": {}}
+
+
+def _peak_rss_mb() -> float | None:
+    """High-water mark of this process's resident memory (MB), where the OS reports it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _write_log(out: Path, text: str, *, failed: bool) -> None:
+    """``out/log.txt``; a failed case whose folder holds no results gets a folder with the log only."""
+    if failed and out.exists() and (out / "metrics.json").exists():
+        # an earlier good result stays as it is; the failure is in failures.csv
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "log.txt", text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
+    columns = list(COHORT_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    _atomic_write(out / "cohort.csv", buf.getvalue())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["case_id", "error_kind", "error"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(failures)
+    _atomic_write(out / "failures.csv", buf.getvalue())
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return
+    table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
+    fd, tmp = tempfile.mkstemp(prefix=".cohort.parquet.", dir=out)
+    os.close(fd)
+    pq.write_table(table, tmp)
+    os.replace(tmp, out / "cohort.parquet")
+
+
+def run_batch(
+    input_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    method: str = "kernel",
+    tissue: str = "soft",
+    force: bool = False,
+    progress: bool = True,
+    cases: Sequence[CaseSpec] | None = None,
+) -> BatchResult:
+    """Run every case of a batch on Dask and write the cohort tables.
+
+    Parameters
+    ----------
+    input_path : path
+        A folder of case folders, or a manifest (.csv or .toml).
+    out : path
+        Output folder (created); one sub-folder per case, cohort.csv, failures.csv.
+    workers : int, optional
+        Worker processes of the local cluster (default: the number of cores). Ignored with
+        ``scheduler``.
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:port``); its workers must have
+        voxeldose installed and see the input and output paths.
+    method, tissue
+        As in :func:`voxeldose.absorbed_dose`.
+    force : bool
+        Run every case again, even those whose outputs are up to date.
+    progress : bool
+        A progress bar over cases (on a terminal).
+    cases : sequence of CaseSpec, optional
+        Use these instead of discovering them from ``input_path``.
+
+    Returns
+    -------
+    BatchResult
+        ``ok`` is False when any case failed; the others were still run.
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    specs = list(cases) if cases is not None else discover_cases(input_path)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {"method": method, "tissue": tissue}
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        n = workers or os.cpu_count() or 1
+        if n < 1:
+            raise InputError(f"workers must be >= 1, got {workers}")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    results: list[dict[str, Any]] = []
+    try:
+        futures = [client.submit(run_one, spec, str(out_dir), options, force, key=f"voxeldose-{spec.case_id}",
+                                 pure=False) for spec in specs]
+        bar = tqdm(total=len(futures), unit="case", disable=None if progress else True, desc="cases")
+        for future in as_completed(futures):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - a worker died: record, go on
+                case_id = next(s.case_id for s, f in zip(specs, futures) if f.key == future.key)
+                results.append({"case_id": case_id, "status": "failed", "seconds": 0.0, "timings": {},
+                                "rows": _rows(case_id, "failed", None, "WorkerError", f"{type(exc).__name__}: {exc}")})
+            bar.update(1)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    order = {s.case_id: i for i, s in enumerate(specs)}
+    results.sort(key=lambda r: order.get(r["case_id"], 0))
+    rows = [row for r in results for row in r["rows"]]
+    failures = [{"case_id": r["case_id"], "error_kind": r["rows"][0].get("error_kind", ""),
+                 "error": r["rows"][0].get("error", "")} for r in results if r["status"] == "failed"]
+    _write_tables(out_dir, rows, failures)
+    n_failed = len(failures)
+    n_skipped = sum(r["status"] == "skipped" for r in results)
+    records = [{k: v for k, v in r.items() if k != "rows"} for r in results]
+    result = BatchResult(out_dir, rows, records, len(results) - n_failed - n_skipped, n_skipped, n_failed,
+                         time.perf_counter() - t0)
+    logger.info("batch: %d ok, %d up to date, %d failed in %.1f s", result.n_ok, result.n_skipped, n_failed,
+                result.elapsed_s)
+    return result
+

@@ -1,0 +1,111 @@
+"""Batch: a cohort on a Dask LocalCluster and through --scheduler; isolated failures; resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from voxeldose.batch import discover_cases, run_batch
+from voxeldose.cli import main
+from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.pipeline import OUTPUT_FILES
+
+# coarse grids keep each case to about a second
+GRID = dict(pet_spacing_mm=(6.0, 6.0, 6.0), ct_spacing_mm=(6.0, 6.0, 6.0), write=("PET", "CT", "RTSTRUCT"))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    write_liver_case(root / "case_a", case_id="case_a", **GRID)
+    write_liver_case(root / "case_b", case_id="case_b", lung_shunt_fraction=0.05, **GRID)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "notes.txt").write_text("the export failed")
+    return root
+
+
+def _read(path):
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_discovery(cohort):
+    specs = {s.case_id: s for s in discover_cases(cohort)}
+    assert set(specs) == {"case_a", "case_b", "broken"}
+    assert specs["case_a"].case_file.endswith("case.toml") and specs["case_a"].series_uid
+    assert len(specs["case_a"].vois) == 1 and specs["case_a"].vois[0].endswith("RTSTRUCT.dcm")
+    assert specs["broken"].error and "no PET or SPECT" in specs["broken"].error
+
+
+def test_batch_isolates_failures_and_resumes(cohort, tmp_path):
+    input_dir = tmp_path / "in"
+    shutil.copytree(cohort, input_dir)
+    out = tmp_path / "out"
+    result = run_batch(input_dir, out, workers=2, progress=False)
+    assert (result.n_ok, result.n_skipped, result.n_failed) == (2, 0, 1) and not result.ok
+    for case in ("case_a", "case_b"):
+        names = {p.name for p in (out / case).iterdir()}
+        assert names == set(OUTPUT_FILES) | {"log.txt"}
+    assert [p.name for p in (out / "broken").iterdir()] == ["log.txt"]
+    rows = _read(out / "cohort.csv")
+    assert {r["case_id"] for r in rows} == {"case_a", "case_b", "broken"}
+    voi_rows = [r for r in rows if r["case_id"] == "case_a"]
+    assert {r["voi"] for r in voi_rows} >= {"liver", "lung", "tumour_1", "normal_liver"}
+    assert all(r["status"] == "ok" and float(r["mean_gy"]) > 0 for r in voi_rows)
+    lsf = {r["case_id"]: r["lung_shunt_fraction"] for r in rows if r["voi"] == "liver"}
+    assert lsf == {"case_a": "0.1", "case_b": "0.05"}
+    failures = _read(out / "failures.csv")
+    assert [f["case_id"] for f in failures] == ["broken"] and "no PET or SPECT" in failures[0]["error"]
+    if (out / "cohort.parquet").exists():
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(out / "cohort.parquet").num_rows == len(rows)
+
+    # second run: the good cases are up to date, the broken one is tried again
+    again = run_batch(input_dir, out, workers=1, progress=False)
+    assert (again.n_ok, again.n_skipped, again.n_failed) == (0, 2, 1)
+    assert len(_read(out / "cohort.csv")) == len(rows)
+
+    # a changed input is run again; the other case is not
+    case_file = input_dir / "case_b" / "case.toml"
+    case_file.write_text(case_file.read_text().replace("lung_shunt_fraction = 0.05", "lung_shunt_fraction = 0.08"))
+    third = run_batch(input_dir, out, workers=1, progress=False)
+    assert (third.n_ok, third.n_skipped, third.n_failed) == (1, 1, 1)
+    metrics = json.loads((out / "case_b" / "metrics.json").read_text())
+    assert metrics["case"]["lung_shunt_fraction"] == 0.08
+    assert not [p for p in out.rglob(".*")]  # no temporary files or staging folders left
+
+
+def test_existing_scheduler_and_manifest(cohort, tmp_path):
+    from dask.distributed import LocalCluster
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "case_id,scan,vois,case_file,lung_shunt_fraction\n"
+        f"m1,{cohort / 'case_a' / 'PET'},{cohort / 'case_a' / 'RTSTRUCT.dcm'},{cohort / 'case_a' / 'case.toml'},0.2\n"
+    )
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = run_batch(manifest, tmp_path / "out", scheduler=cluster.scheduler_address, progress=False)
+    assert result.ok and result.n_ok == 1
+    rows = _read(tmp_path / "out" / "cohort.csv")
+    assert {r["lung_shunt_fraction"] for r in rows} == {"0.2"}  # the manifest overrides the case file
+
+
+def test_ambiguous_folder_is_a_failed_case_naming_the_series(cohort, tmp_path):
+    case = tmp_path / "in" / "two"
+    shutil.copytree(cohort / "case_a", case)
+    write_liver_case(tmp_path / "other", write=("PET",), pet_spacing_mm=(8.0, 8.0, 8.0))
+    shutil.copytree(tmp_path / "other" / "PET", case / "PET2")
+    (spec,) = discover_cases(tmp_path / "in")
+    assert spec.error and "2 emission series" in spec.error and "Y90 PET" in spec.error
+
+
+def test_cli_batch_exit_code(cohort, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1"]) == 3
+    captured = capsys.readouterr()
+    assert "2 case(s) done" in captured.out and "failures.csv" in captured.err
