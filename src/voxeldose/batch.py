@@ -173,8 +173,8 @@ def _manifest(path: Path) -> list[CaseSpec]:
     base = path.parent
     if path.suffix.lower() == ".toml":
         try:
-            with path.open("rb") as fh:
-                records = tomllib.load(fh).get("cases", [])
+            with path.open("rb") as binary:
+                records = tomllib.load(binary).get("cases", [])
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"manifest {path}: cannot read it ({exc})") from exc
     elif path.suffix.lower() == ".csv":
@@ -330,6 +330,8 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
     old_level = package_logger.level
     package_logger.setLevel(logging.INFO)
     try:
+        if spec.scan is None:  # pragma: no cover - specs without a scan carry an error
+            raise InputError(f"case {spec.case_id}: no scan")
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),

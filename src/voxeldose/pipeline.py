@@ -299,10 +299,11 @@ def run_case(
         "timings_s": timings,
         **dict(extra_provenance or {}),
     }
-    metrics = {
+    per_voi = voi_metrics(dvhs)
+    metrics: dict[str, Any] = {
         "case_id": record.case_id,
         "case": record.to_dict(),
-        "vois": voi_metrics(dvhs),
+        "vois": per_voi,
         "roles": roles,
         "model_crosschecks": crosschecks,
         "warnings": warning_texts,
@@ -320,7 +321,7 @@ def run_case(
                      case_id=record.case_id)
         write_dvh_csv(staging / "dvh.csv", dvhs)
         write_report(staging / "report.html", case_id=record.case_id, dose=dose_image, vois=masks, dvhs=dvhs,
-                     metrics=metrics["vois"], crosschecks=crosschecks, warnings=warning_texts,
+                     metrics=per_voi, crosschecks=crosschecks, warnings=warning_texts,
                      provenance=provenance, tumour_names=[n for n, r in roles.items() if r == "tumour"])
         timings["outputs"] = time.perf_counter() - t0
         write_metrics_json(staging / "metrics.json", metrics)

@@ -134,7 +134,7 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[Any]], centre_zyx: tu
     handles = [plt.Line2D([0], [0], color=colours[n], lw=2) for n in vois]
     fig.legend(handles, list(vois), loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=min(len(vois), 9),
                fontsize=8, frameon=False)
-    cbar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.02)
+    cbar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.02)  # type: ignore[arg-type]
     cbar.set_label("absorbed dose (Gy)")
     fig.suptitle(f"Dose through voxel [z, y, x] = [{z}, {y}, {x}] (colour scale to the 99.9th percentile)")
     out = _png(fig)
