@@ -15,11 +15,13 @@ from .errors import (
     VoxelDoseError,
     VoxelDoseWarning,
 )
+from .batch import run_batch
 from .calibrate import ActivityMap, calibrate
 from .case import Case, load_case
 from .image import Image, ImageMeta
 from .io.dicom import list_series, load_image
 from .io.vois import load_vois
+from .pipeline import run_case
 from .vois import derive_vois
 from .kernels import y90_kernel
 
@@ -45,6 +47,8 @@ __all__ = [
     "load_case",
     "calibrate",
     "ActivityMap",
+    "run_case",
+    "run_batch",
     "y90_kernel",
     "absorbed_dose",
     "dvh",
