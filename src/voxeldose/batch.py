@@ -108,6 +108,7 @@ class BatchResult:
     n_skipped: int
     n_failed: int
     elapsed_s: float
+    startup_s: float = 0.0  # discovering the cases and starting (or connecting to) the cluster
 
     @property
     def ok(self) -> bool:
@@ -150,7 +151,8 @@ def _case_folder(folder: Path) -> CaseSpec:
         return CaseSpec(case_id, case_file=case_file, error_kind="DicomError",
                         error=f"{folder}: {len(emission)} emission series, expected one: {listing}; give the "
                               "case in a manifest with its series_uid")
-    vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and _voi_kind(p))
+    images = {str(Path(f)) for s in series for f in s.files}
+    vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and str(p) not in images and _voi_kind(p))
     return CaseSpec(case_id, scan=str(folder), vois=vois, case_file=case_file,
                     series_uid=emission[0].series_instance_uid)
 
@@ -317,11 +319,19 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         _write_log(out, f"case {spec.case_id} not run: {spec.error}\n", failed=True)
         return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None,
                 spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
-    digest = input_hash(spec, options)
+    # the result depends on the method and tissue, not on how many threads computed it
+    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue") if k in options})
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
                 "seconds": time.perf_counter() - t0, "timings": {}}
+    threads = int(options.get("threads_per_case", 0) or 0)
+    if threads > 0:
+        # one case per worker process: share the cores between workers instead of each taking
+        # all of them (numba's parallel loops and the FFT follow numba's thread count)
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -452,6 +462,11 @@ def run_batch(
     -------
     BatchResult
         ``ok`` is False when any case failed; the others were still run.
+
+    Notes
+    -----
+    The local cluster starts worker processes: a script calling ``run_batch`` needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
@@ -460,7 +475,7 @@ def run_batch(
     specs = list(cases) if cases is not None else discover_cases(input_path)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = {"method": method, "tissue": tissue}
+    options: dict[str, Any] = {"method": method, "tissue": tissue}
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -468,8 +483,10 @@ def run_batch(
         n = workers or os.cpu_count() or 1
         if n < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
+        options["threads_per_case"] = max(1, (os.cpu_count() or 1) // n)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
+    startup_s = time.perf_counter() - t0
     results: list[dict[str, Any]] = []
     try:
         futures = [client.submit(run_one, spec, str(out_dir), options, force, key=f"voxeldose-{spec.case_id}",
@@ -498,7 +515,7 @@ def run_batch(
     n_skipped = sum(r["status"] == "skipped" for r in results)
     records = [{k: v for k, v in r.items() if k != "rows"} for r in results]
     result = BatchResult(out_dir, rows, records, len(results) - n_failed - n_skipped, n_skipped, n_failed,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, startup_s)
     logger.info("batch: %d ok, %d up to date, %d failed in %.1f s", result.n_ok, result.n_skipped, n_failed,
                 result.elapsed_s)
     return result

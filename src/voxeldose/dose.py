@@ -208,6 +208,14 @@ def convolve_direct(
     return out
 
 
+def _threads() -> int:
+    """Threads for the FFT: numba's thread count for the calling thread (all cores by default;
+    ``numba.set_num_threads`` lowers it, e.g. one batch worker per core)."""
+    import numba
+
+    return int(numba.get_num_threads())
+
+
 def _fft_shape(full_shape: Sequence[int]) -> tuple[int, ...]:
     from scipy import fft
 
@@ -234,7 +242,7 @@ class _ByIdentity:
 def _kernel_spectrum(kernel: _ByIdentity, fft_shape: tuple[int, ...], scale: float) -> NDArray[np.complex64]:
     from scipy import fft
 
-    return fft.rfftn((kernel.array * scale).astype(np.float32), s=fft_shape, workers=-1)
+    return fft.rfftn((kernel.array * scale).astype(np.float32), s=fft_shape, workers=_threads())
 
 
 def convolve_fft(
@@ -249,17 +257,17 @@ def convolve_fft(
 
     full_shape = [n + k - 1 for n, k in zip(activity.shape, kernel.shape)]
     shape = _fft_shape(full_shape)
-    spectrum = fft.rfftn(activity.astype(np.float32, copy=False), s=shape, workers=-1)
+    spectrum = fft.rfftn(activity.astype(np.float32, copy=False), s=shape, workers=_threads())
     if kernel.flags.writeable:  # a mutable kernel could change under the cache
-        spectrum *= fft.rfftn((kernel * scale).astype(np.float32), s=shape, workers=-1)
+        spectrum *= fft.rfftn((kernel * scale).astype(np.float32), s=shape, workers=_threads())
     else:
         spectrum *= _kernel_spectrum(_ByIdentity(kernel), shape, float(scale))
     # Inverse in two steps: complex transforms along z and y in place, then the complex-to-real
     # transform along x of only the rows that hold the full convolution. Same result as
     # irfftn(spectrum, s=shape) to float32 rounding, about 1.5x faster (no copy of the spectrum;
     # benchmarks/bench_dose.py).
-    spectrum = fft.ifftn(spectrum, axes=(0, 1), overwrite_x=True, workers=-1)
+    spectrum = fft.ifftn(spectrum, axes=(0, 1), overwrite_x=True, workers=_threads())
     rows = spectrum[: full_shape[0], : full_shape[1]]
-    result = fft.irfft(rows, n=shape[2], axis=2, workers=-1)
+    result = fft.irfft(rows, n=shape[2], axis=2, workers=_threads())
     del spectrum, rows
     return result[:, :, : full_shape[2]]
