@@ -502,16 +502,9 @@ def run_batch(
             bar.update(1)
         bar.close()
     finally:
-        # workers may log a failed heartbeat while the local cluster shuts down: not an error
-        quiet = logging.getLogger("distributed")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)
-        try:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-        finally:
-            quiet.setLevel(level)
+        client.close()
+        if cluster is not None:
+            cluster.close()
     order = {s.case_id: i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order.get(r["case_id"], 0))
     rows = [row for r in results for row in r["rows"]]
