@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
 
-from voxeldose.batch import discover_cases, run_batch
+from voxeldose.batch import CaseSpec, discover_cases, run_batch
 from voxeldose.cli import main
 from voxeldose.io.phantom_dicom import write_liver_case
 from voxeldose.pipeline import OUTPUT_FILES
@@ -109,3 +110,30 @@ def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1"]) == 3
     captured = capsys.readouterr()
     assert "2 case(s) done" in captured.out and "failures.csv" in captured.err
+
+
+def _die_in_a_worker(parent_pid):
+    if os.getpid() != parent_pid:
+        os._exit(1)  # the worker process dies, as if killed or out of memory
+    return _KillsItsWorker("killed")  # unpickled in the client or scheduler: stay a killer
+
+
+class _KillsItsWorker(CaseSpec):
+    """A case whose worker process dies when it receives it."""
+
+    def __reduce__(self):
+        return (_die_in_a_worker, (os.getpid(),))
+
+
+def test_a_killed_worker_fails_its_case_only(cohort, tmp_path):
+    import dask
+
+    good = [s for s in discover_cases(cohort) if s.case_id == "case_a"]
+    killer = _KillsItsWorker("killed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        result = run_batch(cohort, tmp_path / "out", workers=2, progress=False, cases=[killer, *good])
+    assert (result.n_ok, result.n_failed) == (1, 1)
+    failures = _read(tmp_path / "out" / "failures.csv")
+    assert failures[0]["case_id"] == "killed" and failures[0]["error_kind"] == "WorkerError"
+    assert not (tmp_path / "out" / "killed").exists()  # nothing half-written
+    assert (tmp_path / "out" / "case_a" / "metrics.json").exists()
