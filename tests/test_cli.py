@@ -85,6 +85,8 @@ def test_run_options_override_the_case_file(export, tmp_path):
                  "--voi-role", "tumour_5=tumour"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["case"]["lung_shunt_fraction"] == 0.2
+    # --voi-role adds to the case file's roles
+    assert metrics["roles"]["tumour_5"] == "tumour" and metrics["roles"]["liver"] == "whole_liver"
 
 
 @pytest.mark.parametrize(

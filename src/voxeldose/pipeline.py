@@ -124,6 +124,9 @@ def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[
         # no case file: the case id must not come from patient data; use the series UID's hash
         uid = image.meta.series_instance_uid or "unknown"
         base = Case(values.pop("case_id", None) or "case-" + hashlib.sha1(uid.encode()).hexdigest()[:10])
+    if "voi_roles" in values:
+        # roles given as options add to (or change) those of the case file
+        values["voi_roles"] = {**dict(base.voi_roles), **dict(values["voi_roles"])}
     return base.with_overrides(**values) if values else base
 
 
