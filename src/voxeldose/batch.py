@@ -472,20 +472,31 @@ def run_batch(
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    specs = list(cases) if cases is not None else discover_cases(input_path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = workers or os.cpu_count() or 1
+    if n < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"method": method, "tissue": tissue}
     cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        n = workers or os.cpu_count() or 1
-        if n < 1:
-            raise InputError(f"workers must be >= 1, got {workers}")
-        options["threads_per_case"] = max(1, (os.cpu_count() or 1) // n)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
+    # find the cases (reading DICOM headers) while the worker processes start
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        found = pool.submit(discover_cases, input_path) if cases is None else None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            options["threads_per_case"] = max(1, (os.cpu_count() or 1) // n)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        try:
+            specs = found.result() if found is not None else list(cases or [])
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
     startup_s = time.perf_counter() - t0
     results: list[dict[str, Any]] = []
     try:
