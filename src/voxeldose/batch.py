@@ -309,6 +309,28 @@ def _rows(case_id: str, status: str, metrics: Mapping[str, Any] | None, error_ki
     return rows or [base]
 
 
+def _warm_worker() -> None:
+    """Import the pipeline's libraries and load numba's compiled loops once per worker process,
+    so that this one-off cost is paid during the start, on all workers at once."""
+    import warnings
+
+    import numpy as np
+
+    import matplotlib.pyplot  # noqa: F401 - the report's figures
+
+    from . import pipeline  # noqa: F401
+    from .dose import absorbed_dose
+    from .io import dicom, vois, write_outputs  # noqa: F401
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for dtype in (np.float32, np.float64):
+            a = np.zeros((5, 5, 5), dtype)
+            a[2, 2, 2] = 1.0
+            absorbed_dose(a, (4.0, 4.0, 4.0), engine="direct")
+            absorbed_dose(a, (4.0, 4.0, 4.0), engine="fft")
+
+
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
     """Run one case (on a worker). Never raises: a failure is returned as a row."""
     from .pipeline import run_case
@@ -491,6 +513,7 @@ def run_batch(
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
         try:
+            client.run(_warm_worker)  # all workers at once, while the cases are being found
             specs = found.result() if found is not None else list(cases or [])
         except BaseException:
             client.close()
