@@ -141,3 +141,18 @@ def test_help_of_every_command(command):
     proc = subprocess.run([sys.executable, "-m", "voxeldose.cli", command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "mm" in proc.stdout or "GBq" in proc.stdout
+
+
+def test_run_on_a_spect_self_calibrates_on_the_liver(tmp_path):
+    export = tmp_path / "export"
+    truth = write_liver_case(export, write=("SPECT", "CT", "RTSTRUCT"), ct_spacing_mm=(4.0, 4.0, 5.0))
+    out = tmp_path / "o"
+    assert main(["-q", "run", str(export / "SPECT"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--out", str(out), "--method", "local"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibration = json.dumps(metrics["provenance"]["calibration"])
+    assert "liver" in calibration  # the case's whole-liver VOI calibrated the counts
+    # local deposition: the liver's mean dose is the phantom's voxelised LDM value, to the
+    # accuracy of the RTSTRUCT rasterisation (0.5 %)
+    expected = truth["spect"]["vois"]["liver"]["ldm_mean_dose_voxelised_gy"]
+    assert metrics["vois"]["liver"]["mean_gy"] == pytest.approx(expected, rel=0.005)
