@@ -140,3 +140,44 @@ def check_volume(
         array, name=name, allow_negative=allow_negative, warn_negative=warn_negative, _stacklevel=4
     )
     return info.array
+
+
+#: A mask value may exceed 1 or go below 0 by this much (float rounding of resampled masks).
+MASK_TOLERANCE = 1e-6
+
+
+def check_mask(mask: object, shape: tuple[int, ...] | None, *, what: str, fix_shape: str) -> NDArray[np.float64]:
+    """Return a VOI mask as float64 fractions in [0, 1], or raise :class:`VoiError`.
+
+    Parameters
+    ----------
+    mask : array [z, y, x], bool or numeric in [0, 1]
+    shape : tuple or None
+        Required shape (the grid the mask must lie on); None: any 3-D shape.
+    what : str
+        How to name the mask in messages, e.g. ``"VOI 'liver'"``.
+    fix_shape : str
+        What to do when the shape differs, e.g. "resample the VOI onto the dose grid first".
+    """
+    from .errors import VoiError
+
+    m = np.asarray(mask)
+    if m.ndim != 3:
+        raise VoiError(f"{what}: mask must be 3-D [z, y, x], got shape {m.shape}")
+    if shape is not None and m.shape != tuple(shape):
+        raise VoiError(f"{what}: shape {m.shape} differs from {tuple(shape)} [z, y, x]; {fix_shape}")
+    if m.dtype == bool:
+        return m.astype(np.float64)
+    if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
+        raise VoiError(f"{what}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
+    m = m.astype(np.float64, copy=False)
+    finite = np.isfinite(m)
+    if not finite.all():
+        raise VoiError(f"{what}: mask has {int((~finite).sum())} NaN or infinite value(s)")
+    lo, hi = float(m.min()), float(m.max())
+    if lo < -MASK_TOLERANCE or hi > 1 + MASK_TOLERANCE:
+        raise VoiError(
+            f"{what}: mask values must lie in [0, 1] (fraction of each voxel inside the VOI), found {lo:g} "
+            f"to {hi:g}; is it a label map? Select one label as a boolean mask"
+        )
+    return np.clip(m, 0.0, 1.0)

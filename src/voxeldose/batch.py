@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .case import CASE_FILE_KEYS
 from .errors import InputError, VoxelDoseError
 
 __all__ = ["CaseSpec", "BatchResult", "discover_cases", "run_batch", "COHORT_COLUMNS"]
@@ -65,15 +66,7 @@ logger = logging.getLogger(__name__)
 
 _CASE_FILES = ("case.toml", "case.json")
 #: Case-file keys a manifest may carry (they override the case file, like command-line options).
-_MANIFEST_VALUES = {
-    "administered_gbq": "administered_gbq",
-    "administration_time": "administration_datetime",
-    "lung_shunt_fraction": "lung_shunt_fraction",
-    "residual_fraction": "residual_fraction",
-    "sphere_type": "sphere_type",
-    "scanner_nuclide": "scanner_nuclide",
-    "calibration_voi": "calibration_voi",
-}
+_MANIFEST_VALUES = {key: name for key, name in CASE_FILE_KEYS.items() if key not in ("case_id", "vois")}
 
 #: Leading columns of cohort.csv; the metric columns follow in the order the engine reports them.
 COHORT_COLUMNS = (

@@ -93,6 +93,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import constants as C
+from ._validate import check_mask
 from .case import Case, normalise_nuclide
 from .errors import CalibrationError, InputError, VoiError, VoxelDoseWarning
 from .image import Image
@@ -896,25 +897,7 @@ def _mask_weights(mask: Image | ArrayLike, image: Image, name: str) -> NDArray[n
         m = np.asarray(mask.array)
     else:
         m = np.asarray(mask)
-    if m.shape != image.shape:
-        raise VoiError(
-            f"calibration VOI {name!r}: mask shape {m.shape} differs from the image's {image.shape} [z, y, x]; "
-            "resample the VOI onto the image grid"
-        )
-    if m.dtype == bool:
-        return m.astype(np.float64)
-    if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
-        raise VoiError(f"calibration VOI {name!r}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
-    w = m.astype(np.float64)
-    if not np.isfinite(w).all():
-        raise VoiError(f"calibration VOI {name!r}: mask has NaN or infinite values")
-    lo, hi = float(w.min()), float(w.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise VoiError(
-            f"calibration VOI {name!r}: mask values must lie in [0, 1] (fraction of each voxel inside), "
-            f"found {lo:g} to {hi:g}; is it a label map? Select one label as a boolean mask"
-        )
-    return np.clip(w, 0.0, 1.0)
+    return check_mask(m, image.shape, what=f"calibration VOI {name!r}", fix_shape="resample the VOI onto the image grid")
 
 
 def _required(case: Case, name: str, what: str) -> float:

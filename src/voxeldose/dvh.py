@@ -34,11 +34,11 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import check_spacing, check_volume
+from ._validate import MASK_TOLERANCE, check_mask, check_spacing, check_volume
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
 
-__all__ = ["DVH", "dvh", "DEFAULT_D_PERCENTS", "DEFAULT_V_GY"]
+__all__ = ["DVH", "dvh", "DEFAULT_D_PERCENTS", "DEFAULT_V_GY", "MASK_TOLERANCE"]
 
 #: D metrics reported by default: the minimum dose (Gy) to the hottest x % of the VOI.
 DEFAULT_D_PERCENTS: tuple[float, ...] = (2, 5, 50, 70, 90, 95, 98)
@@ -48,8 +48,6 @@ DEFAULT_D_PERCENTS: tuple[float, ...] = (2, 5, 50, 70, 90, 95, 98)
 #: (../shared/CLINICAL.md).
 DEFAULT_V_GY: tuple[float, ...] = (20, 30, 40, 70, 100, 120, 150, 205)
 
-#: A mask value may exceed 1 or go below 0 by this much (float rounding of resampled masks).
-MASK_TOLERANCE = 1e-6
 
 
 def _label(value: float) -> str:
@@ -176,29 +174,6 @@ def _check_number(value: object, name: str, lo: float, hi: float) -> float:
     return x
 
 
-def _check_mask(mask: ArrayLike, shape: tuple[int, ...], label: str) -> NDArray[np.float64]:
-    m = np.asarray(mask)
-    if m.shape != shape:
-        raise VoiError(
-            f"VOI {label}: mask shape {m.shape} differs from the dose grid {shape} [z, y, x]; "
-            "resample the VOI onto the dose grid first"
-        )
-    if m.dtype == bool:
-        return m.astype(np.float64)
-    if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
-        raise VoiError(f"VOI {label}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
-    m = m.astype(np.float64, copy=False)
-    if not np.isfinite(m).all():
-        raise VoiError(f"VOI {label}: mask has {int((~np.isfinite(m)).sum())} NaN or infinite value(s)")
-    lo, hi = float(m.min()), float(m.max())
-    if lo < -MASK_TOLERANCE or hi > 1 + MASK_TOLERANCE:
-        raise VoiError(
-            f"VOI {label}: mask values must lie in [0, 1] (fraction of each voxel inside the VOI), "
-            f"found {lo:g} to {hi:g}; is it a label map? Select one label as a boolean mask"
-        )
-    return np.clip(m, 0.0, 1.0)
-
-
 def dvh(
     dose_gy: ArrayLike,
     mask: ArrayLike,
@@ -243,7 +218,8 @@ def dvh(
     label = repr(name) if name is not None else "(unnamed)"
     dose = check_volume(dose_gy, name="dose_gy", warn_negative=False)  # kept; min_gy shows them
     spacing = check_spacing(spacing_mm)
-    weights = _check_mask(mask, dose.shape, label)
+    weights = check_mask(mask, dose.shape, what=f"VOI {label}",
+                         fix_shape="resample the VOI onto the dose grid first")
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
 
     inside = weights > 0

@@ -27,12 +27,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._validate import MASK_TOLERANCE, check_mask
 from .errors import InputError, VoiError
 
 __all__ = ["derive_vois", "MASK_TOLERANCE", "REPORT_THRESHOLD_VOXELS"]
 
-#: A mask value may exceed 1 or go below 0 by this much (float rounding of resampled masks).
-MASK_TOLERANCE = 1e-6
 
 #: Conflicts smaller than this (voxels, summed fractions) are float rounding and not reported.
 REPORT_THRESHOLD_VOXELS = 1e-3
@@ -44,28 +43,8 @@ def _mask(vois: Mapping[str, ArrayLike], name: str, shape: tuple[int, ...] | Non
             f"no VOI named {name!r}; the VOIs are: {', '.join(repr(k) for k in vois) or 'none'}. "
             "Check the spelling (names are case-sensitive)"
         )
-    m = np.asarray(vois[name])
-    if m.dtype == bool:
-        m = m.astype(np.float64)
-    elif not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
-        raise VoiError(f"VOI {name!r}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
-    if m.ndim != 3:
-        raise VoiError(f"VOI {name!r}: mask must be 3-D [z, y, x], got shape {m.shape}")
-    if shape is not None and m.shape != shape:
-        raise VoiError(
-            f"VOI {name!r}: shape {m.shape} differs from the other VOIs' {shape} [z, y, x]; put all VOIs "
-            "on one grid first (load_vois with the same reference image)"
-        )
-    m = m.astype(np.float64, copy=False)
-    if not np.isfinite(m).all():
-        raise VoiError(f"VOI {name!r}: mask has NaN or infinite values")
-    lo, hi = float(m.min()), float(m.max())
-    if lo < -MASK_TOLERANCE or hi > 1 + MASK_TOLERANCE:
-        raise VoiError(
-            f"VOI {name!r}: mask values must lie in [0, 1] (fraction of each voxel inside), found "
-            f"{lo:g} to {hi:g}; is it a label map? Select one label as a boolean mask"
-        )
-    return np.clip(m, 0.0, 1.0)
+    return check_mask(vois[name], shape, what=f"VOI {name!r}",
+                      fix_shape="put all VOIs on one grid first (load_vois with the same reference image)")
 
 
 def _bbox(m: NDArray[np.float64]) -> tuple[slice, ...] | None:

@@ -153,16 +153,10 @@ def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
     ds.PixelRepresentation = 1 if signed else 0
 
 
-def _save(ds: Any, path: Path, compression: str) -> None:
+def file_meta(ds: Any) -> None:
+    """Give ``ds`` its File Meta Information (Explicit VR Little Endian), from its SOP class and instance."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import (
-        DeflatedExplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        JPEG2000Lossless,
-        JPEGLSLossless,
-        RLELossless,
-        PYDICOM_IMPLEMENTATION_UID,
-    )
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -170,6 +164,12 @@ def _save(ds: Any, path: Path, compression: str) -> None:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
+
+
+def _save(ds: Any, path: Path, compression: str) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    file_meta(ds)
     if compression == "none":
         pass
     elif compression == "rle":

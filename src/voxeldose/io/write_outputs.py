@@ -39,7 +39,7 @@ import numpy as np
 from ..dvh import DVH
 from ..errors import InputError
 from ..image import Image
-from .write_dicom import ds_values, new_uid
+from .write_dicom import ds_values, file_meta, new_uid
 
 __all__ = ["write_nifti", "write_rtdose", "write_dvh_csv", "write_metrics_json", "voi_metrics", "RTDOSE_SOP"]
 
@@ -97,8 +97,7 @@ def write_rtdose(
     -------
     Path
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.dataset import Dataset
 
     from .. import __version__
 
@@ -169,12 +168,7 @@ def write_rtdose(
     stored = np.rint(np.clip(values, 0.0, None) / scaling).astype(np.uint16)
     ds.PixelData = stored.tobytes()
 
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = ds.SOPClassUID
-    fm.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = fm
+    file_meta(ds)
     ds.save_as(p, enforce_file_format=True)
     return p
 

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
-from .write_dicom import new_uid
+from .write_dicom import file_meta, new_uid
 
 __all__ = [
     "RTSTRUCT_SOP",
@@ -176,18 +176,6 @@ def _check_frame_of_reference(datasets: Sequence[Any]) -> str:
     if len(uids) != 1 or "" in uids:
         raise InputError(f"reference_datasets must share one FrameOfReferenceUID, found {sorted(uids)}")
     return uids.pop()
-
-
-def _file_meta(ds: Any) -> None:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
 
 
 def _ds_string(value: float) -> str:
@@ -402,7 +390,7 @@ def write_rtstruct(
     ds.StructureSetROISequence = DicomSequence(roi_items)
     ds.ROIContourSequence = DicomSequence(contour_items)
     ds.RTROIObservationsSequence = DicomSequence(observation_items)
-    _file_meta(ds)
+    file_meta(ds)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out, enforce_file_format=True)
