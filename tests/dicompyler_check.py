@@ -1,10 +1,15 @@
 """Mean dose per ROI by dicompyler-core, for tests/test_io_write_outputs.py.
 
-Runs inside its own virtualenv (dicompyler-core 0.5.6 needs pydicom 2.x):
-    python dicompyler_check.py RTDOSE RTSTRUCT   ->   {"roi name": mean dose in Gy, ...} on stdout
+Runs inside its own virtualenv (dicompyler-core 0.5.6 needs pydicom 2.x), so it imports nothing
+from voxeldose:
+
+    python dicompyler_check.py RTDOSE RTSTRUCT   ->   {"roi name": mean dose in Gy or null, ...}
+
+An ROI without a DVH (no contours, or outside the dose grid) gets null.
 """
 
 import json
+import math
 import sys
 
 from dicompylercore import dicomparser, dvhcalc
@@ -15,8 +20,9 @@ def main(rtdose_path, rtstruct_path):
     out = {}
     for number, structure in structures.items():
         dvh = dvhcalc.get_dvh(rtstruct_path, rtdose_path, number)
-        out[structure["name"]] = float(dvh.mean)
-    json.dump(out, sys.stdout)
+        mean = float(dvh.mean) if dvh.volume > 0 else math.nan
+        out[structure["name"]] = mean if math.isfinite(mean) else None
+    json.dump(out, sys.stdout, allow_nan=False)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -76,6 +78,25 @@ def test_run_writes_all_outputs(export, tmp_path):
     assert set(metrics["vois"]) >= {"liver", "lung", "tumour_1", "normal_liver"}
     assert metrics["provenance"]["input"]["series_instance_uid"]
     assert "Phantom" not in (out / "metrics.json").read_text()  # no patient name in the metrics
+    assert str(export) in metrics["provenance"]["input"]["scan"]  # not anonymized: the paths are kept
+    # the lung VOI's mass at lung density (0.30 g/mL), the others at soft tissue (1.04 g/mL)
+    lung, liver = metrics["vois"]["lung"], metrics["vois"]["liver"]
+    assert lung["mass_g"] == pytest.approx(0.30 * lung["volume_ml"])
+    assert liver["mass_g"] == pytest.approx(1.04 * liver["volume_ml"])
+    # the folder gets the umask's permissions (not the 0700 of a temporary folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+
+
+def test_run_anonymized_keeps_no_input_path(export, tmp_path):
+    out = tmp_path / "anon"
+    assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--out", str(out), "--case-id", "tare-002", "--anonymize"]) == 0
+    for name in ("metrics.json", "report.html"):
+        text = (out / name).read_text()
+        assert str(export.parent) not in text, name  # export folders often carry the patient's name
+    assert json.loads((out / "metrics.json").read_text())["provenance"]["input"]["scan"] == "withheld (anonymize)"
 
 
 def test_run_options_override_the_case_file(export, tmp_path):

@@ -1,9 +1,10 @@
-"""The HTML report: self-contained, complete, escaped; looked at in headless Chromium."""
+"""The HTML report: self-contained, complete, escaped, oriented; looked at in headless Chromium."""
 
 from __future__ import annotations
 
 import base64
 import html.parser
+import io
 import re
 import shutil
 import subprocess
@@ -12,49 +13,217 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import phantoms
+from voxeldose import models, phantoms
 from voxeldose.image import Image
-from voxeldose.report import write_report
+from voxeldose.io.write_outputs import voi_metrics
+from voxeldose.report import _Canonical, hottest_tumour, write_report
+
+EVIL = "<script>alert(1)</script>"
+ROLES = {"liver": "whole_liver", "normal_liver": "normal_liver", "lung": "lung",
+         **{f"tumour_{i}": "tumour" for i in range(1, 6)}}
+
+
+class _Collector(html.parser.HTMLParser):
+    """Tags and their attributes, and the text, of a page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    ph = phantoms.liver()
+def case():
+    """The liver phantom on its 128 x 128 x 100 grid (4.42 mm), kernel dose, LSF 0.25 (warns)."""
+    ph = phantoms.liver(lung_shunt_fraction=0.25)
     dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm)
-    masks = dict(ph.masks)
-    masks["<script>alert(1)</script>"] = ph.masks["tumour_2"]
-    dvhs = {n: voxeldose.dvh(dose, m, ph.spacing_mm) for n, m in masks.items()}
-    metrics = {n: {"volume_ml": h.volume_ml, **h.metrics()} for n, h in dvhs.items()}
-    path = tmp_path_factory.mktemp("report") / "report.html"
-    write_report(path, case_id="tare-001", dose=Image(dose, ph.spacing_mm, ph.origin_mm, units="GY"), vois=masks,
-                 dvhs=dvhs, metrics=metrics, crosschecks={"lung": {"mass_kg": 1.0, "mass_source": "1 kg",
-                                                                   "model_mean_gy": 14.9}},
-                 warnings=["lung dose 34.3 Gy exceeds 30 Gy"], provenance={"dose": {"method": "kernel"}},
-                 tumour_names=[f"tumour_{i}" for i in range(1, 6)])
-    return path
+    masks = {n: ph.masks[n] for n in ROLES}
+    masks[EVIL] = ph.masks["tumour_2"]  # a VOI name that must not inject markup
+    dvhs = {n: voxeldose.dvh(dose, m, ph.spacing_mm, name=n) for n, m in masks.items()}
+    cc = models.model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm, vois=masks, roles=ROLES,
+                                  dvhs=dvhs, administered_gbq=3.0, lung_shunt_fraction=0.25)
+    image = Image(dose, ph.spacing_mm, ph.origin_mm, units="GY")
+    return ph, image, masks, dvhs, cc
 
 
-def test_report_is_self_contained_and_complete(report):
-    text = report.read_text()
-    parser = html.parser.HTMLParser()
-    parser.feed(text)  # parses
-    for name in ("liver", "tumour_5", "lung", "normal_liver", "tare-001", "exceeds 30 Gy", "centre of the hottest tumour"):
-        assert name in text
-    assert not re.search(r"""(src|href)=["']https?://""", text)  # no external resources
-    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) == 2
+def _write(path, case, **changes):
+    _, image, masks, dvhs, cc = case
+    kwargs = dict(case_id="tare-001", dose=image, vois=masks, dvhs=dvhs, metrics=voi_metrics(dvhs), crosschecks=cc,
+                  warnings=[*cc["warnings"], "VOI <b>x</b> & co"],
+                  provenance={"dose": {"method": "kernel", "tissue": "soft", "kernel": "Lanconelli 2012, 4.42 mm"},
+                              "run_datetime": "2026-01-15T10:00:00", "note": "</pre><script>bad()</script>"},
+                  tumour_names=[n for n, r in ROLES.items() if r == "tumour"])
+    kwargs.update(changes)
+    return write_report(path, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def report(case, tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("report") / "report.html", case)
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text(encoding="utf-8")
+    page = _Collector()
+    page.feed(text)
+    page.close()
+    tags = [t for t, _ in page.tags]
+    assert tags[0] == "html" and "body" in tags
+    assert "script" not in tags and "iframe" not in tags and "link" not in tags  # nothing active or fetched
+    for tag, attrs in page.tags:
+        for key in ("src", "href"):
+            if attrs.get(key) is not None:
+                assert attrs[key].startswith("data:"), (tag, attrs[key][:60])
+    assert "http://" not in text and "https://" not in text and "url(" not in text
+    assert report.stat().st_size < 3e6  # 128 x 128 x 100 case: two PNGs, ~0.4 MB
+
+
+def test_report_images_are_png(report):
+    from PIL import Image as PILImage
+
+    text = report.read_text(encoding="utf-8")
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", text)
+    assert len(images) == 2  # the DVHs and the dose planes
     for data in images:
-        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<script>alert(1)</script>" not in text and "&lt;script&gt;" in text  # VOI names escaped
-    assert report.stat().st_size < 3e6
+        raw = base64.b64decode(data, validate=True)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        with PILImage.open(io.BytesIO(raw)) as im:
+            im.verify()
+        with PILImage.open(io.BytesIO(raw)) as im:
+            assert im.width > 800 and im.height > 300
+            assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 50  # not blank
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
+def test_report_content(report, case):
+    _, _, masks, dvhs, cc = case
+    text = report.read_text(encoding="utf-8")
+    page = _Collector()
+    page.feed(text)
+    shown = " ".join(page.text)
+    for name in masks:
+        assert name in shown  # every VOI, as text (EVIL escaped in the source, shown literally)
+    assert "tare-001" in shown and voxeldose.__version__ in shown
+    assert "kernel" in shown and "Lanconelli 2012, 4.42 mm" in shown and "2026-01-15T10:00:00" in shown
+    for w in cc["warnings"]:
+        assert w in shown
+    assert any("exceeds 30 Gy" in w for w in cc["warnings"])  # LSF 0.25: 49.67 x 3 x 0.25 / 1.09 kg = 34 Gy
+    assert "3 warnings" in shown or f"{len(cc['warnings']) + 1} warnings" in shown
+    # the planes pass through the hottest tumour, named in the caption
+    hottest = max((n for n, r in ROLES.items() if r == "tumour"), key=lambda n: dvhs[n].mean_gy)
+    assert f"hottest tumour, {hottest}" in shown
+    # metrics and cross-checks
+    for label in ("D98", "V205", "volume", "mass", "MIRD single compartment", "partition: tumours",
+                  "partition: normal liver", "lung (shunt 25.0%)"):
+        assert label in shown
+    assert f"{cc['mird']['model_mean_gy']:.1f}" in shown
+    assert "<details>" in text  # provenance collapsed
+
+
+def test_report_escapes_text(report):
+    text = report.read_text(encoding="utf-8")
+    assert EVIL not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>x</b>" not in text and "VOI &lt;b&gt;x&lt;/b&gt; &amp; co" in text
+    assert "</pre><script>" not in text  # provenance cannot close its <pre>
+
+
+def test_report_without_warnings_or_models(case, tmp_path):
+    path = _write(tmp_path / "r.html", case, warnings=[], crosschecks={"warnings": ["no administered activity"]},
+                  tumour_names=None, title="Post-treatment dosimetry")
+    text = path.read_text(encoding="utf-8")
+    assert "No warnings" in text and "No model cross-checks" in text
+    assert "Post-treatment dosimetry" in text
+    assert "hottest tumour, tumour_" in text  # found by the name rule without tumour_names
+
+
+def test_report_input_errors(case, tmp_path):
+    _, image, masks, dvhs, _ = case
+    with pytest.raises(voxeldose.InputError, match="Image"):
+        _write(tmp_path / "r.html", case, dose=np.asarray(image.array))
+    with pytest.raises(voxeldose.VoiError, match="'liver'"):
+        _write(tmp_path / "r.html", case, vois={**masks, "liver": masks["liver"][:-1]})
+    with pytest.raises(voxeldose.InputError, match="case_id"):
+        _write(tmp_path / "r.html", case, case_id=" ")
+
+
+def test_hottest_tumour_rule():
+    d = np.arange(8.0).reshape(2, 2, 2)
+    lo, hi = np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool)
+    lo[0], hi[1] = True, True
+    dvhs = {"tumour_a": voxeldose.dvh(d, lo, (4, 4, 4)), "Tumor_b": voxeldose.dvh(d, hi, (4, 4, 4)),
+            "lesion": voxeldose.dvh(d, hi, (4, 4, 4)), "liver": voxeldose.dvh(d, hi | lo, (4, 4, 4))}
+    assert hottest_tumour(dvhs) == "Tumor_b"  # name rule: tumour/tumor, any case
+    assert hottest_tumour(dvhs, roles={"lesion": "tumour", "tumour_a": "tumour"}) == "lesion"  # roles first
+    assert hottest_tumour(dvhs, tumour_names=["tumour_a"], roles={"lesion": "tumour"}) == "tumour_a"  # names first
+    assert hottest_tumour({"liver": dvhs["liver"]}) is None
+
+
+def test_orientation_from_the_direction_matrix():
+    # the same patient volume stored with x and y flipped, or with its index axes permuted
+    # (a coronal acquisition), shows the same canonical (LPS, ascending) array and coordinates
+    rng = np.random.default_rng(1)
+    a = rng.random((4, 5, 6)).astype(np.float32)  # [z, y, x], identity direction
+    ref = Image(a, (2.0, 3.0, 4.0), (-5.0, -6.0, -8.0))
+    flipped = Image(a[:, ::-1, ::-1], (2.0, 3.0, 4.0), (5.0, 6.0, -8.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    # index i -> patient x, j -> patient z, k -> patient y: array [y, z, x]
+    permuted = Image(np.transpose(a, (1, 0, 2)), (2.0, 4.0, 3.0), (-5.0, -6.0, -8.0), (1, 0, 0, 0, 0, 1, 0, 1, 0))
+    c_ref = _Canonical(ref)
+    for other in (flipped, permuted):
+        c = _Canonical(other)
+        np.testing.assert_array_equal(c.view(other.array), c_ref.view(ref.array))
+        for axis in range(3):
+            np.testing.assert_allclose(c.coords[axis], c_ref.coords[axis])
+        assert not c.oblique
+    tilted = np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
+    assert _Canonical(Image(a, (2.0, 3.0, 4.0), direction=tuple(tilted.ravel()))).oblique  # 17 degrees
+
+
+def test_report_on_a_flipped_grid(case, tmp_path):
+    # a grid stored right-to-left / posterior-to-anterior gives the same radiological view
+    _, image, masks, dvhs, cc = case
+    flip = (slice(None), slice(None, None, -1), slice(None, None, -1))
+    nz, ny, nx = image.shape
+    sx, sy, _ = image.spacing_mm
+    ox, oy, oz = image.origin_mm
+    flipped = Image(np.asarray(image.array)[flip], image.spacing_mm, (ox + (nx - 1) * sx, oy + (ny - 1) * sy, oz),
+                    (-1, 0, 0, 0, -1, 0, 0, 0, 1), "GY")
+    a = _write(tmp_path / "a.html", case, provenance={})
+    b = _write(tmp_path / "b.html", case, dose=flipped, vois={n: m[flip] for n, m in masks.items()}, provenance={})
+    from PIL import Image as PILImage
+
+    planes = []
+    for page in (a, b):
+        data = re.findall(r"src='data:image/png;base64,([^']+)'", page.read_text())[1]
+        planes.append(np.asarray(PILImage.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), int))
+    assert planes[0].shape == planes[1].shape
+    # the voxel coordinates of the two grids differ by float rounding (1e-13 mm), which moves a
+    # few anti-aliased outline pixels: allow 0.1 % of the pixels to differ
+    assert (np.abs(planes[0] - planes[1]).sum(axis=2) > 0).mean() < 1e-3
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)")
 def test_report_renders_in_chromium(report, tmp_path):
+    from PIL import Image as PILImage
+
     png = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1300,2400",
-                    report.as_uri()], capture_output=True, timeout=120)
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a page with figures, not blank
+    result = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1400,3000",
+         report.as_uri()],
+        capture_output=True, timeout=120,
+    )
+    assert png.exists(), result.stderr.decode(errors="replace")[-2000:]
+    with PILImage.open(png) as im:
+        assert im.format == "PNG" and im.size == (1400, 3000)
+        rgb = np.asarray(im.convert("RGB"))
+    not_white = (rgb < 245).any(axis=2).mean()
+    assert not_white > 0.05  # text, tables and two figures: well above a blank page
+    # the amber warning box and the dark dose maps are on the page
+    assert ((np.abs(rgb.astype(int) - [255, 247, 230]).sum(axis=2) < 12).mean() > 0.002)
+    assert (rgb.max(axis=2) < 30).mean() > 0.01

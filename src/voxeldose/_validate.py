@@ -16,6 +16,20 @@ from .errors import GeometryError, InputError, VoxelDoseWarning
 MAX_SPACING_MM = 50.0
 
 
+def check_number(value: object, name: str, unit: str = "") -> float:
+    """``value`` as a finite float; bools, text and NaN/inf give an :class:`InputError` naming ``name``."""
+    what = f" ({unit})" if unit else ""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be a number{what}, got {value!r}")
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number{what}, got {value!r}") from None
+    if not math.isfinite(x):
+        raise InputError(f"{name} must be a finite number{what}, got {value!r}")
+    return x
+
+
 def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> tuple[float, float, float]:
     """Return ``spacing_mm`` as three positive finite floats (x, y, z) in mm, or raise."""
     try:

@@ -118,7 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
     run.add_argument("--registered", action="store_true",
                      help="accept VOIs from another frame of reference (you state they are registered)")
-    run.add_argument("--anonymize", action="store_true", help="write the RTDOSE without patient identifiers")
+    run.add_argument("--anonymize", action="store_true",
+                     help="RTDOSE without patient identifiers (name and ID = case id, new study); no input "
+                          "folder paths in metrics.json and report.html")
     run.add_argument("--force", action="store_true", help="replace the results in OUT")
 
     batch = sub.add_parser(

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import MASK_TOLERANCE, check_mask, check_spacing, check_volume
+from ._validate import MASK_TOLERANCE, check_mask, check_number, check_spacing, check_volume
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
 
@@ -163,12 +163,7 @@ class DVH:
 
 
 def _check_number(value: object, name: str, lo: float, hi: float) -> float:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
+    x = check_number(value, name)
     if not lo <= x <= hi:
         raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
     return x

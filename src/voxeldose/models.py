@@ -1,42 +1,63 @@
 """Clinical activity and dose models of Y-90 radioembolization, and their cross-check of a case.
 
-The planning formulas of ../shared/CLINICAL.md (A in GBq, masses in kg, LSF the lung shunt):
+The planning formulas of ../shared/CLINICAL.md, as pure functions (activity ``A`` in GBq, masses
+in kg, ``LSF`` the lung shunt fraction, 0 <= LSF < 1):
 
-- MIRD single compartment: D = 49.67 x A (1 - LSF) / M (Dezarn et al. 2011, AAPM TG-144).
-  The planning form "A = D M / (50 (1 - LSF))" rounds 49.67 to 50; both directions here use 49.67
-  so that they are inverses.
-- BSA (resin): A = (BSA - 0.2) + V_T / (V_T + V_N) (SIR-Spheres instructions for use; Kennedy et
-  al. 2007), with BSA from Du Bois & Du Bois (1916): 0.20247 x height^0.725 x weight^0.425.
-- Partition: A = D_N (T:N M_T + M_N) / (49.67 (1 - LSF)); D_T = T:N x D_N (Ho et al. 1996).
-- Lung: D_L = 49.67 x A x LSF / M_L (1 kg when not measured).
+- MIRD single compartment [Dezarn2011]_: ``D = 49.67 A (1 - LSF) / M``. The planning form
+  ``A = D M / (50 (1 - LSF))`` rounds 49.67 Gy kg/GBq to 50; both directions here use 49.67
+  (:data:`voxeldose.constants.MIRD_Y90_GY_KG_PER_GBQ`) so that they are exact inverses.
+- Body surface area (resin) [Kennedy2007]_: ``A = (BSA - 0.2) + V_T / (V_T + V_N)``, with the
+  Du Bois body surface area [DuBois1916]_ ``BSA = 0.20247 height[m]^0.725 weight[kg]^0.425``.
+- Partition (multi-compartment) [Ho1996]_: ``A = D_N (T:N M_T + M_N) / (49.67 (1 - LSF))`` and
+  ``D_T = T:N D_N``.
+- Lung [Ho1997]_: ``D_L = 49.67 A LSF / M_L``, with ``M_L = 1 kg`` when not measured.
 
-Here ``A`` is the activity that reached the patient (administered x (1 - residual)).
+``A`` is always the activity that reached the patient: the administered activity times
+``1 - residual fraction`` (what stayed in the vial, tubing and catheter).
+
+:func:`model_crosschecks` applies the models to one case, with the masses of its VOIs and the
+tumour-to-normal ratio measured from its activity map, and sets them beside the voxel mean doses.
 
 References
 ----------
-Dezarn WA et al. Med Phys 38:4824-45, 2011 (AAPM TG-144). doi:10.1118/1.3608909
-Kennedy A et al. Int J Radiat Oncol Biol Phys 68:13-23, 2007. doi:10.1016/j.ijrobp.2006.11.060
-Ho S et al. Eur J Nucl Med 23:947-52, 1996. doi:10.1007/BF01084369
-Du Bois D, Du Bois EF. Arch Intern Med 17:863-71, 1916.
+.. [Dezarn2011] Dezarn WA et al. Recommendations of the AAPM on dosimetry, imaging, and quality
+   assurance procedures for 90Y microsphere brachytherapy in the treatment of hepatic
+   malignancies (TG-144). Med Phys 38:4824-4845, 2011. doi:10.1118/1.3608909
+.. [Kennedy2007] Kennedy A et al. Recommendations for radioembolization of hepatic malignancies
+   using yttrium-90 microsphere brachytherapy: a consensus panel report from the
+   Radioembolization Brachytherapy Oncology Consortium. Int J Radiat Oncol Biol Phys 68:13-23,
+   2007. doi:10.1016/j.ijrobp.2006.11.060 (the BSA method of the SIR-Spheres instructions for use)
+.. [DuBois1916] Du Bois D, Du Bois EF. A formula to estimate the approximate surface area if
+   height and weight be known. Arch Intern Med 17:863-871, 1916.
+   doi:10.1001/archinte.1916.00080130010002
+.. [Ho1996] Ho S et al. Partition model for estimating radiation doses from yttrium-90
+   microspheres in treating hepatic tumours. Eur J Nucl Med 23:947-952, 1996.
+   doi:10.1007/BF01084369
+.. [Ho1997] Ho S et al. Clinical evaluation of the partition model for estimating radiation doses
+   from yttrium-90 microspheres in the treatment of hepatic cancer. Eur J Nucl Med 24:293-298,
+   1997. doi:10.1007/BF01728766 (lung: 30 Gy for one treatment, 50 Gy cumulative)
+.. [ICRU44] ICRU Report 44, Tissue substitutes in radiation dosimetry and measurement, 1989
+   (inflated lung 0.26 g/cm3; lung densities on CT are typically 0.2-0.35 g/cm3).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
+from ._validate import check_mask, check_number, check_spacing, check_volume
 from .constants import MIRD_Y90_GY_KG_PER_GBQ, SOFT_TISSUE_DENSITY_G_PER_CM3
 from .dvh import DVH
-from .errors import InputError
+from .errors import InputError, VoiError
 
 __all__ = [
     "Thresholds",
     "THRESHOLDS",
     "LUNG_DENSITY_G_PER_CM3",
+    "CORE_FRACTION",
     "mird_dose_gy",
     "mird_activity_gbq",
     "body_surface_area_m2",
@@ -48,133 +69,508 @@ __all__ = [
     "model_crosschecks",
 ]
 
-#: Density (g/cm3) used for the mass of a lung VOI (inflated lung, ICRU 44: 0.26-0.30).
-LUNG_DENSITY_G_PER_CM3 = 0.30
+#: Density (g/cm3) for the mass of a lung VOI. Lung is mostly air: ICRU 44 inflated lung is
+#: 0.26 g/cm3 and CT-measured lung densities are 0.2-0.35 g/cm3 [ICRU44]_. A 3.6 L lung VOI
+#: thus weighs about 1.1 kg, close to the 1 kg of the planning formula, where soft tissue
+#: (1.04 g/cm3) would give 3.8 kg and a lung dose 3.5 times too low.
+LUNG_DENSITY_G_PER_CM3: float = 0.30
+
+#: Mask value from which a voxel counts as wholly inside a VOI for the measured T:N (a margin
+#: for float rounding of rasterised or resampled masks).
+CORE_FRACTION: float = 0.999
+
+TnRule = Literal["core", "weighted"]
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Dose limits and response thresholds reported in the literature (../shared/CLINICAL.md)."""
+    """Dose limits and response thresholds reported in the literature (../shared/CLINICAL.md).
 
-    lung_single_gy: float = 30.0  # one treatment
+    Mean doses in Gy. The clinical values are what the literature reports for particular
+    products and diseases; voxeldose reports them beside a case and decides nothing.
+
+    Attributes
+    ----------
+    lung_single_treatment_gy : 30.0
+        Mean lung dose limit for one treatment [Ho1997]_, [Dezarn2011]_.
+    lung_cumulative_gy : 50.0
+        Mean lung dose limit over all treatments [Ho1997]_, [Dezarn2011]_.
+    tumour_glass_response_gy : 205.0
+        Glass microspheres, hepatocellular carcinoma: tumour dose associated with response
+        (Garin et al., J Nucl Med 53:255-263, 2012. doi:10.2967/jnumed.111.094235).
+    glass_120_gy : 120.0
+        The "120 Gy" of the glass HCC literature (../shared/CLINICAL.md): the standard
+        TheraSphere MIRD dose to the perfused liver (80-150 Gy) and the upper limit for the
+        normal perfused liver in personalised dosimetry (Garin et al., DOSISPHERE-01, Lancet
+        Gastroenterol Hepatol 6:17-29, 2021). Not a tumour-response threshold.
+    tumour_resin_net_response_gy : 191.3
+        Resin microspheres, neuroendocrine liver metastases: tumour dose predicting response.
+    tumour_resin_net_no_response_gy : 72.8
+        Same series: tumour dose below which no response was predicted.
+    normal_liver_no_toxicity_gy : 25.4
+        Mean normal-liver dose in patients without toxicity (small series).
+    normal_liver_toxicity_gy : 59.1
+        Mean normal-liver dose in patients with fibrosis or liver failure (same series).
+    tumour_burden_max_fraction : 0.70
+        Tumour burden above this fraction of the target liver is a common exclusion.
+    model_disagreement_fraction : 0.10
+        voxeldose's own tolerance: a voxel mean dose that differs from its model value by more
+        than this fraction is reported as a warning by :func:`model_crosschecks`.
+    """
+
+    lung_single_treatment_gy: float = 30.0
     lung_cumulative_gy: float = 50.0
-    tumour_glass_gy: float = 205.0  # HCC, glass
-    normal_liver_glass_gy: float = 120.0
-    tumour_resin_response_gy: float = 191.3  # NET metastases, resin
-    tumour_resin_no_response_gy: float = 72.8
-    model_disagreement: float = 0.10  # voxel mean vs partition model
+    tumour_glass_response_gy: float = 205.0
+    glass_120_gy: float = 120.0
+    tumour_resin_net_response_gy: float = 191.3
+    tumour_resin_net_no_response_gy: float = 72.8
+    normal_liver_no_toxicity_gy: float = 25.4
+    normal_liver_toxicity_gy: float = 59.1
+    tumour_burden_max_fraction: float = 0.70
+    model_disagreement_fraction: float = 0.10
 
 
+#: The thresholds of ../shared/CLINICAL.md.
 THRESHOLDS = Thresholds()
 
 
-def _positive(value: float, name: str, unit: str) -> float:
-    x = float(value)
-    if not math.isfinite(x) or x <= 0:
-        raise InputError(f"{name} must be a positive number ({unit}), got {value!r}")
+# --------------------------------------------------------------------------- argument checks
+
+
+def _positive(value: object, name: str, unit: str) -> float:
+    x = check_number(value, name, unit)
+    if x <= 0:
+        raise InputError(f"{name} must be positive ({unit}), got {value!r}")
     return x
 
 
-def _lsf(value: float, name: str = "lung_shunt_fraction") -> float:
-    x = float(value)
+def _nonnegative(value: object, name: str, unit: str) -> float:
+    x = check_number(value, name, unit)
+    if x < 0:
+        raise InputError(f"{name} must be >= 0 ({unit}), got {value!r}")
+    return x
+
+
+def _fraction(value: object, name: str) -> float:
+    x = check_number(value, name, "a fraction, 0.10 for 10 %")
     if not 0.0 <= x < 1.0:
-        raise InputError(f"{name} must lie in [0, 1) (0.10 for 10 %), got {value!r}")
+        raise InputError(f"{name} must lie in [0, 1) (a fraction: 0.10 for 10 %), got {value!r}")
     return x
+
+
+# --------------------------------------------------------------------------- planning formulas
 
 
 def mird_dose_gy(activity_gbq: float, target_mass_kg: float, lung_shunt_fraction: float) -> float:
-    """Mean dose (Gy) to the perfused target: 49.67 A (1 - LSF) / M."""
+    """Mean absorbed dose (Gy) to the perfused target by the MIRD single-compartment model.
+
+    ``D = 49.67 x A x (1 - LSF) / M``: all the activity that does not shunt to the lungs decays
+    in the target and deposits all its energy there [Dezarn2011]_.
+
+    Parameters
+    ----------
+    activity_gbq : float
+        Activity that reached the patient (GBq), > 0.
+    target_mass_kg : float
+        Mass of the perfused target (kg), > 0 (volume in mL x 1.04 g/mL / 1000).
+    lung_shunt_fraction : float
+        Fraction of the activity shunted to the lungs, in [0, 1).
+
+    Returns
+    -------
+    float
+        Mean dose (Gy).
+
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Dezarn et al. 2011 (AAPM TG-144), Med Phys 38:4824. doi:10.1118/1.3608909
+
+    Example
+    -------
+    >>> round(mird_dose_gy(3.0, 1.5, 0.1), 3)  # 49.67 x 3 x 0.9 / 1.5
+    89.406
+    """
     a = _positive(activity_gbq, "activity_gbq", "GBq")
     m = _positive(target_mass_kg, "target_mass_kg", "kg")
-    return MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - _lsf(lung_shunt_fraction)) / m
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    return MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - lsf) / m
 
 
 def mird_activity_gbq(target_dose_gy: float, target_mass_kg: float, lung_shunt_fraction: float) -> float:
-    """Activity (GBq) giving ``target_dose_gy`` to the target: D M / (49.67 (1 - LSF))."""
+    """Activity (GBq) that gives ``target_dose_gy`` to the target by the MIRD model.
+
+    ``A = D x M / (49.67 x (1 - LSF))``, the inverse of :func:`mird_dose_gy`. Planning sheets
+    often write 50 for 49.67 (0.7 % less activity); this function uses 49.67.
+
+    Parameters
+    ----------
+    target_dose_gy : float
+        Prescribed mean dose to the target (Gy), > 0.
+    target_mass_kg : float
+        Mass of the perfused target (kg), > 0.
+    lung_shunt_fraction : float
+        Lung shunt fraction, in [0, 1).
+
+    Returns
+    -------
+    float
+        Activity to reach the patient (GBq).
+
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Dezarn et al. 2011 (AAPM TG-144), Med Phys 38:4824. doi:10.1118/1.3608909
+
+    Example
+    -------
+    >>> round(mird_activity_gbq(120.0, 1.5, 0.1), 4)  # 120 x 1.5 / (49.67 x 0.9)
+    4.0266
+    """
     d = _positive(target_dose_gy, "target_dose_gy", "Gy")
     m = _positive(target_mass_kg, "target_mass_kg", "kg")
-    return d * m / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - _lsf(lung_shunt_fraction)))
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    return d * m / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - lsf))
 
 
 def body_surface_area_m2(height_m: float, weight_kg: float) -> float:
-    """Du Bois body surface area (m2): 0.20247 height^0.725 weight^0.425."""
+    """Body surface area (m2) by Du Bois & Du Bois: ``0.20247 x height^0.725 x weight^0.425``.
+
+    The original form is ``0.007184 x height[cm]^0.725 x weight[kg]^0.425``; with the height in
+    metres the constant becomes 0.007184 x 100^0.725 = 0.20247.
+
+    Parameters
+    ----------
+    height_m : float
+        Height (m), > 0 and at most 3 (a larger value is taken for centimetres and refused).
+    weight_kg : float
+        Weight (kg), > 0.
+
+    Returns
+    -------
+    float
+        Body surface area (m2).
+
+    Raises
+    ------
+    InputError
+        If an argument is not a positive finite number, or the height looks like centimetres.
+
+    References
+    ----------
+    Du Bois & Du Bois 1916, Arch Intern Med 17:863. doi:10.1001/archinte.1916.00080130010002
+
+    Example
+    -------
+    >>> round(body_surface_area_m2(1.75, 70.0), 3)
+    1.848
+    """
     h = _positive(height_m, "height_m", "m")
-    if h > 3:
-        raise InputError(f"height_m = {height_m} m: is it in cm? Pass metres")
+    if h > 3.0:
+        raise InputError(f"height_m = {height_m!r} m: is it in cm? Pass the height in metres (1.75 for 175 cm)")
     w = _positive(weight_kg, "weight_kg", "kg")
     return 0.20247 * h**0.725 * w**0.425
 
 
 def bsa_activity_gbq(bsa_m2: float, tumour_volume_ml: float, normal_liver_volume_ml: float) -> float:
-    """Resin BSA method (GBq): (BSA - 0.2) + V_T / (V_T + V_N)."""
+    """Activity (GBq) of resin microspheres by the body-surface-area method.
+
+    ``A = (BSA - 0.2) + V_T / (V_T + V_N)`` for whole-liver treatment (SIR-Spheres instructions
+    for use; [Kennedy2007]_). The reductions of the instructions for use for a high lung shunt
+    or a lobar treatment are not applied here.
+
+    Parameters
+    ----------
+    bsa_m2 : float
+        Body surface area (m2), > 0 (see :func:`body_surface_area_m2`).
+    tumour_volume_ml : float
+        Tumour volume (mL), >= 0.
+    normal_liver_volume_ml : float
+        Normal (non-tumorous) liver volume (mL), > 0.
+
+    Returns
+    -------
+    float
+        Activity (GBq).
+
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Kennedy et al. 2007, Int J Radiat Oncol Biol Phys 68:13. doi:10.1016/j.ijrobp.2006.11.060
+
+    Example
+    -------
+    >>> round(bsa_activity_gbq(1.8, 150.0, 1350.0), 3)  # (1.8 - 0.2) + 150 / 1500
+    1.7
+    """
     b = _positive(bsa_m2, "bsa_m2", "m2")
-    vt = float(tumour_volume_ml)
-    if vt < 0:
-        raise InputError(f"tumour_volume_ml must be >= 0, got {tumour_volume_ml!r}")
+    vt = _nonnegative(tumour_volume_ml, "tumour_volume_ml", "mL")
     vn = _positive(normal_liver_volume_ml, "normal_liver_volume_ml", "mL")
     return (b - 0.2) + vt / (vt + vn)
 
 
 def partition_doses_gy(activity_gbq: float, tumour_to_normal: float, tumour_mass_kg: float,
                        normal_mass_kg: float, lung_shunt_fraction: float) -> tuple[float, float]:
-    """(tumour, normal liver) mean doses (Gy) of the partition model."""
+    """Mean tumour and normal-liver doses (Gy) by the partition model.
+
+    The liver activity ``A (1 - LSF)`` splits between tumour and normal liver in proportion to
+    ``T:N x M_T`` and ``M_N``: ``D_N = 49.67 A (1 - LSF) / (T:N M_T + M_N)``, ``D_T = T:N D_N``
+    [Ho1996]_.
+
+    Parameters
+    ----------
+    activity_gbq : float
+        Activity that reached the patient (GBq), > 0.
+    tumour_to_normal : float
+        Ratio of the activity concentrations (per unit mass) of tumour and normal liver, > 0.
+    tumour_mass_kg : float
+        Tumour mass (kg), >= 0.
+    normal_mass_kg : float
+        Normal-liver mass (kg), > 0.
+    lung_shunt_fraction : float
+        Lung shunt fraction, in [0, 1).
+
+    Returns
+    -------
+    (tumour_gy, normal_gy) : tuple of float
+        Mean doses (Gy) to the tumour and to the normal liver.
+
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Ho et al. 1996, Eur J Nucl Med 23:947. doi:10.1007/BF01084369
+
+    Example
+    -------
+    >>> t, n = partition_doses_gy(3.0, 4.0, 0.12, 1.4, 0.1)  # 134.109 / 1.88
+    >>> round(t, 2), round(n, 2)
+    (285.34, 71.33)
+    """
     a = _positive(activity_gbq, "activity_gbq", "GBq")
-    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio")
-    mt = float(tumour_mass_kg)
-    if mt < 0:
-        raise InputError(f"tumour_mass_kg must be >= 0, got {tumour_mass_kg!r}")
+    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
+    mt = _nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
     mn = _positive(normal_mass_kg, "normal_mass_kg", "kg")
-    d_n = MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - _lsf(lung_shunt_fraction)) / (tn * mt + mn)
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    d_n = MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - lsf) / (tn * mt + mn)
     return tn * d_n, d_n
 
 
 def partition_activity_gbq(normal_liver_dose_gy: float, tumour_to_normal: float, tumour_mass_kg: float,
                            normal_mass_kg: float, lung_shunt_fraction: float) -> float:
-    """Activity (GBq) giving ``normal_liver_dose_gy`` by the partition model."""
+    """Activity (GBq) that gives ``normal_liver_dose_gy`` to the normal liver by the partition model.
+
+    ``A = D_N (T:N M_T + M_N) / (49.67 (1 - LSF))``, the inverse of :func:`partition_doses_gy`
+    [Ho1996]_. The tumour then receives ``T:N x D_N``.
+
+    Parameters
+    ----------
+    normal_liver_dose_gy : float
+        Mean normal-liver dose (Gy), > 0.
+    tumour_to_normal : float
+        Tumour-to-normal concentration ratio, > 0.
+    tumour_mass_kg : float
+        Tumour mass (kg), >= 0.
+    normal_mass_kg : float
+        Normal-liver mass (kg), > 0.
+    lung_shunt_fraction : float
+        Lung shunt fraction, in [0, 1).
+
+    Returns
+    -------
+    float
+        Activity to reach the patient (GBq).
+
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Ho et al. 1996, Eur J Nucl Med 23:947. doi:10.1007/BF01084369
+
+    Example
+    -------
+    >>> round(partition_activity_gbq(40.0, 4.0, 0.12, 1.4, 0.1), 4)  # 40 x 1.88 / 44.703
+    1.6822
+    """
     d = _positive(normal_liver_dose_gy, "normal_liver_dose_gy", "Gy")
-    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio")
-    mt = float(tumour_mass_kg)
-    if mt < 0:
-        raise InputError(f"tumour_mass_kg must be >= 0, got {tumour_mass_kg!r}")
+    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
+    mt = _nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
     mn = _positive(normal_mass_kg, "normal_mass_kg", "kg")
-    return d * (tn * mt + mn) / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - _lsf(lung_shunt_fraction)))
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    return d * (tn * mt + mn) / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - lsf))
 
 
 def lung_dose_gy(activity_gbq: float, lung_shunt_fraction: float, lung_mass_kg: float = 1.0) -> float:
-    """Mean lung dose (Gy): 49.67 A LSF / M_lung (1 kg when not measured)."""
-    a = _positive(activity_gbq, "activity_gbq", "GBq")
-    m = _positive(lung_mass_kg, "lung_mass_kg", "kg")
-    return MIRD_Y90_GY_KG_PER_GBQ * a * _lsf(lung_shunt_fraction) / m
+    """Mean lung dose (Gy) from the lung shunt: ``49.67 x A x LSF / M_lung``.
 
+    Parameters
+    ----------
+    activity_gbq : float
+        Activity that reached the patient (GBq), > 0.
+    lung_shunt_fraction : float
+        Lung shunt fraction, in [0, 1).
+    lung_mass_kg : float
+        Mass of both lungs (kg), > 0; 1 kg, the planning convention, when not measured.
 
-def tumour_to_normal_ratio(activity_mbq: ArrayLike, tumour_mask: ArrayLike, normal_mask: ArrayLike) -> float:
-    """Ratio of the mean activity concentrations in the tumour and normal-liver VOIs.
+    Returns
+    -------
+    float
+        Mean lung dose (Gy); compare with 30 Gy for one treatment and 50 Gy cumulative
+        (:data:`THRESHOLDS`).
 
-    Measured over the voxels wholly inside each VOI (mask >= 0.999): a partly covered voxel
-    mixes both compartments and would pull the ratio towards 1. When a VOI has no such voxel
-    (e.g. a tumour smaller than two voxels), its partial-volume weighted mean is used.
+    Raises
+    ------
+    InputError
+        If an argument is not a finite number in its range; the message names it.
+
+    References
+    ----------
+    Ho et al. 1997, Eur J Nucl Med 24:293. doi:10.1007/BF01728766;
+    Dezarn et al. 2011 (AAPM TG-144). doi:10.1118/1.3608909
+
+    Example
+    -------
+    >>> round(lung_dose_gy(3.0, 0.1), 3)  # 49.67 x 3 x 0.1 / 1 kg
+    14.901
     """
-    a = np.asarray(activity_mbq, float)
+    a = _positive(activity_gbq, "activity_gbq", "GBq")
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    m = _positive(lung_mass_kg, "lung_mass_kg", "kg")
+    return MIRD_Y90_GY_KG_PER_GBQ * a * lsf / m
 
-    def mean(mask: ArrayLike) -> float:
-        m = np.asarray(mask, float)
-        core = m >= 0.999
+
+# --------------------------------------------------------------------------- measured T:N
+
+
+def _mean_concentration(activity: NDArray[np.floating], mask: NDArray[np.float64], voxel_ml: float,
+                        rule: TnRule, what: str) -> float:
+    """Mean activity concentration (MBq/mL) in a VOI by ``rule``."""
+    if rule == "core":
+        core = mask >= CORE_FRACTION
         if core.any():
-            return float(a[core].mean())
-        if not (m > 0).any():
-            raise InputError("tumour_to_normal_ratio: an empty VOI")
-        return float((a * m).sum() / m.sum())
-
-    normal = mean(normal_mask)
-    if normal <= 0:
-        raise InputError("tumour_to_normal_ratio: no activity in the normal liver")
-    return mean(tumour_mask) / normal
+            return float(activity[core].mean()) / voxel_ml
+    total = float(mask.sum())
+    if total <= 0:
+        raise VoiError(f"{what} is empty: its mask has no voxel > 0")
+    return float(np.dot(activity.ravel(), mask.ravel())) / (total * voxel_ml)
 
 
-def _rel(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
+def tumour_to_normal_ratio(
+    activity_mbq: ArrayLike,
+    tumour_mask: ArrayLike,
+    normal_mask: ArrayLike,
+    spacing_mm: Sequence[float],
+    *,
+    rule: TnRule = "core",
+) -> float:
+    """Tumour-to-normal ratio (T:N) of the mean activity concentrations, measured on an image.
+
+    Two rules for the mean concentration of each VOI:
+
+    - ``"core"`` (default): the mean over the voxels wholly inside the VOI (mask >=
+      :data:`CORE_FRACTION`). A partly covered voxel at a tumour's edge holds activity of both
+      compartments; leaving the edge out removes that mixing, so on an image without blur the
+      ratio is recovered (the liver phantom's 4 to within 1e-6). A VOI with no whole voxel (a tumour
+      smaller than about two voxels) falls back to the weighted rule.
+    - ``"weighted"``: the partial-volume weighted mean ``sum(a m) / (V sum(m))``, the activity
+      the mask holds per mL of VOI. It pulls T:N towards 1 because edge voxels mix the two
+      concentrations (on the liver phantom at 4.42 mm: 3.71 instead of 4).
+
+    Neither undoes the blur of a real PET or SPECT: both give the apparent T:N of the image.
+    Tumours and normal liver are assumed to share one density, so the ratio of concentrations
+    per mL is the ratio per kg that the partition model needs.
+
+    Parameters
+    ----------
+    activity_mbq : array [z, y, x]
+        Activity per voxel (MBq); any time reference, the ratio does not depend on it.
+    tumour_mask, normal_mask : array [z, y, x], bool or float in [0, 1]
+        The tumour (the union of all tumours) and normal-liver VOIs on the activity's grid.
+    spacing_mm : (x, y, z)
+        Voxel size (mm).
+    rule : {"core", "weighted"}
+        How to average each VOI (above).
+
+    Returns
+    -------
+    float
+        Tumour concentration / normal-liver concentration.
+
+    Raises
+    ------
+    InputError
+        If the activity is not a finite 3-D array, the rule is unknown, or the normal liver
+        holds no (or negative) activity.
+    VoiError
+        If a mask does not match the grid, has values outside [0, 1], or is empty.
+    GeometryError
+        If the spacing is not three positive sizes in mm.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> a = np.ones((1, 1, 4)); a[..., :2] = 4.0  # 4 MBq in two voxels, 1 MBq in two
+    >>> t = np.array([[[1.0, 1.0, 0.0, 0.0]]])
+    >>> tumour_to_normal_ratio(a, t, 1 - t, (4.0, 4.0, 4.0))
+    4.0
+    """
+    if rule not in ("core", "weighted"):
+        raise InputError(f"rule must be 'core' or 'weighted', got {rule!r}")
+    activity = check_volume(activity_mbq, name="activity_mbq", warn_negative=False)
+    sx, sy, sz = check_spacing(spacing_mm)
+    voxel_ml = sx * sy * sz * 1e-3
+    fix = "resample the VOI onto the activity map's grid first"
+    tm = check_mask(tumour_mask, activity.shape, what="tumour VOI", fix_shape=fix)
+    nm = check_mask(normal_mask, activity.shape, what="normal-liver VOI", fix_shape=fix)
+    c_t = _mean_concentration(activity, tm, voxel_ml, rule, "the tumour VOI")
+    c_n = _mean_concentration(activity, nm, voxel_ml, rule, "the normal-liver VOI")
+    if c_n <= 0:
+        raise InputError(
+            f"the normal-liver VOI holds no activity (mean {c_n:.3g} MBq/mL): T:N is undefined; "
+            "check the VOI's registration to the activity map"
+        )
+    return c_t / c_n
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def _rel(value: float | None, reference: float | None) -> float | None:
+    """value / reference - 1, or None when either is missing or the reference is 0."""
+    if value is None or reference is None or reference == 0:
         return None
-    return a / b - 1.0
+    return float(value) / float(reference) - 1.0
+
+
+def _union(masks: Sequence[NDArray[np.float64]], shape: tuple[int, ...]) -> NDArray[np.float64]:
+    out = np.zeros(shape, np.float64)
+    for m in masks:
+        out += m
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _voxel_mean(dvhs: Mapping[str, DVH], names: Sequence[str]) -> float:
+    """Volume-weighted mean of the DVH mean doses (the mean over the union when disjoint)."""
+    volumes = [dvhs[n].volume_ml for n in names]
+    return float(np.dot([dvhs[n].mean_gy for n in names], volumes) / sum(volumes))
 
 
 def model_crosschecks(
@@ -188,72 +584,261 @@ def model_crosschecks(
     lung_shunt_fraction: float,
     residual_fraction: float = 0.0,
     lung_mass_kg: float | None = None,
+    tn_rule: TnRule = "core",
 ) -> dict[str, Any]:
-    """MIRD, partition and lung-model doses of a case beside its voxel mean doses.
+    """The clinical models of a case beside its voxel mean doses, with warnings.
 
-    Masses are the VOI volumes at 1.04 g/cm3 (soft tissue, like the engine); a lung VOI's mass
-    uses 0.30 g/cm3 (inflated lung), and without a lung VOI the lung is 1 kg. T:N is measured
-    from the activity map (:func:`tumour_to_normal_ratio`). Returns a JSON-able dict with the
-    model values, the voxel means, their relative differences and ``warnings``.
+    The models use the activity that reached the patient, ``A = administered x (1 - residual)``,
+    and the masses of the case's VOIs:
+
+    - **MIRD** single compartment on the VOI(s) with role ``"whole_liver"``; mass = volume x
+      1.04 g/mL (soft tissue, the density of the engine's dose).
+    - **Partition** on the union of the ``"tumour"`` VOIs and the ``"normal_liver"`` VOI(s), or,
+      without a normal-liver VOI, ``clip(whole_liver - tumours, 0, 1)``; masses at 1.04 g/mL;
+      T:N measured from ``activity_mbq`` with :func:`tumour_to_normal_ratio` (``tn_rule``).
+    - **Lung** from the shunt fraction; lung mass ``lung_mass_kg`` if given, else the ``"lung"``
+      VOI(s) at :data:`LUNG_DENSITY_G_PER_CM3` (0.30 g/mL: lung is mostly air), else 1 kg.
+
+    Beside each model value is the voxel mean dose of the same VOIs from ``dvhs`` (VOIs of one
+    role are combined by volume-weighted mean, exact when they do not overlap) and the relative
+    difference ``voxel / model - 1``. For a derived normal liver, its voxel mean is derived the
+    same way: ``(D_liver V_liver - sum D_t V_t) / (V_liver - sum V_t)``, when the tumours lie
+    inside the whole liver. The engine's voxel dose is computed in soft tissue; the lung row
+    also gives the lung voxel mean scaled to lung density (x 1.04 / 0.30), which is what the
+    lung model assumes.
+
+    Parameters
+    ----------
+    activity_mbq : array [z, y, x]
+        Activity per voxel at administration (MBq).
+    spacing_mm : (x, y, z)
+        Voxel size (mm).
+    vois : mapping name -> mask [z, y, x] (bool or float in [0, 1])
+        The VOI masks on the activity's grid.
+    roles : mapping name -> role
+        ``"whole_liver"``, ``"tumour"``, ``"normal_liver"``, ``"lung"``; other roles (e.g.
+        ``"perfused"``) are ignored. Several VOIs may share a role.
+    dvhs : mapping name -> DVH
+        DVHs of the VOIs (Gy); a VOI with a role but without a mask or DVH is left out, with a
+        warning.
+    administered_gbq : float
+        Administered activity (GBq), > 0.
+    lung_shunt_fraction : float
+        Lung shunt fraction, in [0, 1).
+    residual_fraction : float
+        Fraction of the administered activity that did not reach the patient, in [0, 1).
+    lung_mass_kg : float, optional
+        Measured lung mass (kg), > 0; overrides the lung VOI.
+    tn_rule : {"core", "weighted"}
+        How the T:N is measured (:func:`tumour_to_normal_ratio`).
+
+    Returns
+    -------
+    dict
+        JSON-able (floats, strings, lists, None). Keys: ``activity_in_patient_gbq``,
+        ``administered_gbq``, ``residual_fraction``, ``lung_shunt_fraction``,
+        ``mird_constant_gy_kg_per_gbq``, ``tissue_density_g_per_cm3``,
+        ``lung_density_g_per_cm3``, ``roles`` (name -> role of the VOIs used),
+        ``tumour_burden_fraction`` (tumour / whole-liver volume, or None), ``mird``,
+        ``partition`` and ``lung`` (each a dict, or None when the VOIs are missing: see the
+        code below for their keys), ``warnings`` (list of str) and ``notes`` (list of str:
+        how values were obtained, not caveats).
+
+        Warnings: lung dose above 30 Gy; tumour burden above 70 %; a voxel mean that differs
+        from its model (MIRD, partition tumour, partition normal liver) by more than 10 %; a
+        missing role or a VOI left out.
+
+    Raises
+    ------
+    InputError
+        If the activity is not a finite 3-D array, or a scalar argument is out of range.
+    VoiError, GeometryError
+        If a mask or the spacing is unusable.
+
+    References
+    ----------
+    Dezarn et al. 2011 (AAPM TG-144). doi:10.1118/1.3608909; Ho et al. 1996.
+    doi:10.1007/BF01084369; Ho et al. 1997. doi:10.1007/BF01728766
+
+    Example
+    -------
+    >>> import voxeldose
+    >>> from voxeldose import phantoms
+    >>> ph = phantoms.liver(spacing_mm=(8.84, 8.84, 8.84))
+    >>> dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
+    >>> roles = {"liver": "whole_liver", "tumours": "tumour", "normal_liver": "normal_liver"}
+    >>> dvhs = {n: voxeldose.dvh(dose, ph.masks[n], ph.spacing_mm) for n in roles}
+    >>> cc = model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm,
+    ...     vois=ph.masks, roles=roles, dvhs=dvhs, administered_gbq=3.0, lung_shunt_fraction=0.1)
+    >>> round(cc["partition"]["tumour_to_normal_measured"], 3)  # the phantom's T:N
+    4.0
+    >>> round(cc["lung"]["model_mean_gy"], 3)  # 49.67 x 3 x 0.1 / 1 kg: no lung VOI given
+    14.901
     """
-    rho = SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3  # kg per mL
-    a_patient = _positive(administered_gbq, "administered_gbq", "GBq") * (1.0 - float(residual_fraction))
-    lsf = _lsf(lung_shunt_fraction)
+    activity = check_volume(activity_mbq, name="activity_mbq", warn_negative=False)
+    sx, sy, sz = check_spacing(spacing_mm)
+    voxel_ml = sx * sy * sz * 1e-3
+    administered = _positive(administered_gbq, "administered_gbq", "GBq")
+    residual = _fraction(residual_fraction, "residual_fraction")
+    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    given_lung_kg = None if lung_mass_kg is None else _positive(lung_mass_kg, "lung_mass_kg", "kg")
+    if tn_rule not in ("core", "weighted"):
+        raise InputError(f"tn_rule must be 'core' or 'weighted', got {tn_rule!r}")
+    a_patient = administered * (1.0 - residual)
+    rho_kg_per_ml = SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3
+    limit = THRESHOLDS.model_disagreement_fraction
     warnings: list[str] = []
-    out: dict[str, Any] = {"activity_in_patient_gbq": a_patient, "lung_shunt_fraction": lsf,
-                           "mird_constant_gy_kg_per_gbq": MIRD_Y90_GY_KG_PER_GBQ}
+    notes: list[str] = []
 
-    def by_role(role: str) -> list[str]:
-        return [n for n, r in roles.items() if r == role and n in dvhs]
+    # the VOIs of each role that have both a mask and a DVH
+    by_role: dict[str, list[str]] = {"whole_liver": [], "tumour": [], "normal_liver": [], "lung": []}
+    masks: dict[str, NDArray[np.float64]] = {}
+    for name, role in roles.items():
+        if role not in by_role:
+            continue
+        if name not in vois or name not in dvhs:
+            missing = "mask" if name not in vois else "DVH"
+            warnings.append(f"VOI {name!r} (role {role}) has no {missing}: left out of the model cross-checks")
+            continue
+        masks[name] = check_mask(vois[name], activity.shape, what=f"VOI {name!r}",
+                                 fix_shape="resample the VOI onto the activity map's grid first")
+        by_role[role].append(name)
+    whole, tumours, normal, lung = (by_role[r] for r in ("whole_liver", "tumour", "normal_liver", "lung"))
 
-    whole, tumours, normal, lung = by_role("whole_liver"), by_role("tumour"), by_role("normal_liver"), by_role("lung")
+    def mass_kg(names: Sequence[str], rho: float = rho_kg_per_ml) -> float:
+        return float(_union([masks[n] for n in names], activity.shape).sum()) * voxel_ml * rho
+
+    out: dict[str, Any] = {
+        "activity_in_patient_gbq": a_patient,
+        "administered_gbq": administered,
+        "residual_fraction": residual,
+        "lung_shunt_fraction": lsf,
+        "mird_constant_gy_kg_per_gbq": MIRD_Y90_GY_KG_PER_GBQ,
+        "tissue_density_g_per_cm3": SOFT_TISSUE_DENSITY_G_PER_CM3,
+        "lung_density_g_per_cm3": LUNG_DENSITY_G_PER_CM3,
+        "roles": {n: r for r, names in by_role.items() for n in names},
+        "tumour_burden_fraction": None,
+        "mird": None,
+        "partition": None,
+        "lung": None,
+    }
+
+    # ---- MIRD single compartment on the whole liver
     if whole:
-        h = dvhs[whole[0]]
-        mass = h.volume_ml * rho
-        out["mird"] = {"voi": whole[0], "mass_kg": mass, "model_mean_gy": mird_dose_gy(a_patient, mass, lsf),
-                       "voxel_mean_gy": h.mean_gy}
-        out["mird"]["relative_difference"] = _rel(h.mean_gy, out["mird"]["model_mean_gy"])
+        m_liver = mass_kg(whole)
+        model = mird_dose_gy(a_patient, m_liver, lsf)
+        voxel = _voxel_mean(dvhs, whole)
+        out["mird"] = {"vois": whole, "mass_kg": m_liver, "model_mean_gy": model, "voxel_mean_gy": voxel,
+                       "relative_difference": _rel(voxel, model)}
+        diff = out["mird"]["relative_difference"]
+        if diff is not None and abs(diff) > limit:
+            warnings.append(f"whole liver: voxel mean dose {voxel:.1f} Gy differs from the MIRD model "
+                            f"{model:.1f} Gy by {diff:+.0%} (more than {limit:.0%}): activity outside the "
+                            "liver VOI, or a calibration or lung-shunt inconsistency?")
     else:
-        warnings.append("no whole-liver VOI: no MIRD single-compartment check")
-    if tumours and (normal or whole):
-        tumour_mask = np.clip(sum(np.asarray(vois[n], float) for n in tumours), 0, 1)
+        warnings.append("no whole-liver VOI (role whole_liver): no MIRD single-compartment check")
+
+    # ---- partition model
+    if not tumours:
+        warnings.append("no tumour VOI (role tumour): no partition-model check")
+    elif not normal and not whole:
+        warnings.append("no normal-liver or whole-liver VOI: no partition-model check")
+    else:
+        tumour_mask = _union([masks[n] for n in tumours], activity.shape)
+        voxel_n: float | None
         if normal:
-            normal_mask = np.asarray(vois[normal[0]], float)
+            normal_mask = _union([masks[n] for n in normal], activity.shape)
+            normal_source = " + ".join(normal)
+            voxel_n = _voxel_mean(dvhs, normal)
         else:
-            normal_mask = np.clip(np.asarray(vois[whole[0]], float) - tumour_mask, 0, 1)
-        tn = tumour_to_normal_ratio(activity_mbq, tumour_mask, normal_mask)
-        voxel_ml = float(np.prod(spacing_mm)) * 1e-3
-        m_t = float(tumour_mask.sum()) * voxel_ml * rho
-        m_n = float(normal_mask.sum()) * voxel_ml * rho
-        d_t, d_n = partition_doses_gy(a_patient, tn, m_t, m_n, lsf)
-        w = [dvhs[n].volume_ml for n in tumours]
-        voxel_t = float(np.average([dvhs[n].mean_gy for n in tumours], weights=w))
-        voxel_n = dvhs[normal[0]].mean_gy if normal else None
-        out["partition"] = {"tumour_to_normal_measured": tn, "tumour_mass_kg": m_t, "normal_mass_kg": m_n,
-                            "tumour_model_gy": d_t, "normal_liver_model_gy": d_n,
-                            "tumour_voxel_mean_gy": voxel_t, "normal_liver_voxel_mean_gy": voxel_n,
-                            "tumour_relative_difference": _rel(voxel_t, d_t),
-                            "normal_liver_relative_difference": _rel(voxel_n, d_n)}
-        for key, label in (("tumour_relative_difference", "tumour"),
-                           ("normal_liver_relative_difference", "normal liver")):
-            diff = out["partition"][key]
-            if diff is not None and abs(diff) > THRESHOLDS.model_disagreement:
-                warnings.append(f"{label}: voxel mean dose differs from the partition model by {diff:+.0%} "
-                                f"(more than {THRESHOLDS.model_disagreement:.0%})")
-    else:
-        warnings.append("no tumour and liver VOIs by role: no partition-model check")
+            liver_mask = _union([masks[n] for n in whole], activity.shape)
+            normal_mask = np.clip(liver_mask - tumour_mask, 0.0, 1.0)
+            normal_source = f"{' + '.join(whole)} - tumours (derived)"
+            notes.append(f"normal liver derived as clip({' + '.join(whole)} - tumours, 0, 1)")
+            outside = float(np.clip(tumour_mask - liver_mask, 0.0, None).sum())
+            v_t = sum(dvhs[n].volume_ml for n in tumours)
+            v_l = sum(dvhs[n].volume_ml for n in whole)
+            if outside * voxel_ml <= 0.01 * v_t and v_l > v_t:
+                dl = _voxel_mean(dvhs, whole)
+                voxel_n = (dl * v_l - sum(dvhs[n].mean_gy * dvhs[n].volume_ml for n in tumours)) / (v_l - v_t)
+                notes.append("normal-liver voxel mean derived from the whole-liver and tumour DVHs")
+            else:
+                voxel_n = None
+                warnings.append("tumours extend outside the whole-liver VOI: no voxel mean for the derived "
+                                "normal liver")
+        m_t = float(tumour_mask.sum()) * voxel_ml * rho_kg_per_ml
+        m_n = float(normal_mask.sum()) * voxel_ml * rho_kg_per_ml
+        try:
+            tn = tumour_to_normal_ratio(activity, tumour_mask, normal_mask, (sx, sy, sz), rule=tn_rule)
+        except (InputError, VoiError) as err:
+            warnings.append(f"no partition-model check: {err}")
+            tn = None
+        if tn is not None and m_n <= 0:
+            warnings.append("no partition-model check: the normal liver is empty")
+            tn = None
+        if tn is not None and tn <= 0:
+            warnings.append(f"no partition-model check: measured T:N is {tn:.3g} (no tumour activity)")
+            tn = None
+        if tn is not None:
+            d_t, d_n = partition_doses_gy(a_patient, tn, m_t, m_n, lsf)
+            voxel_t = _voxel_mean(dvhs, tumours)
+            out["partition"] = {
+                "tumour_vois": tumours,
+                "normal_liver": normal_source,
+                "tumour_to_normal_measured": tn,
+                "tumour_to_normal_rule": tn_rule,
+                "tumour_mass_kg": m_t,
+                "normal_mass_kg": m_n,
+                "tumour_model_gy": d_t,
+                "normal_liver_model_gy": d_n,
+                "tumour_voxel_mean_gy": voxel_t,
+                "normal_liver_voxel_mean_gy": voxel_n,
+                "tumour_relative_difference": _rel(voxel_t, d_t),
+                "normal_liver_relative_difference": _rel(voxel_n, d_n),
+            }
+            checks: tuple[tuple[str, str, float | None, float], ...] = (
+                ("tumour_relative_difference", "tumours", voxel_t, d_t),
+                ("normal_liver_relative_difference", "normal liver", voxel_n, d_n),
+            )
+            for key, label, voxel_mean, model_gy in checks:
+                diff = out["partition"][key]
+                if diff is not None and voxel_mean is not None and abs(diff) > limit:
+                    warnings.append(f"{label}: voxel mean dose {voxel_mean:.1f} Gy differs from the partition model "
+                                    f"{model_gy:.1f} Gy by {diff:+.0%} (more than {limit:.0%})")
+    if tumours and whole:
+        burden = mass_kg(tumours) / mass_kg(whole)
+        out["tumour_burden_fraction"] = burden
+        if burden > THRESHOLDS.tumour_burden_max_fraction:
+            warnings.append(f"tumour burden {burden:.0%} of the whole liver exceeds "
+                            f"{THRESHOLDS.tumour_burden_max_fraction:.0%}")
+
+    # ---- lung
+    voxel_lung: float | None = None
+    voxel_lung_density: float | None = None
     if lung:
-        h = dvhs[lung[0]]
-        m_lung = lung_mass_kg or h.volume_ml * LUNG_DENSITY_G_PER_CM3 * 1e-3
-        source = "given" if lung_mass_kg else f"lung VOI {lung[0]!r} at {LUNG_DENSITY_G_PER_CM3} g/cm3"
+        voxel_lung = _voxel_mean(dvhs, lung)
+        voxel_lung_density = voxel_lung * SOFT_TISSUE_DENSITY_G_PER_CM3 / LUNG_DENSITY_G_PER_CM3
+    if given_lung_kg is not None:
+        m_lung, source = given_lung_kg, "given"
+    elif lung:
+        m_lung = mass_kg(lung, LUNG_DENSITY_G_PER_CM3 * 1e-3)
+        source = f"{' + '.join(lung)} at {LUNG_DENSITY_G_PER_CM3:g} g/mL"
     else:
-        m_lung = lung_mass_kg or 1.0
-        source = "given" if lung_mass_kg else "1 kg (no lung VOI)"
-        if not lung_mass_kg:
-            warnings.append("no lung VOI: the lung dose uses a 1 kg lung")
-    d_lung = lung_dose_gy(a_patient, lsf, m_lung) if lsf > 0 else 0.0
-    out["lung"] = {"mass_kg": m_lung, "mass_source": source, "model_mean_gy": d_lung}
-    if d_lung > THRESHOLDS.lung_single_gy:
-        warnings.append(f"lung dose {d_lung:.1f} Gy exceeds {THRESHOLDS.lung_single_gy:g} Gy for one treatment")
+        m_lung, source = 1.0, "1 kg (no lung VOI)"
+        warnings.append("no lung VOI: the lung dose uses a 1 kg lung")
+    d_lung = lung_dose_gy(a_patient, lsf, m_lung)
+    out["lung"] = {
+        "vois": lung,
+        "mass_kg": m_lung,
+        "mass_source": source,
+        "model_mean_gy": d_lung,
+        "voxel_mean_gy": voxel_lung,
+        "voxel_mean_at_lung_density_gy": voxel_lung_density,
+        "relative_difference": _rel(voxel_lung_density, d_lung),
+    }
+    if d_lung > THRESHOLDS.lung_single_treatment_gy:
+        warnings.append(f"lung dose {d_lung:.1f} Gy (model, {source}) exceeds "
+                        f"{THRESHOLDS.lung_single_treatment_gy:g} Gy for one treatment")
     out["warnings"] = warnings
+    out["notes"] = notes
     return out

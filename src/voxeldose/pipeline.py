@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from .dose import Engine, Method, absorbed_dose
 from .dvh import DVH, dvh
+from .errors import VoxelDoseWarning
 from .kernels import Tissue, kernel_source
 
 if TYPE_CHECKING:
@@ -142,6 +143,10 @@ def _check_out(out: Path, force: bool) -> None:
         )
 
 
+#: What the provenance holds instead of input paths when the outputs are anonymized.
+_WITHHELD = "withheld (anonymize)"
+
+
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished ``staging`` folder to ``out``; a previous ``out`` is removed only after."""
     backup = None
@@ -217,7 +222,7 @@ def run_case(
     from .io.dicom import load_image
     from .io.vois import load_vois
     from .io.write_outputs import voi_metrics, write_dvh_csv, write_metrics_json, write_nifti, write_rtdose
-    from .models import model_crosschecks
+    from .models import LUNG_DENSITY_G_PER_CM3, model_crosschecks
     from .report import write_report
     from .vois import derive_vois
 
@@ -239,6 +244,8 @@ def run_case(
         warnings.simplefilter("always")
         image = timed("load", lambda: load_image(scan, series_uid))
         record = _case_from(case, overrides or {}, image)
+        if anonymize and record.source_path:  # the provenance names the case file by its name only
+            record = replace(record, source_path=Path(record.source_path).name)
 
         def read_vois() -> dict[str, Any]:
             from .errors import VoiError
@@ -292,8 +299,11 @@ def run_case(
     dose_image = Image(dose, image.spacing_mm, image.origin_mm, image.direction, "GY", image.meta)
     provenance = {
         "voxeldose_version": __version__,
-        "input": {"scan": str(scan), "series_instance_uid": image.meta.series_instance_uid,
-                  "modality": image.meta.modality, "units": image.units, "vois": [str(v) for v in vois]},
+        # folder names of exports often hold the patient's name: with anonymize, no folder paths
+        "input": {"scan": _WITHHELD if anonymize else str(scan),
+                  "series_instance_uid": image.meta.series_instance_uid,
+                  "modality": image.meta.modality, "units": image.units,
+                  "vois": [_WITHHELD if anonymize else str(v) for v in vois]},
         "grid": {"shape_zyx": list(image.shape), "spacing_mm": list(image.spacing_mm),
                  "origin_mm": list(image.origin_mm), "direction": list(image.direction)},
         "calibration": dict(activity.provenance),
@@ -302,7 +312,8 @@ def run_case(
         "timings_s": timings,
         **dict(extra_provenance or {}),
     }
-    per_voi = voi_metrics(dvhs)
+    per_voi = voi_metrics(dvhs, densities_g_per_cm3={n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items()
+                                                     if r == "lung" and n in dvhs})
     metrics: dict[str, Any] = {
         "case_id": record.case_id,
         "case": record.to_dict(),
@@ -314,14 +325,20 @@ def run_case(
     }
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         step("outputs")
         t0 = time.perf_counter()
         write_nifti(staging / "dose.nii.gz", dose_image)
         write_nifti(staging / "activity.nii.gz", activity.image)
-        write_rtdose(staging / "rtdose.dcm", dose_image, reference=image, anonymize=anonymize,
-                     case_id=record.case_id)
+        with warnings.catch_warnings():
+            # already in the notes above, and in the report: not again on stderr
+            warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
+                                    category=VoxelDoseWarning)
+            write_rtdose(staging / "rtdose.dcm", dose_image, reference=image, anonymize=anonymize,
+                         case_id=record.case_id)
         write_dvh_csv(staging / "dvh.csv", dvhs)
         write_report(staging / "report.html", case_id=record.case_id, dose=dose_image, vois=masks, dvhs=dvhs,
                      metrics=per_voi, crosschecks=crosschecks, warnings=warning_texts,

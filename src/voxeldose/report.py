@@ -1,10 +1,25 @@
 """The per-case report: one self-contained HTML page (inline CSS, figures as embedded PNG).
 
-Contents: the case id (never a patient name), run date, version, method and kernel; the
-warnings; the cumulative DVHs of all VOIs; the dose on axial, coronal and sagittal planes through
-the centre of the hottest tumour (highest mean dose among the VOIs with role "tumour", else the
-hottest voxel) with VOI outlines and a colour bar in Gy; the metrics table; the model
-cross-checks; the provenance (collapsed).
+Contents, top to bottom: a header (case id, run date, voxeldose version, dose method and kernel,
+grid); the warnings in a coloured box (or "No warnings"); the cumulative DVHs of all VOIs; the
+dose on axial, coronal and sagittal planes through the hottest tumour, with VOI outlines, a
+colour bar in Gy and patient-orientation letters; the metrics table; the model cross-checks
+beside the voxel means; the provenance (collapsed JSON).
+
+The page references nothing outside itself (no scripts, fonts, style sheets or images from
+the network), so it can be archived and opened offline. Every text that comes from the caller
+(case id, VOI names, warnings, provenance) is HTML-escaped. Figures are drawn with matplotlib's
+object API on the Agg canvas: the caller's pyplot state and backend are left alone.
+
+Orientation: the planes are drawn in patient coordinates (DICOM LPS, mm) in the radiological
+convention: axial with the patient's right on the viewer's left and anterior at the top,
+coronal with right on the left and superior at the top, sagittal with anterior on the left and
+superior at the top. A grid whose index axes are permuted or flipped relative to the patient
+axes is reoriented from its direction matrix; an oblique grid (index axes more than 10 degrees
+from the patient axes) is shown along its nearest patient axes and the report says so.
+
+The "hottest tumour" that the planes pass through is the tumour VOI with the highest mean dose
+(:func:`hottest_tumour`); the planes cross at its centroid.
 """
 
 from __future__ import annotations
@@ -14,184 +29,525 @@ import datetime as dt
 import html
 import io
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._validate import check_mask
 from .dvh import DVH
+from .errors import InputError
 from .image import Image
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "hottest_tumour"]
+
+#: Index axes further than this from a patient axis make the grid "oblique" (degrees).
+_OBLIQUE_DEG = 10.0
+
+#: Margin (mm) around the VOIs and the dose shown on the planes.
+_MARGIN_MM = 20.0
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
-color:#222;padding:0 1em}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ccc}
-.meta{color:#555;font-size:.9em} table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right} th{background:#f2f2f2}
-td:first-child,th:first-child{text-align:left} .warn{background:#fff3cd;border:1px solid #e0b000;
-padding:.6em 1em;border-radius:4px} .ok{background:#e8f5e9;border:1px solid #7cb342;padding:.6em 1em;
-border-radius:4px} img{max-width:100%} pre{font-size:.75em;background:#f7f7f7;padding:1em;overflow:auto}
+:root{--warn:#b45309;--warnbg:#fff7e6;--ok:#2e7d32;--okbg:#edf7ee;--line:#d0d4d9}
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:1.5em auto;
+max-width:1240px;color:#1d232a;padding:0 1.2em;line-height:1.4}
+h1{font-size:1.45em;margin:0 0 .3em} h2{font-size:1.15em;margin-top:1.8em;padding-bottom:.2em;
+border-bottom:1px solid var(--line)}
+.meta{color:#555;font-size:.88em}
+table{border-collapse:collapse;font-size:.82em;margin:.5em 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid var(--line);padding:3px 6px;text-align:right;white-space:nowrap}
+th{vertical-align:bottom}
+thead th{background:#eef1f4} tbody tr:nth-child(even){background:#f8f9fa}
+td.name,th.name{text-align:left} td.text{text-align:left;white-space:normal;max-width:26em}
+table.info th{text-align:left;background:#eef1f4;font-weight:600} table.info td{text-align:left;white-space:normal}
+.box{padding:.7em 1.1em;border-radius:6px;margin:1em 0}
+.warn{background:var(--warnbg);border:2px solid var(--warn)} .warn h3{color:var(--warn);margin:.1em 0 .4em;font-size:1.05em}
+.warn ul{margin:.2em 0 .2em 1.2em;padding:0} .warn li{margin:.15em 0}
+.ok{background:var(--okbg);border:1px solid var(--ok);color:var(--ok);font-weight:600}
+td.flag{background:#fde7c8;color:#7a3e00;font-weight:600}
+figure{margin:.6em 0} figure img{max-width:100%;height:auto;display:block}
+figcaption{color:#555;font-size:.85em;margin-top:.3em}
+details{margin:.5em 0} summary{cursor:pointer;font-weight:600}
+pre{font-size:.76em;background:#f6f8fa;padding:1em;overflow:auto;border:1px solid var(--line);border-radius:4px}
+.scroll{overflow-x:auto}
 """
 
+_PATIENT_AXES = "xyz"
+# LPS: the patient direction at the low and high end of each patient axis
+_LOW_HIGH = {"x": ("R", "L"), "y": ("A", "P"), "z": ("I", "S")}
 
-def _png(fig: Any) -> str:
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _png(fig: Any, dpi: int = 100) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _colours(n: int) -> list[Any]:
+def _mpl_text(text: str) -> str:
+    """A string matplotlib shows literally: no mathtext, no hidden "_" legend labels."""
+    out = text.replace("$", r"\$")
+    return "\u200b" + out if out.startswith("_") else out
+
+
+def _colours(names: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """A (colour, line style) per VOI name, stable in the given order."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    n = 10 if len(names) <= 10 else 20
+    styles = ("-", "--", ":", "-.")
+    return {name: (cmap(i % n), styles[(i // n) % len(styles)]) for i, name in enumerate(names)}
 
 
-def _dvh_figure(dvhs: Mapping[str, DVH]) -> str:
-    import matplotlib.pyplot as plt
+def _is_tumour_name(name: str) -> bool:
+    return re.match(r"(?i)tumou?r", name) is not None
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (name, h), colour in zip(dvhs.items(), _colours(len(dvhs))):
-        d, f = h.curve(n_points=400)
-        ax.plot(d, 100 * f, label=f"{name} (mean {h.mean_gy:.1f} Gy)", color=colour, lw=1.6)
-    ax.set_xlabel("dose (Gy)")
-    ax.set_ylabel("volume receiving at least the dose (%)")
+
+def hottest_tumour(
+    dvhs: Mapping[str, DVH],
+    *,
+    tumour_names: Sequence[str] | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> str | None:
+    """The tumour VOI with the highest mean dose, by a fixed rule; None when there is none.
+
+    The candidates are, in order of precedence (the first non-empty set is used):
+
+    1. ``tumour_names``, when given;
+    2. the VOIs whose role is ``"tumour"`` in ``roles`` (e.g. ``crosschecks["roles"]``);
+    3. the VOIs whose name starts with "tumour" or "tumor" (any case).
+
+    Only names with a DVH count. Ties go to the first in order.
+
+    Example
+    -------
+    >>> import numpy as np, voxeldose
+    >>> d = np.arange(8.0).reshape(2, 2, 2)
+    >>> a, b = np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool)
+    >>> a[0], b[1] = True, True
+    >>> dvhs = {"Tumor A": voxeldose.dvh(d, a, (4, 4, 4)), "tumor B": voxeldose.dvh(d, b, (4, 4, 4))}
+    >>> hottest_tumour(dvhs)
+    'tumor B'
+    """
+    for candidates in (
+        list(tumour_names or ()),
+        [n for n, r in (roles or {}).items() if r == "tumour"],
+        [n for n in dvhs if _is_tumour_name(n)],
+    ):
+        present = [n for n in candidates if n in dvhs]
+        if present:
+            return max(present, key=lambda n: dvhs[n].mean_gy)
+    return None
+
+
+class _Canonical:
+    """A view of a grid in patient-axis order [z, y, x] (LPS), each axis ascending.
+
+    ``coords[c]`` holds the patient coordinate (mm) of each voxel centre along canonical axis
+    ``c`` (0: z, 1: y, 2: x), exact for grids aligned with the patient axes and along the
+    nearest patient axis for oblique ones.
+    """
+
+    def __init__(self, image: Image) -> None:
+        d = image.direction_matrix  # rows: patient axes x, y, z; columns: index axes i, j, k
+        spacing = np.asarray(image.spacing_mm, float)
+        origin = np.asarray(image.origin_mm, float)
+        n_ijk = image.size_xyz
+        nearest = [int(np.argmax(np.abs(d[:, j]))) for j in range(3)]  # patient axis of index axis j
+        if sorted(nearest) != [0, 1, 2]:  # 45-degree ambiguity: keep the index order
+            nearest = [0, 1, 2]
+        self.oblique = any(abs(d[nearest[j], j]) < math.cos(math.radians(_OBLIQUE_DEG)) for j in range(3))
+        index_of = {p: j for j, p in enumerate(nearest)}  # patient axis -> index axis
+        # canonical axis c is patient axis 2 - c, stored in array axis 2 - index_of[2 - c]
+        self.axes = tuple(2 - index_of[2 - c] for c in range(3))
+        self.flip = []
+        self.coords = []
+        for c in range(3):
+            p = 2 - c
+            j = index_of[p]
+            step = d[p, j] * spacing[j]
+            coord = origin[p] + step * np.arange(n_ijk[j])
+            self.flip.append(step < 0)
+            self.coords.append(coord[::-1] if step < 0 else coord)
+
+    def view(self, array: NDArray[Any]) -> NDArray[Any]:
+        out = np.transpose(np.asarray(array), self.axes)
+        flips = tuple(slice(None, None, -1) if f else slice(None) for f in self.flip)
+        return out[flips]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]]) -> str:
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(11.5, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    handles: list[Line2D] = []
+    labels: list[str] = []
+    top = 0.0
+    for name, h in dvhs.items():
+        d, f = h.curve(n_points=600)
+        # close the curve at the maximum dose: no voxel receives more
+        d = np.append(d, d[-1])
+        f = np.append(f, 0.0)
+        colour, style = colours[name]
+        (line,) = ax.plot(d, 100.0 * f, color=colour, ls=style, lw=1.8)
+        handles.append(line)
+        labels.append(_mpl_text(f"{name}  (mean {h.mean_gy:.1f} Gy)"))
+        top = max(top, h.max_gy)
+    ax.set_xlabel("dose (Gy)", fontsize=11)
+    ax.set_ylabel("volume receiving at least the dose (%)", fontsize=11)
     ax.set_ylim(0, 102)
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, top * 1.03 if top > 0 else 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title("Cumulative dose-volume histograms")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    ax.tick_params(labelsize=10)
+    ax.legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="VOI", title_fontsize=10, ncol=1 if len(labels) <= 22 else 2)
+    return _png(fig)
 
 
-def _axis_labels(direction: NDArray[np.float64]) -> list[tuple[str, str]]:
-    """For index axes x, y, z: the patient direction (LPS letters) at their low and high ends."""
-    letters = [("R", "L"), ("A", "P"), ("I", "S")]  # LPS: +x left, +y posterior, +z superior
+def _crop(canon_masks: Sequence[NDArray[Any]], dose: NDArray[np.floating], vmax: float,
+          coords: Sequence[NDArray[np.float64]]) -> list[slice]:
+    """Index ranges (canonical axes) around the VOIs and the dose, with a margin in mm."""
+    union = dose > 0.01 * vmax
+    for m in canon_masks:
+        union = union | (m > 0)
     out = []
-    for j in range(3):
-        v = direction[:, j]
-        k = int(np.argmax(np.abs(v)))
-        lo, hi = letters[k]
-        out.append((lo, hi) if v[k] > 0 else (hi, lo))
-    return out
-
-
-def _slices_figure(dose: Image, vois: Mapping[str, NDArray[Any]], centre_zyx: tuple[int, int, int]) -> str:
-    import matplotlib.pyplot as plt
-
-    arr = np.asarray(dose.array, float)
-    z, y, x = centre_zyx
-    sx, sy, sz = dose.spacing_mm
-    labels = _axis_labels(dose.direction_matrix)
-    vmax = float(np.percentile(arr[arr > 0], 99.9)) if (arr > 0).any() else 1.0
-    # show the region of the VOIs (and the dose) with a 20 mm margin, not the whole field of view
-    union = np.zeros(arr.shape, bool)
-    for m in vois.values():
-        union |= np.asarray(m) > 0
-    union |= arr > 0.01 * vmax
-    lo, hi = [], []
-    for axis, step in zip(range(3), (sz, sy, sx)):
+    for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(union.any(axis=other)) if union.any() else np.array([0, arr.shape[axis] - 1])
-        pad = int(np.ceil(20.0 / step))
-        lo.append(max(int(idx[0]) - pad, 0))
-        hi.append(min(int(idx[-1]) + pad + 1, arr.shape[axis]))
-    zs, ys, xs = (slice(a, b) for a, b in zip(lo, hi))
-    planes = [
-        ("axial", arr[z, ys, xs], {n: np.asarray(m)[z, ys, xs] for n, m in vois.items()}, sx, sy,
-         lo[2], lo[1], labels[0], labels[1]),
-        ("coronal", arr[zs, y, xs], {n: np.asarray(m)[zs, y, xs] for n, m in vois.items()}, sx, sz,
-         lo[2], lo[0], labels[0], labels[2]),
-        ("sagittal", arr[zs, ys, x], {n: np.asarray(m)[zs, ys, x] for n, m in vois.items()}, sy, sz,
-         lo[1], lo[0], labels[1], labels[2]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    colours = dict(zip(vois, _colours(len(vois))))
-    image = None
-    for ax, (title, plane, masks, du, dv, u0, v0, (u_lo, u_hi), (v_lo, v_hi)) in zip(axes, planes):
-        nv, nu = plane.shape
-        extent = ((u0 - 0.5) * du, (u0 + nu - 0.5) * du, (v0 - 0.5) * dv, (v0 + nv - 0.5) * dv)
-        image = ax.imshow(plane, cmap="inferno", vmin=0, vmax=vmax, origin="lower", extent=extent,
-                          interpolation="nearest")
-        for name, m in masks.items():
-            if (m >= 0.5).any() and (m < 0.5).any():
-                grid_u, grid_v = (u0 + np.arange(nu)) * du, (v0 + np.arange(nv)) * dv
-                # a dark halo under each outline keeps it visible on the brightest dose
-                ax.contour(grid_u, grid_v, m, levels=[0.5], colors=["black"], linewidths=2.6)
-                ax.contour(grid_u, grid_v, m, levels=[0.5], colors=[colours[name]], linewidths=1.3)
-        if title == "axial":
-            ax.invert_yaxis()  # anterior at the top, as radiologists view axial slices
-        ax.set_title(f"{title}")
-        ax.set_xlabel(f"mm   ({u_lo} \u2192 {u_hi})")
-        top, bottom = (v_lo, v_hi) if title == "axial" else (v_hi, v_lo)
-        ax.set_ylabel(f"mm   ({bottom} \u2192 {top})")
-        ax.set_aspect("equal")
-    handles = [plt.Line2D([0], [0], color=colours[n], lw=2) for n in vois]
-    fig.legend(handles, list(vois), loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=min(len(vois), 9),
-               fontsize=8, frameon=False)
-    cbar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.02)  # type: ignore[arg-type]
-    cbar.set_label("absorbed dose (Gy)")
-    fig.suptitle(f"Dose through voxel [z, y, x] = [{z}, {y}, {x}] (colour scale to the 99.9th percentile)")
-    out = _png(fig)
-    plt.close(fig)
+        idx = np.flatnonzero(union.any(axis=other))
+        n = dose.shape[axis]
+        if idx.size == 0:
+            out.append(slice(0, n))
+            continue
+        step = abs(float(coords[axis][1] - coords[axis][0])) if n > 1 else 1.0
+        pad = int(math.ceil(_MARGIN_MM / step))
+        out.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + pad + 1, n)))
     return out
 
 
-def _hottest_centre(dose: Image, vois: Mapping[str, NDArray[Any]], dvhs: Mapping[str, DVH],
-                    tumour_names: Sequence[str]) -> tuple[tuple[int, int, int], str]:
-    candidates = [n for n in tumour_names if n in dvhs and n in vois]
-    if candidates:
-        name = max(candidates, key=lambda n: dvhs[n].mean_gy)
-        m = np.asarray(vois[name], float)
-        idx = np.argwhere(m >= 0.5)
-        if idx.size == 0:
-            idx = np.argwhere(m > 0)
-        centre = tuple(int(v) for v in np.round(idx.mean(axis=0)))
-        return centre, f"centre of the hottest tumour, {name}"  # type: ignore[return-value]
-    flat = int(np.argmax(np.asarray(dose.array)))
-    return tuple(int(v) for v in np.unravel_index(flat, dose.shape)), "hottest voxel"  # type: ignore[return-value]
+def _outline_styles(masks: Mapping[str, NDArray[np.float64]]) -> dict[str, bool]:
+    """Which VOIs to outline dashed: those whose outline mostly coincides with smaller VOIs'.
+
+    Going from the smallest VOI to the largest, a VOI whose boundary voxels lie for more than
+    half within one voxel of the boundaries already seen is marked dashed (e.g. a whole liver
+    after its normal liver, or a "tumours" union after its tumours). Drawn on top of the solid
+    outlines, the dashes let both colours show where outlines coincide.
+    """
+    from scipy import ndimage
+
+    seen = None
+    dashed: dict[str, bool] = {}
+    for name in sorted(masks, key=lambda n: float(masks[n].sum())):
+        inside = masks[name] >= 0.5
+        boundary = inside & ~ndimage.binary_erosion(inside)
+        if not boundary.any():
+            dashed[name] = False
+            continue
+        if seen is None:
+            dashed[name] = False
+            seen = boundary.copy()
+            continue
+        near = ndimage.binary_dilation(seen, iterations=1)
+        dashed[name] = bool((boundary & near).sum() > 0.5 * boundary.sum())
+        seen |= boundary
+    return dashed
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
+def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
+    """The voxel of ``mask`` (>= 0.5, else > 0) nearest to its weighted centroid."""
+    inside = mask >= 0.5 if (mask >= 0.5).any() else mask > 0
+    idx = np.argwhere(inside)
+    w = mask[inside]
+    centroid = (idx * w[:, None]).sum(axis=0) / w.sum()
+    best = idx[int(np.argmin(((idx - centroid) ** 2).sum(axis=1)))]
+    return int(best[0]), int(best[1]), int(best[2])
+
+
+def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.float64]], colours: Mapping[str, tuple[Any, str]],
+                   centre_name: str | None) -> tuple[str, str]:
+    """The three planes as a PNG (base64) and a caption."""
+    from matplotlib import patheffects
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    canon = _Canonical(dose)
+    arr = canon.view(np.asarray(dose.array, dtype=np.float32))
+    masks = {n: canon.view(m) for n, m in vois.items()}
+    positive = arr[arr > 0]
+    vmax = float(np.percentile(positive, 99.9)) if positive.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    if centre_name is not None:
+        kz, ky, kx = _centre(masks[centre_name])
+        where = f"centroid of the hottest tumour, {centre_name}"
+    else:
+        kz, ky, kx = (int(v) for v in np.unravel_index(int(np.argmax(arr)), arr.shape))
+        where = "hottest voxel (no tumour VOI)"
+    cz, cy, cx = canon.coords
+    zs, ys, xs = _crop(list(masks.values()), arr, vmax, canon.coords)
+
+    # (title, plane, masks, horizontal coords, vertical coords, horizontal axis, vertical axis,
+    #  crosshair positions (h, v))
+    planes = [
+        (f"axial   z = {cz[kz]:.1f} mm", arr[kz, ys, xs], {n: m[kz, ys, xs] for n, m in masks.items()},
+         cx[xs], cy[ys], "x", "y", (cx[kx], cy[ky])),
+        (f"coronal   y = {cy[ky]:.1f} mm", arr[zs, ky, xs], {n: m[zs, ky, xs] for n, m in masks.items()},
+         cx[xs], cz[zs], "x", "z", (cx[kx], cz[kz])),
+        (f"sagittal   x = {cx[kx]:.1f} mm", arr[zs, ys, kx], {n: m[zs, ys, kx] for n, m in masks.items()},
+         cy[ys], cz[zs], "y", "z", (cy[ky], cz[kz])),
+    ]
+
+    def span(c: NDArray[np.float64]) -> tuple[float, float]:
+        half = abs(float(c[1] - c[0])) / 2 if len(c) > 1 else 0.5
+        return float(c[0]) - half, float(c[-1]) + half
+
+    ratios = []
+    for plane in planes:
+        h0, h1 = span(plane[3])
+        v0, v1 = span(plane[4])
+        ratios.append((h1 - h0) / (v1 - v0))
+    panel_h = min(max(11.0 / sum(ratios), 3.0), 6.0)
+    fig = Figure(figsize=(sum(ratios) * panel_h + 3.2, panel_h + 1.6), layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
+    # solid outlines first (largest first), then the dashed ones on top (_outline_styles)
+    dashed = _outline_styles(masks)
+    volume = {n: float(m.sum()) for n, m in masks.items()}
+    order = sorted(masks, key=lambda n: (dashed[n], -volume[n]))
+    shown: set[str] = set()
+    image = None
+    halo = [patheffects.withStroke(linewidth=3, foreground="black")]
+    for ax, (title, section, plane_masks, hc, vc, h_axis, v_axis, (h_mark, v_mark)) in zip(axes, planes):
+        h0, h1 = span(hc)
+        v0, v1 = span(vc)
+        image = ax.imshow(section, cmap="inferno", vmin=0.0, vmax=vmax, origin="lower", extent=(h0, h1, v0, v1),
+                          interpolation="nearest", aspect="equal")
+        drawable = [n for n in order if (plane_masks[n] >= 0.5).any() and (plane_masks[n] < 0.5).any()]
+        for n in drawable:  # dark halos first, under every outline: visible on the hottest dose
+            ax.contour(hc, vc, plane_masks[n], levels=[0.5], colors=["black"], linewidths=3.6)
+        for n in drawable:
+            colour, style = colours[n]
+            ax.contour(hc, vc, plane_masks[n], levels=[0.5], colors=[colour], linewidths=2.5,
+                       linestyles=[(0, (3, 2)) if dashed[n] else style])
+            shown.add(n)
+        ax.axvline(h_mark, color="white", lw=0.7, ls=(0, (4, 4)), alpha=0.45)
+        ax.axhline(v_mark, color="white", lw=0.7, ls=(0, (4, 4)), alpha=0.45)
+        if v_axis == "y":
+            ax.invert_yaxis()  # anterior at the top
+        lo_h, hi_h = _LOW_HIGH[h_axis]
+        lo_v, hi_v = _LOW_HIGH[v_axis]
+        top, bottom = (lo_v, hi_v) if v_axis == "y" else (hi_v, lo_v)
+        for (x, y, ha, va), letter in zip(
+            ((0.02, 0.5, "left", "center"), (0.98, 0.5, "right", "center"),
+             (0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom")),
+            (lo_h, hi_h, top, bottom),
+        ):
+            ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="white", fontsize=13,
+                    fontweight="bold", path_effects=halo)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel(f"{h_axis} (mm)   {lo_h} \u2192 {hi_h}", fontsize=10)
+        ax.set_ylabel(f"{v_axis} (mm)   {bottom} \u2192 {top}", fontsize=10)
+        ax.tick_params(labelsize=9)
+    cbar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.015, aspect=25)  # type: ignore[arg-type]
+    cbar.set_label("absorbed dose (Gy)", fontsize=11)
+    cbar.ax.tick_params(labelsize=9)
+    names = list(masks)
+    handles = [Line2D([0], [0], color=colours[n][0], ls=(0, (3, 2)) if dashed[n] else colours[n][1], lw=2.6)
+               for n in names]
+    labels = [_mpl_text(n if n in shown else f"{n} (not in these planes)") for n in names]
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(names), 6), fontsize=10, frameon=False)
+    caption = (f"Planes through the {where}; thin white lines mark the other two planes. Outlines at half "
+               f"coverage of each VOI. Colour scale 0 to {vmax:.0f} Gy (the 99.9th percentile of the dose; "
+               f"hotter voxels show in the top colour). Patient coordinates (LPS, mm), radiological view.")
+    if canon.oblique:
+        caption += (f" The grid is oblique (an index axis is more than {_OBLIQUE_DEG:g}\u00b0 from the patient axes): "
+                    "planes are index planes, labelled with their nearest patient directions.")
+    return _png(fig), caption
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt_number(value: Any, unit: str = "") -> str:
+    if value is None or isinstance(value, bool):
+        return "\u2014" if value is None else str(value)
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        return html.escape(str(value))
+    x = float(value)
+    if not math.isfinite(x):
         return "\u2014"
-    if isinstance(value, float):
-        if not np.isfinite(value):
-            return "\u2014"
-        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
-    return html.escape(str(value))
+    if unit in ("gy", "pct"):
+        return f"{x:.1f}"
+    if unit in ("ml", "g"):
+        return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+    if unit == "kg":
+        return f"{x:.3f}"
+    return f"{x:.4g}"
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+_METRIC = re.compile(r"^(?P<kind>[DV])(?P<label>[0-9]+(?:p[0-9]+)?)_(?P<unit>gy|pct)$")
+_BASIC = {"volume_ml": ("volume", "mL"), "mass_g": ("mass", "g"),
+          "density_g_per_cm3": ("density", "g/mL"), "mean_gy": ("mean", "Gy"),
+          "min_gy": ("min", "Gy"), "max_gy": ("max", "Gy")}
+
+
+def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> str:
+    columns: list[str] = []
+    for values in metrics.values():
+        columns.extend(c for c in values if c not in columns)
+    d_cols = [c for c in columns if (m := _METRIC.match(c)) and m["kind"] == "D"]
+    v_cols = [c for c in columns if (m := _METRIC.match(c)) and m["kind"] == "V"]
+    basic = [c for c in columns if c not in d_cols and c not in v_cols]
+    ordered = basic + d_cols + v_cols
+    with_role = any(n in roles for n in metrics)
+
+    def short(c: str) -> str:
+        m = _METRIC.match(c)
+        if m:
+            return f"{m['kind']}{m['label'].replace('p', '.')}"
+        if c in _BASIC:
+            name, unit = _BASIC[c]
+            return f"{name}<br>({unit})"
+        return html.escape(c.replace("_", " "))
+
+    def unit(c: str) -> str:
+        return c.rsplit("_", 1)[-1] if "_" in c else ""
+
+    top = "<th class='name' rowspan='2'>VOI</th>" + ("<th class='name' rowspan='2'>role</th>" if with_role else "")
+    top += "".join(f"<th rowspan='2'>{short(c)}</th>" for c in basic)
+    if d_cols:
+        top += f"<th colspan='{len(d_cols)}'>D<i>x</i>: dose to the hottest <i>x</i> % (Gy)</th>"
+    if v_cols:
+        top += f"<th colspan='{len(v_cols)}'>V<i>g</i>: % of the VOI receiving \u2265 <i>g</i> Gy</th>"
+    second = "".join(f"<th>{short(c)}</th>" for c in d_cols + v_cols)
+    rows = []
+    for name, values in metrics.items():
+        cells = [f"<td class='name'>{html.escape(str(name))}</td>"]
+        if with_role:
+            cells.append(f"<td class='name'>{html.escape(roles.get(name, ''))}</td>")
+        cells += [f"<td>{_fmt_number(values.get(c), unit(c))}</td>" for c in ordered]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table><thead><tr>{top}</tr><tr>{second}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _pct(diff: Any, limit: float = 0.10) -> str:
+    if not isinstance(diff, (int, float)) or not math.isfinite(float(diff)):
+        return "<td>\u2014</td>"
+    cls = " class='flag'" if abs(float(diff)) > limit else ""
+    return f"<td{cls}>{float(diff):+.1%}</td>"
 
 
 def _crosscheck_html(cc: Mapping[str, Any]) -> str:
-    rows = []
-    if "mird" in cc:
-        m = cc["mird"]
-        rows.append([f"MIRD single compartment ({m['voi']})", m["model_mean_gy"], m["voxel_mean_gy"],
-                     m["relative_difference"]])
-    if "partition" in cc:
-        p = cc["partition"]
-        rows.append([f"partition: tumours (T:N {p['tumour_to_normal_measured']:.2f})", p["tumour_model_gy"],
-                     p["tumour_voxel_mean_gy"], p["tumour_relative_difference"]])
-        rows.append(["partition: normal liver", p["normal_liver_model_gy"], p["normal_liver_voxel_mean_gy"],
-                     p["normal_liver_relative_difference"]])
-    if "lung" in cc:
-        lung = cc["lung"]
-        rows.append([f"lung ({lung['mass_source']}, {lung['mass_kg']:.2f} kg)", lung["model_mean_gy"], None, None])
-    for row in rows:
-        if isinstance(row[3], float):
-            row[3] = f"{row[3]:+.1%}"
-    return _table(rows, ["model", "model mean Gy", "voxel mean Gy", "voxel vs model"])
+    from .models import THRESHOLDS as T
+
+    def names(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ", ".join(str(v) for v in value)
+        return "" if value is None else str(value)
+
+    rows: list[str] = []
+
+    def row(check: str, vois: str, mass: Any, model: Any, voxel: str, diff: Any, reference: str,
+            limit_gy: float | None = None) -> None:
+        over = isinstance(model, (int, float)) and limit_gy is not None and model > limit_gy
+        model_td = "<td class='flag'>" if over else "<td>"
+        rows.append(f"<tr><td class='name'>{html.escape(check)}</td><td class='text'>{html.escape(vois)}</td>"
+                    f"<td>{_fmt_number(mass, 'kg')}</td>{model_td}{_fmt_number(model, 'gy')}</td><td>{voxel}</td>"
+                    f"{_pct(diff, T.model_disagreement_fraction)}<td class='text'>{html.escape(reference)}</td></tr>")
+
+    mird = cc.get("mird")
+    if isinstance(mird, Mapping):
+        row("MIRD single compartment", names(mird.get("vois", mird.get("voi"))), mird.get("mass_kg"),
+            mird.get("model_mean_gy"), _fmt_number(mird.get("voxel_mean_gy"), "gy"), mird.get("relative_difference"),
+            f"glass: {T.glass_120_gy:g} Gy (80\u2013150) to the perfused liver")
+    part = cc.get("partition")
+    if isinstance(part, Mapping):
+        tn = part.get("tumour_to_normal_measured")
+        rule = {"core": "voxels wholly inside", "weighted": "partial-volume weighted"}.get(
+            str(part.get("tumour_to_normal_rule")), "")
+        tn_text = f" (T:N {tn:.2f}, {rule})" if isinstance(tn, (int, float)) else ""
+        row(f"partition: tumours{tn_text}", names(part.get("tumour_vois")), part.get("tumour_mass_kg"),
+            part.get("tumour_model_gy"), _fmt_number(part.get("tumour_voxel_mean_gy"), "gy"),
+            part.get("tumour_relative_difference"),
+            f"response: glass HCC \u2265 {T.tumour_glass_response_gy:g} Gy; resin NET \u2265 "
+            f"{T.tumour_resin_net_response_gy:g} Gy (< {T.tumour_resin_net_no_response_gy:g} Gy: no response)")
+        row("partition: normal liver", names(part.get("normal_liver")), part.get("normal_mass_kg"),
+            part.get("normal_liver_model_gy"), _fmt_number(part.get("normal_liver_voxel_mean_gy"), "gy"),
+            part.get("normal_liver_relative_difference"),
+            f"mean {T.normal_liver_no_toxicity_gy:g} Gy without toxicity vs {T.normal_liver_toxicity_gy:g} Gy "
+            "with fibrosis or failure (small series)")
+    lung = cc.get("lung")
+    if isinstance(lung, Mapping):
+        voxel = _fmt_number(lung.get("voxel_mean_gy"), "gy")
+        at_lung = lung.get("voxel_mean_at_lung_density_gy")
+        if isinstance(at_lung, (int, float)):
+            voxel = (f"{voxel} (soft tissue)<br>{_fmt_number(at_lung, 'gy')} at "
+                     f"{_fmt_number(cc.get('lung_density_g_per_cm3', 0.3))} g/mL")
+        lsf = cc.get("lung_shunt_fraction")
+        shunt = f" (shunt {lsf:.1%})" if isinstance(lsf, (int, float)) else ""
+        row(f"lung{shunt}", names(lung.get("mass_source")), lung.get("mass_kg"), lung.get("model_mean_gy"), voxel,
+            lung.get("relative_difference"),
+            f"\u2264 {T.lung_single_treatment_gy:g} Gy one treatment, \u2264 {T.lung_cumulative_gy:g} Gy cumulative",
+            limit_gy=T.lung_single_treatment_gy)
+    if not rows:
+        return "<p>No model cross-checks for this case (see the warnings).</p>"
+    header = ("<tr><th class='name'>model</th><th class='name'>VOIs</th><th>mass (kg)</th><th>model mean (Gy)</th>"
+              "<th>voxel mean (Gy)</th><th>voxel vs model</th><th class='name'>reference values</th></tr>")
+    notes = [f"Voxel vs model = voxel mean / model mean \u2212 1, shaded beyond \u00b1"
+             f"{T.model_disagreement_fraction:.0%}; a model dose above its limit is shaded too."]
+    a = cc.get("activity_in_patient_gbq")
+    if isinstance(a, (int, float)):
+        given, res = cc.get("administered_gbq"), cc.get("residual_fraction")
+        if isinstance(given, (int, float)) and isinstance(res, (int, float)):
+            notes.append(f"Activity in the patient: {given:.4g} GBq administered \u00d7 (1 \u2212 residual "
+                         f"{res:.1%}) = {a:.4g} GBq.")
+        else:
+            notes.append(f"Activity in the patient: {a:.4g} GBq.")
+    k = cc.get("mird_constant_gy_kg_per_gbq")
+    rho, rho_lung = cc.get("tissue_density_g_per_cm3"), cc.get("lung_density_g_per_cm3")
+    if isinstance(k, (int, float)) and isinstance(rho, (int, float)):
+        lung_rho = f"; lung VOIs at {rho_lung:g} g/mL" if isinstance(rho_lung, (int, float)) else ""
+        notes.append(f"Models: {k:g} Gy\u00b7kg/GBq; masses at {rho:g} g/mL{lung_rho}.")
+    burden = cc.get("tumour_burden_fraction")
+    if isinstance(burden, (int, float)):
+        notes.append(f"Tumour burden: {burden:.1%} of the whole liver.")
+    extra = [str(n) for n in cc.get("notes", []) or []]
+    if extra:
+        notes.append("Notes: " + "; ".join(extra) + ".")
+    note = " ".join(html.escape(n) for n in notes)
+    return (f"<div class='scroll'><table><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            f"<p class='meta'>{note}</p>")
+
+
+def _header_table(case_id: str, run: str, version: str, dose: Image, provenance: Mapping[str, Any]) -> str:
+    d_raw = provenance.get("dose")
+    d: Mapping[str, Any] = d_raw if isinstance(d_raw, Mapping) else {}
+    method = d.get("method", provenance.get("method"))
+    kernel = d.get("kernel", provenance.get("kernel", provenance.get("kernel_source")))
+    tissue = d.get("tissue", provenance.get("tissue"))
+    nx, ny, nz = dose.size_xyz
+    times = " \u00d7 "
+    grid = f"{nx}{times}{ny}{times}{nz} voxels of {times.join(f'{s:.4g}' for s in dose.spacing_mm)} mm (x, y, z)"
+    items = [("case", case_id), ("run", run), ("voxeldose", version),
+             ("dose method", method), ("kernel", kernel), ("tissue", tissue), ("grid", grid)]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in items if v not in (None, ""))
+    return f"<table class='info'>{cells}</table>"
+
+
+# --------------------------------------------------------------------------- the report
 
 
 def write_report(
@@ -199,56 +555,130 @@ def write_report(
     *,
     case_id: str,
     dose: Image,
-    vois: Mapping[str, NDArray[Any]],
+    vois: Mapping[str, Any],
     dvhs: Mapping[str, DVH],
     metrics: Mapping[str, Mapping[str, float]],
     crosschecks: Mapping[str, Any],
     warnings: Sequence[str],
     provenance: Mapping[str, Any],
-    tumour_names: Sequence[str] = (),
     title: str | None = None,
+    tumour_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write the self-contained HTML report of one case; returns its path."""
-    import matplotlib
+    """Write the self-contained HTML report of one case.
 
-    matplotlib.use("Agg", force=False)
+    Parameters
+    ----------
+    path : str or Path
+        Output file (overwritten). Its folder must exist.
+    case_id : str
+        The case's pseudonymous id, shown in the title. Never a patient name: the report
+        prints no patient identifier (``dose.meta.identifiers`` is not read).
+    dose : Image
+        Absorbed dose (Gy) with its geometry (for the planes, their orientation and scale).
+    vois : mapping name -> mask [z, y, x]
+        VOI masks on the dose grid (bool or fractions in [0, 1]); outlines at 0.5.
+    dvhs : mapping name -> DVH
+        DVHs to plot (one curve each) and to choose the hottest tumour from.
+    metrics : mapping name -> mapping metric -> value
+        The metrics table, one row per VOI, e.g. from ``io.write_outputs.voi_metrics``: keys
+        ``volume_ml``, ``mass_g``, ``mean_gy``, ``min_gy``, ``max_gy``, ``D{x}_gy``,
+        ``V{g}_pct``; other keys are shown as they are.
+    crosschecks : mapping
+        The result of :func:`voxeldose.models.model_crosschecks` (or a mapping without its
+        keys, when there is none); its ``roles`` also label the metrics table.
+    warnings : sequence of str
+        Shown first, in a coloured box.
+    provenance : mapping
+        JSON-able; shown collapsed. ``provenance["dose"]["method"]``, ``["kernel"]`` and
+        ``["tissue"]`` go in the header, and ``provenance["run_datetime"]`` when present is the
+        run date (else now).
+    title : str, optional
+        Page title (default "Y-90 radioembolization dosimetry").
+    tumour_names : sequence of str, optional
+        The tumour VOIs; the planes pass through the one with the highest mean dose
+        (:func:`hottest_tumour` gives the rule when this is not given).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If ``dose`` is not an :class:`~voxeldose.Image` or ``case_id`` is empty.
+    VoiError
+        If a mask is not on the dose grid or is not a mask.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, numpy as np, voxeldose
+    >>> from voxeldose.image import Image
+    >>> d = np.zeros((20, 20, 20), np.float32); d[8:12, 8:12, 8:12] = 100.0
+    >>> m = d > 0
+    >>> h = {"tumour": voxeldose.dvh(d, m, (4, 4, 4))}
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "report.html"
+    >>> write_report(out, case_id="demo-1", dose=Image(d, (4, 4, 4)), vois={"tumour": m}, dvhs=h,
+    ...              metrics={"tumour": h["tumour"].metrics()}, crosschecks={}, warnings=[],
+    ...              provenance={}).exists()
+    True
+    """
     from . import __version__
 
-    p = Path(path)
-    centre, where = _hottest_centre(dose, vois, dvhs, tumour_names)
-    dvh_png = _dvh_figure(dvhs) if dvhs else ""
-    slices_png = _slices_figure(dose, vois, centre)
-    first = next(iter(metrics.values()), {})
-    columns = [k for k in first]
-    metric_rows = [[name, *[values.get(c) for c in columns]] for name, values in metrics.items()]
-    header = ["VOI", *[c.replace("_pct", " %").replace("_gy", " Gy").replace("_ml", " mL").replace("_g", " g")
-                       .replace("_", " ") for c in columns]]
-    dose_info = provenance.get("dose", {}) if isinstance(provenance, Mapping) else {}
-    warn_html = ("<div class='warn'><b>Warnings</b><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-                 + "</ul></div>") if warnings else "<div class='ok'>No warnings.</div>"
+    if not isinstance(dose, Image):
+        raise InputError(f"dose must be a voxeldose Image (Gy) with its geometry, got {type(dose).__name__}")
+    if not str(case_id).strip():
+        raise InputError("case_id is empty: pass the case's pseudonymous id")
+    masks = {str(n): check_mask(m, dose.shape, what=f"VOI {n!r}", fix_shape="resample the VOI onto the dose grid")
+             for n, m in vois.items()}
+    roles_raw = crosschecks.get("roles") if isinstance(crosschecks, Mapping) else None
+    roles: Mapping[str, str] = roles_raw if isinstance(roles_raw, Mapping) else {}
+    names = list(dict.fromkeys([*dvhs, *masks]))
+    colours = _colours(names)
+
+    tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, tumour_names=tumour_names, roles=roles)
+    dvh_png = _dvh_figure(dvhs, colours) if dvhs else ""
+    slices_png, slices_caption = _slices_figure(dose, masks, colours, tumour)
+
+    run = provenance.get("run_datetime") if isinstance(provenance, Mapping) else None
+    run_text = str(run) if run else dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+    heading = title or "Y-90 radioembolization dosimetry"
+    if warnings:
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        n = len(warnings)
+        warn_html = (f"<div class='box warn' role='alert'><h3>\u26a0 {n} warning{'s' if n > 1 else ''}</h3>"
+                     f"<ul>{items}</ul></div>")
+    else:
+        warn_html = "<div class='box ok'>\u2714 No warnings.</div>"
+    dvh_html = (f"<figure><img alt='cumulative dose-volume histograms' src='data:image/png;base64,{dvh_png}'>"
+                "<figcaption>Percent of each VOI receiving at least the dose on the x axis (partial-volume "
+                "weighted voxel doses, no binning).</figcaption></figure>") if dvh_png else "<p>No DVHs.</p>"
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or f"voxeldose report {case_id}")}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</title>
 <style>{_CSS}</style></head><body>
-<h1>{html.escape(title or "Y-90 radioembolization dosimetry")}: case {html.escape(case_id)}</h1>
-<p class="meta">voxeldose {html.escape(__version__)} &middot; run {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
-&middot; method {html.escape(str(dose_info.get("method", "")))} &middot; kernel {html.escape(str(dose_info.get("kernel", "")))}
-&middot; grid {html.escape(" x ".join(f"{s:g}" for s in dose.spacing_mm))} mm</p>
+<h1>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</h1>
+{_header_table(str(case_id), run_text, __version__, dose, provenance if isinstance(provenance, Mapping) else {})}
 {warn_html}
 <h2>Dose-volume histograms</h2>
-{f'<img alt="DVH curves" src="data:image/png;base64,{dvh_png}">' if dvh_png else "<p>No VOIs.</p>"}
+{dvh_html}
 <h2>Dose maps</h2>
-<p class="meta">Planes through the {html.escape(where)}; outlines at half coverage of each VOI.</p>
-<img alt="dose on axial, coronal and sagittal planes" src="data:image/png;base64,{slices_png}">
+<figure><img alt='absorbed dose on axial, coronal and sagittal planes with VOI outlines'
+src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption)}</figcaption></figure>
 <h2>Metrics</h2>
-{_table(metric_rows, header)}
-<p class="meta">D<i>x</i>: minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: percent of the VOI
-receiving at least <i>g</i> Gy. Mass at 1.04 g/cm3.</p>
+{_metrics_table(metrics, roles) if metrics else "<p>No metrics.</p>"}
+<p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
+receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL).</p>
 <h2>Model cross-checks</h2>
-{_crosscheck_html(crosschecks)}
+{_crosscheck_html(crosschecks if isinstance(crosschecks, Mapping) else {})}
 <h2>Provenance</h2>
-<details><summary>inputs, calibration factors, kernel, timings</summary>
-<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></details>
+<details><summary>Inputs, calibration, kernel, versions, timings (JSON)</summary>
+<pre>{html.escape(json.dumps(provenance, indent=2, default=str, ensure_ascii=False))}</pre></details>
+<p class="meta">Written by voxeldose {html.escape(__version__)}. This page is self-contained: it loads nothing
+from elsewhere.</p>
 </body></html>
 """
+    p = Path(path)
     p.write_text(page, encoding="utf-8")
     return p

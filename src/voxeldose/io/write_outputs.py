@@ -1,27 +1,48 @@
-"""The result files of one case: NIfTI maps, DICOM RT Dose, DVH table and metrics.
+"""The result files of one case: NIfTI maps, a DICOM RT Dose, the DVH table and the metrics.
 
-Every writer writes exactly the file it is given and refuses to replace an existing one unless
-``overwrite=True``; the pipeline writes into a temporary folder and moves it into place.
+- :func:`write_nifti`: an image as NIfTI with its geometry.
+- :func:`write_rtdose`: the absorbed dose as a DICOM RT Dose in the frame of reference (and,
+  unless anonymized, the patient and study) of the image it was computed from.
+- :func:`write_dvh_csv`: cumulative DVHs in long format.
+- :func:`voi_metrics` and :func:`write_metrics_json`: per-VOI metrics and the case's JSON.
+
+Every writer writes exactly the file it is given, in a folder that must exist, and creates no
+other file. It refuses to replace an existing file unless ``overwrite=True`` (the file is
+created exclusively, so two writers cannot both succeed). A writer that fails removes what it
+had started. The pipeline writes into a temporary folder and moves it into place.
 
 RT Dose
 -------
-A multi-frame RT Dose (PS3.3 A.18) on the dose image's grid and in the reference image's Frame
-of Reference: ImagePositionPatient of the first frame, ImageOrientationPatient and PixelSpacing
-from the grid, GridFrameOffsetVector relative to the first frame along the slice normal.
-DoseUnits GY, DoseType PHYSICAL. DoseSummationType "PLAN_OVERVIEW": radioembolization has no RT
-Plan or RT Treatment Record to reference, and every other defined term requires one of them
-(PLAN, FRACTION, BRACHY ...: Referenced RT Plan Sequence; RECORD: Referenced Treatment Record
-Sequence, both Type 1C), which dciodvfy reports as errors. (dicom3tools 2023 does not know
-PLAN_OVERVIEW yet and warns; that is its only remark.) The dose is the total dose of the implant as imaged after the treatment. Doses are
-stored as 16-bit unsigned integers with DoseGridScaling = max / 65535: the rounding error is at
-most 7.6e-6 of the maximum, within the 1e-4 asked (32-bit storage is allowed by the standard but
-dciodvfy cannot parse it, and several readers mishandle it). RT Dose pixel values are unsigned:
-negative doses (from negative activity in a noisy reconstruction) are stored as 0 and their count
-is returned in the warning list of the pipeline (NIfTI keeps them).
+A multi-frame RT Dose (PS3.3 A.18) on the dose image's grid: ImagePositionPatient of the first
+frame, ImageOrientationPatient (any orientation, oblique too) and PixelSpacing from the grid,
+and GridFrameOffsetVector from 0 in steps of the slice spacing along the slice normal (row
+direction x column direction). When the image's third axis runs against that normal (a
+left-handed grid), the frames are written in reverse order so that the offsets still increase:
+the file holds the same voxels at the same places. DoseUnits GY, DoseType PHYSICAL.
+
+DoseSummationType is PLAN_OVERVIEW ("dose calculated with respect to plan overview
+parameters"). Radioembolization has no RT Plan or RT Treatment Record to reference, and every
+other defined term needs one: PLAN, MULTI_PLAN, FRACTION, BEAM, BRACHY, the *_SESSION terms and
+CONTROL_POINT require the Referenced RT Plan Sequence and RECORD the Referenced Treatment Record
+Sequence (both Type 1C), which dciodvfy reports as errors. dicom3tools 2022 predates
+PLAN_OVERVIEW and warns that it does not recognise it. No Plan Overview Sequence (300C,0116) is
+written: dicom3tools 2022 does not know it in an RT Dose either (it reports it as
+non-standard), and whether a newer standard requires it with PLAN_OVERVIEW is to be checked
+against PS3.3 C.8.8.3 of the day.
+
+Pixel values are 16-bit unsigned integers with DoseGridScaling = max / 65535, so the rounding
+error is at most max / 131070 = 7.6e-6 of the maximum dose (the requirement is 1e-4). The
+standard also allows 32 bits, but dciodvfy (dicom3tools 2022) aborts on 32-bit pixel data, and
+16 bits are what planning systems commonly write. RT Dose pixel data are unsigned unless DoseType is
+ERROR (C.8.8.3.4.6), so a negative dose (from negative activity in a noisy reconstruction) is
+stored as 0, with a :class:`~voxeldose.errors.VoxelDoseWarning` that counts the voxels; the
+NIfTI dose map keeps the negative values.
 
 References
 ----------
-DICOM PS3.3 (2024) A.18 RT Dose IOD, C.8.8.3 RT Dose Module.
+DICOM PS3.3 (2024) A.18 RT Dose IOD; C.8.8.3 RT Dose Module (C.8.8.3.4 pixel data, C.8.8.3.2
+Grid Frame Offset Vector); C.7.1.1 Patient Module (Patient Identity Removed); PS3.5 6.2 (value
+lengths).
 """
 
 from __future__ import annotations
@@ -31,38 +52,143 @@ import datetime as dt
 import io
 import json
 import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 
+from ..constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from ..dvh import DVH
-from ..errors import InputError
+from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
 from .write_dicom import ds_values, file_meta, new_uid
 
-__all__ = ["write_nifti", "write_rtdose", "write_dvh_csv", "write_metrics_json", "voi_metrics", "RTDOSE_SOP"]
+__all__ = [
+    "write_nifti",
+    "write_rtdose",
+    "write_dvh_csv",
+    "write_metrics_json",
+    "voi_metrics",
+    "RTDOSE_SOP",
+    "DVH_CSV_COLUMNS",
+]
 
+#: SOP Class UID of RT Dose Storage.
 RTDOSE_SOP = "1.2.840.10008.5.1.4.1.1.481.2"
+
+#: Columns of :func:`write_dvh_csv`, in order.
+DVH_CSV_COLUMNS = ("voi", "dose_gy", "volume_fraction", "volume_ml")
+
+#: Largest stored RT Dose pixel value (16-bit unsigned).
+_MAX_STORED = 2**16 - 1
+
+#: Patient and study attributes copied from the reference image's identifiers.
 _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                   "AccessionNumber", "ReferringPhysicianName", "StudyID")
 
+#: DeidentificationMethod (LO, at most 64 characters)
+_DEIDENTIFICATION = "voxeldose: name and ID = case id, identifiers removed, new study"
 
-def _target(path: str | Path, overwrite: bool) -> Path:
+
+# --------------------------------------------------------------------------- files
+
+
+def _check_target(path: str | Path, what: str) -> Path:
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise InputError(f"{p} already exists; choose another path or pass overwrite=True")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        raise InputError(f"{what}: {p} is a folder; give the path of the file to write")
+    if not p.parent.is_dir():
+        raise InputError(f"{what}: the folder {p.parent} does not exist; create it before writing {p.name}")
     return p
+
+
+@contextmanager
+def _new_file(path: Path, overwrite: bool, what: str) -> Iterator[IO[bytes]]:
+    """Open ``path`` for writing: exclusively unless ``overwrite``; removed again on failure."""
+    try:
+        fh = open(path, "wb" if overwrite else "xb")
+    except FileExistsError:
+        raise InputError(
+            f"{what}: {path} already exists; choose another path or pass overwrite=True to replace it"
+        ) from None
+    done = False
+    try:
+        with fh:
+            yield fh
+        done = True
+    finally:
+        if not done:
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- NIfTI
 
 
 def write_nifti(path: str | Path, image: Image, *, overwrite: bool = False) -> Path:
-    """Write ``image`` as NIfTI (``.nii.gz``) with its geometry (SimpleITK converts LPS to RAS)."""
+    """Write ``image`` as NIfTI with its spacing, origin and direction (values as float32).
+
+    NIfTI stores RAS world coordinates; SimpleITK converts from the image's DICOM LPS on
+    writing and back on reading, so ``SimpleITK.ReadImage`` returns this image's geometry.
+
+    Parameters
+    ----------
+    path : path
+        The file to write, ``.nii.gz`` (compressed) or ``.nii``, in an existing folder.
+    image : Image
+        Any image (dose in Gy, activity, masks); values are written as float32.
+    overwrite : bool
+        Replace ``path`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` exists (and not ``overwrite``), its folder does not, or its name does not
+        end in ``.nii.gz`` or ``.nii``.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> from voxeldose import Image
+    >>> out = Path(tempfile.mkdtemp()) / "dose.nii.gz"
+    >>> write_nifti(out, Image(np.zeros((2, 3, 4)), (2.0, 2.0, 3.0), units="GY")).name
+    'dose.nii.gz'
+    """
     import SimpleITK as sitk
 
-    p = _target(path, overwrite)
-    sitk.WriteImage(image.to_sitk(), str(p), useCompression=True)
+    p = _check_target(path, "write_nifti")
+    if not p.name.endswith((".nii.gz", ".nii")):
+        raise InputError(f"write_nifti: {p.name!r} is not a NIfTI file name; end it in .nii.gz (or .nii)")
+    with _new_file(p, overwrite, "write_nifti"):
+        pass  # the name is ours now; SimpleITK writes into it (and on failure it is removed)
+    try:
+        sitk.WriteImage(image.to_sitk(), str(p), useCompression=p.name.endswith(".gz"))
+    except BaseException:
+        p.unlink(missing_ok=True)
+        raise
     return p
+
+
+# --------------------------------------------------------------------------- RT Dose
+
+
+def _lo(value: str, name: str, *, max_chars: int = 64) -> str:
+    """A Long String value (PS3.5 6.2): at most 64 characters, no backslash or control character."""
+    text = str(value)
+    if len(text) > max_chars or "\\" in text or any(ord(c) < 32 for c in text):
+        raise InputError(
+            f"write_rtdose: {name} {text!r} is not a valid DICOM value: use at most {max_chars} characters, "
+            "without backslashes or control characters"
+        )
+    return text
 
 
 def write_rtdose(
@@ -71,84 +197,173 @@ def write_rtdose(
     *,
     reference: Image | None = None,
     anonymize: bool = False,
-    case_id: str | None = None,
     series_description: str = "voxeldose Y-90 absorbed dose",
+    case_id: str | None = None,
+    software_version: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``dose`` (Gy) as a DICOM RT Dose in ``reference``'s frame of reference and study.
 
+    The module documentation gives the encoding: multi-frame on the dose grid, 16-bit
+    unsigned values with DoseGridScaling = max / 65535 (error <= 7.6e-6 of the maximum),
+    DoseSummationType PLAN_OVERVIEW, negative doses stored as 0.
+
     Parameters
     ----------
     path : path
-        The file to write.
+        The file to write, in an existing folder.
     dose : Image
-        Absorbed dose (Gy) on the grid to write.
+        Absorbed dose, ``units == "GY"``, finite, on the grid to write (any orientation).
     reference : Image, optional
-        The image the dose was computed from: its FrameOfReferenceUID, StudyInstanceUID and
-        patient/study identifiers (``meta.identifiers``) are copied. Without it, new UIDs.
+        The image the dose was computed from. Its FrameOfReferenceUID, StudyInstanceUID and
+        patient/study identifiers (``meta.identifiers``: PatientName, PatientID,
+        PatientBirthDate, PatientSex, StudyDate, StudyTime, AccessionNumber,
+        ReferringPhysicianName, StudyID, StudyDescription) are copied. Without it, those of
+        ``dose.meta``.
     anonymize : bool
-        Leave out patient identifiers: PatientName and PatientID become ``case_id`` and the other
-        patient and study attributes are empty. The Frame of Reference (and study) UIDs are
-        kept, so the dose still registers with the images.
+        Write no patient identity. PatientName and PatientID become ``case_id``; birth date,
+        sex, study date and time, accession number, referring physician, study ID and study
+        description are empty or left out; PatientIdentityRemoved is YES; the content date and
+        time are left out. The FrameOfReferenceUID is kept, so that the dose still registers
+        with the images. The dose gets a new StudyInstanceUID: a study belongs to one patient,
+        and the original study UID next to a different patient identity would make an archive
+        merge or reject it (the study UID also links back to the hospital's records).
+    series_description : str
+        SeriesDescription (at most 64 characters).
     case_id : str, optional
-        Used for anonymized names (required with ``anonymize``).
+        The patient name and ID when anonymized (required then; at most 64 characters). Not
+        written otherwise.
+    software_version : str, optional
+        SoftwareVersions; default: the installed voxeldose version.
+    overwrite : bool
+        Replace ``path`` if it exists.
 
     Returns
     -------
     Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If the dose is not in Gy or not finite, the grid is too large for DICOM (more than
+        65535 rows or columns), ``anonymize`` has no ``case_id``, a text value is too long, or
+        ``path`` exists (and not ``overwrite``) or its folder does not.
+    GeometryError
+        If ``dose`` and ``reference`` carry different FrameOfReferenceUIDs.
+
+    Warns
+    -----
+    VoxelDoseWarning
+        When negative doses are stored as 0, and when no frame of reference is known (the file
+        then gets a new FrameOfReferenceUID and registers with nothing).
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> from voxeldose import Image, ImageMeta
+    >>> dose = Image(np.full((2, 3, 4), 80.0), (4.0, 4.0, 4.0), units="GY",
+    ...              meta=ImageMeta(frame_of_reference_uid="1.2.3.4"))
+    >>> write_rtdose(Path(tempfile.mkdtemp()) / "rtdose.dcm", dose).name
+    'rtdose.dcm'
     """
     from pydicom.dataset import Dataset
 
-    from .. import __version__
-
-    p = _target(path, overwrite)
-    if anonymize and not case_id:
-        raise InputError("write_rtdose: anonymize=True needs a case_id to name the patient")
+    p = _check_target(path, "write_rtdose")
+    if dose.units != "GY":
+        raise InputError(
+            f"write_rtdose: the dose image has units {dose.units!r}; an RT Dose holds absorbed dose in Gy "
+            "(units 'GY'): convert it, or build the Image with units='GY'"
+        )
     values = np.asarray(dose.array, dtype=np.float64)
     if not np.isfinite(values).all():
-        raise InputError("write_rtdose: the dose has NaN or infinite values")
+        raise InputError(
+            f"write_rtdose: the dose has {int(np.count_nonzero(~np.isfinite(values)))} NaN or infinite "
+            "voxel(s); an RT Dose cannot store them: check the activity map and the dose calculation"
+        )
+    nz, ny, nx = dose.shape
+    if ny > 65535 or nx > 65535:
+        raise InputError(f"write_rtdose: {ny} rows x {nx} columns exceed DICOM's 65535; resample the dose")
+    if anonymize and not case_id:
+        raise InputError("write_rtdose: anonymize=True needs a case_id to name the patient; pass case_id=...")
+    series_description = _lo(series_description, "series_description")
+    if software_version is None:
+        from .. import __version__
+
+        software_version = __version__
+    software_version = _lo(software_version, "software_version")
+
     meta = reference.meta if reference is not None else dose.meta
     ids = dict(meta.identifiers)
-    now = dt.datetime.now()
+    frame_uid = meta.frame_of_reference_uid
+    if (reference is not None and dose.meta.frame_of_reference_uid and frame_uid
+            and dose.meta.frame_of_reference_uid != frame_uid):
+        raise GeometryError(
+            f"write_rtdose: the dose's FrameOfReferenceUID {dose.meta.frame_of_reference_uid} differs from the "
+            f"reference image's {frame_uid}; pass as reference the image the dose was computed from"
+        )
+    if not frame_uid:
+        frame_uid = new_uid()
+        warnings.warn(VoxelDoseWarning(
+            "write_rtdose: neither the dose nor the reference image has a FrameOfReferenceUID; the RT Dose "
+            "gets a new one and will not register with any image"), stacklevel=2)
 
     ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names copied from the images may use any script
     ds.SOPClassUID = RTDOSE_SOP
     ds.SOPInstanceUID = new_uid()
     ds.Modality = "RTDOSE"
-    for keyword in _PATIENT_STUDY:
-        setattr(ds, keyword, "" if anonymize else ids.get(keyword, ""))
+    # Patient and General Study modules
     if anonymize:
-        ds.PatientName = case_id
-        ds.PatientID = case_id
-    ds.StudyInstanceUID = meta.study_instance_uid or ids.get("StudyInstanceUID") or new_uid()
+        case = _lo(str(case_id), "case_id")
+        for keyword in _PATIENT_STUDY:
+            setattr(ds, keyword, "")  # Type 2: present, empty
+        ds.PatientName = case
+        ds.PatientID = case
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = _DEIDENTIFICATION
+        ds.StudyInstanceUID = new_uid()
+    else:
+        for keyword in _PATIENT_STUDY:
+            setattr(ds, keyword, ids.get(keyword, ""))
+        if ids.get("StudyDescription"):
+            ds.StudyDescription = ids["StudyDescription"]
+        ds.StudyInstanceUID = meta.study_instance_uid or ids.get("StudyInstanceUID") or new_uid()
+    # RT Series, Frame of Reference, General Equipment
     ds.SeriesInstanceUID = new_uid()
     ds.SeriesNumber = 900
     ds.SeriesDescription = series_description
-    ds.FrameOfReferenceUID = meta.frame_of_reference_uid or new_uid()
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
     ds.Manufacturer = "voxeldose"
     ds.ManufacturerModelName = "voxeldose"
-    ds.SoftwareVersions = __version__
+    ds.SoftwareVersions = software_version
+    # General Image, SOP Common
     ds.InstanceNumber = 1
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
-    ds.InstanceCreationDate = ds.ContentDate
-    ds.InstanceCreationTime = ds.ContentTime
+    if not anonymize:  # the day the dose was computed can date the treatment
+        now = dt.datetime.now()
+        ds.ContentDate = now.strftime("%Y%m%d")
+        ds.ContentTime = now.strftime("%H%M%S")
+        ds.InstanceCreationDate = ds.ContentDate
+        ds.InstanceCreationTime = ds.ContentTime
 
+    # Image Plane and Multi-frame: frames run along the slice normal, offsets from 0 upwards
     d = dose.direction_matrix
     sx, sy, sz = dose.spacing_mm
-    nz, ny, nx = dose.shape
-    ds.ImagePositionPatient = ds_values(dose.index_to_world([0, 0, 0]))
+    normal = np.cross(d[:, 0], d[:, 1])
+    along_normal = float(normal @ d[:, 2]) > 0
+    stack = values if along_normal else values[::-1]
+    first = dose.index_to_world([0, 0, 0] if along_normal else [0, 0, nz - 1])
+    ds.ImagePositionPatient = ds_values(first)
     ds.ImageOrientationPatient = ds_values(np.concatenate([d[:, 0], d[:, 1]]))
-    ds.PixelSpacing = ds_values([sy, sx])
+    ds.PixelSpacing = ds_values([sy, sx])  # row spacing (between rows, y), column spacing (x)
     ds.SliceThickness = ds_values(sz)
     ds.NumberOfFrames = nz
     ds.FrameIncrementPointer = (0x3004, 0x000C)  # GridFrameOffsetVector
-    # offsets along the slice normal (row x column), which the third axis follows
-    normal = np.cross(d[:, 0], d[:, 1])
-    sign = 1.0 if float(normal @ d[:, 2]) > 0 else -1.0
-    ds.GridFrameOffsetVector = ds_values([sign * k * sz for k in range(nz)])
+    ds.GridFrameOffsetVector = ds_values([k * sz for k in range(nz)])
+
+    # Image Pixel and RT Dose
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ny
@@ -156,75 +371,210 @@ def write_rtdose(
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
-    ds.PixelRepresentation = 0
+    ds.PixelRepresentation = 0  # unsigned: required unless DoseType is ERROR
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
-    ds.DoseSummationType = "PLAN_OVERVIEW"
-    ds.OperatorsName = ""
+    ds.DoseSummationType = "PLAN_OVERVIEW"  # see the module documentation
     ds.DoseComment = "Y-90 radioembolization, permanent implant"
-    top = float(values.max())
-    scaling = top / (2**16 - 1) if top > 0 else 1.0
-    ds.DoseGridScaling = f"{scaling:.10e}"
-    stored = np.rint(np.clip(values, 0.0, None) / scaling).astype(np.uint16)
-    ds.PixelData = stored.tobytes()
+    negative = int(np.count_nonzero(stack < 0))
+    if negative:
+        warnings.warn(VoxelDoseWarning(
+            f"write_rtdose: {negative} voxel(s) have a negative dose (lowest {float(values.min()):.4g} Gy, from "
+            "negative activity); RT Dose values are unsigned, so they are stored as 0 in "
+            f"{p.name} (the NIfTI dose map keeps them)"), stacklevel=2)
+    top = float(stack.max())
+    scaling_ds = ds_values(top / _MAX_STORED) if top > 0 else "1"
+    scaling = float(scaling_ds)  # the value the file holds: scale by it, not by the unrounded one
+    ds.DoseGridScaling = scaling_ds
+    stored = np.clip(np.rint(np.clip(stack, 0.0, None) / scaling), 0, _MAX_STORED).astype("<u2")
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
 
     file_meta(ds)
-    ds.save_as(p, enforce_file_format=True)
+    with _new_file(p, overwrite, "write_rtdose") as fh:
+        ds.save_as(fh, enforce_file_format=True)
     return p
+
+
+# --------------------------------------------------------------------------- DVH table
 
 
 def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 501,
                   overwrite: bool = False) -> Path:
-    """Cumulative DVHs in long format: ``voi,dose_gy,volume_fraction,volume_ml``.
+    """Cumulative DVHs in long format, columns ``voi,dose_gy,volume_fraction,volume_ml``.
 
-    One row per VOI and dose (``n_points`` doses from 0 to the VOI's maximum, see
-    :meth:`DVH.curve`); ``volume_fraction`` is the fraction of the VOI receiving at least
-    ``dose_gy`` and ``volume_ml`` that fraction times the VOI's volume.
+    One row per VOI and dose: ``n_points`` doses evenly spaced from 0 to the VOI's maximum
+    (:meth:`DVH.curve`). ``volume_fraction`` is the fraction (0-1) of the VOI receiving at least
+    ``dose_gy`` Gy, ``volume_ml`` that fraction times the VOI's volume (mL). VOIs in the
+    mapping's order; numbers with 9 significant digits; UTF-8, ``\\n`` line ends.
+
+    Parameters
+    ----------
+    path : path
+        The file to write, in an existing folder.
+    dvhs : mapping of VOI name to DVH
+    n_points : int
+        Doses per VOI (at least 2).
+    overwrite : bool
+        Replace ``path`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If a value is not a :class:`~voxeldose.dvh.DVH`, ``n_points`` < 2, or ``path`` exists
+        (and not ``overwrite``) or its folder does not.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> from voxeldose import dvh
+    >>> h = dvh(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), (5.0, 5.0, 5.0))
+    >>> out = write_dvh_csv(Path(tempfile.mkdtemp()) / "dvh.csv", {"liver": h}, n_points=3)
+    >>> out.read_text().splitlines()[:3]
+    ['voi,dose_gy,volume_fraction,volume_ml', 'liver,0,1,1', 'liver,25,1,1']
     """
-    p = _target(path, overwrite)
+    p = _check_target(path, "write_dvh_csv")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["voi", "dose_gy", "volume_fraction", "volume_ml"])
+    writer.writerow(DVH_CSV_COLUMNS)
     for name, h in dvhs.items():
-        dose, fraction = h.curve(n_points=n_points)
-        for d_gy, f in zip(dose, fraction):
-            writer.writerow([name, f"{d_gy:.6g}", f"{f:.6g}", f"{f * h.volume_ml:.6g}"])
-    p.write_text(buf.getvalue(), encoding="utf-8")
+        if not isinstance(h, DVH):
+            raise InputError(f"write_dvh_csv: the value for VOI {name!r} is a {type(h).__name__}, not a DVH; "
+                             "build it with voxeldose.dvh(...)")
+        dose_gy, fraction = h.curve(n_points=n_points)
+        for g, f in zip(dose_gy, fraction):
+            writer.writerow([name, f"{g:.9g}", f"{f:.9g}", f"{f * h.volume_ml:.9g}"])
+    data = buf.getvalue().encode("utf-8")
+    with _new_file(p, overwrite, "write_dvh_csv") as fh:
+        fh.write(data)
     return p
 
 
-def voi_metrics(dvhs: Mapping[str, DVH], *, density_g_per_cm3: float = 1.04) -> dict[str, dict[str, float]]:
-    """Per VOI: volume (mL), mass (g, at ``density_g_per_cm3``), then :meth:`DVH.metrics`."""
-    out = {}
+# --------------------------------------------------------------------------- metrics
+
+
+def voi_metrics(dvhs: Mapping[str, DVH], *,
+                density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3,
+                densities_g_per_cm3: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Per VOI: ``volume_ml``, ``mass_g``, ``density_g_per_cm3``, then :meth:`DVH.metrics`.
+
+    Parameters
+    ----------
+    dvhs : mapping of VOI name to DVH
+    density_g_per_cm3 : float
+        Tissue density for the mass (default soft tissue, 1.04 g/cm3).
+    densities_g_per_cm3 : mapping of VOI name to density (g/cm3), optional
+        Densities for particular VOIs, e.g. 0.30 g/cm3 for a lung VOI (the pipeline gives
+        :data:`voxeldose.models.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
+
+    Returns
+    -------
+    dict
+        ``{voi: {"volume_ml", "mass_g", "density_g_per_cm3", "mean_gy", "min_gy", "max_gy",
+        "D.._gy" ..., "V.._pct" ...}}`` in the mapping's order.
+
+    Raises
+    ------
+    InputError
+        If a density is not a positive number, or names a VOI that has no DVH.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from voxeldose import dvh
+    >>> h = dvh(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), (5.0, 5.0, 5.0))
+    >>> m = voi_metrics({"liver": h})["liver"]
+    >>> list(m)[:4], m["mass_g"]
+    (['volume_ml', 'mass_g', 'density_g_per_cm3', 'mean_gy'], 1.04)
+    """
+    special = dict(densities_g_per_cm3 or {})
+    unknown = sorted(set(special) - set(dvhs))
+    if unknown:
+        raise InputError(f"voi_metrics: densities given for VOIs without a DVH: {', '.join(unknown)}")
+    out: dict[str, dict[str, float]] = {}
     for name, h in dvhs.items():
         m = h.metrics()
-        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(density_g_per_cm3), **m}
+        rho = float(special.get(name, density_g_per_cm3))
+        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(rho), "density_g_per_cm3": rho, **m}
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.floating, float)):
-        x = float(value)
-        return x if math.isfinite(x) else None  # JSON has no NaN or infinity: null
-    if isinstance(value, np.integer):
-        return int(value)
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types; NaN and infinities become None (JSON has neither)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
     if isinstance(value, np.bool_):
         return bool(value)
-    if isinstance(value, (dt.datetime, dt.date)):
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        return x if math.isfinite(x) else None
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, (np.integer, np.floating, np.bool_)):
+                k = k.item()
+            if not isinstance(k, (str, int, float, bool)):
+                raise InputError(f"write_metrics_json: key {k!r} in metrics{where} is a {type(k).__name__}; "
+                                 "JSON object keys must be strings")
+            out[str(k)] = _jsonable(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value.tolist())]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise InputError(
+        f"write_metrics_json: metrics{where} is a {type(value).__name__}, which JSON cannot hold; convert it "
+        "to a number, string, list or dict first"
+    )
 
 
 def write_metrics_json(path: str | Path, metrics: Mapping[str, Any], *, overwrite: bool = False) -> Path:
-    """``metrics`` as indented JSON (insertion order kept; NaN/inf become null, datetimes ISO 8601)."""
-    p = _target(path, overwrite)
-    p.write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    """Write ``metrics`` as indented JSON, keys in insertion order (not sorted).
+
+    Conversions, explicit because JSON has no NaN, infinity, numpy or dates: NaN and +/-inf
+    become ``null``; numpy scalars and arrays become numbers and lists; tuples become lists;
+    datetimes, dates and times become ISO 8601 strings; paths become strings. Anything else is
+    an error. The file is strict JSON (written with ``allow_nan=False``), UTF-8.
+
+    Parameters
+    ----------
+    path : path
+        The file to write, in an existing folder.
+    metrics : mapping
+        Nested dicts, lists and the types above.
+    overwrite : bool
+        Replace ``path`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If a value or key cannot be written (the message names where it is), or ``path``
+        exists (and not ``overwrite``) or its folder does not. Nothing is written then.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = write_metrics_json(Path(tempfile.mkdtemp()) / "m.json", {"mean_gy": float("nan")})
+    >>> out.read_text()
+    '{\\n  "mean_gy": null\\n}\\n'
+    """
+    p = _check_target(path, "write_metrics_json")
+    text = json.dumps(_jsonable(metrics, ""), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    with _new_file(p, overwrite, "write_metrics_json") as fh:
+        fh.write(text.encode("utf-8"))
     return p
