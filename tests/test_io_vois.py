@@ -202,20 +202,17 @@ def test_write_rtstruct_rejects_bad_polygons(tmp_path):
 # --------------------------------------------------------------------------- RTSTRUCT: volumes
 
 
-def slab_volume_ml(radius, z_planes, centre_z):
-    """What the slab rule must give for exact cross-sections: sum of areas times the plane step."""
-    h = float(np.median(np.diff(z_planes)))
-    r2 = np.clip(radius**2 - (np.asarray(z_planes) - centre_z) ** 2, 0.0, None)
-    return float(np.sum(math.pi * r2) * h * 1e-3)
-
-
 SPHERE_CASES = [
-    # (diameter mm, contour plane spacing mm, reference spacing (x, y, z) mm)
+    # (diameter mm, contour plane spacing mm, reference spacing (x, y, z) mm): planes from R/10
+    # to R/2 apart, on CT-like and PET/SPECT-like grids
     (20.0, 1.0, (2.0, 2.0, 2.0)),
-    (20.0, 2.0, (4.0, 4.0, 4.0)),
+    (20.0, 2.5, (4.0, 4.0, 4.0)),
+    (20.0, 4.0, (4.0, 4.0, 4.0)),
+    (20.0, 5.0, (4.42, 4.42, 4.42)),
     (24.0, 2.0, (3.0, 3.0, 5.0)),
+    (24.0, 6.0, (4.0, 4.0, 4.0)),
     (30.0, 3.0, (5.0, 5.0, 2.5)),
-    (30.0, 3.0, (4.42, 4.42, 4.42)),
+    (30.0, 5.0, (4.42, 4.42, 4.42)),
     (40.0, 2.5, (2.0, 3.0, 4.0)),
 ]
 
@@ -232,34 +229,110 @@ def test_sphere_volume_within_one_percent(tmp_path, diameter, plane_mm, spacing)
         mask = load_vois(path, ref)[f"s{trial}"]
         assert mask.dtype == np.float32 and mask.shape == ref.shape
         assert mask.min() >= 0.0 and mask.max() <= 1.0
-        # the slab rule keeps a sphere's volume within -h^2/(4R^2) .. +h^2/(8R^2), at most 1 % for
-        # h <= R/5 as here; rasterisation adds < 0.1 % (exact along rows, >= 8 lines per row)
-        assert volume_ml(mask, ref) == pytest.approx(sphere_ml(radius), rel=0.01)
-        # sharper: the rasteriser reproduces the slab rule itself (only the in-plane sampling
-        # across rows differs: < 0.2 % of a 10 mm disc at 0.25-0.5 mm pitch)
-        assert volume_ml(mask, ref) == pytest.approx(slab_volume_ml(radius, z, centre[2]), rel=2e-3)
+        # the issue's criterion: 1 %. The interpolation is exact for a sphere (phi quadratic in z,
+        # rounded caps), so what is left is sampling: <= 0.5 mm sub-samples with linear
+        # anti-aliasing in the plane, midpoint sub-planes along z. Measured over 112 random
+        # spheres of 20-40 mm with planes 1-6 mm apart: -0.64 % .. +0.30 %, within 0.35 % for
+        # planes up to R/2 apart (/work notes, sphere_scan): 0.5 % here for h <= R/2.
+        tol = 0.005 if plane_mm <= radius / 2 else 0.01
+        assert volume_ml(mask, ref) == pytest.approx(sphere_ml(radius), rel=tol)
 
 
-def test_slab_rule_worst_case_is_the_documented_bound(tmp_path):
-    # a 20 mm sphere with 2.5 mm planes, one through each pole: the slab rule misses the caps
-    # beyond the last planes by h^2/(4R^2) = 1.5625 % (the bound in the module documentation)
+def test_planes_through_the_poles(tmp_path):
+    # planes every 2.5 mm with one through each pole of a 20 mm sphere: the slab rule lost the
+    # caps beyond the last planes (-h^2 / (4 R^2) = -1.6 %); the rounded ends close them
     path, z = sphere_rtstruct(tmp_path, (0.0, 0.0, 0.0), 10.0, 2.5)
     assert np.any(np.isclose(z, 10.0))
     ref = centred_reference(40, (4.0, 4.0, 4.0))
     mask = load_vois(path, ref)["sphere"]
-    assert volume_ml(mask, ref) / sphere_ml(10.0) - 1 == pytest.approx(-2.5**2 / (4 * 10.0**2), abs=2e-3)
+    assert volume_ml(mask, ref) == pytest.approx(sphere_ml(10.0), rel=0.005)
+    # and a pole drawn as a point-like polygon (an area of 0) ends the sphere there
+    polys = ellipsoid_polygons((0.0, 0.0, 0.0), (10.0,) * 3, z) + [
+        np.array([[0.0, 0.0, zz], [1e-4, 0.0, zz], [0.0, 1e-4, zz]]) for zz in (-10.0, 10.0)]
+    ct = ct_series((len(z), 60, 60), (0.8, 0.8, 2.5), (-23.6, -23.6, float(z[0])))
+    mask = load_vois(write_rtstruct(tmp_path / "poles.dcm", {"sphere": polys}, ct), ref)["sphere"]
+    assert volume_ml(mask, ref) == pytest.approx(sphere_ml(10.0), rel=0.005)
+
+
+@pytest.mark.parametrize("plane_mm", [2.0, 3.0, 5.0])
+def test_other_quadric_shapes(tmp_path, plane_mm):
+    # the cross-section area of a cone, a spheroid or a cylinder is quadratic in z: their volumes
+    # are kept like the sphere's, whatever the plane spacing. Cone: 30 mm high, base radius 12
+    # mm, apex between planes; oblate spheroid 24 x 24 x 12 mm (a / c = 2: the largest phi
+    # curvature followed in full); cylinder of radius 10 mm, flat ends half a spacing beyond the
+    # end planes (the convention for ends that do not close): 0.5 % as for the sphere.
+    z = np.arange(-30.0, 30.0 + 1e-9, plane_mm) + 0.37
+    ct = ct_series((len(z), 80, 80), (0.8, 0.8, plane_mm), (-31.6, -31.6, float(z[0])))
+    apex, base, height = 15.0, -15.0, 30.0
+    cone = [ellipsoid_polygons((0.0, 0.0, zz), (12.0 * (apex - zz) / height,) * 2 + (1.0,), zz)[0]
+            for zz in z if base <= zz < apex]
+    spheroid = ellipsoid_polygons((0.0, 0.0, 0.0), (12.0, 12.0, 6.0), z)
+    inside = z[(z >= -10.0) & (z <= 10.0)]
+    cylinder = [ellipsoid_polygons((0.0, 0.0, zz), (10.0, 10.0, 1.0), zz)[0] for zz in inside]
+    path = write_rtstruct(tmp_path / "shapes.dcm", {"cone": cone, "spheroid": spheroid, "cylinder": cylinder}, ct)
+    ref = centred_reference(70, (4.0, 4.0, 4.0))
+    vois = load_vois(path, ref)
+    # the cone's base is cut flat at z = -15 mm: its area grows towards that end, so the end is
+    # the first contour continued half a spacing down (a cap never leaves the end contour)
+    first = float(z[z >= base][0])
+    r_first = 12.0 * (apex - first) / height
+    cone_ml = math.pi * r_first**2 * ((apex - first) / 3.0 + plane_mm / 2.0) * 1e-3
+    assert volume_ml(vois["cone"], ref) == pytest.approx(cone_ml, rel=0.005)
+    assert volume_ml(vois["spheroid"], ref) == pytest.approx(4 / 3 * math.pi * 12 * 12 * 6 * 1e-3, rel=0.01)
+    cyl_ml = math.pi * 100.0 * (len(inside) * plane_mm) * 1e-3
+    assert volume_ml(vois["cylinder"], ref) == pytest.approx(cyl_ml, rel=0.005)
+
+
+def test_interpolation_does_not_bridge_parts(tmp_path):
+    # two bars side by side on five planes, one wide bar on the next five: the shapes change
+    # abruptly between planes 4 and 5; the interpolation may not fill the gap between the bars
+    # below plane 4 (outside in both neighbouring planes), nor leave the wide bar
+    ct = ct_series((10, 40, 40), (1.0, 1.0, 3.0), (-19.5, -19.5, 0.0))
+    z = [float(d.ImagePositionPatient[2]) for d in ct]
+    polys = [p for zz in z[:5] for p in (square(-12, -4, -6, 6, zz), square(4, 12, -6, 6, zz))]
+    polys += [square(-12, 12, -6, 6, zz) for zz in z[5:]]
+    ref = reference((18, 20, 20), (2.0, 2.0, 2.0), (-19.0, -19.0, -3.0))
+    mask = load_vois(write_rtstruct(tmp_path / "bars.dcm", {"bars": polys}, ct), ref)["bars"]
+    k_of = lambda zz: int(round((zz - ref.origin_mm[2]) / 2.0))  # noqa: E731
+    gap = mask[:, 10, 9:11]  # y = 1 mm, x = -1 .. 1 mm: between the bars
+    assert gap[: k_of(z[3]) + 1].max() == 0.0  # below plane 3: nothing between the bars
+    assert gap[k_of(z[6]):k_of(z[9]) + 1].min() == 1.0  # the wide bar is full
+    assert mask[:, :, :3].max() == 0.0 and mask[:, :, 17:].max() == 0.0  # nothing beyond x = +-13 mm
+
+
+def test_end_extent():
+    from voxeldose.io._rasterise import end_extent
+
+    z = np.array([2.5, 5.0, 7.5])
+    # sphere of radius 10: the area pi (100 - z^2) reaches 0 at the pole, one spacing beyond
+    assert end_extent(math.pi * (100 - z**2), z, 1.0) == pytest.approx(2.5)
+    # a cone's apex (a double root of the area) one spacing beyond, and half a spacing beyond
+    assert end_extent(math.pi * (10 - z) ** 2, z, 1.0) == pytest.approx(2.5, rel=1e-6)
+    assert end_extent(math.pi * (8.75 - z) ** 2, z, 1.0) == pytest.approx(1.25, rel=1e-6)
+    # the same planes taken from the other end (positions decreasing towards the end)
+    assert end_extent(math.pi * (100 - z**2), -z, 1.0) == pytest.approx(2.5)
+    # flat end: half a spacing; growing end: half a spacing
+    assert end_extent(np.array([4.0, 4.0, 4.0]), z, 1.0) == pytest.approx(1.25)
+    assert end_extent(np.array([1.0, 2.0, 3.0]), z, 1.0) == pytest.approx(1.25)
+    # slowly closing (linear area reaching 0 at c = 2h): h/2 + h^2 / (2c), between the two rules
+    assert end_extent(np.array([3.0, 2.0]), np.array([0.0, 1.0]), 1.0) == pytest.approx(0.5 + 1 / 4)
+    # continuous at c = h
+    assert end_extent(np.array([2.0, 1.0]), np.array([0.0, 1.0]), 1.0) == pytest.approx(1.0)
+    # one plane: half the fallback step; an end plane that encloses nothing: the end is there
+    assert end_extent(np.array([5.0]), np.array([3.0]), 2.0) == pytest.approx(1.0)
+    assert end_extent(np.array([5.0, 0.0]), np.array([0.0, 1.0]), 1.0) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_fractions_match_the_analytic_sphere_voxel_by_voxel(tmp_path):
     # 1 mm planes, 4 mm voxels: each voxel's fraction agrees with the analytic sub-sampled sphere
-    # to within the slab discretisation: a slab holds its plane's section for +-0.5 mm, so at most
-    # a 0.5 mm layer of a 4 mm voxel is misplaced where the surface is near the plane: 1/8
+    # (itself sampled at 4 mm / 8 per axis: its own error is up to ~1/16 in a voxel that the
+    # surface crosses). The interpolated surface is the sphere; measured: 0.02 at most
     path, _ = sphere_rtstruct(tmp_path, (1.3, -0.7, 0.4), 15.0, 1.0)
     ref = centred_reference(48, (4.0, 4.0, 4.0))
     mask = load_vois(path, ref)["sphere"]
     truth = ellipsoid_fraction(ref.shape, ref.spacing_mm, ref.origin_mm, (1.3, -0.7, 0.4), (15.0,) * 3)
-    assert np.abs(mask - truth).max() < 0.125
-    assert np.abs(mask - truth).sum() < 0.02 * truth.sum()  # misplacements are rare and small
+    assert np.abs(mask - truth).max() < 0.05
+    assert np.abs(mask - truth).sum() < 0.01 * truth.sum()  # measured 0.4 %
 
 
 # --------------------------------------------------------------------------- RTSTRUCT: geometry
@@ -334,7 +407,8 @@ def test_contours_not_parallel_to_the_slices_are_refused(tmp_path):
 
 
 def test_gap_between_parts_is_not_filled(tmp_path):
-    # one ROI in two parts 20 mm apart (2 mm planes): the slabs stop half a plane beyond each part
+    # one ROI in two parts 20 mm apart (2 mm planes): each part is a prism with flat ends (its area
+    # does not close), which reach half a plane beyond each part; nothing fills the gap
     ct = ct_series((20, 20, 20), (1.0, 1.0, 2.0), (-9.5, -9.5, 0.0))
     polys = [square(-4, 4, -4, 4, z) for z in (0.0, 2.0, 4.0, 26.0, 28.0, 30.0)]
     ref = reference((20, 10, 10), (2.0, 2.0, 2.0), (-9.0, -9.0, -1.0))  # voxels edges at 0, 2, ... mm

@@ -32,7 +32,7 @@ from voxeldose.io.write_outputs import (
 )
 
 FRAME_UID = "1.2.826.0.1.3680043.8.498.1"
-STUDY_UID = "1.2.826.0.1.3680043.8.498.2"
+STUDY_UID = "1.2.999.20260115.77.1"  # not a prefix of the UIDs pydicom generates (1.2.826.0.1.3680043.8.498.<n>)
 IDENTIFIERS = {"PatientName": "Doe^Jane", "PatientID": "MRN123", "PatientBirthDate": "19600203", "PatientSex": "F",
                "StudyInstanceUID": STUDY_UID, "StudyDate": "20260115", "StudyTime": "090000", "StudyID": "7",
                "AccessionNumber": "ACC991", "ReferringPhysicianName": "Who^Doctor", "StudyDescription": "SIRT post"}

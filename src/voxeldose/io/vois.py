@@ -20,23 +20,33 @@ an axial image; contours and image may also share an oblique orientation). Their
 mapped to continuous reference indices with :meth:`Image.world_to_index`, so contours drawn on a
 CT of another grid, spacing or origin land where they belong.
 
-Each contour plane is a slab reaching half-way to the neighbouring contour planes of the same
-ROI. The first and last planes, and the planes beside a gap wider than :data:`GAP_BREAK_FACTOR`
-typical spacings (separate parts of one ROI), reach half the typical (median) plane spacing of
-that ROI outwards (for an ROI drawn on one plane only: half the median plane spacing of the
-whole structure set, else half a reference slice). In the plane, all contours of the ROI on that
-plane are combined with the even-odd rule (a contour inside another is a hole; contours side by
-side are separate parts). Occupancy is exact along each reference row and sampled across rows
-with at least :data:`MIN_SUBSAMPLES` lines per row and at most :data:`SUBSAMPLE_PITCH_MM`
-between lines; across planes each slab's overlap with a voxel's extent is exact. A voxel's value
-is the sum over slabs of its area fraction in the slab's plane times the slab's share of the
-voxel's depth.
+Between contour planes the ROI's shape is interpolated, not stepped: each plane's contours
+(all contours of the ROI on that plane, combined with the even-odd rule: a contour inside
+another is a hole, contours side by side are separate parts) give a signed distance ``d`` and
+the equivalent radius ``r`` of each part, and ``phi = d (d + 2 r)`` is interpolated along the
+slice normal with quadratic polynomials through neighbouring planes (shape-based interpolation,
+Raya & Udupa 1990). For a circle, ``phi = rho**2 - r**2``, which for a sphere is exactly
+quadratic in the plane position: the interpolated surface is the sphere itself, between the
+planes and beyond the end planes. Each contour plane is reproduced exactly.
 
-For a sphere of radius R contoured every h mm with exact cross-sections, this slab rule gives a
-relative volume error between ``-h**2 / (4 R**2)`` (a contour plane through a pole: the caps
-beyond the last slabs are lost) and ``+h**2 / (8 R**2)``, usually much less: within 1 % for
-h <= R / 5 (a 20 mm sphere at 2 mm planes, a 30 mm sphere at 3 mm), but up to -1.6 % for a
-20 mm sphere at 2.5 mm planes.
+The ends: beyond the first and last planes (and the planes beside a gap wider than
+:data:`GAP_BREAK_FACTOR` typical spacings, which separates two parts), the cross-section area is
+extrapolated from the end planes. An end whose area closes within one plane spacing ``h`` ends
+there, rounded (exact for spheres, ellipsoids and cones); an end that does not (a cylinder's flat
+end, or an ROI cut by the field of view) reaches half a spacing beyond its last plane, the usual
+convention, with a continuous transition between the two (:func:`voxeldose.io._rasterise.end_extent`).
+A cap never reaches outside its end contour. An ROI drawn on one plane only is a slab of half the
+typical plane spacing of the structure set (else half a reference slice) on either side.
+
+Sampling: the contours are rasterised exactly along sampling lines on a sub-grid of the reference
+pixels, every 0.5 mm for a 20 mm sphere and more coarsely for large ROIs (the largest section's
+equivalent radius / 20, :data:`~voxeldose.io._rasterise.SHAPE_SAMPLES_PER_RADIUS`); sub-samples
+on the surface are anti-aliased by their distance to it, and along the normal the shape is
+integrated with sub-planes as finely spaced, cut exactly at the ends. Measured on 112 spheres of
+20-40 mm at random positions, contoured 1-6 mm apart (up to 0.6 R) on reference grids of 2-5 mm:
+volume within -0.64 % .. +0.36 % of the analytic volume, within 0.35 % when the planes are at
+most R/2 apart (the slab rule it replaces lost up to h**2 / (4 R**2): -1.6 % for a 20 mm sphere
+at 2.5 mm planes, -6 % at 5 mm).
 
 Contours that are not parallel to the reference slices (points farther than
 :data:`CONTOUR_PLANE_TOLERANCE_MM` from their contour's plane along the slice normal, e.g. axial
@@ -76,6 +86,8 @@ Checks
 
 References
 ----------
+Raya SP, Udupa JK. Shape-based interpolation of multidimensional objects. IEEE Trans Med Imaging
+9:32-42, 1990. doi:10.1109/42.52980.
 DICOM PS3.3 (2024) C.8.8.5 Structure Set Module, C.8.8.6 ROI Contour Module (ContourData in
 patient mm, CLOSED_PLANAR), C.8.20.2 Segmentation Image Module (FRACTIONAL, MaximumFractionalValue).
 """
@@ -85,7 +97,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import tomllib
 import warnings
@@ -98,6 +109,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image
+from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
 
 __all__ = [
     "load_vois",
@@ -105,8 +117,7 @@ __all__ = [
     "LABEL_MAP_SUFFIXES",
     "SIDECAR_SUFFIXES",
     "CONTOUR_PLANE_TOLERANCE_MM",
-    "SUBSAMPLE_PITCH_MM",
-    "MIN_SUBSAMPLES",
+    "SHAPE_PITCH_MM",
     "GAP_BREAK_FACTOR",
     "MAX_SUPERSAMPLING",
     "OUTSIDE_WARN_FRACTION",
@@ -124,12 +135,6 @@ SIDECAR_SUFFIXES = (".json", ".toml", ".csv")
 #: normal, for the contour to count as parallel to the slices; also the tolerance for two
 #: contours to lie on the same plane.
 CONTOUR_PLANE_TOLERANCE_MM = 0.05
-
-#: Largest distance (mm) between the sampling lines across a reference row.
-SUBSAMPLE_PITCH_MM = 0.25
-
-#: Fewest sampling lines across each reference row (1/8 voxel or finer).
-MIN_SUBSAMPLES = 8
 
 #: A gap between contour planes wider than this many typical spacings separates two parts.
 GAP_BREAK_FACTOR = 2.5
@@ -573,23 +578,6 @@ def _plane_positions(
     return plane_of, np.asarray([float(np.mean(g)) for g in group_k])
 
 
-def _slabs(k: NDArray[np.float64], fallback_step: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Slab bounds [lo, hi] (index units) of planes at ascending positions ``k``."""
-    gaps = np.diff(k)
-    step = float(np.median(gaps)) if gaps.size else fallback_step
-    lo = k - step / 2.0
-    hi = k + step / 2.0
-    joined = gaps <= GAP_BREAK_FACTOR * step  # neighbours close enough to meet half-way
-    mid = (k[:-1] + k[1:]) / 2.0
-    hi[:-1] = np.where(joined, mid, hi[:-1])
-    lo[1:] = np.where(joined, mid, lo[1:])
-    return lo, hi
-
-
-def _n_sub(spacing_mm: float) -> int:
-    return max(MIN_SUBSAMPLES, int(math.ceil(spacing_mm / SUBSAMPLE_PITCH_MM)))
-
-
 def _rasterise(
     polys: list[NDArray[np.float64]],
     plane_of: NDArray[np.int64],
@@ -598,98 +586,9 @@ def _rasterise(
     fallback_step: float,
 ) -> tuple[Mask, float, float]:
     """Fractional mask of one ROI; also its volume inside the grid and in all (voxel units)."""
-    nz, ny, nx = reference.shape
-    out = np.zeros((nz, ny, nx), np.float32)  # float32 like the result: a CT-sized grid is large
-    lo, hi = _slabs(plane_k, fallback_step)
-    n_sub = _n_sub(reference.spacing_mm[1])
-    total = 0.0
-    for m in range(len(plane_k)):
-        rings = [polys[c][:, :2] for c in np.nonzero(plane_of == m)[0]]
-        j0, i0, cov = plane_coverage(rings, n_sub)
-        thickness = hi[m] - lo[m]
-        total += float(cov.sum()) * thickness
-        # the part of the coverage box inside the grid
-        ja, jb = max(j0, 0), min(j0 + cov.shape[0], ny)
-        ia, ib = max(i0, 0), min(i0 + cov.shape[1], nx)
-        if ja >= jb or ia >= ib:
-            continue
-        part = cov[ja - j0:jb - j0, ia - i0:ib - i0]
-        k_first = max(int(math.floor(lo[m] + 0.5)), 0)
-        k_last = min(int(math.floor(hi[m] + 0.5)), nz - 1)
-        for k in range(k_first, k_last + 1):
-            overlap = min(hi[m], k + 0.5) - max(lo[m], k - 0.5)
-            if overlap > 0.0:
-                out[k, ja:jb, ia:ib] += overlap * part
-    np.clip(out, 0.0, 1.0, out=out)
-    return out, float(out.sum(dtype=np.float64)), total
-
-
-def plane_coverage(rings: list[NDArray[np.float64]], n_sub: int) -> tuple[int, int, NDArray[np.float64]]:
-    """Fraction of each pixel inside polygons (even-odd rule), in continuous pixel indices.
-
-    Pixel (j, i) covers [i - 0.5, i + 0.5] x [j - 0.5, j + 0.5]. Each pixel row is crossed by
-    ``n_sub`` evenly spaced sampling lines; along a line the inside length in each pixel is exact.
-
-    Parameters
-    ----------
-    rings : list of ndarray (N, 2)
-        Polygons as (i, j) continuous indices, closed implicitly.
-    n_sub : int
-        Sampling lines per pixel row.
-
-    Returns
-    -------
-    j0, i0 : int
-        Index of the first row and column of the returned box (may be negative).
-    coverage : ndarray, float64, [rows, columns]
-        Fraction (0-1) of each pixel of the box inside the polygons; the box holds every pixel
-        the polygons touch.
-    """
-    pts = np.concatenate(rings)
-    i0 = int(math.floor(pts[:, 0].min() + 0.5))
-    i1 = int(math.floor(pts[:, 0].max() + 0.5))
-    j0 = int(math.floor(pts[:, 1].min() + 0.5))
-    j1 = int(math.floor(pts[:, 1].max() + 0.5))
-    width, height = i1 - i0 + 1, j1 - j0 + 1
-    n_lines = height * n_sub
-    # edges of every ring
-    a = np.concatenate(rings)
-    b = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
-    y_base = j0 - 0.5
-    ya, yb = a[:, 1], b[:, 1]
-    ylo, yhi = np.minimum(ya, yb), np.maximum(ya, yb)
-    # line s lies at y_s = y_base + (s + 0.5) / n_sub; an edge crosses lines with ylo <= y_s < yhi
-    s_lo = np.ceil((ylo - y_base) * n_sub - 0.5).astype(np.int64)
-    s_hi = np.ceil((yhi - y_base) * n_sub - 0.5).astype(np.int64)
-    s_lo = np.clip(s_lo, 0, n_lines)
-    s_hi = np.clip(s_hi, 0, n_lines)
-    counts = np.maximum(s_hi - s_lo, 0)
-    n_cross = int(counts.sum())
-    cov = np.zeros((n_lines, width + 1))
-    if n_cross:
-        edge = np.repeat(np.arange(len(a)), counts)
-        start = np.cumsum(counts) - counts
-        s = s_lo[edge] + (np.arange(n_cross) - start[edge])
-        y = y_base + (s + 0.5) / n_sub
-        t = (y - ya[edge]) / (yb[edge] - ya[edge])
-        x = a[edge, 0] + t * (b[edge, 0] - a[edge, 0])
-        order = np.lexsort((x, s))
-        s, x = s[order], x[order]
-        first = np.searchsorted(s, s, side="left")
-        sign = np.where((np.arange(n_cross) - first) % 2 == 0, 1.0, -1.0)
-        # inside length left of X on a line: sum over crossings of sign * max(X - x, 0)
-        u = np.clip(x - (i0 - 0.5), 0.0, float(width))  # from the box's left edge, in pixels
-        p = np.minimum(np.floor(u).astype(np.int64), width - 1)
-        flat = cov.reshape(-1)
-        cols = width + 1
-        # the pixel that holds the crossing gets the part right of it ...
-        flat += np.bincount(s * cols + p, weights=sign * (p + 1 - u), minlength=flat.size)
-        # ... and every pixel after it the whole width (a step, summed along the line below)
-        step = np.bincount(s * cols + p + 1, weights=sign, minlength=flat.size).reshape(n_lines, cols)
-        cov += np.cumsum(step, axis=1)
-    lines = cov[:, :width]
-    coverage = lines.reshape(height, n_sub, width).mean(axis=1)
-    return j0, i0, np.clip(coverage, 0.0, 1.0)
+    rings = [[polys[c][:, :2] for c in np.nonzero(plane_of == m)[0]] for m in range(len(plane_k))]
+    return rasterise_contours(rings, plane_k, reference.shape, reference.spacing_mm,
+                              fallback_step=fallback_step, gap_break_factor=GAP_BREAK_FACTOR)
 
 
 # =========================================================================== masks on other grids
