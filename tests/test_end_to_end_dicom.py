@@ -82,3 +82,40 @@ def test_pet_decay_correction_and_scanner_nuclide(tmp_path, correction, nuclide)
         # without the user's confirmation, a scanner set up for another nuclide is an error
         with pytest.raises(voxeldose.CalibrationError, match="scanner_nuclide"):
             voxeldose.calibrate(pet, voxeldose.Case(case_id="unconfirmed", administered_gbq=3.0))
+
+
+def test_multibed_pet_files_are_calibrated_bed_by_bed(tmp_path):
+    # A PET set up for F-18, acquired in two beds: the upper half of the slices 15 min after the
+    # lower half. As a scanner writes it: each upper slice has the later AcquisitionTime, its own
+    # DecayFactor (F-18, to the series time) and the values that implies, e^((lambda_F18 -
+    # lambda_Y90) x 15 min) = 1.099 times those of a single-bed acquisition.
+    import datetime as dt
+    import math
+
+    import pydicom
+
+    out = tmp_path / "case"
+    write_liver_case(out, write=("PET",), decay_correction="START", scanner_nuclide="F-18")
+    files = sorted((out / "PET").iterdir())
+    z = {f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files}
+    upper = [f for f in files if z[f] > np.median(list(z.values()))]
+    offset_s = 900.0
+    lam_f18, lam_y90 = math.log(2) / (109.77 * 60), math.log(2) / (64.10 * 3600)
+    for f in upper:
+        ds = pydicom.dcmread(f)
+        start = dt.datetime.strptime(ds.AcquisitionDate + ds.AcquisitionTime.split(".")[0], "%Y%m%d%H%M%S")
+        ds.AcquisitionTime = (start + dt.timedelta(seconds=offset_s)).strftime("%H%M%S")
+        ds.DecayFactor = f"{float(ds.DecayFactor) * math.exp(lam_f18 * offset_s):.10g}"
+        ds.RescaleSlope = f"{float(ds.RescaleSlope) * math.exp((lam_f18 - lam_y90) * offset_s):.10g}"
+        ds.save_as(f)
+    pet = voxeldose.load_image(out / "PET")
+    assert len(set(pet.meta.slice_acquisition_datetimes)) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", voxeldose.VoxelDoseWarning)  # consistent headers: no warning
+        activity = voxeldose.calibrate(pet, voxeldose.load_case(out / "case.toml"))
+    truth = phantoms.liver(spacing_mm=(4.0, 4.0, 3.0))
+    assert activity.total_mbq == pytest.approx(3000.0, rel=CRITERION)
+    np.testing.assert_allclose(activity.image.array, truth.activity_mbq, rtol=0,
+                               atol=truth.activity_mbq.max() / 30000)  # int16 storage, as above
+    assert [g["frame_start"][11:19] for g in activity.provenance["per_slice"]] == sorted(
+        {t.strftime("%H:%M:%S") for t in pet.meta.slice_acquisition_datetimes})

@@ -145,8 +145,9 @@ def test_list_of_files_and_single_file(tmp_path):
 # --------------------------------------------------------------------------- Enhanced PET
 
 
-def _enhanced_from_classic(paths, out):
-    """An Enhanced PET Image (multi-frame, functional groups) holding the classic series."""
+def _enhanced_from_classic(paths, out, frame_timing=None):
+    """An Enhanced PET Image (multi-frame, functional groups) holding the classic series;
+    ``frame_timing(i)`` -> (start datetime, duration ms, DecayFactor) of the slice of ``paths[i]``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -191,6 +192,15 @@ def _enhanced_from_classic(paths, out):
         tr = Dataset()
         tr.RescaleSlope, tr.RescaleIntercept, tr.RescaleType = s.RescaleSlope, s.RescaleIntercept, "BQML"
         f.PixelValueTransformationSequence = [tr]
+        if frame_timing is not None:
+            start, duration_ms, decay_factor = frame_timing(i)
+            content = Dataset()
+            content.FrameAcquisitionDateTime = start.strftime("%Y%m%d%H%M%S")
+            content.FrameAcquisitionDuration = duration_ms
+            f.FrameContentSequence = [content]
+            corr = Dataset()
+            corr.DecayFactor = decay_factor
+            f.PETFrameCorrectionFactorsSequence = [corr]
         frames.append(f)
         pixels.append(s.pixel_array)
     ds.PerFrameFunctionalGroupsSequence = frames
@@ -212,6 +222,36 @@ def test_enhanced_pet_equals_the_classic_series(tmp_path):
     np.testing.assert_array_equal(enhanced.array, classic.array)
     assert enhanced.units == "BQML"
     assert enhanced.meta.decay_correction == "START" and enhanced.meta.series_datetime == SCAN
+    assert enhanced.meta.slice_acquisition_datetimes == ()  # one bed: no per-slice timing
+
+
+def test_per_slice_timing_of_a_two_bed_pet(tmp_path):
+    # the upper half of the slices acquired 10 min later: per-slice start, duration and
+    # DecayFactor come out in the array's z order, from classic files and from the frames of an
+    # Enhanced PET stored in shuffled order; the series-level values are the earliest slice's
+    image = _image()
+    paths = _write_pet(tmp_path / "classic", image)
+    n = len(paths)
+    k_of = {p: int(round((float(pydicom.dcmread(p).ImagePositionPatient[2]) - image.origin_mm[2])
+                         / image.spacing_mm[2])) for p in paths}
+
+    def timing(i):
+        late = k_of[paths[i]] >= n // 2
+        return SCAN + dt.timedelta(minutes=10 * late), 600000.0 - 1000.0 * late, 1.0 + 0.25 * late
+
+    for i, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        start, duration_ms, factor = timing(i)
+        ds.AcquisitionDate, ds.AcquisitionTime = start.strftime("%Y%m%d"), start.strftime("%H%M%S")
+        ds.ActualFrameDuration, ds.DecayFactor = int(duration_ms), factor
+        ds.save_as(p)
+    _enhanced_from_classic(paths, tmp_path / "enhanced.dcm", frame_timing=timing)
+    expected_starts = tuple(SCAN + dt.timedelta(minutes=10 * (k >= n // 2)) for k in range(n))
+    for loaded in (load_image(tmp_path / "classic"), load_image(tmp_path / "enhanced.dcm")):
+        assert loaded.meta.slice_acquisition_datetimes == expected_starts
+        assert loaded.meta.slice_decay_factors == tuple(1.0 + 0.25 * (k >= n // 2) for k in range(n))
+        assert loaded.meta.slice_frame_durations_s == tuple(600.0 - (k >= n // 2) for k in range(n))
+        assert loaded.meta.decay_factor == 1.0 and loaded.meta.frame_duration_s == 600.0
 
 
 # --------------------------------------------------------------------------- NM and CT

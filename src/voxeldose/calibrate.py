@@ -37,6 +37,14 @@ otherwise ``D`` is computed with X's half-life (header, else the table below) an
 frame-decay term, with a warning. Such corrections are applied only when the user confirms the
 nuclide (``scanner_nuclide``, case file or override), which must agree with the header.
 
+Multi-bed PET: a PET acquired bed after bed holds, per slice, its own frame start, duration and
+DecayFactor (:attr:`ImageMeta.slice_acquisition_datetimes` and siblings, filled by the loader
+when the slices differ). Each slice is then calibrated with its own ``t_s``, ``T`` and ``D``. For a
+scanner set to Y-90 with START or ADMIN correction this changes nothing (every slice refers to
+``t_ref``), but with NONE, or with a scanner set to another nuclide, the per-bed factors differ:
+F-18's half-life over a 15 min bed offset is 10 %. The provenance lists the groups of slices
+that share their timing (``per_slice``), each with its total factor.
+
 Bremsstrahlung SPECT (units "CNTS" or "CPS", or modality "NM")
 --------------------------------------------------------------
 Self-calibration: the counts in the calibration VOI's voxels (every voxel the VOI touches,
@@ -232,6 +240,7 @@ class _Record:
         self.warnings: list[str] = []
         self.result: dict[str, Any] = {}
         self.scanner: dict[str, Any] | None = None
+        self.per_slice: list[dict[str, Any]] | None = None
 
     def time(self, name: str, value: _dt.datetime | None, source: str, **extra: Any) -> None:
         self.times[name] = {"value": None if value is None else value.isoformat(), "from": source, **extra}
@@ -346,7 +355,9 @@ def calibrate(
         )
 
     result32 = np.ascontiguousarray(out, dtype=np.float32)
-    meta_changes: dict[str, Any] = {"decay_correction": "ADMIN", "decay_factor": None}
+    meta_changes: dict[str, Any] = {"decay_correction": "ADMIN", "decay_factor": None,
+                                    "slice_acquisition_datetimes": (), "slice_frame_durations_s": (),
+                                    "slice_decay_factors": ()}
     if t_admin is not None:
         meta_changes["radiopharmaceutical_start_datetime"] = t_admin
     result = image.with_array(result32, units="MBQ", **meta_changes)
@@ -364,6 +375,7 @@ def calibrate(
         "nuclides": _nuclide_record(rec.scanner),
         "factors": rec.factors,
         "total_factor": _total_factor(rec.factors, units),
+        "per_slice": rec.per_slice,
         "result": {
             "units": "MBQ",
             "meaning": "activity (MBq) in each voxel at the administration time",
@@ -841,6 +853,12 @@ def _calibrate_pet(
     for f in rec.factors:
         total *= f["value"]
     out = values * total
+    if m.slice_acquisition_datetimes or m.slice_frame_durations_s or m.slice_decay_factors:
+        per_slice = _pet_slice_factors(
+            values.shape[0], m, mode=mode, scanner=scanner, t_ref=t_ref, t_scan=t_scan, t_admin=t_admin,
+            duration=duration, header_df=header_df,
+            constant=voxel_ml * 1e-6 * scanner.positron_fraction / C.Y90_POSITRON_YIELD, rec=rec)
+        out = values * per_slice[:, None, None]
 
     rec.result = {
         "scanner_nuclide": scanner.nuclide,
@@ -850,6 +868,70 @@ def _calibrate_pet(
     if mask is not None:
         _pet_mask_check(out, image, case, mask, rec)
     return out, t_admin
+
+
+def _pet_slice_factors(n_z: int, m: Any, *, mode: str, scanner: _Scanner, t_ref: _dt.datetime | None,
+                       t_scan: _dt.datetime, t_admin: _dt.datetime, duration: float | None,
+                       header_df: float | None, constant: float, rec: _Record) -> NDArray[np.float64]:
+    """Factor of each slice (MBq at administration per Bq/mL) of a PET whose slices differ in timing.
+
+    A multi-bed PET acquires its beds one after another: each slice has its own frame start
+    ``t_k``, duration ``T_k`` and DecayFactor ``D_k``. The factor of slice k is that of the module
+    documentation with those: ``V 1e-6 / D_k x p_X / p_Y90 x F_Y90(T_k) x e^(lambda_Y90 (t_k - t_a))``.
+    For a scanner set to Y-90 with START or ADMIN correction the per-slice terms cancel (every
+    slice refers to ``t_ref``); with NONE, or a scanner set to another nuclide (whose DecayFactor
+    per bed used that nuclide's half-life), they do not: F-18's half-life over a 15 min bed
+    offset is 10 %.
+    """
+    starts, durations, factors = m.slice_acquisition_datetimes, m.slice_frame_durations_s, m.slice_decay_factors
+    for name, seq in (("slice_acquisition_datetimes", starts), ("slice_frame_durations_s", durations),
+                      ("slice_decay_factors", factors)):
+        if seq and len(seq) != n_z:
+            raise CalibrationError(
+                f"ImageMeta.{name} has {len(seq)} entries for an image of {n_z} slices; it must have one per "
+                "slice in the array's z order (or be empty)"
+            )
+    lam_s = math.log(2.0) / scanner.half_life_s
+    out = np.empty(n_z)
+    rows: list[dict[str, Any]] = []
+    worst: tuple[float, int, float, float] | None = None
+    for k in range(n_z):
+        t_k = starts[k] if starts and starts[k] is not None else t_scan
+        d_k = durations[k] if durations and durations[k] is not None and durations[k] > 0 else duration
+        h_k = factors[k] if factors and factors[k] is not None and factors[k] > 0 else header_df
+        if mode == "NONE":
+            applied = 1.0
+        else:
+            assert t_ref is not None
+            computed = math.exp(lam_s * _seconds(t_k, t_ref)) * _frame_start_factor(lam_s, d_k)
+            applied = computed if scanner.is_y90 or h_k is None else h_k
+            if h_k is not None:
+                rel = h_k / computed - 1.0
+                if worst is None or abs(rel) > abs(worst[0]):
+                    worst = (rel, k, h_k, computed)
+        out[k] = (constant / applied * _frame_start_factor(_LAMBDA_Y90, d_k)
+                  * math.exp(_LAMBDA_Y90 * _seconds(t_k, t_admin)))
+        key = (t_k.isoformat(), d_k, applied)
+        if rows and rows[-1]["key"] == key:
+            rows[-1]["slices"][1] = k
+        else:
+            rows.append({"key": key, "slices": [k, k], "frame_start": t_k.isoformat(), "frame_duration_s": d_k,
+                         "scanner_decay_factor": applied, "total_factor": float(out[k])})
+    for row in rows:
+        del row["key"]
+    if worst is not None and abs(worst[0]) > DECAY_FACTOR_TOLERANCE:
+        rel, k, h_k, computed = worst
+        message = (f"slice {k}: DecayFactor (0054,1321) {h_k:.6g} differs from {computed:.6g} computed from its frame "
+                   f"start, duration and {scanner.nuclide}'s half-life by {rel:+.2%}")
+        rec.warn(message + ("; the computed factor is used (scanner set to Y-90)" if scanner.is_y90
+                            else "; the header's factors are used"))
+    rec.per_slice = rows
+    rec.notes.append(
+        f"the slices differ in frame start, duration or DecayFactor ({len(rows)} groups, e.g. the beds of a "
+        "multi-bed PET): each slice is calibrated with its own (provenance: per_slice); the factors listed "
+        "are those of the series-level header"
+    )
+    return out
 
 
 def _check_decay_factor(header: float, computed: float, computed_no_frame: float, duration: float | None,

@@ -60,6 +60,11 @@ class ImageMeta:
     decay_correction: str | None = None  # "START", "ADMIN", "NONE"
     decay_factor: float | None = None
     corrected_image: tuple[str, ...] = ()
+    # per slice, in the array's z order; filled only where slices differ (a multi-bed PET, whose
+    # beds were acquired one after another): acquisition start, frame duration and DecayFactor
+    slice_acquisition_datetimes: tuple[_dt.datetime | None, ...] = ()
+    slice_frame_durations_s: tuple[float | None, ...] = ()
+    slice_decay_factors: tuple[float | None, ...] = ()
     source_files: tuple[str, ...] = ()
     identifiers: Mapping[str, str] = field(default_factory=dict, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)

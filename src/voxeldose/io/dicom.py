@@ -279,6 +279,31 @@ def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> Im
     )
 
 
+def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], durations_ms: Sequence[float | None],
+                       decay_factors: Sequence[float | None]) -> ImageMeta:
+    """``meta`` with per-slice timing when the slices differ in it (a multi-bed PET), else as is."""
+    from dataclasses import replace
+
+    def varies(values: Sequence[Any]) -> bool:
+        return len({v for v in values if v is not None}) > 1
+
+    if not (varies(starts) or varies(durations_ms) or varies(decay_factors)):
+        return meta
+    # the series-level values are those of the earliest slice (the scan start), not of the file
+    # that happened to come first
+    known = [(t, k) for k, t in enumerate(starts) if t is not None]
+    k0 = min(known)[1] if known else 0
+    duration_ms = durations_ms[k0]
+    return replace(
+        meta,
+        decay_factor=decay_factors[k0],
+        frame_duration_s=None if duration_ms is None else duration_ms / 1000.0,
+        slice_acquisition_datetimes=tuple(starts),
+        slice_frame_durations_s=tuple(None if d is None else d / 1000.0 for d in durations_ms),
+        slice_decay_factors=tuple(decay_factors),
+    )
+
+
 def _acquisition_datetime(datasets: Sequence[Any]) -> dt.datetime | None:
     times = []
     for ds in datasets:
@@ -447,6 +472,10 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     direction = np.column_stack([row, col, normal])
     datasets = [d for _, d in items]
     meta = _meta(first, [items[i][0] for i in order], _acquisition_datetime(datasets))
+    sorted_ds = [items[i][1] for i in order]
+    meta = _with_slice_timing(meta, [_acquisition_datetime([d]) for d in sorted_ds],
+                              [_float(d, "ActualFrameDuration") for d in sorted_ds],
+                              [_float(d, "DecayFactor") for d in sorted_ds])
     return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(origin),
                  tuple(direction.reshape(-1)), _units(first), meta)
 
@@ -549,6 +578,14 @@ def _enhanced(path: Path, header: Any) -> Image:
     units = _units(ds)
     if str(getattr(ds, "Modality", "")).upper() == "PT":
         units, meta = _enhanced_pet_units_and_decay(ds, units, meta)
+        frames = [(_functional(ds, int(i), "FrameContentSequence", "FrameAcquisitionDateTime"),
+                   _functional(ds, int(i), "PETFrameCorrectionFactorsSequence", "DecayFactor")) for i in order]
+        meta = _with_slice_timing(
+            meta,
+            [None if c is None else _datetime(getattr(c, "FrameAcquisitionDateTime", None), None) for c, _ in frames],
+            [None if c is None else _float(c, "FrameAcquisitionDuration") for c, _ in frames],
+            [None if f is None else _float(f, "DecayFactor") for _, f in frames],
+        )
     return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(pos[order[0]]),
                  tuple(direction.reshape(-1)), units, meta)
 
