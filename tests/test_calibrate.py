@@ -581,3 +581,29 @@ def test_multibed_decay_factor_disagreeing_with_the_times_warns(liver):
     with pytest.warns(VoxelDoseWarning, match=r"slice \d+: DecayFactor .* by \+5\.00%.*computed factor is used"):
         result = calibrate(odd, Case("c", administration_datetime=T_ADMIN))
     assert_recovers(result, liver.activity_mbq)  # set to Y-90: the times rule
+
+
+def test_ge_private_scan_time_is_the_reference_of_a_resaved_series(liver):
+    # A GE PET set up for F-18, decay-corrected (START) to the scan start t0; the image's
+    # AcquisitionTime is 3 min later and the series was saved again 2 h later. QIBA: the GE
+    # private scan DateTime (0009,100D) is the reference then.
+    t0 = T_ADMIN + dt.timedelta(hours=20)
+    kwargs = dict(delay_h=20.05, nuclide="F-18", corrected_to=t0, series_time=t0 + dt.timedelta(hours=2))
+    case = Case("c", administration_datetime=T_ADMIN, scanner_nuclide="F-18")
+    # with the header's DecayFactor: it is what the scanner applied; the reference time only
+    # checks it, and with the GE time the check agrees (no warning)
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, private_scan_datetime=t0, **kwargs)
+    result = quiet(calibrate, pet, case)
+    assert_recovers(result, liver.activity_mbq)
+    assert "0009,100D" in result.provenance["times"]["decay_reference"]["from"]
+    with pytest.warns(VoxelDoseWarning, match="DecayFactor"):  # the acquisition time: 1.9 % off
+        calibrate(pet_image(liver.activity_mbq, liver.spacing_mm, **kwargs), case)
+    # without a DecayFactor the factor is recomputed from the reference time: right with the GE
+    # time, 1.9 % high with the acquisition time (the 3 min of F-18 decay are not undone)
+    kwargs["decay_factor"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VoxelDoseWarning)  # "recomputed": expected here
+        good = calibrate(pet_image(liver.activity_mbq, liver.spacing_mm, private_scan_datetime=t0, **kwargs), case)
+        plain = calibrate(pet_image(liver.activity_mbq, liver.spacing_mm, **kwargs), case)
+    assert_recovers(good, liver.activity_mbq)
+    assert plain.total_mbq / good.total_mbq == pytest.approx(math.exp(LN2 / NUCLIDES["F-18"][0] * 180.0), rel=1e-5)

@@ -457,3 +457,13 @@ def test_header_mutations_fail_cleanly(small_series, tmp_path_factory, slice_ind
         assert str(exc)  # a message
         return
     assert np.isfinite(image.array).all() and image.array.ndim == 3
+
+
+def test_ge_private_scan_datetime_is_read(tmp_path):
+    paths = _write_pet(tmp_path / "pet", _image())
+    assert load_image(tmp_path / "pet").meta.private_scan_datetime is None
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.private_block(0x0009, "GEMS_PETD_01", create=True).add_new(0x0D, "DT", "20260116063012")
+        ds.save_as(p)
+    assert load_image(tmp_path / "pet").meta.private_scan_datetime == dt.datetime(2026, 1, 16, 6, 30, 12)

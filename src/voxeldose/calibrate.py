@@ -16,8 +16,9 @@ value to a reference time ``t_ref`` with X's half-life (DICOM PS3.3 C.8.9.1, C.8
 - DecayCorrection NONE: ``D = 1``: the value is the average over the frame;
 - START: ``t_ref`` is the series reference time. DICOM makes Series Date/Time the reference of
   PET; following the QIBA vendor-neutral SUV pseudo-code, when the series time is later than
-  the (earliest) acquisition time, the series was saved again after the scan and the
-  acquisition time is used instead (recorded in the provenance);
+  the (earliest) acquisition time, the series was saved again after the scan, and GE's private
+  scan start (0009,100D, GEMS_PETD_01) is used when present, else the earliest acquisition time
+  (recorded in the provenance);
 - ADMIN: ``t_ref`` is RadiopharmaceuticalStartDateTime (0018,1078).
 
 With ``lambda_X T / (1 - e^(-lambda_X T))`` the frame-average-to-frame-start factor ``F_X``, the
@@ -444,6 +445,7 @@ def _input_record(image: Image) -> dict[str, Any]:
         "header": {
             "decay_correction": m.decay_correction,
             "decay_factor": m.decay_factor,
+            "private_scan_datetime": None if m.private_scan_datetime is None else m.private_scan_datetime.isoformat(),
             "corrected_image": list(m.corrected_image),
             "radiopharmaceutical": m.radiopharmaceutical,
             "radionuclide": m.radionuclide,
@@ -714,6 +716,16 @@ def _reference_time(mode: str, image: Image, t_scan: _dt.datetime, rec: _Record)
         rec.notes.append("START reference: no SeriesDate/Time; the acquisition time is used")
         rec.time("decay_reference", t_scan, "scan start (no SeriesDate/Time): DecayCorrection START")
         return t_scan
+    private = m.private_scan_datetime
+    if private is not None and (acquisition is None or series > acquisition):
+        rec.notes.append(
+            f"START reference: SeriesDate/Time {series.isoformat()} is later than the acquisition (series saved "
+            f"again); GE's private scan start (0009,100D) {private.isoformat()} is used (QIBA SUV pseudo-code)"
+        )
+        rec.time("decay_reference", private,
+                 "GE private scan DateTime (0009,100D, GEMS_PETD_01): SeriesDate/Time is later than the "
+                 "acquisition (QIBA rule); DecayCorrection START", series_datetime=series.isoformat())
+        return private
     if acquisition is not None and series > acquisition:
         rec.notes.append(
             f"START reference: SeriesDate/Time {series.isoformat()} is later than the acquisition "

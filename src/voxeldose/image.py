@@ -49,6 +49,9 @@ class ImageMeta:
     manufacturer_model: str | None = None
     series_datetime: _dt.datetime | None = None
     acquisition_datetime: _dt.datetime | None = None
+    # GE's private scan start (0009,100D, creator GEMS_PETD_01): the decay reference of a GE PET
+    # whose Series Date/Time was changed by re-saving (QIBA SUV pseudo-code)
+    private_scan_datetime: _dt.datetime | None = None
     frame_duration_s: float | None = None
     radiopharmaceutical: str | None = None
     radionuclide: str | None = None  # code meaning, e.g. "^90^Yttrium", or the code value

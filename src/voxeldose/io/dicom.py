@@ -269,6 +269,7 @@ def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> Im
         manufacturer_model=str(getattr(ds, "ManufacturerModelName", "")) or None,
         series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None)),
         acquisition_datetime=acquisition,
+        private_scan_datetime=_ge_scan_datetime(ds),
         frame_duration_s=None if duration_ms is None else duration_ms / 1000.0,
         decay_correction=str(getattr(ds, "DecayCorrection", "")).upper() or None,
         decay_factor=_float(ds, "DecayFactor"),
@@ -277,6 +278,16 @@ def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> Im
         identifiers=identifiers,
         **_radiopharmaceutical(ds),
     )
+
+
+def _ge_scan_datetime(ds: Any) -> dt.datetime | None:
+    """GE PET's private scan start, (0009,100D) in the GEMS_PETD_01 block, or None."""
+    try:
+        block = ds.private_block(0x0009, "GEMS_PETD_01")
+        value = block[0x0D].value
+    except (KeyError, ValueError, TypeError):
+        return None
+    return _datetime(value, None) if value else None
 
 
 def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], durations_ms: Sequence[float | None],
