@@ -49,10 +49,13 @@ most R/2 apart (the slab rule it replaces lost up to h**2 / (4 R**2): -1.6 % for
 at 2.5 mm planes, -6 % at 5 mm).
 
 Contours that are not parallel to the reference slices (points farther than
-:data:`CONTOUR_PLANE_TOLERANCE_MM` from their contour's plane along the slice normal, e.g. axial
-contours on a tilted or sagittal image) are rejected with a :class:`VoiError`:
-resample the image into the orientation the contours were drawn in (e.g. load the CT they were
-drawn on as the reference) and resample the result.
+:data:`CONTOUR_PLANE_TOLERANCE_MM` from a plane parallel to the slices, e.g. axial contours on a
+tilted or coronal image) are rasterised in the same way on a grid of their own planes (voxels of
+a quarter of the image's smallest spacing, coarser for large ROIs:
+:data:`OBLIQUE_GRID_DIVISOR`, :data:`OBLIQUE_GRID_MAX_VOXELS`) and resampled onto the image as
+SEG masks are (below): a 20 mm sphere on an image tilted by 20 or 90 degrees keeps its volume
+within 1 % and each voxel's fraction within 0.06. The contours of one ROI must lie in parallel
+planes; otherwise it is a :class:`VoiError`.
 
 Masks (SEG and label maps)
 --------------------------
@@ -120,6 +123,8 @@ __all__ = [
     "SHAPE_PITCH_MM",
     "GAP_BREAK_FACTOR",
     "MAX_SUPERSAMPLING",
+    "OBLIQUE_GRID_DIVISOR",
+    "OBLIQUE_GRID_MAX_VOXELS",
     "OUTSIDE_WARN_FRACTION",
 ]
 
@@ -138,6 +143,13 @@ CONTOUR_PLANE_TOLERANCE_MM = 0.05
 
 #: A gap between contour planes wider than this many typical spacings separates two parts.
 GAP_BREAK_FACTOR = 2.5
+
+#: Contours not parallel to the image's slices are rasterised on a grid of their planes with
+#: voxels this many times smaller than the image's smallest spacing, then resampled onto it.
+OBLIQUE_GRID_DIVISOR = 4.0
+
+#: Largest number of voxels of such a grid (its voxels grow for large ROIs).
+OBLIQUE_GRID_MAX_VOXELS = 4_000_000
 
 #: Most sub-samples per axis of a reference voxel when resampling a mask.
 MAX_SUPERSAMPLING = 8
@@ -475,19 +487,95 @@ def _load_rtstruct(f: Path, reference: Image, registered: bool) -> list[_Loaded]
                           stacklevel=3)
         else:
             _check_frame_of_reference(roi_for, reference, registered, f"{f}, ROI {name!r}")
-    idx = {n: [reference.world_to_index(p) for p in contours[n]] for n in drawn}
-    planes_k = {n: _plane_positions(idx[n], f, names[n][0], reference) for n in drawn}
+    # ROIs whose contours are not parallel to the reference slices are rasterised on a grid of
+    # their own planes and resampled (below)
+    oblique = {n: _contour_grid(contours[n], f, names[n][0], reference) for n in drawn
+               if not _parallel_to(contours[n], reference)}
+    grid_of = {n: oblique.get(n, reference) for n in drawn}
+    idx = {n: [grid_of[n].world_to_index(p) for p in contours[n]] for n in drawn}
+    planes_k = {n: _plane_positions(idx[n], f, names[n][0], grid_of[n]) for n in drawn}
     # the typical plane spacing of the whole file, for ROIs drawn on one plane only
-    all_k = np.unique(np.concatenate([k for _, k in planes_k.values()])) if planes_k else np.array([])
-    gaps = np.diff(all_k)
-    gaps = gaps[gaps > CONTOUR_PLANE_TOLERANCE_MM / reference.spacing_mm[2]]
-    file_step = float(np.median(gaps)) if gaps.size else 1.0  # else one reference slice
+    # (in mm: the ROIs on their own grids have other slice spacings)
+    all_mm = [k * grid_of[n].spacing_mm[2] for n, (_, k) in planes_k.items() if n not in oblique]
+    all_mm_k = np.unique(np.concatenate(all_mm)) if all_mm else np.array([])
+    gaps = np.diff(all_mm_k)
+    gaps = gaps[gaps > CONTOUR_PLANE_TOLERANCE_MM]
+    file_step_mm = float(np.median(gaps)) if gaps.size else reference.spacing_mm[2]  # else one reference slice
     out = []
     for number in drawn:
         plane_of, group_k = planes_k[number]
-        mask, inside, total = _rasterise(idx[number], plane_of, group_k, reference, file_step)
-        out.append(_Loaded(names[number][0], mask, inside, 1.0 - inside / total if total > 0 else 0.0))
+        grid = grid_of[number]
+        mask, inside, total = _rasterise(idx[number], plane_of, group_k, grid, file_step_mm / grid.spacing_mm[2])
+        if number in oblique:
+            mask, inside, outside = _resample_fraction(grid.with_array(mask, units="MASK"), reference)
+            out.append(_Loaded(names[number][0], mask, inside, outside))
+        else:
+            out.append(_Loaded(names[number][0], mask, inside, 1.0 - inside / total if total > 0 else 0.0))
     return out
+
+
+def _normal(points: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Unit normal of a closed polygon by Newell's method (the sign follows its winding)."""
+    a, b = points, np.roll(points, -1, axis=0)
+    n = np.array([np.sum((a[:, 1] - b[:, 1]) * (a[:, 2] + b[:, 2])),
+                  np.sum((a[:, 2] - b[:, 2]) * (a[:, 0] + b[:, 0])),
+                  np.sum((a[:, 0] - b[:, 0]) * (a[:, 1] + b[:, 1]))])
+    norm = float(np.linalg.norm(n))
+    return n / norm if norm > 0 else n
+
+
+def _parallel_to(polys: list[NDArray[np.float64]], reference: Image) -> bool:
+    """Whether every contour lies in a plane parallel to the reference slices."""
+    normal = reference.direction_matrix[:, 2]
+    return all(float(np.ptp(p @ normal)) <= 2.0 * CONTOUR_PLANE_TOLERANCE_MM for p in polys)
+
+
+def _contour_grid(polys: list[NDArray[np.float64]], f: Path, name: str, reference: Image) -> Image:
+    """A grid whose slices are the planes of an ROI's contours (not parallel to the reference's).
+
+    Its in-plane axes follow the reference's x axis projected on the plane; its voxels are the
+    reference's smallest spacing / :data:`OBLIQUE_GRID_DIVISOR`, larger if the grid would hold
+    more than :data:`OBLIQUE_GRID_MAX_VOXELS`; it holds every contour with a margin for the end
+    caps.
+    """
+    normals = [_normal(p) for p in polys if len(p) >= 3]
+    normals = [n for n in normals if np.any(n)]
+    if not normals:
+        raise VoiError(f"{f}: the contours of ROI {name!r} are degenerate (no area); re-export the ROI")
+    n = np.zeros(3)
+    for m in normals:
+        n += m if float(m @ normals[0]) >= 0 else -m
+    n /= float(np.linalg.norm(n))
+    for p in polys:
+        if float(np.ptp(p @ n)) > 2.0 * CONTOUR_PLANE_TOLERANCE_MM:
+            raise VoiError(
+                f"{f}: the contours of ROI {name!r} do not lie in parallel planes (a contour spans "
+                f"{float(np.ptp(p @ n)):.2f} mm along their mean normal); voxeldose rasterises planar contours "
+                "in parallel planes only: re-export the ROI from the planning system"
+            )
+    axes = reference.direction_matrix
+    u = axes[:, 0] - float(axes[:, 0] @ n) * n
+    if float(np.linalg.norm(u)) < 1e-6:  # the plane is normal to the reference x axis
+        u = axes[:, 1] - float(axes[:, 1] @ n) * n
+    u /= float(np.linalg.norm(u))
+    v = np.cross(n, u)
+    direction = np.column_stack([u, v, n])
+    pts = np.concatenate(polys)
+    uvn = pts @ direction
+    plane_mm = np.unique(np.round(uvn[:, 2] / CONTOUR_PLANE_TOLERANCE_MM)) * CONTOUR_PLANE_TOLERANCE_MM
+    step_mm = float(np.median(np.diff(plane_mm))) if plane_mm.size > 1 else max(reference.spacing_mm)
+    margin = np.array([2.0 * max(reference.spacing_mm)] * 2 + [step_mm + min(reference.spacing_mm)])
+    lo = uvn.min(axis=0) - margin
+    # finer for accuracy, but at most OBLIQUE_GRID_MAX_VOXELS (a liver: about 1 mm)
+    box_mm3 = float(np.prod(uvn.max(axis=0) + margin - lo))
+    spacing = max(min(reference.spacing_mm) / OBLIQUE_GRID_DIVISOR, (box_mm3 / OBLIQUE_GRID_MAX_VOXELS) ** (1 / 3))
+    size = np.ceil((uvn.max(axis=0) + margin - lo) / spacing).astype(int) + 1
+    origin = direction @ lo
+    grid = Image(np.zeros(tuple(int(x) for x in size[::-1]), np.float32), (spacing,) * 3, tuple(origin),
+                 tuple(direction.reshape(-1)), "MASK")
+    logger.info("ROI %r: contours not parallel to the image's slices; rasterised on a %s grid of %.2f mm and "
+                "resampled", name, "x".join(str(int(x)) for x in size[::-1]), spacing)
+    return grid
 
 
 def _parse_rtstruct(
