@@ -88,7 +88,7 @@ def _png(fig: Any, dpi: int = 100) -> str:
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})  # layout="constrained": no crop pass
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -322,7 +322,7 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.float64]], colours
     fig = Figure(figsize=(sum(ratios) * panel_h + 3.2, panel_h + 1.6), layout="constrained")
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
     # solid outlines first (largest first), then the dashed ones on top (_outline_styles)
-    dashed = _outline_styles(masks)
+    dashed = _outline_styles({n: m[zs, ys, xs] for n, m in masks.items()})  # the region shown
     volume = {n: float(m.sum()) for n, m in masks.items()}
     order = sorted(masks, key=lambda n: (dashed[n], -volume[n]))
     shown: set[str] = set()
@@ -397,15 +397,14 @@ def _fmt_number(value: Any, unit: str = "") -> str:
 
 
 _METRIC = re.compile(r"^(?P<kind>[DV])(?P<label>[0-9]+(?:p[0-9]+)?)_(?P<unit>gy|pct)$")
-_BASIC = {"volume_ml": ("volume", "mL"), "mass_g": ("mass", "g"),
-          "density_g_per_cm3": ("density", "g/mL"), "mean_gy": ("mean", "Gy"),
+_BASIC = {"volume_ml": ("volume", "mL"), "mass_g": ("mass", "g"), "mean_gy": ("mean", "Gy"),
           "min_gy": ("min", "Gy"), "max_gy": ("max", "Gy")}
 
 
 def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> str:
     columns: list[str] = []
-    for values in metrics.values():
-        columns.extend(c for c in values if c not in columns)
+    for values in metrics.values():  # the density is in the footnote, not a column: the table stays narrow
+        columns.extend(c for c in values if c not in columns and c != "density_g_per_cm3")
     d_cols = [c for c in columns if (m := _METRIC.match(c)) and m["kind"] == "D"]
     v_cols = [c for c in columns if (m := _METRIC.match(c)) and m["kind"] == "V"]
     basic = [c for c in columns if c not in d_cols and c not in v_cols]
