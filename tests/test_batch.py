@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import pydicom
 import pytest
 
 from voxeldose.batch import CaseSpec, discover_cases, run_batch
@@ -107,9 +108,14 @@ def test_ambiguous_folder_is_a_failed_case_naming_the_series(cohort, tmp_path):
 
 def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1"]) == 3
+    assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1", "--anonymize"]) == 3
     captured = capsys.readouterr()
     assert "2 case(s) done" in captured.out and "failures.csv" in captured.err
+    # --anonymize reaches every case: RT Dose named by the case id, no input paths kept
+    ds = pydicom.dcmread(out / "case_a" / "rtdose.dcm")
+    assert ds.PatientName == "case_a" and ds.PatientIdentityRemoved == "YES"
+    metrics = (out / "case_a" / "metrics.json").read_text()
+    assert str(cohort) not in metrics and "withheld (anonymize)" in metrics
 
 
 def _die_in_a_worker(parent_pid):

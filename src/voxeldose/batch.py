@@ -335,7 +335,9 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None,
                 spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
-    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue") if k in options})
+    # (anonymize only when set, so that the digests of earlier plain runs stay valid)
+    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize")
+                               if k in options and (k != "anonymize" or options[k])})
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
@@ -360,7 +362,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
-            force=True, overrides={"case_id": spec.case_id, **spec.values},
+            anonymize=bool(options.get("anonymize", False)), force=True, overrides={"case_id": spec.case_id, **spec.values},
             extra_provenance={"batch_input_hash": digest},
         )
         _write_log(out, stream.getvalue(), failed=False)
@@ -446,6 +448,7 @@ def run_batch(
     scheduler: str | None = None,
     method: str = "kernel",
     tissue: str = "soft",
+    anonymize: bool = False,
     force: bool = False,
     progress: bool = True,
     cases: Sequence[CaseSpec] | None = None,
@@ -466,6 +469,9 @@ def run_batch(
         voxeldose installed and see the input and output paths.
     method, tissue
         As in :func:`voxeldose.absorbed_dose`.
+    anonymize : bool
+        As in :func:`voxeldose.run_case`: RT Doses without patient identifiers (name and ID =
+        case id) and no input folder paths in the metrics and reports.
     force : bool
         Run every case again, even those whose outputs are up to date.
     progress : bool
@@ -494,7 +500,7 @@ def run_batch(
         raise InputError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {"method": method, "tissue": tissue}
+    options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize}
     cluster = None
     # find the cases (reading DICOM headers) while the worker processes start
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -141,6 +141,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     batch.add_argument("--method", choices=("kernel", "local"), default="kernel",
                        help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
+    batch.add_argument("--anonymize", action="store_true",
+                       help="RTDOSEs without patient identifiers (name and ID = case id, new study); no input "
+                            "folder paths in metrics.json and report.html")
     batch.add_argument("--force", action="store_true", help="run every case again, even up-to-date ones")
 
     ph = sub.add_parser(
@@ -298,7 +301,7 @@ def _batch(args: argparse.Namespace) -> int:
     from .batch import run_batch
 
     result = run_batch(args.input, args.out, workers=args.workers, scheduler=args.scheduler, method=args.method,
-                       force=args.force, progress=not args.quiet)
+                       anonymize=args.anonymize, force=args.force, progress=not args.quiet)
     print(f"{result.n_ok} case(s) done, {result.n_skipped} up to date, {result.n_failed} failed "
           f"in {result.elapsed_s:.1f} s; cohort table {result.out_dir / 'cohort.csv'}")
     if result.n_failed:
