@@ -23,7 +23,9 @@ DICOM side is :mod:`voxeldose.io.vois`, whose documentation states the model. In
   contour.
 - The reference voxel's value is the mean of the sub-samples' coverage over the voxel: in the
   plane, a sub-sample's coverage is ``clip(1/2 - d / pitch, 0, 1)``; along the normal, a
-  midpoint rule with at most :data:`SHAPE_PITCH_MM` between sub-planes, cut exactly at the ends.
+  midpoint rule over sub-planes, cut exactly at the ends. The pitch is the ROI's largest
+  section's equivalent radius / :data:`SHAPE_SAMPLES_PER_RADIUS`, at least
+  :data:`SHAPE_PITCH_MM`, with 2 to :data:`MAX_SHAPE_SUB` sub-samples per voxel edge.
 
 References
 ----------
@@ -40,7 +42,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["plane_coverage", "rasterise_contours", "end_extent", "SHAPE_PITCH_MM", "MAX_SHAPE_SUB"]
+__all__ = ["plane_coverage", "rasterise_contours", "end_extent", "SHAPE_PITCH_MM", "SHAPE_SAMPLES_PER_RADIUS",
+           "MAX_SHAPE_SUB", "MAX_PHI_CURVATURE"]
 
 #: Finest distance (mm) between the sub-samples of a reference voxel, in the plane and along
 #: the slice normal, for the interpolation between contour planes.
