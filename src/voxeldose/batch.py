@@ -362,7 +362,8 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
-            anonymize=bool(options.get("anonymize", False)), force=True, overrides={"case_id": spec.case_id, **spec.values},
+            anonymize=bool(options.get("anonymize", False)), force=True,
+            overrides={"case_id": spec.case_id, **spec.values},
             extra_provenance={"batch_input_hash": digest},
         )
         _write_log(out, stream.getvalue(), failed=False)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -293,8 +293,6 @@ def _ge_scan_datetime(ds: Any) -> dt.datetime | None:
 def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], durations_ms: Sequence[float | None],
                        decay_factors: Sequence[float | None]) -> ImageMeta:
     """``meta`` with per-slice timing when the slices differ in it (a multi-bed PET), else as is."""
-    from dataclasses import replace
-
     def varies(values: Sequence[Any]) -> bool:
         return len({v for v in values if v is not None}) > 1
 
@@ -603,8 +601,6 @@ def _enhanced(path: Path, header: Any) -> Image:
 
 def _enhanced_pet_units_and_decay(ds: Any, units: str, meta: ImageMeta) -> tuple[str, ImageMeta]:
     """Enhanced PET keeps units in Real World Value Mapping and decay in frame correction items."""
-    from dataclasses import replace
-
     rwv = _functional(ds, 0, "RealWorldValueMappingSequence", "MeasurementUnitsCodeSequence")
     if rwv is not None and getattr(rwv, "MeasurementUnitsCodeSequence", None):
         code = str(rwv.MeasurementUnitsCodeSequence[0].CodeValue)
