@@ -20,7 +20,7 @@ from pathlib import Path
 
 import voxeldose
 from voxeldose.batch import run_batch
-from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.phantoms.export import write_liver_case
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 import voxeldose
 from voxeldose import phantoms
 from voxeldose.image import Image
-from voxeldose.io.write_dicom import SeriesHeader, write_pet_series
+from voxeldose.io.series import SeriesHeader, write_pet_series
 
 SPACING_MM = (2.0, 2.0, 2.0)
 SHAPE = (300, 256, 256)

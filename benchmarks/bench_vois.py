@@ -26,7 +26,8 @@ import numpy as np
 
 import voxeldose
 from voxeldose.image import Image
-from voxeldose.io.write_dicom import SeriesHeader, read_datasets, write_ct_series
+from voxeldose.io._dicom_common import read_datasets
+from voxeldose.io.series import SeriesHeader, write_ct_series
 from voxeldose.io.write_vois import ellipsoid_polygons, write_rtstruct
 
 DIAMETERS_MM = (20.0, 24.0, 30.0, 40.0)
@@ -70,7 +71,7 @@ def one(tmp: Path, rng: np.random.Generator, diameter: float, plane_mm: float, t
 
 def liver_timings(tmp: Path, repeat: int = 3) -> None:
     """The liver phantom's ROIs on its PET grid, axial and tilted by 15 degrees: best time of ``repeat``."""
-    from voxeldose.io.phantom_dicom import write_liver_case
+    from voxeldose.phantoms.export import write_liver_case
 
     case = tmp / "liver"
     write_liver_case(case, write=("PET", "CT", "RTSTRUCT"))

@@ -1,4 +1,4 @@
-"""Mean dose per ROI by dicompyler-core, for tests/test_io_write_outputs.py.
+"""Mean dose per ROI by dicompyler-core, for tests/test_io_results.py.
 
 Runs inside its own virtualenv (dicompyler-core 0.5.6 needs pydicom 2.x), so it imports nothing
 from voxeldose:

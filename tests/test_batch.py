@@ -12,7 +12,7 @@ import pytest
 
 from voxeldose.batch import CaseSpec, discover_cases, run_batch
 from voxeldose.cli import main
-from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.phantoms.export import write_liver_case
 from voxeldose.pipeline import OUTPUT_FILES
 
 # coarse grids keep each case to about a second

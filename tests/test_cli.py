@@ -12,7 +12,7 @@ import pytest
 
 from voxeldose import __version__
 from voxeldose.cli import main
-from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.phantoms.export import write_liver_case
 from voxeldose.pipeline import OUTPUT_FILES
 
 

@@ -246,7 +246,7 @@ def test_one_pass_scan_equals_numpy_reference(seed, dtype, transposed, n_points)
     a[idx] = rng.integers(-3, 4, n_points).astype(dtype)
     if transposed:
         a = a.transpose(2, 0, 1)  # non-contiguous view
-    from voxeldose._validate import inspect_volume
+    from voxeldose._checks import inspect_volume
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)

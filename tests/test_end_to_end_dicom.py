@@ -10,7 +10,7 @@ import pytest
 
 import voxeldose
 from voxeldose import phantoms
-from voxeldose.io.phantom_dicom import write_liver_case
+from voxeldose.phantoms.export import write_liver_case
 
 # The criterion: calibration reproduces a known activity within 0.1 %.
 CRITERION = 1e-3

@@ -12,7 +12,7 @@ import pytest
 import voxeldose
 from voxeldose import phantoms
 from voxeldose.cli import main
-from voxeldose.io.phantom_dicom import pet_stored_per_activity, write_liver_case
+from voxeldose.phantoms.export import pet_stored_per_activity, write_liver_case
 
 LAMBDA = math.log(2) / (64.10 * 3600)  # Y-90, ICRP-107, written out independently
 

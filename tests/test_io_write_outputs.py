@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 import voxeldose
 from voxeldose.image import Image, ImageMeta
-from voxeldose.io.write_outputs import (
+from voxeldose.io.results import (
     DVH_CSV_COLUMNS,
     RTDOSE_SOP,
     voi_metrics,
@@ -284,7 +284,7 @@ def test_load_image_does_not_take_an_rtdose(tmp_path):
 
 #: dciodvfy's remarks we accept, each explained:
 ACCEPTED_DCIODVFY_WARNINGS = (
-    # dicom3tools 2022 predates the defined term PLAN_OVERVIEW (see write_outputs)
+    # dicom3tools 2022 predates the defined term PLAN_OVERVIEW (see results)
     "Warning - Unrecognized defined term <PLAN_OVERVIEW> for value 1 of attribute <Dose Summation Type>",
 )
 #: ... and in an anonymized file, where these attributes are empty on purpose (Type 2, allowed):
@@ -480,7 +480,7 @@ def _dicompyler_python() -> Path:
 
 
 def test_dicompyler_core_reads_our_rtdose_and_agrees(tmp_path):
-    from voxeldose.io.phantom_dicom import write_liver_case
+    from voxeldose.phantoms.export import write_liver_case
 
     python = _dicompyler_python()
     case = tmp_path / "case"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import models, phantoms
+from voxeldose import clinical as models, phantoms
 
 # --------------------------------------------------------------------------- formulas by hand
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import models, phantoms
+from voxeldose import clinical as models, phantoms
 from voxeldose.image import Image
-from voxeldose.io.write_outputs import voi_metrics
+from voxeldose.io.results import voi_metrics
 from voxeldose.report import _Canonical, hottest_tumour, write_report
 
 EVIL = "<script>alert(1)</script>"

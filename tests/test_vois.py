@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from voxeldose import phantoms
 from voxeldose.errors import InputError, VoiError
-from voxeldose.vois import derive_vois
+from voxeldose.voi_sets import derive_vois
 
 
 def box(shape, z, y, x, value=1.0):

@@ -17,12 +17,13 @@ from .errors import (
 )
 from .batch import run_batch
 from .calibrate import ActivityMap, calibrate
-from .case import Case, load_case
+from .case import Case
+from .io.case_file import load_case
 from .image import Image, ImageMeta
 from .io.dicom import list_series, load_image
 from .io.vois import load_vois
 from .pipeline import run_case
-from .vois import derive_vois
+from .voi_sets import derive_vois
 from .kernels import y90_kernel
 
 __version__ = "0.1.0"

@@ -126,7 +126,7 @@ def _case_folder(folder: Path) -> CaseSpec:
         case_file = str(found[0]) if len(found) == 1 else None
     if case_file is not None:
         try:
-            from .case import load_case
+            from .io.case_file import load_case
 
             case_id = _safe_id(load_case(case_file).case_id)
         except VoxelDoseError as exc:
@@ -313,7 +313,7 @@ def _warm_worker() -> None:
 
     from . import pipeline  # noqa: F401
     from .dose import absorbed_dose
-    from .io import dicom, vois, write_outputs  # noqa: F401
+    from .io import dicom, vois, results  # noqa: F401
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -102,7 +102,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import constants as C
-from ._validate import check_mask
+from ._checks import check_mask
 from .case import Case, normalise_nuclide
 from .errors import CalibrationError, InputError, VoiError, VoxelDoseWarning
 from .image import Image

@@ -60,13 +60,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import json
 import math
-import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -74,7 +70,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Case", "load_case", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS", "normalise_nuclide"]
+__all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS", "normalise_nuclide"]
 
 #: Roles a VOI can have in a case.
 VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused")
@@ -433,74 +429,35 @@ def _did_you_mean(words: list[str], allowed: tuple[str, ...] | list[str]) -> str
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
 
 
-# ---------------------------------------------------------------------------- the file
+# ---------------------------------------------------------------------------- the schema
 
 
-def load_case(path: str | os.PathLike[str]) -> Case:
-    """Read a case file (TOML or JSON, by its suffix); the schema is in the module documentation.
+def case_from_dict(data: Mapping[str, Any], *, source: str) -> Case:
+    """A :class:`Case` from the keys of a case file (the schema of the module documentation).
 
-    Parameters
-    ----------
-    path : str or path-like
-        A ``.toml`` or ``.json`` file.
-
-    Returns
-    -------
-    Case
-        With ``source_path`` set, so that provenance can name the file and key of each value.
+    ``source`` names where the keys came from in messages and provenance (the file's path).
 
     Raises
     ------
     InputError
-        If the file is missing or unreadable, is not valid TOML/JSON, has an unknown key (the
-        message lists the allowed keys), misses ``case_id``, or has a value of the wrong type
-        or range (the message names the key and the file).
-
-    Example
-    -------
-    >>> import pathlib, tempfile
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "case.toml"
-    >>> _ = p.write_text('case_id = "c1"\\nadministered_gbq = 2.5\\n[vois]\\nliver = "whole_liver"\\n')
-    >>> load_case(p).administered_gbq
-    2.5
+        An unknown key (the message lists the allowed keys and the nearest one), a missing
+        ``case_id``, or a value of the wrong type or range (the message names the key).
     """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise InputError(f"case file {p}: the name must end in .toml or .json, got {p.suffix or 'no suffix'!r}")
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"case file {p} not found") from None
-    except OSError as exc:
-        raise InputError(f"case file {p} cannot be read: {exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"case file {p} is not UTF-8 text: {exc}") from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"case file {p} is not valid TOML: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"case file {p} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"case file {p}: the top level must be a table of keys, got {type(data).__name__}")
-
+    if not isinstance(data, Mapping):
+        raise InputError(f"case file {source}: the top level must be a table of keys, got {type(data).__name__}")
     allowed = list(CASE_FILE_KEYS)
     unknown = [k for k in data if k not in CASE_FILE_KEYS]
     if unknown:
         raise InputError(
-            f"case file {p}: unknown key(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown, allowed)}; "
+            f"case file {source}: unknown key(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown, allowed)}; "
             f"allowed keys: {', '.join(allowed)}"
         )
     if data.get("case_id") is None:
-        raise InputError(f"case file {p}: key 'case_id' is missing; add e.g. case_id = \"tare-017\"")
-
+        raise InputError(f"case file {source}: key 'case_id' is missing; add e.g. case_id = \"tare-017\"")
     values: dict[str, Any] = {}
     for key, value in data.items():
         name = CASE_FILE_KEYS[key]
-        values[name] = _check_field(name, value, f"case file {p}, key {key!r}")
+        values[name] = _check_field(name, value, f"case file {source}, key {key!r}")
     if values.get("voi_roles") is None:
         values["voi_roles"] = {}
-    return Case(**values, source_path=str(p))
+    return Case(**values, source_path=source)

@@ -190,7 +190,7 @@ def _phantom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .errors import InputError
-    from .io.phantom_dicom import write_phantom
+    from .phantoms.export import write_phantom
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -223,7 +223,7 @@ def _demo(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from .io.phantom_dicom import write_liver_case
+    from .phantoms.export import write_liver_case
     from .pipeline import run_case
 
     with tempfile.TemporaryDirectory(prefix="voxeldose-demo-") as tmp:

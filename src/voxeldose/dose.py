@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import constants as C
-from ._validate import check_spacing, inspect_volume
+from ._checks import check_spacing, inspect_volume
 from .errors import InputError
 from .kernels import Tissue, TISSUES, y90_kernel
 

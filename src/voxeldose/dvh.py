@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import MASK_TOLERANCE, check_mask, check_number, check_spacing, check_volume
+from ._checks import MASK_TOLERANCE, check_mask, check_number, check_spacing, check_volume
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
 

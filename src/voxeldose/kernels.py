@@ -69,7 +69,7 @@ from numpy.typing import NDArray
 
 from . import constants as C
 from ._resources import data_dir
-from ._validate import check_spacing
+from ._checks import check_spacing
 from .errors import KernelError
 
 __all__ = [

@@ -114,7 +114,8 @@ class CaseOutputs:
 
 
 def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[str, Any], image: Any) -> "Case":
-    from .case import Case, load_case
+    from .case import Case
+    from .io.case_file import load_case
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(case, Case):
@@ -221,10 +222,10 @@ def run_case(
     from .image import Image
     from .io.dicom import load_image
     from .io.vois import load_vois
-    from .io.write_outputs import voi_metrics, write_dvh_csv, write_metrics_json, write_nifti, write_rtdose
-    from .models import LUNG_DENSITY_G_PER_CM3, model_crosschecks
+    from .io.results import voi_metrics, write_dvh_csv, write_metrics_json, write_nifti, write_rtdose
+    from .clinical import LUNG_DENSITY_G_PER_CM3, model_crosschecks
     from .report import write_report
-    from .vois import derive_vois
+    from .voi_sets import derive_vois
 
     out_dir = Path(out)
     _check_out(out_dir, force)

@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validate import check_mask
+from ._checks import check_mask
 from .dvh import DVH
 from .errors import InputError
 from .image import Image
@@ -449,7 +449,7 @@ def _pct(diff: Any, limit: float = 0.10) -> str:
 
 
 def _crosscheck_html(cc: Mapping[str, Any]) -> str:
-    from .models import THRESHOLDS as T
+    from .clinical import THRESHOLDS as T
 
     def names(value: Any) -> str:
         if isinstance(value, (list, tuple)):
@@ -579,11 +579,11 @@ def write_report(
     dvhs : mapping name -> DVH
         DVHs to plot (one curve each) and to choose the hottest tumour from.
     metrics : mapping name -> mapping metric -> value
-        The metrics table, one row per VOI, e.g. from ``io.write_outputs.voi_metrics``: keys
+        The metrics table, one row per VOI, e.g. from ``io.results.voi_metrics``: keys
         ``volume_ml``, ``mass_g``, ``mean_gy``, ``min_gy``, ``max_gy``, ``D{x}_gy``,
         ``V{g}_pct``; other keys are shown as they are.
     crosschecks : mapping
-        The result of :func:`voxeldose.models.model_crosschecks` (or a mapping without its
+        The result of :func:`voxeldose.clinical.model_crosschecks` (or a mapping without its
         keys, when there is none); its ``roles`` also label the metrics table.
     warnings : sequence of str
         Shown first, in a coloured box.

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
-from .write_dicom import file_meta, new_uid
+from ._dicom_common import file_meta, new_uid
 
 __all__ = [
     "RTSTRUCT_SOP",

@@ -48,7 +48,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import check_mask, check_number, check_spacing, check_volume
+from ._checks import check_mask, check_number, check_spacing, check_volume
 from .constants import MIRD_Y90_GY_KG_PER_GBQ, SOFT_TISSUE_DENSITY_G_PER_CM3
 from .dvh import DVH
 from .errors import InputError, VoiError

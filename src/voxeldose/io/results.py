@@ -65,7 +65,7 @@ from ..constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
-from .write_dicom import ds_values, file_meta, new_uid
+from ._dicom_common import ds_values, file_meta, new_uid
 
 __all__ = [
     "write_nifti",
@@ -469,7 +469,7 @@ def voi_metrics(dvhs: Mapping[str, DVH], *,
         Tissue density for the mass (default soft tissue, 1.04 g/cm3).
     densities_g_per_cm3 : mapping of VOI name to density (g/cm3), optional
         Densities for particular VOIs, e.g. 0.30 g/cm3 for a lung VOI (the pipeline gives
-        :data:`voxeldose.models.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
+        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
 
     Returns
     -------

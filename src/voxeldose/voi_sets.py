@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import MASK_TOLERANCE, check_mask
+from ._checks import MASK_TOLERANCE, check_mask
 from .errors import InputError, VoiError
 
 __all__ = ["derive_vois", "MASK_TOLERANCE", "REPORT_THRESHOLD_VOXELS"]

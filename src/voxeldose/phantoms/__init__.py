@@ -38,11 +38,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from . import constants as C
-from ._resources import data_dir
-from ._validate import check_spacing
-from .errors import GeometryError, InputError
-from .kernels import dose_point_kernel
+from .. import constants as C
+from .._resources import data_dir
+from .._checks import check_spacing
+from ..errors import GeometryError, InputError
+from ..kernels import dose_point_kernel
 
 __all__ = [
     "Phantom",

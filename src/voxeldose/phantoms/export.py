@@ -51,7 +51,8 @@ from .. import phantoms
 from .._resources import data_dir
 from ..errors import InputError
 from ..image import Image
-from .write_dicom import SeriesHeader, new_uid, read_datasets, write_ct_series, write_nm_spect, write_pet_series
+from ..io._dicom_common import new_uid, read_datasets
+from ..io.series import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
 
 __all__ = ["ScannerNuclide", "SCANNER_NUCLIDES", "write_liver_case", "write_phantom", "pet_stored_per_activity"]
 
@@ -127,7 +128,7 @@ def _ct_image(spacing_mm: Sequence[float], geo: dict[str, Any]) -> Image:
 
 
 def _contours(geo: dict[str, Any], plane_z_mm: Sequence[float]) -> dict[str, list[np.ndarray]]:
-    from .write_vois import ellipsoid_polygons
+    from ..io.write_vois import ellipsoid_polygons
 
     liver_c = np.asarray(geo["liver"]["centre_mm"], float)
     rois: dict[str, list[np.ndarray]] = {
@@ -266,7 +267,7 @@ def write_liver_case(
         truth["ct"] = {"series_instance_uid": header.series_instance_uid, "spacing_mm": list(ct.spacing_mm)}
 
     if "RTSTRUCT" in write:
-        from .write_vois import write_rtstruct
+        from ..io.write_vois import write_rtstruct
 
         planes = sorted(float(ds.ImagePositionPatient[2]) for ds in ct_datasets)
         write_rtstruct(out / "RTSTRUCT.dcm", _contours(geo, planes), ct_datasets)
@@ -275,7 +276,7 @@ def write_liver_case(
                 p.unlink()
             (out / "CT").rmdir()
     if "SEG" in write:
-        from .write_vois import write_seg
+        from ..io.write_vois import write_seg
 
         names = ["liver"] + [t["name"] for t in geo["tumours"]] + ["lung"]
         write_seg(out / "SEG.dcm", {n: pet.masks[n] for n in names}, pet_datasets, fractional=True)
@@ -339,7 +340,7 @@ def write_phantom(name: str, out_dir: str | Path, **options: Any) -> dict[str, A
         decay_factor=decay_factor, frame_duration_s=frame_s, nuclide=nuclide_name, half_life_s=nuclide.half_life_s,
         positron_fraction=nuclide.positron_fraction, seed=int(scanner.get("seed", 0)),
     )
-    from .write_vois import write_seg
+    from ..io.write_vois import write_seg
 
     write_seg(out / "SEG.dcm", dict(ph.masks), read_datasets(paths), fractional=True)
     (out / "case.toml").write_text(

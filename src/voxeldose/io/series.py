@@ -7,7 +7,7 @@
 - :func:`write_ct_series`: a classic CT Image series in HU.
 
 Every writer takes an :class:`~voxeldose.image.Image` that already holds the values the scanner
-would store (the physics of what a scanner measures lives in :mod:`voxeldose.io.phantom_dicom`),
+would store (the physics of what a scanner measures lives in :mod:`voxeldose.phantoms.export`),
 and a :class:`SeriesHeader` with the identifiers and times. Optional compression uses pydicom's
 encoders (RLE Lossless natively, JPEG-LS through pyjpegls, JPEG 2000 through
 pylibjpeg-openjpeg) or deflate.
@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ._dicom_common import ds_values, file_meta, new_uid
 from ..image import Image
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "write_pet_series",
     "write_nm_spect",
     "write_ct_series",
-    "new_uid",
 ]
 
 PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
@@ -57,20 +57,8 @@ RADIONUCLIDES: dict[str, tuple[str, str]] = {
 COMPRESSIONS = ("none", "rle", "jpeg-ls", "jpeg2000", "deflate")
 
 
-def ds_values(values: Any) -> Any:
-    """Numbers as DICOM DS strings of at most 16 characters (PS3.5 6.2), precision kept."""
-    from pydicom.valuerep import format_number_as_ds
-
-    if np.ndim(values) == 0:
-        return format_number_as_ds(float(values))
-    return [format_number_as_ds(float(v)) for v in values]
 
 
-def new_uid() -> str:
-    """A new DICOM UID (pydicom's root, random suffix)."""
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid())
 
 
 @dataclass(frozen=True)
@@ -153,17 +141,6 @@ def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
     ds.PixelRepresentation = 1 if signed else 0
 
 
-def file_meta(ds: Any) -> None:
-    """Give ``ds`` its File Meta Information (Explicit VR Little Endian), from its SOP class and instance."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
 
 
 def _save(ds: Any, path: Path, compression: str) -> None:
@@ -441,9 +418,3 @@ def write_ct_series(
         paths.append(path)
     return paths
 
-
-def read_datasets(paths: Sequence[str | Path]) -> list[Any]:
-    """The pydicom datasets of ``paths`` (headers only), e.g. to reference a series."""
-    import pydicom
-
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
