@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxeldose.case import CASE_FILE_KEYS, Case, normalise_nuclide
+from voxeldose.case import CASE_FILE_KEYS, Case
+from voxeldose.nuclides import normalise_nuclide
 from voxeldose.io.case_file import load_case
 from voxeldose.errors import InputError, VoxelDoseError
 

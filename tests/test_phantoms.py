@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import voxeldose
+from voxeldose.dose import local_deposition_gy_per_mbq
 from voxeldose import constants as C
 from voxeldose import phantoms
 
@@ -20,7 +21,7 @@ def liver():
 
 def test_ldm_constant_from_first_principles():
     # 1 MBq/mL for T1/2/ln2 = 92.48 h at 0.9331 MeV per decay in 1.04 g: 49.77 Gy/GBq/kg -> 47.86 Gy
-    k = phantoms.ldm_dose_gy_per_mbq_per_ml()
+    k = local_deposition_gy_per_mbq(1.04)
     assert k == pytest.approx(1e6 * 64.10 * 3600 / math.log(2) * 0.9331 * 1.602176634e-13 / 1.04e-3, rel=1e-12)
     assert k == pytest.approx(47.86, abs=0.01)
 
@@ -46,7 +47,7 @@ def test_uniform_phantom_activity_and_truth():
     ph = phantoms.uniform(spacing_mm=(2.0, 3.0, 4.0), shape=(5, 6, 7), concentration_mbq_per_ml=2.5)
     assert ph.activity_mbq.shape == (5, 6, 7)
     assert np.all(ph.activity_mbq == pytest.approx(2.5 * 0.024))
-    assert ph.truth["local_deposition_dose_gy"] == pytest.approx(2.5 * phantoms.ldm_dose_gy_per_mbq_per_ml())
+    assert ph.truth["local_deposition_dose_gy"] == pytest.approx(2.5 * local_deposition_gy_per_mbq(1.04))
     local = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
     np.testing.assert_allclose(local, ph.truth["local_deposition_dose_gy"], rtol=1e-6)
 
@@ -72,7 +73,7 @@ def test_sphere_phantom_truth():
     assert t["radius_mm"] == pytest.approx((3 * 300e3 / (4 * math.pi)) ** (1 / 3))
     assert t["volume_ml_voxelised"] == pytest.approx(300.0, rel=1e-3)  # sub-voxel sampling
     assert ph.activity_mbq.sum() == pytest.approx(1000.0, rel=1e-12)
-    assert t["ldm_mean_dose_gy"] == pytest.approx(1000 / 300 * phantoms.ldm_dose_gy_per_mbq_per_ml())
+    assert t["ldm_mean_dose_gy"] == pytest.approx(1000 / 300 * local_deposition_gy_per_mbq(1.04))
     # absorbed fraction of a 300 mL sphere: the energy escaping through the surface is a few
     # percent; for a very large sphere it tends to the kernel's absorbed fraction (~1)
     assert 0.94 < t["absorbed_fraction"] < 0.97
@@ -129,7 +130,7 @@ def test_liver_activity_splits_as_prescribed(liver):
 
 def test_liver_ldm_truth_matches_local_deposition_through_the_engine(liver):
     dose = voxeldose.absorbed_dose(liver.activity_mbq, liver.spacing_mm, method="local")
-    k = phantoms.ldm_dose_gy_per_mbq_per_ml()
+    k = local_deposition_gy_per_mbq(1.04)
     for name, mask in liver.masks.items():
         record = liver.truth["vois"][name]
         h = voxeldose.dvh(dose, mask, liver.spacing_mm, name=name)
@@ -228,7 +229,7 @@ def test_registry():
         phantoms.make_phantom("kidney")
 
 
-def test_phantom_constants_are_the_projects():
-    # the phantoms use the engine's physics, not their own copies
-    assert phantoms.ldm_dose_gy_per_mbq_per_ml() * 1.04e-3 * 1e3 == pytest.approx(
-        C.Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ, rel=1e-12)
+def test_phantom_truth_uses_the_engines_local_deposition_factor():
+    # the phantoms' truth comes from the one local-deposition factor, not a copy of its own
+    ph = phantoms.uniform(shape=(3, 3, 3), spacing_mm=(4.0, 4.0, 4.0), concentration_mbq_per_ml=2.5)
+    assert ph.truth["local_deposition_dose_gy"] == local_deposition_gy_per_mbq(1.04) * 2.5

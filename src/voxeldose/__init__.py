@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import phantoms
+from ._version import __version__
 from .dose import absorbed_dose
 from .dvh import DVH, dvh
 from .errors import (
@@ -26,7 +27,6 @@ from .pipeline import run_case
 from .voi_sets import derive_vois
 from .kernels import y90_kernel
 
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

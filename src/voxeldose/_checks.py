@@ -17,17 +17,75 @@ MAX_SPACING_MM = 50.0
 
 
 def check_number(value: object, name: str, unit: str = "") -> float:
-    """``value`` as a finite float; bools, text and NaN/inf give an :class:`InputError` naming ``name``."""
+    """``value`` as a finite float, or an :class:`InputError` naming ``name`` (and ``unit``).
+
+    Numbers only: ints, floats and numpy scalars. Bools, text (``"2.5"``: a number typed as
+    text may carry a decimal comma or a unit), NaN and infinities are refused.
+    """
     what = f" ({unit})" if unit else ""
-    if isinstance(value, (bool, np.bool_)):
-        raise InputError(f"{name} must be a number{what}, got {value!r}")
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise InputError(f"{name} must be a number{what}, got {value!r} ({type(value).__name__})")
     try:
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number{what}, got {value!r}") from None
+        raise InputError(f"{name} must be a number{what}, got {value!r} ({type(value).__name__})") from None
     if not math.isfinite(x):
         raise InputError(f"{name} must be a finite number{what}, got {value!r}")
     return x
+
+
+def check_positive(value: object, name: str, unit: str = "") -> float:
+    """``value`` as a finite float > 0, or an :class:`InputError`."""
+    x = check_number(value, name, unit)
+    if x <= 0:
+        raise InputError(f"{name} must be positive{f' ({unit})' if unit else ''}, got {value!r}")
+    return x
+
+
+def check_nonnegative(value: object, name: str, unit: str = "") -> float:
+    """``value`` as a finite float >= 0, or an :class:`InputError`."""
+    x = check_number(value, name, unit)
+    if x < 0:
+        raise InputError(f"{name} must be >= 0{f' ({unit})' if unit else ''}, got {value!r}")
+    return x
+
+
+def check_between(value: object, name: str, lo: float, hi: float, unit: str = "") -> float:
+    """``value`` as a finite float in ``[lo, hi]``, or an :class:`InputError`."""
+    x = check_number(value, name, unit)
+    if not lo <= x <= hi:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g}{f' {unit}' if unit else ''}, got {value!r}")
+    return x
+
+
+def check_fraction(value: object, name: str, meaning: str = "a fraction") -> float:
+    """``value`` as a fraction in ``[0, 1)`` (0.10 for 10 %), or an :class:`InputError`.
+
+    A value from 1 to 100 is most likely a percentage: the message says how to write it.
+    """
+    x = check_number(value, name, "a fraction, 0 to 1")
+    if not 0.0 <= x < 1.0:
+        hint = f"; for {x:g} % write {x / 100:g}" if 1.0 <= x < 100.0 else ""
+        raise InputError(f"{name} = {value!r} is outside [0, 1): it is {meaning}{hint}")
+    return x
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else an :class:`InputError` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, int]:
+    """Three positive integer voxel counts [z, y, x], or an :class:`InputError`."""
+    try:
+        values = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be three voxel counts [z, y, x], got {shape!r}") from None
+    if len(values) != 3 or any(n < 1 for n in values) or any(n != s for n, s in zip(values, shape)):
+        raise InputError(f"{name} must be three positive integers [z, y, x], got {shape!r}")
+    return values  # type: ignore[return-value]
 
 
 def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> tuple[float, float, float]:
@@ -55,6 +113,36 @@ def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> t
                 "is the spacing in cm or m? Pass it in mm"
             )
     return values  # type: ignore[return-value]
+
+
+def check_origin(origin_mm: Sequence[float], *, name: str = "origin_mm") -> tuple[float, float, float]:
+    """Return ``origin_mm`` as three finite floats (x, y, z) in mm, or raise :class:`GeometryError`."""
+    try:
+        values = tuple(float(o) for o in origin_mm)
+    except (TypeError, ValueError):
+        raise GeometryError(f"{name} must be three coordinates (x, y, z) in mm, got {origin_mm!r}") from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise GeometryError(f"{name} must be three finite coordinates (x, y, z) in mm, got {origin_mm!r}")
+    return values  # type: ignore[return-value]
+
+
+#: Tolerance on a direction matrix being orthonormal (|D^T D - I|).
+DIRECTION_TOLERANCE = 1e-4
+
+
+def check_direction(direction: Sequence[float]) -> tuple[float, ...]:
+    """Return an ITK direction matrix (9 values, row-major) as floats, or raise :class:`GeometryError`
+    when it has another size or is not orthonormal."""
+    try:
+        d = np.asarray(direction, float).reshape(-1)
+    except (TypeError, ValueError):
+        raise GeometryError(f"direction must hold 9 numbers (3x3, row-major), got {direction!r}") from None
+    if d.size != 9 or not np.all(np.isfinite(d)):
+        raise GeometryError(f"direction must hold 9 finite values (3x3, row-major), got {d.size}")
+    m = d.reshape(3, 3)
+    if not np.allclose(m.T @ m, np.eye(3), atol=DIRECTION_TOLERANCE):
+        raise GeometryError(f"direction is not orthonormal: {m.round(5).tolist()}")
+    return tuple(float(v) for v in d)
 
 
 @dataclass(frozen=True)

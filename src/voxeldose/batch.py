@@ -145,23 +145,21 @@ def _case_folder(folder: Path) -> CaseSpec:
                         error=f"{folder}: {len(emission)} emission series, expected one: {listing}; give the "
                               "case in a manifest with its series_uid")
     images = {str(Path(f)) for s in series for f in s.files}
-    vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and str(p) not in images and _voi_kind(p))
+    try:
+        vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and str(p) not in images and _voi_kind(p))
+    except VoxelDoseError as exc:
+        return CaseSpec(case_id, case_file=case_file, error=str(exc), error_kind=type(exc).__name__)
     return CaseSpec(case_id, scan=str(folder), vois=vois, case_file=case_file,
                     series_uid=emission[0].series_instance_uid)
 
 
 def _voi_kind(path: Path) -> bool:
-    """True for RTSTRUCT and SEG files (headers only)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    """True for RTSTRUCT and SEG files (headers only); a damaged DICOM file is an error."""
+    from .io.vois import voi_file_kind
 
     if path.suffix.lower() in (".toml", ".json", ".txt", ".csv", ".md"):
         return False
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-    except (InvalidDicomError, OSError, ValueError, AttributeError, EOFError):
-        return False
-    return str(getattr(ds, "Modality", "")).upper() in ("RTSTRUCT", "SEG")
+    return voi_file_kind(path) is not None
 
 
 def _manifest(path: Path) -> list[CaseSpec]:

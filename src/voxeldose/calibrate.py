@@ -95,23 +95,22 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import constants as C
+from ._version import __version__
 from ._checks import check_mask
-from .case import Case, normalise_nuclide
+from .case import Case
 from .errors import CalibrationError, InputError, VoiError, VoxelDoseWarning
 from .image import Image
+from .nuclides import NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
 
 __all__ = [
     "ActivityMap",
     "calibrate",
-    "ScannerNuclide",
-    "SCANNER_NUCLIDES",
     "HALF_LIFE_TOLERANCE",
     "DECAY_FACTOR_TOLERANCE",
 ]
@@ -130,72 +129,6 @@ DECAY_FACTOR_TOLERANCE = 0.01
 #: give a warning (the case's is used).
 ADMINISTRATION_MISMATCH_S = 60.0
 
-#: Y-90's SNOMED code values in RadionuclideCodeSequence (DICOM PS3.16 CID 4020): SNOMED-RT and
-#: SNOMED CT.
-Y90_CODES: tuple[str, ...] = ("C-162A7", "14691008")
-
-# DICOM PS3.16 CID 4020 "PET Radionuclide" code values (SNOMED-RT and SNOMED CT) of the
-# nuclides a scanner may be set to for Y-90 imaging. C-162A3 is ^86^Yttrium, not Y-90.
-_CODES: Mapping[str, str] = MappingProxyType({
-    "C-162A7": "Y-90", "14691008": "Y-90",
-    "C-162A3": "Y-86", "10738001": "Y-86",
-    "C-111A1": "F-18", "77004003": "F-18",
-    "C-131A3": "Ga-68", "35337001": "Ga-68",
-    "C-128A2": "Ge-68", "53315004": "Ge-68",
-})
-
-
-@dataclass(frozen=True)
-class ScannerNuclide:
-    """What a PET scanner configured for a nuclide assumes about it.
-
-    Attributes
-    ----------
-    name : str
-    half_life_s : float
-        Physical half-life (s) the scanner decay-corrects with.
-    half_life_source : str
-    positron_fraction : float
-        Positrons per decay the scanner divides the positron rate by.
-    positron_fraction_source : str
-    note : str
-    """
-
-    name: str
-    half_life_s: float
-    half_life_source: str
-    positron_fraction: float
-    positron_fraction_source: str
-    note: str = ""
-
-
-#: Half-lives and positron fractions of the nuclides PET scanners are set to when imaging Y-90.
-#: Used when the header does not state RadionuclidePositronFraction (or, for the half-life,
-#: RadionuclideHalfLife). Ge-68: the nuclide itself decays by electron capture; calibration
-#: sources hold it in equilibrium with its positron-emitting daughter Ga-68, so scanner settings
-#: for Ge-68 combine Ga-68's positron fraction with Ge-68's half-life.
-SCANNER_NUCLIDES: Mapping[str, ScannerNuclide] = MappingProxyType({
-    "Y-90": ScannerNuclide(
-        "Y-90", C.Y90_HALF_LIFE_S, "ICRP-107 (64.10 h)",
-        C.Y90_POSITRON_YIELD, "Selwyn et al. 2007, doi:10.1016/j.apradiso.2006.08.009 (31.86e-6)",
-    ),
-    "F-18": ScannerNuclide(
-        "F-18", 109.77 * 60.0, "ICRP-107 (109.77 min)",
-        0.9673, "ICRP-107 / NNDC NuDat (beta+ 96.73 %)",
-    ),
-    "Ga-68": ScannerNuclide(
-        "Ga-68", 67.71 * 60.0, "DDEP/LNHB, NNDC NuDat (67.71 min)",
-        0.8891, "DDEP/LNHB, NNDC NuDat (beta+ 88.91 %)",
-    ),
-    "Ge-68": ScannerNuclide(
-        "Ge-68", 270.95 * 86400.0, "DDEP/LNHB, ICRP-107 (270.95 d)",
-        0.8891, "Ga-68's beta+ 88.91 % (DDEP/LNHB, NNDC NuDat)",
-        note="Ge-68 settings use the positron fraction of its daughter Ga-68 (secular equilibrium "
-        "in the calibration source) with Ge-68's half-life",
-    ),
-})
-
-_Y90 = SCANNER_NUCLIDES["Y-90"]
 _LAMBDA_Y90 = C.Y90_DECAY_CONSTANT_PER_S
 
 
@@ -324,8 +257,6 @@ def calibrate(
     >>> round(float(amap.image.array[0, 0, 0]), 8)  # 1e5 Bq/mL x 0.064 mL = 6400 Bq
     0.0064
     """
-    from . import __version__
-
     if not isinstance(image, Image):
         raise InputError(f"calibrate needs a voxeldose Image, got {type(image).__name__}")
     case = _resolve_case(case, overrides)
@@ -462,9 +393,9 @@ def _nuclide_record(scanner: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Y-90": {
             "half_life_s": C.Y90_HALF_LIFE_S,
-            "half_life_source": _Y90.half_life_source + " (voxeldose.constants.Y90_HALF_LIFE_S)",
+            "half_life_source": Y90.half_life_source + " (voxeldose.constants.Y90_HALF_LIFE_S)",
             "positron_yield_per_decay": C.Y90_POSITRON_YIELD,
-            "positron_yield_source": _Y90.positron_fraction_source + " (voxeldose.constants.Y90_POSITRON_YIELD)",
+            "positron_yield_source": Y90.positron_fraction_source + " (voxeldose.constants.Y90_POSITRON_YIELD)",
         }
     }
     if scanner is not None:
@@ -530,9 +461,9 @@ class _Scanner:
 def _header_nuclide(image: Image, rec: _Record) -> tuple[str | None, str | None]:
     """The nuclide the header names (code meaning first, then code value) and where from."""
     m = image.meta
-    by_meaning = normalise_nuclide(m.radionuclide) or _CODES.get((m.radionuclide or "").strip())
+    by_meaning = normalise_nuclide(m.radionuclide) or nuclide_of_code(m.radionuclide)
     code = (m.radionuclide_code or "").strip()
-    by_code = _CODES.get(code) or normalise_nuclide(code)
+    by_code = nuclide_of_code(code) or normalise_nuclide(code)
     hl = m.radionuclide_half_life_s
     by_half_life = _match_half_life(hl)
     if by_meaning and by_code and by_meaning != by_code:
@@ -559,7 +490,7 @@ def _header_nuclide(image: Image, rec: _Record) -> tuple[str | None, str | None]
 def _match_half_life(half_life_s: float | None) -> str | None:
     if half_life_s is None or not half_life_s > 0:
         return None
-    for name, n in SCANNER_NUCLIDES.items():
+    for name, n in NUCLIDES.items():
         if abs(half_life_s / n.half_life_s - 1.0) <= HALF_LIFE_TOLERANCE:
             return name
     return None
@@ -605,11 +536,11 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         conflict = None
         if named is not None and named != confirmed:
             conflict = f"the header says {named} ({named_from})"
-        if conflict is None and hl is not None and confirmed in SCANNER_NUCLIDES:
-            ref = SCANNER_NUCLIDES[confirmed].half_life_s
+        if conflict is None and hl is not None and confirmed in NUCLIDES:
+            ref = NUCLIDES[confirmed].half_life_s
             if abs(hl / ref - 1.0) > HALF_LIFE_TOLERANCE:
                 conflict = f"the header's RadionuclideHalfLife is {hl:g} s, not {confirmed}'s {ref:g} s"
-        if conflict is None and named is None and hl is not None and confirmed not in SCANNER_NUCLIDES:
+        if conflict is None and named is None and hl is not None and confirmed not in NUCLIDES:
             match = _match_half_life(hl)
             if match is not None:
                 conflict = f"the header's RadionuclideHalfLife {hl:g} s is {match}'s"
@@ -620,7 +551,7 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
                 "it was really configured for"
             )
         rec.notes.append(f"scanner nuclide {confirmed} confirmed by {confirmed_from} ({header_says})")
-    table = SCANNER_NUCLIDES.get(nuclide)
+    table = NUCLIDES.get(nuclide)
 
     # half-life the scanner decay-corrected with
     if hl is not None:
@@ -631,7 +562,7 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         raise CalibrationError(
             f"Y-90 PET: the scanner was set to {nuclide}, whose half-life voxeldose does not know, and "
             "the header has no RadionuclideHalfLife (0018,1075); known: "
-            f"{', '.join(SCANNER_NUCLIDES)}"
+            f"{', '.join(NUCLIDES)}"
         )
 
     # positron fraction the scanner divided the positron rate by
@@ -654,7 +585,7 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         raise CalibrationError(
             f"Y-90 PET: the scanner was set to {nuclide}, whose positron fraction voxeldose does not know, "
             "and the header has no RadionuclidePositronFraction (0018,1076); known: "
-            f"{', '.join(SCANNER_NUCLIDES)}"
+            f"{', '.join(NUCLIDES)}"
         )
     return _Scanner(nuclide, half_life, hl_source, positron, pf_source, nuclide == "Y-90")
 
@@ -841,7 +772,7 @@ def _calibrate_pet(
     rec.factor("positron_fraction_ratio", scanner.positron_fraction / C.Y90_POSITRON_YIELD,
                f"p({scanner.nuclide}) {scanner.positron_fraction:g} / p(Y-90) {C.Y90_POSITRON_YIELD:g}: counts "
                "converted with the scanner's positron fraction, re-read as Y-90",
-               f"{scanner.positron_fraction_source}; Y-90: {_Y90.positron_fraction_source}")
+               f"{scanner.positron_fraction_source}; Y-90: {Y90.positron_fraction_source}")
 
     # 4. frame average -> frame start, Y-90
     if duration is None and (mode == "NONE" or not scanner.is_y90):

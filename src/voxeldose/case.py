@@ -68,9 +68,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._checks import check_fraction, check_number
 from .errors import InputError
+from .nuclides import normalise_nuclide
 
-__all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS", "normalise_nuclide"]
+__all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS"]
 
 #: Roles a VOI can have in a case.
 VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused")
@@ -99,70 +101,15 @@ MAX_ADMINISTERED_GBQ = 50.0
 
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-# ---------------------------------------------------------------------------- nuclide names
-
-_ELEMENTS = {
-    "h": "H", "hydrogen": "H", "c": "C", "carbon": "C", "n": "N", "nitrogen": "N", "o": "O",
-    "oxygen": "O", "f": "F", "fluorine": "F", "na": "Na", "sodium": "Na", "k": "K",
-    "potassium": "K", "sc": "Sc", "scandium": "Sc", "ti": "Ti", "titanium": "Ti", "mn": "Mn",
-    "manganese": "Mn", "fe": "Fe", "iron": "Fe", "cu": "Cu", "copper": "Cu", "zn": "Zn",
-    "zinc": "Zn", "ga": "Ga", "gallium": "Ga", "ge": "Ge", "germanium": "Ge", "as": "As",
-    "arsenic": "As", "se": "Se", "selenium": "Se", "br": "Br", "bromine": "Br", "rb": "Rb",
-    "rubidium": "Rb", "y": "Y", "yttrium": "Y", "zr": "Zr", "zirconium": "Zr", "nb": "Nb",
-    "niobium": "Nb", "tc": "Tc", "technetium": "Tc", "in": "In", "indium": "In", "i": "I",
-    "iodine": "I", "tb": "Tb", "terbium": "Tb", "ho": "Ho", "holmium": "Ho", "lu": "Lu",
-    "lutetium": "Lu", "re": "Re", "rhenium": "Re",
-}
-_MASS_FIRST = re.compile(r"^\^?(\d{1,3})(m?)\^?\s*-?\s*([A-Za-z]+)$")
-_ELEMENT_FIRST = re.compile(r"^([A-Za-z]+)\s*-?\s*\^?(\d{1,3})(m?)\^?$")
-
-
-def normalise_nuclide(text: object) -> str | None:
-    """The nuclide named by ``text`` as ``"Y-90"``, or None when it names none.
-
-    Accepts the usual spellings: ``"Y-90"``, ``"Y90"``, ``"90Y"``, ``"yttrium-90"`` and the DICOM
-    code meaning ``"^90^Yttrium"``; metastable states keep their ``m`` (``"Tc-99m"``).
-
-    Example
-    -------
-    >>> normalise_nuclide("^90^Yttrium"), normalise_nuclide("18F"), normalise_nuclide("HU")
-    ('Y-90', 'F-18', None)
-    """
-    if not isinstance(text, str):
-        return None
-    s = text.strip().replace(" ", "")
-    m = _MASS_FIRST.match(s)
-    if m:
-        mass, meta, element = m.groups()
-    else:
-        m = _ELEMENT_FIRST.match(s)
-        if not m:
-            return None
-        element, mass, meta = m.groups()
-    symbol = _ELEMENTS.get(element.lower())
-    if symbol is None:
-        return None
-    return f"{symbol}-{int(mass)}{meta.lower()}"
-
-
 # ---------------------------------------------------------------------------- field checks
 
 
 def _number(value: object, name: str, where: str, unit: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{where}: {name} must be a number ({unit}), got {value!r} ({type(value).__name__})")
-    x = float(value)
-    if not math.isfinite(x):
-        raise InputError(f"{where}: {name} must be a finite number ({unit}), got {value!r}")
-    return x
+    return check_number(value, f"{where}: {name}", unit)
 
 
 def _fraction(value: object, name: str, where: str, meaning: str) -> float:
-    x = _number(value, name, where, "a fraction, 0 to 1")
-    if not 0.0 <= x < 1.0:
-        hint = f"; for {x:g} % write {x / 100:g}" if 1.0 <= x < 100.0 else ""
-        raise InputError(f"{where}: {name} = {value!r} is outside [0, 1): it is {meaning}{hint}")
-    return x
+    return check_fraction(value, f"{where}: {name}", meaning)
 
 
 def _check_field(name: str, value: Any, where: str) -> Any:

@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import VoxelDoseError
 
 logger = logging.getLogger("voxeldose.cli")

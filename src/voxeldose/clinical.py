@@ -48,7 +48,14 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import check_mask, check_number, check_spacing, check_volume
+from ._checks import (
+    check_fraction,
+    check_mask,
+    check_nonnegative,
+    check_positive,
+    check_spacing,
+    check_volume,
+)
 from .constants import MIRD_Y90_GY_KG_PER_GBQ, SOFT_TISSUE_DENSITY_G_PER_CM3
 from .dvh import DVH
 from .errors import InputError, VoiError
@@ -134,30 +141,6 @@ class Thresholds:
 THRESHOLDS = Thresholds()
 
 
-# --------------------------------------------------------------------------- argument checks
-
-
-def _positive(value: object, name: str, unit: str) -> float:
-    x = check_number(value, name, unit)
-    if x <= 0:
-        raise InputError(f"{name} must be positive ({unit}), got {value!r}")
-    return x
-
-
-def _nonnegative(value: object, name: str, unit: str) -> float:
-    x = check_number(value, name, unit)
-    if x < 0:
-        raise InputError(f"{name} must be >= 0 ({unit}), got {value!r}")
-    return x
-
-
-def _fraction(value: object, name: str) -> float:
-    x = check_number(value, name, "a fraction, 0.10 for 10 %")
-    if not 0.0 <= x < 1.0:
-        raise InputError(f"{name} must lie in [0, 1) (a fraction: 0.10 for 10 %), got {value!r}")
-    return x
-
-
 # --------------------------------------------------------------------------- planning formulas
 
 
@@ -195,9 +178,9 @@ def mird_dose_gy(activity_gbq: float, target_mass_kg: float, lung_shunt_fraction
     >>> round(mird_dose_gy(3.0, 1.5, 0.1), 3)  # 49.67 x 3 x 0.9 / 1.5
     89.406
     """
-    a = _positive(activity_gbq, "activity_gbq", "GBq")
-    m = _positive(target_mass_kg, "target_mass_kg", "kg")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    a = check_positive(activity_gbq, "activity_gbq", "GBq")
+    m = check_positive(target_mass_kg, "target_mass_kg", "kg")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
     return MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - lsf) / m
 
 
@@ -235,9 +218,9 @@ def mird_activity_gbq(target_dose_gy: float, target_mass_kg: float, lung_shunt_f
     >>> round(mird_activity_gbq(120.0, 1.5, 0.1), 4)  # 120 x 1.5 / (49.67 x 0.9)
     4.0266
     """
-    d = _positive(target_dose_gy, "target_dose_gy", "Gy")
-    m = _positive(target_mass_kg, "target_mass_kg", "kg")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    d = check_positive(target_dose_gy, "target_dose_gy", "Gy")
+    m = check_positive(target_mass_kg, "target_mass_kg", "kg")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
     return d * m / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - lsf))
 
 
@@ -273,10 +256,10 @@ def body_surface_area_m2(height_m: float, weight_kg: float) -> float:
     >>> round(body_surface_area_m2(1.75, 70.0), 3)
     1.848
     """
-    h = _positive(height_m, "height_m", "m")
+    h = check_positive(height_m, "height_m", "m")
     if h > 3.0:
         raise InputError(f"height_m = {height_m!r} m: is it in cm? Pass the height in metres (1.75 for 175 cm)")
-    w = _positive(weight_kg, "weight_kg", "kg")
+    w = check_positive(weight_kg, "weight_kg", "kg")
     return 0.20247 * h**0.725 * w**0.425
 
 
@@ -315,9 +298,9 @@ def bsa_activity_gbq(bsa_m2: float, tumour_volume_ml: float, normal_liver_volume
     >>> round(bsa_activity_gbq(1.8, 150.0, 1350.0), 3)  # (1.8 - 0.2) + 150 / 1500
     1.7
     """
-    b = _positive(bsa_m2, "bsa_m2", "m2")
-    vt = _nonnegative(tumour_volume_ml, "tumour_volume_ml", "mL")
-    vn = _positive(normal_liver_volume_ml, "normal_liver_volume_ml", "mL")
+    b = check_positive(bsa_m2, "bsa_m2", "m2")
+    vt = check_nonnegative(tumour_volume_ml, "tumour_volume_ml", "mL")
+    vn = check_positive(normal_liver_volume_ml, "normal_liver_volume_ml", "mL")
     return (b - 0.2) + vt / (vt + vn)
 
 
@@ -362,11 +345,11 @@ def partition_doses_gy(activity_gbq: float, tumour_to_normal: float, tumour_mass
     >>> round(t, 2), round(n, 2)
     (285.34, 71.33)
     """
-    a = _positive(activity_gbq, "activity_gbq", "GBq")
-    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
-    mt = _nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
-    mn = _positive(normal_mass_kg, "normal_mass_kg", "kg")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    a = check_positive(activity_gbq, "activity_gbq", "GBq")
+    tn = check_positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
+    mt = check_nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
+    mn = check_positive(normal_mass_kg, "normal_mass_kg", "kg")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
     d_n = MIRD_Y90_GY_KG_PER_GBQ * a * (1.0 - lsf) / (tn * mt + mn)
     return tn * d_n, d_n
 
@@ -410,11 +393,11 @@ def partition_activity_gbq(normal_liver_dose_gy: float, tumour_to_normal: float,
     >>> round(partition_activity_gbq(40.0, 4.0, 0.12, 1.4, 0.1), 4)  # 40 x 1.88 / 44.703
     1.6822
     """
-    d = _positive(normal_liver_dose_gy, "normal_liver_dose_gy", "Gy")
-    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
-    mt = _nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
-    mn = _positive(normal_mass_kg, "normal_mass_kg", "kg")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
+    d = check_positive(normal_liver_dose_gy, "normal_liver_dose_gy", "Gy")
+    tn = check_positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
+    mt = check_nonnegative(tumour_mass_kg, "tumour_mass_kg", "kg")
+    mn = check_positive(normal_mass_kg, "normal_mass_kg", "kg")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
     return d * (tn * mt + mn) / (MIRD_Y90_GY_KG_PER_GBQ * (1.0 - lsf))
 
 
@@ -451,9 +434,9 @@ def lung_dose_gy(activity_gbq: float, lung_shunt_fraction: float, lung_mass_kg: 
     >>> round(lung_dose_gy(3.0, 0.1), 3)  # 49.67 x 3 x 0.1 / 1 kg
     14.901
     """
-    a = _positive(activity_gbq, "activity_gbq", "GBq")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
-    m = _positive(lung_mass_kg, "lung_mass_kg", "kg")
+    a = check_positive(activity_gbq, "activity_gbq", "GBq")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
+    m = check_positive(lung_mass_kg, "lung_mass_kg", "kg")
     return MIRD_Y90_GY_KG_PER_GBQ * a * lsf / m
 
 
@@ -678,10 +661,10 @@ def model_crosschecks(
     activity = check_volume(activity_mbq, name="activity_mbq", warn_negative=False)
     sx, sy, sz = check_spacing(spacing_mm)
     voxel_ml = sx * sy * sz * 1e-3
-    administered = _positive(administered_gbq, "administered_gbq", "GBq")
-    residual = _fraction(residual_fraction, "residual_fraction")
-    lsf = _fraction(lung_shunt_fraction, "lung_shunt_fraction")
-    given_lung_kg = None if lung_mass_kg is None else _positive(lung_mass_kg, "lung_mass_kg", "kg")
+    administered = check_positive(administered_gbq, "administered_gbq", "GBq")
+    residual = check_fraction(residual_fraction, "residual_fraction", "the fraction of the activity that did not reach the patient")
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
+    given_lung_kg = None if lung_mass_kg is None else check_positive(lung_mass_kg, "lung_mass_kg", "kg")
     if tn_rule not in ("core", "weighted"):
         raise InputError(f"tn_rule must be 'core' or 'weighted', got {tn_rule!r}")
     a_patient = administered * (1.0 - residual)

@@ -5,7 +5,7 @@ microspheres do not wash out, so the number of decays in a voxel is A0 x T1/2 / 
 dose is that number times the dose per decay.
 
 * ``method="local"``: every decay's energy (0.9331 MeV, ICRP-107) stays in its voxel, soft tissue
-  1.04 g/cm^3: D = A0 x T1/2/ln2 x E / (rho V) (about 47.9 Gy per MBq/mL).
+  1.04 g/cm^3: D = A0 x T1/2/ln2 x E / (rho V) (47.86 Gy per MBq/mL: :func:`local_deposition_gy_per_mbq`).
 * ``method="kernel"``: D = (A0 * S) x T1/2/ln2, the 3-D convolution with the voxel S-value
   kernel of :func:`voxeldose.y90_kernel` at the image spacing (MIRD Pamphlet 17 [Bolch1999]).
   Two implementations, chosen automatically by their estimated cost or forced with ``engine``:
@@ -32,11 +32,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import constants as C
-from ._checks import check_spacing, inspect_volume
+from ._checks import check_positive, check_spacing, inspect_volume
 from .errors import InputError
 from .kernels import Tissue, TISSUES, y90_kernel
 
-__all__ = ["absorbed_dose", "local_dose_gy_per_mbq", "convolve_direct", "convolve_fft"]
+__all__ = ["absorbed_dose", "local_deposition_gy_per_mbq", "convolve_direct", "convolve_fft"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +50,21 @@ _DIRECT_S_PER_MAC = 1.0e-9
 _FFT_S_PER_ELEMENT_LOG = 1.5e-10
 
 
-def local_dose_gy_per_mbq(spacing_mm: Sequence[float], *, tissue: Tissue = "soft") -> float:
-    """Dose (Gy) in a voxel per MBq administered into it, if all energy stays there.
+def local_deposition_gy_per_mbq(mass_g: float) -> float:
+    """Dose (Gy) in ``mass_g`` grams of tissue that keep all the energy of 1 MBq of Y-90
+    administered into them, over the whole decay (permanent implant).
 
-    ``E x T1/2/ln2 x 1e6 / (rho V)`` with the ICRP-107 mean energy and half-life.
+    ``E x T1/2/ln2 x 1 MBq / m`` with the ICRP-107 mean energy and half-life
+    (:data:`voxeldose.constants.Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ`, 49.77 Gy kg/GBq). The one
+    local-deposition factor of voxeldose: the ``local`` dose method, the phantoms' truth and the
+    tests use it.
+
+    Example
+    -------
+    >>> round(local_deposition_gy_per_mbq(1.04), 2)  # 1 MBq in 1 mL of soft tissue
+    47.86
     """
-    sx, sy, sz = check_spacing(spacing_mm)
-    mass_kg = TISSUES[tissue][2] * C.KG_PER_MM3_PER_G_PER_CM3 * sx * sy * sz
-    return C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV * C.Y90_MEAN_LIFE_S * 1e6 / mass_kg
+    return C.Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ / check_positive(mass_g, "mass_g", "g")
 
 
 def absorbed_dose(
@@ -110,7 +117,8 @@ def absorbed_dose(
     if tissue not in TISSUES:
         raise InputError(f"tissue must be one of {sorted(TISSUES)}, got {tissue!r}")
     if method == "local":
-        return (activity * local_dose_gy_per_mbq(spacing, tissue=tissue)).astype(np.float32)
+        voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
+        return (activity * local_deposition_gy_per_mbq(TISSUES[tissue][2] * voxel_ml)).astype(np.float32)
     if method != "kernel":
         raise InputError(f"method must be 'kernel' or 'local', got {method!r}")
     if engine not in ("auto", "direct", "fft"):

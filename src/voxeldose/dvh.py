@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import MASK_TOLERANCE, check_mask, check_number, check_spacing, check_volume
+from ._checks import MASK_TOLERANCE, check_between, check_mask, check_number, check_positive, check_spacing, check_volume
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
 
@@ -92,7 +92,7 @@ class DVH:
         InputError
             If ``percent`` is outside [0, 100] or not a number.
         """
-        p = _check_number(percent, "percent", 0.0, 100.0)
+        p = check_between(percent, "percent", 0.0, 100.0)
         # fractions at the nodes decrease with dose: reverse both for np.interp
         return float(np.interp(p / 100.0, self._fraction_at_nodes[::-1], self._dose_nodes_gy[::-1]))
 
@@ -104,7 +104,7 @@ class DVH:
         InputError
             If ``dose_gy`` is not a finite number.
         """
-        g = _check_number(dose_gy, "dose_gy", -math.inf, math.inf)
+        g = check_number(dose_gy, "dose_gy", "Gy")
         return 100.0 * float(self._fraction(np.asarray([g]))[0])
 
     def _fraction(self, dose_gy: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -135,7 +135,7 @@ class DVH:
 
     def mass_g(self, density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
         """Mass of the VOI (g) at a uniform density (default soft tissue, 1.04 g/cm3)."""
-        rho = _check_number(density_g_per_cm3, "density_g_per_cm3", 1e-6, math.inf)
+        rho = check_positive(density_g_per_cm3, "density_g_per_cm3", "g/cm3")
         return self.volume_ml * rho
 
     def metrics(
@@ -161,12 +161,6 @@ class DVH:
             out[f"V{_label(g)}_pct"] = self.v(g)
         return out
 
-
-def _check_number(value: object, name: str, lo: float, hi: float) -> float:
-    x = check_number(value, name)
-    if not lo <= x <= hi:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
-    return x
 
 
 def dvh(

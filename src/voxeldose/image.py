@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._checks import check_direction, check_origin, check_spacing
 from .errors import GeometryError, InputError
 
 __all__ = ["Image", "ImageMeta"]
@@ -108,21 +109,9 @@ class Image:
             arr = arr.view()
             arr.setflags(write=False)
         object.__setattr__(self, "array", arr)
-        spacing = tuple(float(s) for s in self.spacing_mm)
-        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-            raise GeometryError(f"spacing_mm must be three positive sizes (x, y, z) in mm, got {self.spacing_mm!r}")
-        object.__setattr__(self, "spacing_mm", spacing)
-        origin = tuple(float(o) for o in self.origin_mm)
-        if len(origin) != 3 or not all(np.isfinite(origin)):
-            raise GeometryError(f"origin_mm must be three finite coordinates (x, y, z) in mm, got {self.origin_mm!r}")
-        object.__setattr__(self, "origin_mm", origin)
-        d = np.asarray(self.direction, float).reshape(-1)
-        if d.size != 9:
-            raise GeometryError(f"direction must hold 9 values (3x3, row-major), got {d.size}")
-        m = d.reshape(3, 3)
-        if not np.allclose(m.T @ m, np.eye(3), atol=1e-4):
-            raise GeometryError(f"direction is not orthonormal: {m.round(5).tolist()}")
-        object.__setattr__(self, "direction", tuple(float(v) for v in d))
+        object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
+        object.__setattr__(self, "origin_mm", check_origin(self.origin_mm))
+        object.__setattr__(self, "direction", check_direction(self.direction))
 
     # ----------------------------------------------------------------- geometry
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ._version import __version__
 from .dose import Engine, Method, absorbed_dose
 from .dvh import DVH, dvh
 from .errors import VoxelDoseWarning
@@ -217,7 +218,6 @@ def run_case(
     VoxelDoseError
         Bad input of any kind; nothing is written to ``out`` then.
     """
-    from . import __version__
     from .calibrate import calibrate
     from .image import Image
     from .io.dicom import load_image

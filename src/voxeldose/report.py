@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ._version import __version__
 from ._checks import check_mask
 from .dvh import DVH
 from .errors import InputError
@@ -622,8 +623,6 @@ def write_report(
     ...              provenance={}).exists()
     True
     """
-    from . import __version__
-
     if not isinstance(dose, Image):
         raise InputError(f"dose must be a voxeldose Image (Gy) with its geometry, got {type(dose).__name__}")
     if not str(case_id).strip():

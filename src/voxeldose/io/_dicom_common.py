@@ -7,7 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ds_values", "new_uid", "file_meta", "read_datasets"]
+from ..errors import DicomError
+
+__all__ = ["ds_values", "new_uid", "file_meta", "read_dicom", "read_datasets"]
 
 
 def ds_values(values: Any) -> Any:
@@ -39,8 +41,77 @@ def file_meta(ds: Any) -> None:
     ds.file_meta = meta
 
 
-def read_datasets(paths: Sequence[str | Path]) -> list[Any]:
-    """The pydicom datasets of ``paths`` (headers only), e.g. to reference a series."""
-    import pydicom
+def read_dicom(path: str | Path, *, pixels: bool | str = "deferred", whole_file: bool = False) -> Any | None:
+    """Read one DICOM file: the dataset, or None when the file is not DICOM at all.
 
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    The one DICOM reader of voxeldose, with one error rule: a file that is not DICOM (no
+    preamble and no recognisable elements) is None, for the caller to skip; a file that is DICOM
+    but damaged (truncated, corrupt, an element shorter than its stated length) is a
+    :class:`DicomError` naming it, never skipped, since a skipped file can lose a slice or a VOI.
+
+    Parameters
+    ----------
+    path : path
+    pixels : {"deferred", True, False}
+        "deferred": values over 4 kB (pixel data) are read later, from the file, when used;
+        True: everything now; False: stop before the pixel data (headers only).
+    whole_file : bool
+        Also check that the file does not end inside an element after the last one read
+        (for files read whole).
+    """
+    import warnings
+
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    p = Path(path)
+    options: dict[str, Any] = {"defer_size": 4096} if pixels == "deferred" else {"stop_before_pixels": not pixels}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(p, **options)
+    except InvalidDicomError:
+        return None
+    except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
+        raise DicomError(f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc}); re-export it") from exc
+    for w in caught:
+        text = str(w.message)
+        if "End of file" in text or "EOF" in text:
+            raise DicomError(f"{p}: the DICOM file is truncated ({text}); re-export or copy it again")
+    _check_complete(ds, p, whole_file=whole_file)
+    return ds
+
+
+def _check_complete(ds: Any, p: Path, *, whole_file: bool) -> None:
+    """Raise when the file was cut: a top-level element holds fewer bytes than its stated length,
+    or (``whole_file``) bytes too few for another element follow the last one."""
+    end = None
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        tell = getattr(raw, "value_tell", None)
+        if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
+            if len(value) < length:
+                raise DicomError(
+                    f"{p}: the DICOM file is truncated in {tag} {getattr(raw, 'VR', '')} ({len(value)} of "
+                    f"{length} bytes); re-export or copy it again"
+                )
+            end = tell + length if isinstance(tell, int) else None
+        else:
+            end = None
+    if whole_file and end is not None:
+        size = p.stat().st_size
+        if 0 < size - end < 8:  # not even a tag and a length: the file stops inside an element
+            raise DicomError(f"{p}: the DICOM file is truncated after byte {end}; re-export or copy it again")
+
+
+def read_datasets(paths: Sequence[str | Path]) -> list[Any]:
+    """The datasets of ``paths`` (headers only), e.g. to reference a series; each must be DICOM."""
+    out = []
+    for path in paths:
+        ds = read_dicom(path, pixels=False)
+        if ds is None:
+            raise DicomError(f"{path} is not a DICOM file")
+        out.append(ds)
+    return out

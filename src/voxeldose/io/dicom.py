@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, GeometryError, VoxelDoseError
 from ..image import Image, ImageMeta
+from ._dicom_common import read_dicom
 
 __all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE"]
 
@@ -107,17 +108,9 @@ def _files_of(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
 
 
 def _read_header(path: Path) -> Any | None:
-    """The dataset without pixel data, or None when the file is not DICOM."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        # large values (pixel data) are read later, from the file, only for the chosen series
-        return pydicom.dcmread(path, defer_size=4096)
-    except InvalidDicomError:
-        return None
-    except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
-        raise DicomError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc}); re-export it") from exc
+    """The dataset with its pixel data deferred (read later from the file, only for the chosen
+    series), or None when the file is not DICOM."""
+    return read_dicom(path, pixels="deferred")
 
 
 def _is_image(ds: Any) -> bool:

@@ -64,6 +64,7 @@ import numpy as np
 from ..constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
+from .._version import __version__
 from ..image import Image
 from ._dicom_common import ds_values, file_meta, new_uid
 
@@ -288,8 +289,6 @@ def write_rtdose(
         raise InputError("write_rtdose: anonymize=True needs a case_id to name the patient; pass case_id=...")
     series_description = _lo(series_description, "series_description")
     if software_version is None:
-        from .. import __version__
-
         software_version = __version__
     software_version = _lo(software_version, "software_version")
 

@@ -32,10 +32,10 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ._dicom_common import ds_values, file_meta, new_uid
 from ..image import Image
+from ..nuclides import NUCLIDES
 
 __all__ = [
     "SeriesHeader",
-    "RADIONUCLIDES",
     "write_pet_series",
     "write_nm_spect",
     "write_ct_series",
@@ -45,20 +45,9 @@ PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
 NM_SOP = "1.2.840.10008.5.1.4.1.1.20"
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 
-#: SNOMED RT codes (DICOM CID 4020 "PET Radionuclide") used in RadionuclideCodeSequence.
-RADIONUCLIDES: dict[str, tuple[str, str]] = {
-    "Y-90": ("C-162A7", "^90^Yttrium"),
-    "F-18": ("C-111A1", "^18^Fluorine"),
-    "Ga-68": ("C-131A3", "^68^Gallium"),
-    "Ge-68": ("C-128A2", "^68^Germanium"),
-}
 
 #: Stated transfer syntaxes accepted by ``compression``.
 COMPRESSIONS = ("none", "rle", "jpeg-ls", "jpeg2000", "deflate")
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -139,8 +128,6 @@ def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1 if signed else 0
-
-
 
 
 def _save(ds: Any, path: Path, compression: str) -> None:
@@ -224,7 +211,7 @@ def write_pet_series(
     frame_duration_s : float
         ActualFrameDuration.
     nuclide, half_life_s, positron_fraction
-        The radionuclide the scanner was configured for (code from :data:`RADIONUCLIDES`), its
+        The radionuclide the scanner was configured for (one of :data:`voxeldose.nuclides.NUCLIDES`), its
         RadionuclideHalfLife (s) and RadionuclidePositronFraction (None omits them).
     compression : {"none", "rle", "jpeg-ls", "jpeg2000", "deflate"}
     names : {"shuffled", "ordered"}
@@ -239,8 +226,8 @@ def write_pet_series(
     _check_image(image, "write_pet_series")
     if decay_correction not in ("START", "ADMIN", "NONE"):
         raise InputError(f"decay_correction must be START, ADMIN or NONE, got {decay_correction!r}")
-    if nuclide not in RADIONUCLIDES:
-        raise InputError(f"nuclide must be one of {', '.join(RADIONUCLIDES)}, got {nuclide!r}")
+    if nuclide not in NUCLIDES:
+        raise InputError(f"nuclide must be one of {', '.join(NUCLIDES)}, got {nuclide!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     iop, positions, pixel_spacing = _slice_geometry(image)
@@ -278,7 +265,7 @@ def write_pet_series(
         if positron_fraction is not None:
             item.RadionuclidePositronFraction = f"{positron_fraction:.6g}"
         code = Dataset()
-        code.CodeValue, code.CodeMeaning = RADIONUCLIDES[nuclide]
+        code.CodeValue, code.CodeMeaning = NUCLIDES[nuclide].code_value, NUCLIDES[nuclide].code_meaning
         code.CodingSchemeDesignator = "SRT"
         item.RadionuclideCodeSequence = [code]
         ds.RadiopharmaceuticalInformationSequence = [item]
@@ -370,7 +357,7 @@ def write_nm_spect(
     if total_dose_bq is not None:
         item.RadionuclideTotalDose = f"{total_dose_bq:.6g}"
     code = Dataset()
-    code.CodeValue, code.CodeMeaning = RADIONUCLIDES["Y-90"]
+    code.CodeValue, code.CodeMeaning = NUCLIDES["Y-90"].code_value, NUCLIDES["Y-90"].code_meaning
     code.CodingSchemeDesignator = "SRT"
     item.RadionuclideCodeSequence = [code]
     ds.RadiopharmaceuticalInformationSequence = [item]

@@ -112,10 +112,12 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image
+from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
 
 __all__ = [
     "load_vois",
+    "voi_file_kind",
     "plane_coverage",
     "LABEL_MAP_SUFFIXES",
     "SIDECAR_SUFFIXES",
@@ -297,47 +299,7 @@ def _has_dicom_preamble(p: Path) -> bool:
 
 def _read_dicom(p: Path, *, header_only: bool) -> Any | None:
     """The dataset, or None when the file is not DICOM. Truncation is an error."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
-    except InvalidDicomError:
-        return None
-    except Exception as exc:  # truncated or corrupt: pydicom raises many kinds
-        raise DicomError(f"{p}: unreadable DICOM file ({type(exc).__name__}: {exc}); re-export it") from exc
-    for w in caught:
-        text = str(w.message)
-        if "End of file" in text or "EOF" in text:
-            raise DicomError(f"{p}: the DICOM file is truncated ({text}); re-export or copy it again")
-    _check_complete(ds, p, whole_file=not header_only)
-    return ds
-
-
-def _check_complete(ds: Any, p: Path, *, whole_file: bool) -> None:
-    """Raise when the file was cut: a top-level element holds fewer bytes than its stated length,
-    or (``whole_file``) bytes too few for another element follow the last one."""
-    end = None
-    for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
-        length = getattr(raw, "length", None)
-        value = getattr(raw, "value", None)
-        tell = getattr(raw, "value_tell", None)
-        if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
-            if len(value) < length:
-                raise DicomError(
-                    f"{p}: the DICOM file is truncated in {tag} {getattr(raw, 'VR', '')} ({len(value)} of "
-                    f"{length} bytes); re-export or copy it again"
-                )
-            end = tell + length if isinstance(tell, int) else None
-        else:
-            end = None
-    if whole_file and end is not None:
-        size = p.stat().st_size
-        if 0 < size - end < 8:  # not even a tag and a length: the file stops inside an element
-            raise DicomError(f"{p}: the DICOM file is truncated after byte {end}; re-export or copy it again")
+    return read_dicom(p, pixels=not header_only, whole_file=not header_only)
 
 
 def _modality(ds: Any) -> str:
@@ -375,20 +337,26 @@ def _kind_of(p: Path) -> str:
     )
 
 
+def voi_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"rtstruct"`` or ``"seg"`` for a DICOM VOI file, None for any other file (not DICOM, or
+    DICOM of another modality). A damaged DICOM file is a :class:`DicomError`: it may be the VOI
+    file, and skipping it would lose VOIs."""
+    ds = _read_dicom(Path(path), header_only=True)
+    if ds is None:
+        return None
+    modality = _modality(ds)
+    return modality.lower() if modality in ("RTSTRUCT", "SEG") else None
+
+
 def _voi_files_in(folder: Path) -> list[tuple[Path, str]]:
     files = sorted(f for f in folder.rglob("*") if f.is_file())
     found = []
     for f in files:
-        # an unreadable file raises: it may be the VOI file, and skipping it would lose VOIs
-        ds = _read_dicom(f, header_only=True)
-        if ds is None:
-            logger.debug("skipping %s: not DICOM", f)
+        kind = voi_file_kind(f)
+        if kind is None:
+            logger.debug("skipping %s: not an RTSTRUCT or SEG", f)
             continue
-        modality = _modality(ds)
-        if modality in ("RTSTRUCT", "SEG"):
-            found.append((f, modality.lower()))
-        else:
-            logger.debug("skipping %s: DICOM %s", f, modality)
+        found.append((f, kind))
     if not found:
         raise VoiError(
             f"no RTSTRUCT or SEG file in folder {folder} ({len(files)} file(s) looked at); point to "

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._version import __version__
 from ..errors import InputError
 from ._dicom_common import file_meta, new_uid
 
@@ -221,14 +222,6 @@ def _example_series() -> list[Any]:
     return out
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("voxeldose")
-    except Exception:  # pragma: no cover - not installed (source checkout on sys.path)
-        return "unknown"
-
 
 # --------------------------------------------------------------------------- RTSTRUCT
 
@@ -318,7 +311,7 @@ def write_rtstruct(
     ds.SeriesTime = now.strftime("%H%M%S")
     ds.OperatorsName = ""
     ds.Manufacturer = "voxeldose"
-    ds.SoftwareVersions = _version()
+    ds.SoftwareVersions = __version__
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label[:16]
     ds.StructureSetName = label[:64]
@@ -504,7 +497,7 @@ def write_seg(
             instance_number=1,
             manufacturer="voxeldose",
             manufacturer_model_name="voxeldose",
-            software_versions=_version(),
+            software_versions=__version__,
             device_serial_number="0",
             max_fractional_value=255,
             content_label=re.sub(r"[^A-Z0-9_ ]", "_", label.upper())[:16] or "VOXELDOSE",

@@ -40,9 +40,13 @@ from numpy.typing import NDArray
 
 from .. import constants as C
 from .._resources import data_dir
-from .._checks import check_spacing
+from .._checks import check_positive, check_shape, check_spacing
 from ..errors import GeometryError, InputError
+from ..dose import local_deposition_gy_per_mbq
 from ..kernels import dose_point_kernel
+
+#: Local-deposition dose (Gy) of 1 MBq/mL at administration in soft tissue (1.04 g in 1 mL).
+_LDM_GY_PER_MBQ_PER_ML = local_deposition_gy_per_mbq(C.SOFT_TISSUE_DENSITY_G_PER_CM3 * 1.0)
 
 __all__ = [
     "Phantom",
@@ -52,7 +56,6 @@ __all__ = [
     "liver",
     "PHANTOMS",
     "make_phantom",
-    "ldm_dose_gy_per_mbq_per_ml",
 ]
 
 #: Largest sub-sample pitch (mm) used to rasterise a boundary voxel.
@@ -61,14 +64,6 @@ SUBSAMPLE_PITCH_MM = 0.5
 #: FWHM (mm) to Gaussian sigma (mm).
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
-
-def ldm_dose_gy_per_mbq_per_ml(density_g_per_cm3: float = C.SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
-    """Local-deposition dose (Gy) of a permanent implant of 1 MBq/mL at administration.
-
-    ``1e6 Bq x T1/2/ln 2 x E_mean / (rho x 1 mL)`` with the ICRP-107 half-life and mean energy.
-    """
-    mass_kg = density_g_per_cm3 * 1e-3
-    return 1e6 * C.Y90_MEAN_LIFE_S * C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV / mass_kg
 
 
 @dataclass(frozen=True)
@@ -129,30 +124,12 @@ def _make(name: str, activity: NDArray[np.float64], spacing: tuple[float, float,
 # --------------------------------------------------------------------------- grid and shapes
 
 
-def _check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, int]:
-    try:
-        values = tuple(int(n) for n in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be three voxel counts [z, y, x], got {shape!r}") from None
-    if len(values) != 3 or any(n < 1 for n in values) or any(n != s for n, s in zip(values, shape)):
-        raise InputError(f"{name} must be three positive integers [z, y, x], got {shape!r}")
-    return values  # type: ignore[return-value]
-
 
 def _centred_origin(shape_zyx: tuple[int, int, int], spacing: tuple[float, float, float]) -> tuple[float, float, float]:
     """Origin (x, y, z) that puts the centre of the field of view at (0, 0, 0)."""
     nz, ny, nx = shape_zyx
     return tuple(-(n - 1) / 2.0 * s for n, s in zip((nx, ny, nz), spacing))  # type: ignore[return-value]
 
-
-def _positive(value: object, name: str, unit: str) -> float:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number ({unit}), got {value!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise InputError(f"{name} must be positive and finite ({unit}), got {value!r}")
-    return x
 
 
 def ellipsoid_fraction(
@@ -250,10 +227,10 @@ def point_source(
     centred on the source voxel. The grid must be odd on every axis.
     """
     spacing = check_spacing(spacing_mm)
-    shape_zyx = _check_shape(shape)
+    shape_zyx = check_shape(shape)
     if any(n % 2 == 0 for n in shape_zyx):
         raise InputError(f"point_source needs an odd shape on every axis to centre the source, got {shape_zyx}")
-    a0 = _positive(activity_mbq, "activity_mbq", "MBq")
+    a0 = check_positive(activity_mbq, "activity_mbq", "MBq")
     activity = np.zeros(shape_zyx)
     centre = tuple(n // 2 for n in shape_zyx)
     activity[centre] = a0
@@ -288,8 +265,8 @@ def uniform(
     range from the edge), where the kernel dose equals local deposition.
     """
     spacing = check_spacing(spacing_mm)
-    shape_zyx = _check_shape(shape)
-    c = _positive(concentration_mbq_per_ml, "concentration_mbq_per_ml", "MBq/mL")
+    shape_zyx = check_shape(shape)
+    c = check_positive(concentration_mbq_per_ml, "concentration_mbq_per_ml", "MBq/mL")
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
     activity = np.full(shape_zyx, c * voxel_ml)
     truth = {
@@ -298,7 +275,7 @@ def uniform(
         "shape_zyx": list(shape_zyx),
         "concentration_mbq_per_ml": c,
         "activity_total_mbq": float(activity.sum()),
-        "local_deposition_dose_gy": c * ldm_dose_gy_per_mbq_per_ml(),
+        "local_deposition_dose_gy": c * _LDM_GY_PER_MBQ_PER_ML,
         "expected": "kernel dose equals local_deposition_dose_gy more than 11 mm inside the edge",
     }
     masks = {"volume": np.ones(shape_zyx)}
@@ -316,7 +293,7 @@ def sphere_absorbed_fraction(radius_mm: float, tissue: str = "soft") -> float:
     probability that a point at distance ``r`` from a uniformly chosen point of the sphere,
     in a random direction, is also inside it (Berger 1971).
     """
-    R = _positive(radius_mm, "radius_mm", "mm")
+    R = check_positive(radius_mm, "radius_mm", "mm")
     dpk = dose_point_kernel(tissue)  # type: ignore[arg-type]
     r = np.linspace(0.0, min(2 * R, float(dpk.r_mm[-1])), 20001)
     f = np.interp(r, dpk.r_mm, dpk.f_per_mm, right=0.0)
@@ -340,9 +317,9 @@ def sphere(
     ``dpk_mean_dose_gy`` = ldm x absorbed fraction, the expected mean dose in the sphere VOI.
     """
     spacing = check_spacing(spacing_mm)
-    v = _positive(volume_ml, "volume_ml", "mL")
-    a0 = _positive(activity_mbq, "activity_mbq", "MBq")
-    margin = _positive(margin_mm, "margin_mm", "mm")
+    v = check_positive(volume_ml, "volume_ml", "mL")
+    a0 = check_positive(activity_mbq, "activity_mbq", "MBq")
+    margin = check_positive(margin_mm, "margin_mm", "mm")
     radius = (3.0 * v * 1e3 / (4.0 * math.pi)) ** (1.0 / 3.0)
     shape_zyx = tuple(2 * int(math.ceil((radius + margin) / s)) + 1 for s in spacing[::-1])
     origin = _centred_origin(shape_zyx, spacing)  # type: ignore[arg-type]
@@ -350,7 +327,7 @@ def sphere(
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
     v_vox = float(mask.sum()) * voxel_ml
     activity = mask * (a0 / v_vox * voxel_ml)
-    ldm = a0 / v * ldm_dose_gy_per_mbq_per_ml()
+    ldm = a0 / v * _LDM_GY_PER_MBQ_PER_ML
     phi = sphere_absorbed_fraction(radius)
     truth = {
         "phantom": "sphere",
@@ -421,7 +398,7 @@ def liver(
         ``truth["vois"][name]`` holds ``volume_ml`` (of the voxelised mask),
         ``volume_ml_analytic``, ``concentration_mbq_per_ml``, ``activity_mbq`` (the activity in
         the VOI's own compartment), ``ldm_mean_dose_gy`` (analytic local-deposition mean dose in
-        soft tissue: the concentration times :func:`ldm_dose_gy_per_mbq_per_ml`) and
+        soft tissue: the concentration times :func:`voxeldose.dose.local_deposition_gy_per_mbq` of 1.04 g) and
         ``ldm_mean_dose_voxelised_gy`` (the mask-weighted mean of the local-deposition dose of
         the noiseless, unblurred activity map: what ``absorbed_dose(..., method="local")``
         followed by ``dvh(...).mean_gy`` must give). ``truth["models"]`` holds the MIRD,
@@ -435,7 +412,7 @@ def liver(
         If the grid is too small to hold the phantom.
     """
     spacing = check_spacing(spacing_mm)
-    a0_gbq = _positive(administered_gbq, "administered_gbq", "GBq")
+    a0_gbq = check_positive(administered_gbq, "administered_gbq", "GBq")
     try:
         lsf = float(lung_shunt_fraction)
     except (TypeError, ValueError):
@@ -445,15 +422,15 @@ def liver(
             f"lung shunt fraction {lung_shunt_fraction!r} is outside [0, 1): it is the fraction "
             "of the administered activity that reaches the lungs (0.10 for 10 %)"
         )
-    tn = _positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
-    fwhm = None if fwhm_mm is None else _positive(fwhm_mm, "fwhm_mm", "mm")
-    cpm = None if noise_counts_per_mbq is None else _positive(noise_counts_per_mbq, "noise_counts_per_mbq", "counts/MBq")
+    tn = check_positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
+    fwhm = None if fwhm_mm is None else check_positive(fwhm_mm, "fwhm_mm", "mm")
+    cpm = None if noise_counts_per_mbq is None else check_positive(noise_counts_per_mbq, "noise_counts_per_mbq", "counts/MBq")
 
     geo = _liver_geometry()
     if shape is None:
         shape_zyx = tuple(int(math.ceil(f / s - 1e-9)) for f, s in zip(geo["fov_mm"][::-1], spacing[::-1]))
     else:
-        shape_zyx = _check_shape(shape)
+        shape_zyx = check_shape(shape)
     origin = _centred_origin(shape_zyx, spacing)  # type: ignore[arg-type]
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
 
@@ -499,7 +476,7 @@ def liver(
     if cpm is not None:
         activity = _add_noise(activity, cpm, seed)
 
-    k = ldm_dose_gy_per_mbq_per_ml()
+    k = _LDM_GY_PER_MBQ_PER_ML
     local_gy = clean * (k / voxel_ml)  # local-deposition dose of the clean map
     conc = {name: c_tumour for name in tumour_names}
     conc.update({"tumours": c_tumour, "normal_liver": c_normal, "lung": c_lung})

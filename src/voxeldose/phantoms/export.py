@@ -29,9 +29,8 @@ after administration), T the frame duration and lambda = ln 2 / T1/2(Y-90):
   chosen so the hottest voxel holds about 60 000 counts; rounded (and Poisson-sampled if
   ``spect_noise``). s is in truth.json, not in the DICOM: self-calibration does not need it.
 
-Nuclide data: Y-90 from ICRP-107 (64.10 h) and Selwyn et al. 2007 (31.86e-6); F-18 109.77 min,
-positron fraction 0.9673; Ga-68 67.71 min, 0.8891 (NNDC NuDat 3); Ge-68 270.95 d with Ga-68's
-positron fraction (scanners calibrated with Ge-68 sources assume the daughter's emission).
+Nuclide data: :data:`voxeldose.nuclides.NUCLIDES`, the table calibration reads too (checked
+against ICRP-107 in tests/test_nuclides.py).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ import datetime as dt
 import json
 import math
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,27 +50,13 @@ from .. import phantoms
 from .._resources import data_dir
 from ..errors import InputError
 from ..image import Image
+from ..nuclides import NUCLIDES
 from ..io._dicom_common import new_uid, read_datasets
 from ..io.series import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
 
-__all__ = ["ScannerNuclide", "SCANNER_NUCLIDES", "write_liver_case", "write_phantom", "pet_stored_per_activity"]
+__all__ = ["write_liver_case", "write_phantom", "pet_stored_per_activity"]
 
 
-@dataclass(frozen=True)
-class ScannerNuclide:
-    """What a PET scanner assumes about the nuclide it is configured for."""
-
-    name: str
-    half_life_s: float
-    positron_fraction: float
-
-
-SCANNER_NUCLIDES = {
-    "Y-90": ScannerNuclide("Y-90", C.Y90_HALF_LIFE_S, C.Y90_POSITRON_YIELD),
-    "F-18": ScannerNuclide("F-18", 109.77 * 60.0, 0.9673),
-    "Ga-68": ScannerNuclide("Ga-68", 67.71 * 60.0, 0.8891),
-    "Ge-68": ScannerNuclide("Ge-68", 270.95 * 86400.0, 0.8891),
-}
 
 ADMINISTRATION = dt.datetime(2026, 1, 15, 10, 30, 0)
 
@@ -89,7 +74,7 @@ def pet_stored_per_activity(
 
     Returns ``(factor, decay_factor)``: the scanner stores ``factor x A0`` (same units as A0).
     """
-    x = SCANNER_NUCLIDES[nuclide]
+    x = NUCLIDES[nuclide]
     lam = C.Y90_DECAY_CONSTANT_PER_S
     lam_x = math.log(2.0) / x.half_life_s
     rate = C.Y90_POSITRON_YIELD * math.exp(-lam * delay_s) * _frame_average(lam, frame_s)
@@ -174,7 +159,7 @@ def write_liver_case(
         Acquisition start after administration (h), for both scans.
     pet_spacing_mm, pet_frame_s, decay_correction, scanner_nuclide
         PET grid, frame duration (s), DecayCorrection (START, ADMIN, NONE) and the nuclide the
-        scanner is configured for (see :data:`SCANNER_NUCLIDES`).
+        scanner is configured for (see :data:`voxeldose.nuclides.NUCLIDES`).
     spect_spacing_mm, spect_frame_s, spect_noise
         SPECT grid, acquisition duration (s), Poisson noise on the counts.
     ct_spacing_mm : (x, y, z)
@@ -220,7 +205,7 @@ def write_liver_case(
             tumour_to_normal=tumour_to_normal, fwhm_mm=fwhm_mm).activity_mbq
         factor, decay_factor = pet_stored_per_activity(delay_s=delay_h * 3600, frame_s=pet_frame_s,
                                                        decay_correction=decay_correction, nuclide=scanner_nuclide)
-        nuclide = SCANNER_NUCLIDES[scanner_nuclide]
+        nuclide = NUCLIDES[scanner_nuclide]
         bqml = activity * (factor * 1e6 / pet.voxel_ml)
         header = series(2, f"Y90 PET {decay_correction}")
         paths = write_pet_series(
@@ -330,7 +315,7 @@ def write_phantom(name: str, out_dir: str | Path, **options: Any) -> dict[str, A
     scan = ADMINISTRATION + dt.timedelta(hours=delay_h)
     factor, decay_factor = pet_stored_per_activity(delay_s=delay_h * 3600, frame_s=frame_s,
                                                    decay_correction=correction, nuclide=nuclide_name)
-    nuclide = SCANNER_NUCLIDES[nuclide_name]
+    nuclide = NUCLIDES[nuclide_name]
     header = SeriesHeader(study_datetime=scan, acquisition_datetime=scan, series_datetime=scan,
                           series_description=f"Y90 PET {name}", patient_name=f"Phantom^{name}")
     total_mbq = float(ph.activity_mbq.sum())
