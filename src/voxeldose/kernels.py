@@ -1,14 +1,17 @@
-"""Y-90 voxel S-value kernels at any voxel size.
+"""Y-90 voxel S-value kernels at any voxel size, from the project's own fitted point kernel.
 
-Two sources, one convention (mGy per MBq s, float64 array indexed [z, y, x], odd size on every
-axis, source voxel at the centre):
+One convention (mGy per MBq s, float64 array indexed [z, y, x], odd size on every axis, source
+voxel at the centre). The kernel at any spacing, isotropic or not, is computed from a radial
+dose point kernel (DPK) integrated over the source and the target voxel volumes (below). The DPK
+(``kernels/y90_dpk_lanconelli2012_fit.csv``, shipped inside the package) was fitted to the whole
+Lanconelli 2012 database [Lanconelli2012]_ at once by the offline tool :mod:`voxeldose.kernel_fit`,
+which reads the published tables from where they are kept (``../shared/reference_data``); the
+tables are not shipped. At the 13 table sizes the integrated DPK differs from the published
+tables by the fit residual (centre and its 26 neighbours within 0.9 %, soft tissue; README).
 
-* At the cubic voxel sizes of the Lanconelli 2012 database (2.21 ... 9.28 mm, soft tissue and
-  compact bone) the published table is returned as published [Lanconelli2012].
-* At any other spacing, isotropic or not, the kernel is computed from a radial dose point kernel
-  (DPK) integrated over the source and the target voxel volumes (below). The DPK was fitted to
-  the whole database at once (:func:`fit_dose_point_kernel`) and is shipped in
-  ``kernels/y90_dpk_lanconelli2012_fit.csv``.
+A user who holds a voxel S-value table set (Lanconelli's database, MIRD format) can pass it
+(:func:`voxeldose.io.load_vsv_tables`, ``tables=``): at a cubic spacing equal to one of its
+sizes the published table is then used exactly; at every other spacing, the DPK.
 
 Derivation
 ----------
@@ -34,14 +37,6 @@ Gauss-Legendre rule over the octant of directions (96 x 96) and Gauss-Legendre r
 special treatment of the source voxel is needed. ``f`` is piecewise linear on knots every
 0.25 mm from 0 to 12 mm (beyond the CSDA range of the 2.28 MeV end-point electrons).
 
-The fit is linear: every table entry is ``S = sum_m c_m M_m(d)`` with ``M`` computed as above
-for the hat function of knot ``m``. The coefficients ``c >= 0`` minimise the squared relative
-residuals over all 13 tables (entries above 1e-3 of the table's central value, relative
-uncertainty 0.5 % plus 1e-4 of the centre) plus a second-difference smoothness penalty (:data:`SMOOTHING`), solved
-with :func:`scipy.optimize.lsq_linear`. Residuals and the leave-one-out check (each table
-predicted by a fit to the other 12) are printed by ``python -m voxeldose.kernels`` and tested in
-``tests/test_kernels.py``; the README lists them.
-
 References
 ----------
 .. [Lanconelli2012] Lanconelli N, Pacilio M, Lo Meo S, et al. "A free database of radionuclide
@@ -59,17 +54,15 @@ from __future__ import annotations
 
 import functools
 import math
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import constants as C
-from ._resources import data_dir
 from ._checks import check_spacing
+from ._resources import data_dir
 from .errors import KernelError
 
 __all__ = [
@@ -77,23 +70,21 @@ __all__ = [
     "TISSUES",
     "y90_kernel",
     "kernel_source",
-    "published_voxel_sizes_mm",
-    "lanconelli_table",
+    "VsvTables",
     "DosePointKernel",
     "dose_point_kernel",
     "dpk_voxel_kernel",
-    "fit_dose_point_kernel",
-    "leave_one_out",
+    "TABLE_MATCH_TOLERANCE_MM",
 ]
 
 Tissue = Literal["soft", "bone"]
 TISSUES: dict[str, tuple[str, str, float]] = {
-    # name: (file suffix, CSV tissue column, density g/cm^3)
+    # name: (table file suffix, CSV tissue column, density g/cm^3)
     "soft": ("soft", "soft_tissue", C.SOFT_TISSUE_DENSITY_G_PER_CM3),
     "bone": ("bone", "compact_bone", C.COMPACT_BONE_DENSITY_G_PER_CM3),
 }
 
-#: Two spacings closer than this (mm) are the same voxel size for the published tables.
+#: Two spacings closer than this (mm) are the same voxel size for a published table.
 TABLE_MATCH_TOLERANCE_MM = 1e-3
 
 DPK_FILE = "y90_dpk_lanconelli2012_fit.csv"
@@ -102,12 +93,6 @@ R_MAX_MM = 12.0
 _RADIAL_STEP_MM = 0.1
 _RADIAL_ORDER = 4
 _ANGULAR_ORDER = 96
-#: Weight of the second-difference penalty in the fit, per tissue: the largest that keeps every
-#: table's central and neighbour values within 1 % (soft) and 0.5 % (bone, shorter range) while
-#: removing the oscillations an unpenalised fit shows (see fit_dose_point_kernel).
-SMOOTHING = {"soft": 1e6, "bone": 1e5}
-
-_TABLE_NAME = re.compile(r"^90Y(?P<size>[0-9.]+)mm(?P<tissue>soft|bone)\.txt$")
 
 
 def _check_tissue(tissue: str) -> tuple[str, str, float]:
@@ -119,66 +104,58 @@ def _check_tissue(tissue: str) -> tuple[str, str, float]:
         ) from None
 
 
-# --------------------------------------------------------------------------- published tables
+# --------------------------------------------------------------------------- user tables
 
 
-@functools.lru_cache(maxsize=None)
-def _tables(tissue: str) -> dict[float, NDArray[np.float64]]:
-    suffix = _check_tissue(tissue)[0]
-    folder = data_dir("kernels")
-    tables: dict[float, NDArray[np.float64]] = {}
-    for path in sorted(folder.glob("90Y*mm*.txt")):
-        m = _TABLE_NAME.match(path.name)
-        if m is None or m["tissue"] != suffix:
-            continue
-        tables[float(m["size"])] = _read_table(path)
-    if not tables:
-        raise KernelError(f"no Lanconelli 2012 tables for tissue {tissue!r} in {folder}")
-    return tables
+@dataclass(frozen=True)
+class VsvTables:
+    """A set of published voxel S-value tables a user holds (e.g. Lanconelli's database).
 
+    Read one with :func:`voxeldose.io.load_vsv_tables`. Each table is the full kernel
+    (mGy/(MBq s), [z, y, x], read-only) of a cubic voxel size and tissue.
 
-def _read_table(path: Path) -> NDArray[np.float64]:
-    """Read one published octant file (i, j, k = 0..5) into the full 11x11x11 kernel."""
-    octant = np.full((6, 6, 6), np.nan)
-    text = path.read_text(encoding="latin-1")
-    for lineno, line in enumerate(text.splitlines()[2:], start=3):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            i, j, k = (int(p) for p in parts[:3])
-            octant[i, j, k] = float(parts[3])
-        except (ValueError, IndexError) as exc:
-            raise KernelError(f"{path}, line {lineno}: cannot read 'i j k S' from {line!r}") from exc
-    if np.isnan(octant).any():
-        raise KernelError(f"{path}: the table does not cover i, j, k = 0..5")
-    idx = np.abs(np.arange(-5, 6))
-    full = octant[np.ix_(idx, idx, idx)]
-    full.setflags(write=False)
-    return full
-
-
-def published_voxel_sizes_mm(tissue: Tissue = "soft") -> tuple[float, ...]:
-    """Cubic voxel sizes (mm) of the Lanconelli 2012 tables for ``tissue``."""
-    return tuple(sorted(_tables(tissue)))
-
-
-def lanconelli_table(voxel_mm: float, tissue: Tissue = "soft") -> NDArray[np.float64]:
-    """The published 11x11x11 Y-90 S-value table, mGy/(MBq s), for a cubic voxel size in mm.
-
-    Raises
-    ------
-    KernelError
-        If the database has no table at ``voxel_mm`` (within 1e-3 mm).
+    Attributes
+    ----------
+    tables : mapping (tissue, voxel_mm) -> ndarray
+    sources : mapping (tissue, voxel_mm) -> str
+        The file each table was read from (for provenance).
+    folder : str
+        Where the set was read from.
     """
-    tables = _tables(tissue)
-    for size, table in tables.items():
-        if abs(size - voxel_mm) <= TABLE_MATCH_TOLERANCE_MM:
-            return table
-    raise KernelError(
-        f"the Lanconelli 2012 database has no {tissue} table at {voxel_mm} mm; "
-        f"available: {sorted(tables)} mm (use y90_kernel for any other spacing)"
-    )
+
+    tables: Mapping[tuple[str, float], NDArray[np.float64]]
+    sources: Mapping[tuple[str, float], str] = field(default_factory=dict)
+    folder: str = ""
+
+    def sizes_mm(self, tissue: Tissue = "soft") -> tuple[float, ...]:
+        """Cubic voxel sizes (mm) of the tables of ``tissue``."""
+        return tuple(sorted(size for t, size in self.tables if t == tissue))
+
+    def match(self, spacing_xyz_mm: Sequence[float], tissue: Tissue = "soft") -> float | None:
+        """The table size equal to a cubic ``spacing_xyz_mm`` (within 1e-3 mm), or None."""
+        sx, sy, sz = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
+        if max(sx, sy, sz) - min(sx, sy, sz) > TABLE_MATCH_TOLERANCE_MM:
+            return None
+        for size in self.sizes_mm(tissue):
+            if all(abs(s - size) <= TABLE_MATCH_TOLERANCE_MM for s in (sx, sy, sz)):
+                return size
+        return None
+
+    def table(self, voxel_mm: float, tissue: Tissue = "soft") -> NDArray[np.float64]:
+        """The table of a cubic voxel size (within 1e-3 mm).
+
+        Raises
+        ------
+        KernelError
+            If the set has no table of ``tissue`` at ``voxel_mm``.
+        """
+        size = self.match((voxel_mm,) * 3, tissue)
+        if size is None:
+            raise KernelError(
+                f"the tables in {self.folder or 'this set'} have no {tissue} table at {voxel_mm} mm; "
+                f"available: {list(self.sizes_mm(tissue))} mm"
+            )
+        return self.tables[(tissue, size)]
 
 
 # --------------------------------------------------------------------------- quadrature
@@ -237,12 +214,6 @@ def _dose_factor(spacing_zyx_mm: Sequence[float], density_g_cm3: float) -> float
     return C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV * 1e6 * 1e3 / mass_kg
 
 
-def _hat_basis(r_mm: NDArray[np.float64], knots_mm: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``B[q, m]``: piecewise-linear hat function of knot ``m`` at radius ``r_mm[q]``."""
-    eye = np.eye(knots_mm.size)
-    return np.stack([np.interp(r_mm, knots_mm, eye[m], right=0.0) for m in range(knots_mm.size)], 1)
-
-
 # --------------------------------------------------------------------------- dose point kernel
 
 
@@ -282,7 +253,8 @@ class DosePointKernel:
 
 @functools.lru_cache(maxsize=None)
 def dose_point_kernel(tissue: Tissue = "soft") -> DosePointKernel:
-    """The shipped Y-90 dose point kernel for ``tissue``, fitted to the Lanconelli 2012 tables."""
+    """The shipped Y-90 dose point kernel for ``tissue``, fitted to the Lanconelli 2012 tables
+    by :mod:`voxeldose.kernel_fit` (the tables themselves are not shipped)."""
     _check_tissue(tissue)
     path = data_dir("kernels") / DPK_FILE
     try:
@@ -303,13 +275,13 @@ def dose_point_kernel(tissue: Tissue = "soft") -> DosePointKernel:
 
 
 def dpk_voxel_kernel(
-    spacing_mm: Sequence[float], dpk: DosePointKernel
+    spacing_xyz_mm: Sequence[float], dpk: DosePointKernel
 ) -> NDArray[np.float64]:
     """Voxel S values (mGy/(MBq s)) from a radial dose point kernel, by the integral above.
 
     Parameters
     ----------
-    spacing_mm : (x, y, z) sequence of float
+    spacing_xyz_mm : (x, y, z) sequence of float
         Voxel size in mm.
     dpk : DosePointKernel
         The radial kernel and its medium.
@@ -318,7 +290,7 @@ def dpk_voxel_kernel(
     -------
     ndarray, float64, [z, y, x], odd sizes, centred on the source voxel.
     """
-    sx, sy, sz = check_spacing(spacing_mm)
+    sx, sy, sz = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     spacing_zyx = (sz, sy, sx)
     r, wr = _radial_nodes(dpk.range_mm)
     f = np.interp(r, dpk.r_mm, dpk.f_per_mm, right=0.0)
@@ -335,59 +307,55 @@ def dpk_voxel_kernel(
 # --------------------------------------------------------------------------- public kernel
 
 
-def kernel_source(spacing_mm: Sequence[float], tissue: Tissue = "soft") -> str:
-    """Describe where ``y90_kernel(spacing_mm, tissue)`` comes from (for provenance)."""
-    sx, sy, sz = check_spacing(spacing_mm)
-    table = _matching_table_size(sx, sy, sz, tissue)
-    if table is not None:
-        return f"Lanconelli 2012 published table, {tissue}, {table:g} mm cubic voxels"
-    return (
-        f"voxeldose DPK integration ({DPK_FILE}, fit to Lanconelli 2012), {tissue}, "
-        f"voxel {sx:g} x {sy:g} x {sz:g} mm"
-    )
-
-
-def _matching_table_size(sx: float, sy: float, sz: float, tissue: str) -> float | None:
-    if max(sx, sy, sz) - min(sx, sy, sz) > TABLE_MATCH_TOLERANCE_MM:
-        return None
-    for size in _tables(tissue):
-        if all(abs(s - size) <= TABLE_MATCH_TOLERANCE_MM for s in (sx, sy, sz)):
-            return size
-    return None
+def kernel_source(spacing_xyz_mm: Sequence[float], tissue: Tissue = "soft", *,
+                  tables: VsvTables | None = None) -> str:
+    """Describe where ``y90_kernel(spacing_xyz_mm, tissue, tables=tables)`` comes from (provenance)."""
+    sx, sy, sz = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
+    _check_tissue(tissue)
+    size = tables.match((sx, sy, sz), tissue) if tables is not None else None
+    if tables is not None and size is not None:
+        return (f"published voxel S-value table, {tissue}, {size:g} mm cubic voxels, from "
+                f"{tables.sources.get((tissue, size), tables.folder)}")
+    text = (f"voxeldose DPK integration ({DPK_FILE}, fit to Lanconelli 2012), {tissue}, "
+            f"voxel {sx:g} x {sy:g} x {sz:g} mm")
+    if tables is not None:
+        text += f" (no table of this spacing in {tables.folder})"
+    return text
 
 
 def y90_kernel(
-    spacing_mm: Sequence[float], tissue: Tissue = "soft", *, source: Literal["auto", "dpk"] = "auto"
+    spacing_xyz_mm: Sequence[float], tissue: Tissue = "soft", *, tables: VsvTables | None = None
 ) -> NDArray[np.float64]:
     """Y-90 voxel S-value kernel, mGy/(MBq s), for any voxel spacing.
 
     Parameters
     ----------
-    spacing_mm : (x, y, z) sequence of float
-        Voxel size in mm (ITK/DICOM order); anisotropic allowed, each in (0, 50] mm.
+    spacing_xyz_mm : (x, y, z) sequence of float
+        Voxel size in mm (ITK/DICOM order, the reverse of the array's axes); anisotropic
+        allowed, each in (0, 50] mm.
     tissue : {"soft", "bone"}
         Medium: ICRP soft tissue (1.04 g/cm^3) or compact bone (1.85 g/cm^3).
-    source : {"auto", "dpk"}, keyword-only
-        "auto" returns the published table when the spacing is cubic and equals a database size
-        (within 1e-3 mm), the DPK integration otherwise; "dpk" always integrates the DPK.
+    tables : VsvTables, optional, keyword-only
+        Published tables to use where the spacing is cubic and equals one of their sizes
+        (within 1e-3 mm); the fitted point kernel everywhere else. None: always the point kernel.
 
     Returns
     -------
     ndarray, float64, read-only, indexed [z, y, x]
         Odd size on every axis, source voxel at the centre. ``S[c + (k, j, i)]`` is the mean dose
-        rate in the voxel displaced by (i, j, k) voxels per MBq in the centre voxel. Results are
-        cached per (spacing, tissue, source).
+        rate in the voxel displaced by (i, j, k) voxels per MBq in the centre voxel. Point-kernel
+        results are cached per (spacing, tissue).
 
     Raises
     ------
     KernelError
-        Unknown tissue or ``source``.
+        Unknown tissue.
     GeometryError
         Non-finite or non-positive spacing, or not three values.
 
     References
     ----------
-    Lanconelli et al. 2012, doi:10.1088/0031-9155/57/2/517 (the tables and the fitted DPK).
+    Lanconelli et al. 2012, doi:10.1088/0031-9155/57/2/517 (the tables the point kernel is fitted to).
 
     Examples
     --------
@@ -396,145 +364,18 @@ def y90_kernel(
     >>> k.shape[0] % 2 == 1 and k.argmax() == k.size // 2
     True
     """
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     _check_tissue(tissue)
-    if source not in ("auto", "dpk"):
-        raise KernelError(f"source must be 'auto' or 'dpk', got {source!r}")
+    if tables is not None:
+        size = tables.match(spacing, tissue)
+        if size is not None:
+            return tables.tables[(tissue, size)]
     key = tuple(round(s, 6) for s in spacing)
-    return _cached_kernel(key, tissue, source)
+    return _cached_kernel(key, tissue)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_kernel(spacing: tuple[float, float, float], tissue: str, source: str) -> NDArray[np.float64]:
-    if source == "auto":
-        size = _matching_table_size(*spacing, tissue)
-        if size is not None:
-            return lanconelli_table(size, tissue)  # type: ignore[arg-type]
+def _cached_kernel(spacing: tuple[float, float, float], tissue: str) -> NDArray[np.float64]:
     kernel = dpk_voxel_kernel(spacing, dose_point_kernel(tissue))  # type: ignore[arg-type]
     kernel.setflags(write=False)
     return kernel
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-@dataclass(frozen=True)
-class _Design:
-    size_mm: float
-    values: NDArray[np.float64]  # published octant entries used in the fit
-    matrix: NDArray[np.float64]  # model: values ~ matrix @ c
-
-
-def _design(size_mm: float, tissue: str, knots_mm: NDArray[np.float64]) -> _Design:
-    density = TISSUES[tissue][2]
-    spacing = (size_mm, size_mm, size_mm)
-    r, wr = _radial_nodes(float(knots_mm[-1]))
-    W = _shell_weights(spacing, r, min_half=6)[:, :6, :6, :6]
-    B = _hat_basis(r, knots_mm)
-    M = np.tensordot(B * wr[:, None], W, axes=(0, 0)) * _dose_factor(spacing, density)
-    table = lanconelli_table(size_mm, tissue)[5:, 5:, 5:]  # type: ignore[arg-type]
-    return _Design(size_mm, table.ravel().copy(), M.reshape(knots_mm.size, -1).T.copy())
-
-
-def _solve(designs: Sequence[_Design], smoothing: float, n_knots: int) -> NDArray[np.float64]:
-    from scipy.optimize import lsq_linear
-
-    rows, rhs = [], []
-    for d in designs:
-        centre = d.values[0]
-        use = d.values >= 1e-3 * centre
-        sigma = 0.005 * d.values[use] + 1e-4 * centre
-        rows.append(d.matrix[use] / sigma[:, None])
-        rhs.append(d.values[use] / sigma)
-    # smoothness: second differences of f, scaled to the knot step
-    D2 = np.diff(np.eye(n_knots), n=2, axis=0)
-    rows.append(math.sqrt(smoothing) * D2)
-    rhs.append(np.zeros(D2.shape[0]))
-    A = np.vstack(rows)
-    b = np.concatenate(rhs)
-    upper = np.full(n_knots, np.inf)
-    upper[-1] = 1e-12  # f(R_MAX) = 0
-    res = lsq_linear(A, b, bounds=(np.zeros(n_knots), upper), method="bvls", tol=1e-12)
-    c = res.x
-    c[-1] = 0.0
-    return c
-
-
-def fit_dose_point_kernel(
-    tissue: Tissue = "soft",
-    *,
-    sizes_mm: Sequence[float] | None = None,
-    smoothing: float | None = None,
-) -> DosePointKernel:
-    """Fit the radial DPK to the Lanconelli 2012 tables of ``tissue`` (all sizes by default).
-
-    This is how ``kernels/y90_dpk_lanconelli2012_fit.csv`` was made (see the module docstring);
-    ``sizes_mm`` restricts the fit to some tables, for leave-one-out validation.
-    """
-    _check_tissue(tissue)
-    knots = np.round(np.arange(0.0, R_MAX_MM + 1e-9, KNOT_STEP_MM), 6)
-    sizes = published_voxel_sizes_mm(tissue) if sizes_mm is None else tuple(sizes_mm)
-    designs = [_design(s, tissue, knots) for s in sizes]
-    c = _solve(designs, SMOOTHING[tissue] if smoothing is None else smoothing, knots.size)
-    return DosePointKernel(knots, c, tissue, TISSUES[tissue][2])
-
-
-def _write_dpk_file(path: Path) -> None:  # pragma: no cover - tool
-    fits = {t: fit_dose_point_kernel(t) for t in TISSUES}  # type: ignore[misc,arg-type]
-    knots = fits["soft"].r_mm
-    lines = [
-        "# Y-90 radial dose point kernel f(r): fraction of the emitted energy (0.9331 MeV/decay,",
-        "# ICRP-107) absorbed per mm of radius, piecewise linear between knots, zero beyond 12 mm.",
-        "# Fitted by voxeldose.kernels.fit_dose_point_kernel(tissue) (smoothing "
-        f"{SMOOTHING}) to all Lanconelli 2012 tables",
-        "# (Phys Med Biol 57:517, 2012) of the tissue; regenerate with",
-        "# 'python -m voxeldose.kernels --write'. Soft tissue 1.04 g/cm3, compact bone 1.85 g/cm3.",
-        "r_mm,f_soft_per_mm,f_bone_per_mm",
-    ]
-    for i, r in enumerate(knots):
-        lines.append(f"{r:.2f},{fits['soft'].f_per_mm[i]:.8e},{fits['bone'].f_per_mm[i]:.8e}")
-    path.write_text("\n".join(lines) + "\n", encoding="ascii")
-
-
-def leave_one_out(tissue: Tissue = "soft") -> dict[float, tuple[NDArray[np.float64], NDArray[np.float64]]]:
-    """Predict each published table from a DPK fitted to the other tables of ``tissue``.
-
-    Returns ``{size_mm: (published_octant, predicted_octant)}``, octants [k, j, i] = 0..5.
-    """
-    knots = np.round(np.arange(0.0, R_MAX_MM + 1e-9, KNOT_STEP_MM), 6)
-    sizes = published_voxel_sizes_mm(tissue)
-    designs = {s: _design(s, tissue, knots) for s in sizes}
-    out = {}
-    for size in sizes:
-        c = _solve([designs[s] for s in sizes if s != size], SMOOTHING[tissue], knots.size)
-        d = designs[size]
-        out[size] = (d.values.reshape(6, 6, 6), (d.matrix @ c).reshape(6, 6, 6))
-    return out
-
-
-def _report() -> None:  # pragma: no cover - tool
-    sel = [(0, 0, 0), (0, 0, 1), (0, 1, 1), (1, 1, 1), (0, 0, 2)]
-    print("relative difference to the published table at offsets " + " ".join(map(str, sel)))
-    for tissue in TISSUES:
-        dpk = dose_point_kernel(tissue)  # type: ignore[arg-type]
-        print(f"{tissue}: absorbed fraction {dpk.absorbed_fraction:.4f}")
-        loo = leave_one_out(tissue)  # type: ignore[arg-type]
-        for size, (table, predicted) in loo.items():
-            model = dpk_voxel_kernel((size,) * 3, dpk)
-            model = model[tuple(slice(n // 2, n // 2 + 6) for n in model.shape)]
-            fit_err = [model[s] / table[s] - 1 for s in sel]
-            loo_err = [predicted[s] / table[s] - 1 for s in sel]
-            print(
-                f"  {size:5.2f} mm  fit "
-                + " ".join(f"{e:+.2%}" for e in fit_err)
-                + "   leave-one-out "
-                + " ".join(f"{e:+.2%}" for e in loo_err)
-            )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    if "--write" in sys.argv:
-        _write_dpk_file(data_dir("kernels") / DPK_FILE)
-    _report()
