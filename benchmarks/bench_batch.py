@@ -35,7 +35,7 @@ def main(argv=None):
         for i in range(args.cases):
             write_liver_case(root / f"case_{i:03d}", case_id=f"case_{i:03d}", administered_gbq=2.0 + 0.1 * i,
                              lung_shunt_fraction=0.02 + 0.01 * (i % 10), write=("PET", "CT", "RTSTRUCT"),
-                             ct_spacing_mm=(3.0, 3.0, 3.0), seed=i)
+                             ct_spacing_xyz_mm=(3.0, 3.0, 3.0), seed=i)
         print(f"cohort written in {time.perf_counter() - t0:.0f} s")
         header = (f"{'workers':>7} {'total s':>8} {'start s':>8} {'cases/min':>10} {'speed-up':>9} "
                   f"{'cases/min*':>11} {'speed-up*':>10} {'peak MB/worker':>15}  mean step times s")

@@ -46,7 +46,7 @@ BACKGROUND_MBQ = 1e-4
 def case_activity(label):
     """The activity map (MBq per voxel, float32) of a benchmark case."""
     spacing, shape, background = CASES[label]
-    activity = np.array(phantoms.liver(spacing_mm=spacing, shape=shape).activity_mbq, dtype=np.float32)
+    activity = np.array(phantoms.liver(spacing_xyz_mm=spacing, shape=shape).activity_mbq, dtype=np.float32)
     if background:
         activity += np.float32(BACKGROUND_MBQ)
     return activity
@@ -93,9 +93,9 @@ def run_case(label, repeat):
         n_active = int(np.count_nonzero(activity))
         if engine == "direct" and n_active * kernel.size > 3e9:
             continue  # minutes: not a sensible choice here, the cost model says so too
-        voxeldose.absorbed_dose(activity, spacing, engine=engine)  # warm-up: JIT, kernel FFT cache
-        t, dose = best_of(lambda: voxeldose.absorbed_dose(activity, spacing, engine=engine), repeat)
-        peak, _ = peak_memory_bytes(lambda: voxeldose.absorbed_dose(activity, spacing, engine=engine))
+        voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine)  # warm-up: JIT, kernel FFT cache
+        t, dose = best_of(lambda: voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine), repeat)
+        peak, _ = peak_memory_bytes(lambda: voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine))
         extra_volumes = (peak - volume_bytes) / volume_bytes  # beyond the float32 output
         diff = float(np.abs(dose - ref).max() / ref.max())
         chosen = D.choose_engine(n_active, kernel.shape, fft_shape) if engine == "auto" else engine

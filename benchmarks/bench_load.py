@@ -54,7 +54,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compression", default="none")
     args = parser.parse_args(argv)
-    ph = phantoms.liver(spacing_mm=SPACING_MM, shape=SHAPE)
+    ph = phantoms.liver(spacing_xyz_mm=SPACING_MM, shape=SHAPE)
     bqml = Image(ph.activity_mbq / ph.voxel_ml * 1e6, ph.spacing_mm, ph.origin_mm, units="BQML")
     with tempfile.TemporaryDirectory() as folder:
         scan = dt.datetime(2026, 1, 16, 6, 0)

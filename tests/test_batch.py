@@ -16,7 +16,7 @@ from voxeldose.phantoms.export import write_liver_case
 from voxeldose.pipeline import OUTPUT_FILES
 
 # coarse grids keep each case to about a second
-GRID = dict(pet_spacing_mm=(6.0, 6.0, 6.0), ct_spacing_mm=(6.0, 6.0, 6.0), write=("PET", "CT", "RTSTRUCT"))
+GRID = dict(pet_spacing_xyz_mm=(6.0, 6.0, 6.0), ct_spacing_xyz_mm=(6.0, 6.0, 6.0), write=("PET", "CT", "RTSTRUCT"))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_existing_scheduler_and_manifest(cohort, tmp_path):
 def test_ambiguous_folder_is_a_failed_case_naming_the_series(cohort, tmp_path):
     case = tmp_path / "in" / "two"
     shutil.copytree(cohort / "case_a", case)
-    write_liver_case(tmp_path / "other", write=("PET",), pet_spacing_mm=(8.0, 8.0, 8.0))
+    write_liver_case(tmp_path / "other", write=("PET",), pet_spacing_xyz_mm=(8.0, 8.0, 8.0))
     shutil.copytree(tmp_path / "other" / "PET", case / "PET2")
     (spec,) = discover_cases(tmp_path / "in")
     assert spec.error and "2 emission series" in spec.error and "Y90 PET" in spec.error

@@ -31,7 +31,7 @@ def _check_case(bench, label):
     # the benchmark's acceptance: equal to the obvious alternative within 1e-4 of the maximum
     # dose (float32 FFT round-off is ~1e-6 of the maximum)
     for engine in ("fft", "direct"):
-        dose = voxeldose.absorbed_dose(activity, spacing, engine=engine)
+        dose = voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine)
         assert np.abs(dose - reference).max() <= 1e-4 * reference.max(), engine
 
 

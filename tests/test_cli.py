@@ -26,7 +26,7 @@ def test_version(capsys):
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "liver"
-    write_liver_case(out, write=("PET", "CT", "RTSTRUCT"), ct_spacing_mm=(4.0, 4.0, 5.0))
+    write_liver_case(out, write=("PET", "CT", "RTSTRUCT"), ct_spacing_xyz_mm=(4.0, 4.0, 5.0))
     return out
 
 
@@ -166,7 +166,7 @@ def test_help_of_every_command(command):
 
 def test_run_on_a_spect_self_calibrates_on_the_liver(tmp_path):
     export = tmp_path / "export"
-    truth = write_liver_case(export, write=("SPECT", "CT", "RTSTRUCT"), ct_spacing_mm=(4.0, 4.0, 5.0))
+    truth = write_liver_case(export, write=("SPECT", "CT", "RTSTRUCT"), ct_spacing_xyz_mm=(4.0, 4.0, 5.0))
     out = tmp_path / "o"
     assert main(["-q", "run", str(export / "SPECT"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
                  str(export / "case.toml"), "--out", str(out), "--method", "local"]) == 0

@@ -34,7 +34,7 @@ def test_local_deposition_by_hand():
     mass_kg = 1.04 * 0.064 * 1e-3
     a = np.zeros((3, 3, 3))
     a[1, 1, 1] = 1.0
-    dose = voxeldose.absorbed_dose(a, (4.0, 4.0, 4.0), method="local")
+    dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4.0, 4.0, 4.0), method="local")
     assert dose.dtype == np.float32 and dose.shape == a.shape
     assert dose[1, 1, 1] == pytest.approx(energy_j / mass_kg, rel=1e-6)
     assert dose.sum() == dose[1, 1, 1]
@@ -55,7 +55,7 @@ def test_point_source_gives_the_kernel(engine, spacing):
     kern = voxeldose.y90_kernel(spacing)
     a = np.zeros((21, 23, 25))
     a[10, 11, 12] = 2.5
-    dose = voxeldose.absorbed_dose(a, spacing, engine=engine)
+    dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=spacing, engine=engine)
     hz, hy, hx = (n // 2 for n in kern.shape)
     expected = kern * 2.5 * MEAN_LIFE_S * 1e-3
     got = dose[10 - hz : 11 + hz, 11 - hy : 12 + hy, 12 - hx : 13 + hx]
@@ -79,7 +79,7 @@ def test_engines_agree_with_scipy_reference(engine, spacing):
     a[rng.integers(0, 30, 40), rng.integers(0, 34, 40), rng.integers(0, 38, 40)] = 3.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)
-        dose = voxeldose.absorbed_dose(a, spacing, engine=engine)
+        dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=spacing, engine=engine)
     ref = reference_dose(a, spacing)
     assert np.abs(dose - ref).max() <= 2e-6 * np.abs(ref).max()
 
@@ -88,8 +88,8 @@ def test_direct_and_fft_agree_on_activity_in_a_corner():
     a = np.zeros((12, 12, 12))
     a[-1, -1, -1] = 1.0
     a[0, 0, 0] = 1.0
-    d1 = voxeldose.absorbed_dose(a, (3.0, 3.0, 3.0), engine="direct")
-    d2 = voxeldose.absorbed_dose(a, (3.0, 3.0, 3.0), engine="fft")
+    d1 = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(3.0, 3.0, 3.0), engine="direct")
+    d2 = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(3.0, 3.0, 3.0), engine="fft")
     np.testing.assert_allclose(d1, d2, atol=1e-6 * d1.max())
 
 
@@ -101,25 +101,25 @@ def test_uniform_activity_gives_local_deposition_deep_inside():
     for spacing in [(4.42, 4.42, 4.42), (4.07, 4.07, 3.0), (2.0, 2.0, 2.0)]:
         shape = tuple(int(np.ceil(60 / s)) for s in spacing[::-1])
         a = np.full(shape, 0.7)
-        kernel_dose = voxeldose.absorbed_dose(a, spacing)
-        local = voxeldose.absorbed_dose(a, spacing, method="local")
+        kernel_dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=spacing)
+        local = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=spacing, method="local")
         c = tuple(n // 2 for n in shape)
         assert kernel_dose[c] == pytest.approx(local[c], rel=5e-3)
 
 
 def test_uniform_phantom_truth():
-    ph = voxeldose.phantoms.uniform(spacing_mm=(4.0, 4.0, 4.0), shape=(20, 20, 20))
-    dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm)
+    ph = voxeldose.phantoms.uniform(spacing_xyz_mm=(4.0, 4.0, 4.0), shape=(20, 20, 20))
+    dose = voxeldose.absorbed_dose_array(ph.activity_mbq, spacing_xyz_mm=ph.spacing_mm)
     c = (10, 10, 10)
     key = next(k for k in ph.truth if "dose" in k and "local" in k)
     assert dose[c] == pytest.approx(ph.truth[key], rel=5e-3)
 
 
 def _sphere_mean_doses(spacing):
-    ph = voxeldose.phantoms.sphere(volume_ml=300.0, spacing_mm=(spacing,) * 3)
+    ph = voxeldose.phantoms.sphere(volume_ml=300.0, spacing_xyz_mm=(spacing,) * 3)
     mask = ph.masks["sphere"]
-    kernel = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm).astype(float)
-    local = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local").astype(float)
+    kernel = voxeldose.absorbed_dose_array(ph.activity_mbq, spacing_xyz_mm=ph.spacing_mm).astype(float)
+    local = voxeldose.absorbed_dose_array(ph.activity_mbq, spacing_xyz_mm=ph.spacing_mm, method="local").astype(float)
     return ph, float((kernel * mask).sum() / mask.sum()), float((local * mask).sum() / mask.sum())
 
 
@@ -154,11 +154,11 @@ def test_linearity_and_translation(seed, spacing, scale):
     b = np.zeros_like(a)
     a[3:6, 4:9, 5:7] = rng.random((3, 5, 2))
     b[rng.integers(0, 14, 5), rng.integers(0, 15, 5), rng.integers(0, 16, 5)] = rng.random(5)
-    da = voxeldose.absorbed_dose(a, spacing)
-    db = voxeldose.absorbed_dose(b, spacing)
-    dab = voxeldose.absorbed_dose(scale * a + b, spacing)
+    da = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=spacing)
+    db = voxeldose.absorbed_dose_array(b, spacing_xyz_mm=spacing)
+    dab = voxeldose.absorbed_dose_array(scale * a + b, spacing_xyz_mm=spacing)
     np.testing.assert_allclose(dab, scale * da + db, atol=1e-5 * dab.max())
-    shifted = voxeldose.absorbed_dose(np.roll(a, 1, axis=2), spacing)
+    shifted = voxeldose.absorbed_dose_array(np.roll(a, 1, axis=2), spacing_xyz_mm=spacing)
     # away from the border, a shifted activity gives the shifted dose
     np.testing.assert_allclose(shifted[:, :, 2:-2], np.roll(da, 1, axis=2)[:, :, 2:-2], atol=1e-5 * da.max())
 
@@ -166,11 +166,11 @@ def test_linearity_and_translation(seed, spacing, scale):
 def test_inputs_are_not_modified_and_zero_activity_gives_zero_dose():
     a = np.zeros((5, 6, 7))
     a.setflags(write=False)
-    dose = voxeldose.absorbed_dose(a, (4, 4, 4))
+    dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4))
     assert dose.shape == (5, 6, 7) and not dose.any()
     b = np.random.default_rng(0).random((5, 6, 7))
     copy = b.copy()
-    voxeldose.absorbed_dose(b, (4, 4, 4))
+    voxeldose.absorbed_dose_array(b, spacing_xyz_mm=(4, 4, 4))
     np.testing.assert_array_equal(b, copy)
 
 
@@ -178,17 +178,17 @@ def test_negative_voxels_are_kept_and_reported():
     a = np.zeros((11, 11, 11))
     a[5, 5, 5] = -1.0
     with pytest.warns(voxeldose.VoxelDoseWarning, match="1 negative voxel.*not clipped"):
-        dose = voxeldose.absorbed_dose(a, (4.42, 4.42, 4.42))
+        dose = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4.42, 4.42, 4.42))
     assert dose[5, 5, 5] < 0
     with pytest.warns(voxeldose.VoxelDoseWarning):
-        local = voxeldose.absorbed_dose(a, (4.42, 4.42, 4.42), method="local")
+        local = voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4.42, 4.42, 4.42), method="local")
     assert local[5, 5, 5] < 0
 
 
 def test_integer_activity_is_accepted():
     a = np.zeros((5, 5, 5), dtype=np.int32)
     a[2, 2, 2] = 1
-    assert voxeldose.absorbed_dose(a, (4.42,) * 3)[2, 2, 2] > 0
+    assert voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4.42,) * 3)[2, 2, 2] > 0
 
 
 def test_engine_choice_follows_the_cost_model():
@@ -213,21 +213,21 @@ def test_engine_choice_follows_the_cost_model():
 )
 def test_bad_activity_raises_input_error(array, fragment):
     with pytest.raises(voxeldose.InputError, match=fragment):
-        voxeldose.absorbed_dose(array, (4, 4, 4))
+        voxeldose.absorbed_dose_array(array, spacing_xyz_mm=(4, 4, 4))
     with pytest.raises(voxeldose.VoxelDoseError):
-        voxeldose.absorbed_dose(array, (4, 4, 4), method="local")
+        voxeldose.absorbed_dose_array(array, spacing_xyz_mm=(4, 4, 4), method="local")
 
 
 def test_bad_options():
     a = np.ones((3, 3, 3))
     with pytest.raises(voxeldose.GeometryError, match="positive"):
-        voxeldose.absorbed_dose(a, (4, 0, 4))
+        voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 0, 4))
     with pytest.raises(voxeldose.InputError, match="method must be 'kernel' or 'local'"):
-        voxeldose.absorbed_dose(a, (4, 4, 4), method="mc")
+        voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4), method="mc")
     with pytest.raises(voxeldose.InputError, match="engine must be"):
-        voxeldose.absorbed_dose(a, (4, 4, 4), engine="gpu")
+        voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4), engine="gpu")
     with pytest.raises(ValueError):  # the family also inherits ValueError
-        voxeldose.absorbed_dose(a, (4, 4, 4), tissue="lung")
+        voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4), tissue="lung")
 
 
 @settings(max_examples=40, deadline=None)
@@ -259,3 +259,48 @@ def test_one_pass_scan_equals_numpy_reference(seed, dtype, transposed, n_points)
         assert (list(info.nonzero_lo), list(info.nonzero_hi)) == (lo, hi)
     else:
         assert info.nonzero_lo is None and info.nonzero_hi is None
+
+
+# ----------------------------------------------------------------------------- images in, images out
+
+
+def test_dose_of_an_activity_image_is_a_dose_image_on_its_grid():
+    a = np.zeros((9, 11, 13), np.float32)
+    a[4, 5, 6] = 1.0
+    meta = voxeldose.ImageMeta(frame_of_reference_uid="1.2.3", series_instance_uid="4.5.6")
+    activity = voxeldose.Image(a, (4.07, 4.07, 3.0), origin_mm=(-10.0, 5.0, 30.0), units="MBQ", meta=meta)
+    dose = voxeldose.absorbed_dose(activity)
+    assert dose.units == "GY" and dose.same_grid(activity) and dose.meta == activity.meta
+    np.testing.assert_array_equal(dose.array, voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4.07, 4.07, 3.0)))
+
+
+def test_reversed_spacing_cannot_pass_silently():
+    # The trap of the issue: arrays are [z, y, x], spacings (x, y, z). Written the way a
+    # scikit-image user writes spacing (array order), (3.0, 4.07, 4.07) used to run and give the
+    # z-neighbour 47.2 Gy instead of 67.6 Gy. Now the spacing comes with the image, and the array
+    # entry point takes it only by a keyword that names the order.
+    a = np.zeros((9, 9, 9))
+    a[4, 4, 4] = 1.0
+    with pytest.raises(TypeError):
+        voxeldose.absorbed_dose(a, (3.0, 4.07, 4.07))  # type: ignore[call-arg]
+    with pytest.raises(voxeldose.InputError, match="absorbed_dose_array.*spacing_xyz_mm"):
+        voxeldose.absorbed_dose(a)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        voxeldose.absorbed_dose_array(a, (3.0, 4.07, 4.07))  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        voxeldose.absorbed_dose_array(a, spacing_mm=(3.0, 4.07, 4.07))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        voxeldose.dvh_array(a, a > 0, (3.0, 4.07, 4.07))  # type: ignore[misc]
+    # the right way: the z-neighbour (3 mm away) gets the kernel's z entry, 67.6 Gy per MBq
+    dose = voxeldose.absorbed_dose(voxeldose.Image(a, (4.07, 4.07, 3.0), units="MBQ")).array
+    kern = voxeldose.y90_kernel((4.07, 4.07, 3.0))
+    c = tuple(n // 2 for n in kern.shape)
+    assert dose[5, 4, 4] == pytest.approx(kern[c[0] + 1, c[1], c[2]] * MEAN_LIFE_S * 1e-3, rel=1e-6)
+    assert dose[5, 4, 4] == pytest.approx(67.6, abs=0.5)
+    assert dose[4, 4, 5] == pytest.approx(47.2, abs=0.5)  # the x-neighbour, 4.07 mm away
+
+
+def test_dose_needs_activity_in_mbq():
+    pet = voxeldose.Image(np.ones((3, 3, 3)), (4.0, 4.0, 4.0), units="BQML")
+    with pytest.raises(voxeldose.InputError, match="calibrate it first"):
+        voxeldose.absorbed_dose(pet)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import voxeldose
-from voxeldose.dvh import DEFAULT_D_PERCENTS, DEFAULT_V_GY, dvh
+from voxeldose.dvh import DEFAULT_D_PERCENTS, DEFAULT_V_GY, dvh, dvh_array, voi_metrics
 from voxeldose.phantoms import ellipsoid_fraction
 
 
@@ -23,7 +23,7 @@ def _gradient(n=50, step_gy=5.0):
 
 def test_linear_gradient_metrics_are_exact():
     dose, top = _gradient()
-    h = dvh(dose, np.ones(dose.shape, bool), (2.0, 2.0, 2.0), name="ramp")
+    h = dvh_array(dose, np.ones(dose.shape, bool), spacing_xyz_mm=(2.0, 2.0, 2.0), name="ramp")
     # exact to float64 rounding: the mid-point convention reproduces the continuous answer
     # between the lowest and highest voxel dose (2.5 to 247.5 Gy here, i.e. 1 % to 99 %)
     for x in DEFAULT_D_PERCENTS:
@@ -39,16 +39,16 @@ def test_gradient_is_exact_whatever_the_voxel_order_and_orientation():
     dose, top = _gradient()
     rng = np.random.default_rng(1)
     shuffled = rng.permutation(dose.ravel()).reshape(dose.shape)
-    a = dvh(dose, np.ones(dose.shape), (2, 2, 2)).metrics()
-    b = dvh(shuffled, np.ones(dose.shape), (2, 2, 2)).metrics()
-    c = dvh(np.moveaxis(dose, 2, 0).copy(), np.ones((50, 3, 4)), (2, 2, 2)).metrics()
+    a = dvh_array(dose, np.ones(dose.shape), spacing_xyz_mm=(2, 2, 2)).metrics()
+    b = dvh_array(shuffled, np.ones(dose.shape), spacing_xyz_mm=(2, 2, 2)).metrics()
+    c = dvh_array(np.moveaxis(dose, 2, 0).copy(), np.ones((50, 3, 4)), spacing_xyz_mm=(2, 2, 2)).metrics()
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-12) == pytest.approx(c[key], rel=1e-12)
 
 
 def test_uniform_dose_is_exact():
     dose = np.full((6, 7, 8), 123.4)
-    h = dvh(dose, np.ones(dose.shape, bool), (4.42, 4.42, 4.42))
+    h = dvh_array(dose, np.ones(dose.shape, bool), spacing_xyz_mm=(4.42, 4.42, 4.42))
     for x in (0, 2, 50, 70, 98, 100):
         assert h.d(x) == 123.4
     assert h.v(0) == h.v(100) == h.v(123.4) == 100.0
@@ -68,7 +68,7 @@ def test_radial_dose_in_a_sphere_matches_the_continuous_dvh():
     mask = ellipsoid_fraction((n, n, n), spacing, origin, (0, 0, 0), (R, R, R))
     c = (np.arange(n) - (n - 1) / 2) * h
     dose = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
-    result = dvh(dose, mask, spacing, name="sphere")
+    result = dvh_array(dose, mask, spacing_xyz_mm=spacing, name="sphere")
     assert result.volume_ml == pytest.approx(4 / 3 * math.pi * R**3 * 1e-3, rel=2e-3)
     for x in (5, 30, 50, 70, 90, 95):
         assert result.d(x) == pytest.approx(R * (1 - x / 100) ** (1 / 3), abs=0.01 * R)
@@ -80,16 +80,16 @@ def test_radial_dose_in_a_sphere_matches_the_continuous_dvh():
 def test_fractional_weights_count_as_partial_volumes():
     rng = np.random.default_rng(2)
     dose = rng.gamma(2.0, 30.0, (5, 6, 7))
-    full = dvh(dose, np.ones(dose.shape), (3, 3, 3))
-    half = dvh(dose, np.full(dose.shape, 0.5), (3, 3, 3))
+    full = dvh_array(dose, np.ones(dose.shape), spacing_xyz_mm=(3, 3, 3))
+    half = dvh_array(dose, np.full(dose.shape, 0.5), spacing_xyz_mm=(3, 3, 3))
     assert half.volume_ml == pytest.approx(full.volume_ml / 2, rel=1e-12)
     for key, value in full.metrics().items():
         if key != "volume_ml":
             assert half.metrics()[key] == pytest.approx(value, rel=1e-12)
     # one voxel with weight 1 is the same as two voxels of the same dose with weight 0.5
     w = rng.random((5, 6, 7))
-    doubled = dvh(np.concatenate([dose, dose]), np.concatenate([w / 2, w / 2]), (3, 3, 3))
-    single = dvh(dose, w, (3, 3, 3))
+    doubled = dvh_array(np.concatenate([dose, dose]), np.concatenate([w / 2, w / 2]), spacing_xyz_mm=(3, 3, 3))
+    single = dvh_array(dose, w, spacing_xyz_mm=(3, 3, 3))
     for key, value in single.metrics().items():
         assert doubled.metrics()[key] == pytest.approx(value, rel=1e-12)
     # a zero-weight voxel does not count, whatever its dose
@@ -97,7 +97,7 @@ def test_fractional_weights_count_as_partial_volumes():
     masked[0, 0, 0] = 0.0
     hot = dose.copy()
     hot[0, 0, 0] = 1e6
-    assert dvh(hot, masked, (3, 3, 3)).max_gy < 1e6
+    assert dvh_array(hot, masked, spacing_xyz_mm=(3, 3, 3)).max_gy < 1e6
 
 
 @settings(max_examples=60, deadline=None)
@@ -112,7 +112,7 @@ def test_properties_against_the_voxel_step_dvh(seed, n, ties):
     if ties:
         dose = np.round(dose / 10) * 10
     w = rng.uniform(0.01, 1.0, n)
-    h = dvh(dose.reshape(1, 1, n), w.reshape(1, 1, n), (2, 2, 2))
+    h = dvh_array(dose.reshape(1, 1, n), w.reshape(1, 1, n), spacing_xyz_mm=(2, 2, 2))
     total = w.sum()
     assert h.mean_gy == pytest.approx(np.average(dose, weights=w), rel=1e-9)
     assert (h.min_gy, h.max_gy) == (dose.min(), dose.max())
@@ -138,7 +138,7 @@ def test_properties_against_the_voxel_step_dvh(seed, n, ties):
 
 def test_curve_and_metrics_layout():
     dose, top = _gradient()
-    h = dvh(dose, np.ones(dose.shape), (2, 2, 2))
+    h = dvh_array(dose, np.ones(dose.shape), spacing_xyz_mm=(2, 2, 2))
     d, frac = h.curve(n_points=101)
     assert d.shape == frac.shape == (101,)
     assert d[0] == 0.0 and d[-1] == h.max_gy
@@ -158,7 +158,7 @@ def test_top_level_export_and_large_input():
     rng = np.random.default_rng(3)
     dose = rng.random((100, 100, 100), dtype=np.float32) * 300  # 1e6 voxels, float32 input
     mask = rng.random((100, 100, 100)) > 0.5
-    h = voxeldose.dvh(dose, mask, (2, 2, 2))
+    h = voxeldose.dvh_array(dose, mask, spacing_xyz_mm=(2, 2, 2))
     assert h.mean_gy == pytest.approx(float(dose[mask].astype(float).mean()), rel=1e-9)
     assert h.d(50) == pytest.approx(150, rel=0.01)
 
@@ -175,7 +175,7 @@ def test_top_level_export_and_large_input():
 )
 def test_bad_masks_name_the_voi(mask, words):
     with pytest.raises(voxeldose.VoiError) as exc:
-        dvh(np.ones((4, 4, 4)), mask, (2, 2, 2), name="liver")
+        dvh_array(np.ones((4, 4, 4)), mask, spacing_xyz_mm=(2, 2, 2), name="liver")
     assert isinstance(exc.value, voxeldose.VoxelDoseError)
     for word in words:
         assert word in str(exc.value)
@@ -186,12 +186,12 @@ def test_bad_doses_and_arguments():
     bad = ok.copy()
     bad[1, 2, 3] = np.nan
     with pytest.raises(voxeldose.InputError, match=r"\(1, 2, 3\)"):
-        dvh(bad, ok, (2, 2, 2))
+        dvh_array(bad, ok, spacing_xyz_mm=(2, 2, 2))
     with pytest.raises(voxeldose.InputError, match="3-D"):
-        dvh(np.ones((4, 4)), np.ones((4, 4)), (2, 2, 2))
+        dvh_array(np.ones((4, 4)), np.ones((4, 4)), spacing_xyz_mm=(2, 2, 2))
     with pytest.raises(voxeldose.GeometryError):
-        dvh(ok, ok, (2, 0, 2))
-    h = dvh(ok, ok, (2, 2, 2))
+        dvh_array(ok, ok, spacing_xyz_mm=(2, 0, 2))
+    h = dvh_array(ok, ok, spacing_xyz_mm=(2, 2, 2))
     for call in (lambda: h.d(101), lambda: h.d(-1), lambda: h.d(float("nan")), lambda: h.v(float("inf")),
                  lambda: h.v("ten"), lambda: h.curve(1), lambda: h.mass_g(0)):
         with pytest.raises(voxeldose.InputError):
@@ -200,5 +200,35 @@ def test_bad_doses_and_arguments():
 
 def test_negative_doses_are_kept():
     dose = np.linspace(-1, 9, 11).reshape(1, 1, 11)
-    h = dvh(dose, np.ones(dose.shape), (1, 1, 1))
+    h = dvh_array(dose, np.ones(dose.shape), spacing_xyz_mm=(1, 1, 1))
     assert h.min_gy == -1.0 and h.mean_gy == pytest.approx(4.0)
+
+
+def test_dvh_of_a_dose_image_needs_only_a_mask_on_its_grid():
+    dose = voxeldose.Image(np.arange(24.0).reshape(2, 3, 4), (2.0, 2.0, 3.0), units="GY")
+    inside = np.zeros((2, 3, 4), bool)
+    inside[1] = True
+    by_array = dvh(dose, inside, name="lower")
+    by_image = dvh(dose, voxeldose.mask_image(dose, inside, name="lower"), name="lower")
+    assert by_array.mean_gy == by_image.mean_gy == pytest.approx(np.arange(12.0, 24.0).mean())
+    assert by_image.volume_ml == pytest.approx(12 * 0.012)
+    shifted = voxeldose.Image(inside.astype(float), (2.0, 2.0, 3.0), origin_mm=(0.0, 0.0, 3.0), units="MASK")
+    with pytest.raises(voxeldose.VoiError, match="grid.*resample"):
+        dvh(dose, shifted, name="lower")
+    with pytest.raises(voxeldose.InputError, match="Gy"):
+        dvh(dose.with_array(dose.array, units="MBQ"), inside)
+    with pytest.raises(voxeldose.InputError, match="dvh_array"):
+        dvh(dose.array, inside)  # type: ignore[arg-type]
+
+
+def test_voi_metrics_density():
+    h = dvh_array(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing_xyz_mm=(10, 10, 10))
+    assert voi_metrics({"lung": h}, density_g_per_cm3=0.3)["lung"]["mass_g"] == pytest.approx(8.0 * 0.3)
+    # per-VOI density: the lung at 0.30 g/mL, the liver at the default 1.04 g/mL (8 mL each)
+    m = voi_metrics({"liver": h, "lung": h}, densities_g_per_cm3={"lung": 0.3})
+    assert (m["liver"]["mass_g"], m["lung"]["mass_g"]) == (pytest.approx(8.32), pytest.approx(2.4))
+    assert m["lung"]["density_g_per_cm3"] == 0.3
+    with pytest.raises(voxeldose.InputError, match="densities given for VOIs without a DVH: lungs"):
+        voi_metrics({"lung": h}, densities_g_per_cm3={"lungs": 0.3})
+    with pytest.raises(voxeldose.InputError, match="density"):
+        voi_metrics({"lung": h}, densities_g_per_cm3={"lung": 0.0})

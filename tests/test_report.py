@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import io
 import re
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import clinical as models, phantoms
+from voxeldose import phantoms
 from voxeldose.image import Image
-from voxeldose.io.results import voi_metrics
-from voxeldose.report import _Canonical, hottest_tumour, write_report
+from voxeldose.io import write_report
+from voxeldose.report import _Canonical, hottest_tumour, render_report
+from voxeldose.result import Caveat
 
 EVIL = "<script>alert(1)</script>"
 ROLES = {"liver": "whole_liver", "normal_liver": "normal_liver", "lung": "lung",
@@ -40,27 +42,22 @@ class _Collector(html.parser.HTMLParser):
 
 @pytest.fixture(scope="module")
 def case():
-    """The liver phantom on its 128 x 128 x 100 grid (4.42 mm), kernel dose, LSF 0.25 (warns)."""
+    """The liver phantom on its 128 x 128 x 100 grid (4.42 mm), kernel dose, LSF 0.25 (warns),
+    as one case result, with a caveat, a VOI name and a provenance entry that must not inject markup."""
     ph = phantoms.liver(lung_shunt_fraction=0.25)
-    dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm)
-    masks = {n: ph.masks[n] for n in ROLES}
-    masks[EVIL] = ph.masks["tumour_2"]  # a VOI name that must not inject markup
-    dvhs = {n: voxeldose.dvh(dose, m, ph.spacing_mm, name=n) for n, m in masks.items()}
-    cc = models.model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm, vois=masks, roles=ROLES,
-                                  dvhs=dvhs, administered_gbq=3.0, lung_shunt_fraction=0.25)
-    image = Image(dose, ph.spacing_mm, ph.origin_mm, units="GY")
-    return ph, image, masks, dvhs, cc
+    vois = {n: ph.vois[n] for n in ROLES}
+    vois[EVIL] = ph.vois["tumour_2"]  # a VOI name that must not inject markup
+    record = voxeldose.Case("tare-001", administered_gbq=3.0, lung_shunt_fraction=0.25, residual_fraction=0.0,
+                            voi_roles=ROLES)
+    result = voxeldose.compute_case(ph.activity, vois, record)
+    return dataclasses.replace(
+        result, caveats=result.caveats + (Caveat("test", "VOI <b>x</b> & co"),),
+        provenance={**result.provenance, "dose": {"method": "kernel", "tissue": "soft", "kernel": "Lanconelli 2012, 4.42 mm"},
+                    "run_datetime": "2026-01-15T10:00:00", "note": "</pre><script>bad()</script>"})
 
 
 def _write(path, case, **changes):
-    _, image, masks, dvhs, cc = case
-    kwargs = dict(case_id="tare-001", dose=image, vois=masks, dvhs=dvhs, metrics=voi_metrics(dvhs), crosschecks=cc,
-                  warnings=[*cc["warnings"], "VOI <b>x</b> & co"],
-                  provenance={"dose": {"method": "kernel", "tissue": "soft", "kernel": "Lanconelli 2012, 4.42 mm"},
-                              "run_datetime": "2026-01-15T10:00:00", "note": "</pre><script>bad()</script>"},
-                  tumour_names=[n for n, r in ROLES.items() if r == "tumour"])
-    kwargs.update(changes)
-    return write_report(path, **kwargs)
+    return write_report(path, dataclasses.replace(case, **changes) if changes else case)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +98,7 @@ def test_report_images_are_png(report):
 
 
 def test_report_content(report, case):
-    _, _, masks, dvhs, cc = case
+    masks, dvhs, cc, warnings = case.vois, case.dvhs, case.crosschecks, case.warnings
     text = report.read_text(encoding="utf-8")
     page = _Collector()
     page.feed(text)
@@ -110,10 +107,10 @@ def test_report_content(report, case):
         assert name in shown  # every VOI, as text (EVIL escaped in the source, shown literally)
     assert "tare-001" in shown and voxeldose.__version__ in shown
     assert "kernel" in shown and "Lanconelli 2012, 4.42 mm" in shown and "2026-01-15T10:00:00" in shown
-    for w in cc["warnings"]:
-        assert w in shown
-    assert any("exceeds 30 Gy" in w for w in cc["warnings"])  # LSF 0.25: 49.67 x 3 x 0.25 / 1.09 kg = 34 Gy
-    assert "3 warnings" in shown or f"{len(cc['warnings']) + 1} warnings" in shown
+    for c in case.caveats:
+        assert c.message in shown and f"({c.stage})" in shown  # every caveat, with its stage
+    assert any("exceeds 30 Gy" in w for w in warnings)  # LSF 0.25: 49.67 x 3 x 0.25 / 1.09 kg = 34 Gy
+    assert f"{len(warnings)} warnings" in shown
     # the planes pass through the hottest tumour, named in the caption
     hottest = max((n for n, r in ROLES.items() if r == "tumour"), key=lambda n: dvhs[n].mean_gy)
     assert f"hottest tumour, {hottest}" in shown
@@ -133,30 +130,36 @@ def test_report_escapes_text(report):
 
 
 def test_report_without_warnings_or_models(case, tmp_path):
-    path = _write(tmp_path / "r.html", case, warnings=[], crosschecks={"warnings": ["no administered activity"]},
-                  tumour_names=None, title="Post-treatment dosimetry")
-    text = path.read_text(encoding="utf-8")
+    text = render_report(dataclasses.replace(case, caveats=(), crosschecks={}, roles={}), title="Post-treatment dosimetry")
     assert "No warnings" in text and "No model cross-checks" in text
     assert "Post-treatment dosimetry" in text
-    assert "hottest tumour, tumour_" in text  # found by the name rule without tumour_names
+    assert "hottest tumour, tumour_" in text  # found by the name rule without roles
 
 
 def test_report_input_errors(case, tmp_path):
-    _, image, masks, dvhs, _ = case
-    with pytest.raises(voxeldose.InputError, match="Image"):
-        _write(tmp_path / "r.html", case, dose=np.asarray(image.array))
-    with pytest.raises(voxeldose.VoiError, match="'liver'"):
-        _write(tmp_path / "r.html", case, vois={**masks, "liver": masks["liver"][:-1]})
-    with pytest.raises(voxeldose.InputError, match="case_id"):
-        _write(tmp_path / "r.html", case, case_id=" ")
+    with pytest.raises(voxeldose.InputError, match="CaseResult"):
+        render_report(case.dose)  # type: ignore[arg-type]
+    # the result holds one grid: a mask on another is refused when the result is made
+    masks = dict(case.vois)
+    liver = masks["liver"]
+    masks["liver"] = Image(liver.array[:-1], liver.spacing_mm, liver.origin_mm, units="MASK")
+    with pytest.raises(voxeldose.VoiError, match="'liver'.*grid"):
+        dataclasses.replace(case, vois=masks)
+    with pytest.raises(voxeldose.InputError, match="'dose'.*GY"):
+        dataclasses.replace(case, images={**case.images, "dose": case.activity})
+    (tmp_path / "r.html").write_text("earlier")
+    with pytest.raises(voxeldose.InputError, match="already exists"):
+        _write(tmp_path / "r.html", case)
 
 
 def test_hottest_tumour_rule():
     d = np.arange(8.0).reshape(2, 2, 2)
     lo, hi = np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool)
     lo[0], hi[1] = True, True
-    dvhs = {"tumour_a": voxeldose.dvh(d, lo, (4, 4, 4)), "Tumor_b": voxeldose.dvh(d, hi, (4, 4, 4)),
-            "lesion": voxeldose.dvh(d, hi, (4, 4, 4)), "liver": voxeldose.dvh(d, hi | lo, (4, 4, 4))}
+    def h(mask):
+        return voxeldose.dvh_array(d, mask, spacing_xyz_mm=(4, 4, 4))
+
+    dvhs = {"tumour_a": h(lo), "Tumor_b": h(hi), "lesion": h(hi), "liver": h(hi | lo)}
     assert hottest_tumour(dvhs) == "Tumor_b"  # name rule: tumour/tumor, any case
     assert hottest_tumour(dvhs, roles={"lesion": "tumour", "tumour_a": "tumour"}) == "lesion"  # roles first
     assert hottest_tumour(dvhs, tumour_names=["tumour_a"], roles={"lesion": "tumour"}) == "tumour_a"  # names first
@@ -185,15 +188,19 @@ def test_orientation_from_the_direction_matrix():
 
 def test_report_on_a_flipped_grid(case, tmp_path):
     # a grid stored right-to-left / posterior-to-anterior gives the same radiological view
-    _, image, masks, dvhs, cc = case
+    image = case.dose
     flip = (slice(None), slice(None, None, -1), slice(None, None, -1))
     nz, ny, nx = image.shape
     sx, sy, _ = image.spacing_mm
     ox, oy, oz = image.origin_mm
-    flipped = Image(np.asarray(image.array)[flip], image.spacing_mm, (ox + (nx - 1) * sx, oy + (ny - 1) * sy, oz),
-                    (-1, 0, 0, 0, -1, 0, 0, 0, 1), "GY")
+
+    def flipped(im, units):
+        return Image(np.asarray(im.array)[flip], im.spacing_mm, (ox + (nx - 1) * sx, oy + (ny - 1) * sy, oz),
+                     (-1, 0, 0, 0, -1, 0, 0, 0, 1), units)
+
     a = _write(tmp_path / "a.html", case, provenance={})
-    b = _write(tmp_path / "b.html", case, dose=flipped, vois={n: m[flip] for n, m in masks.items()}, provenance={})
+    b = _write(tmp_path / "b.html", case, images={"dose": flipped(image, "GY"), "activity": flipped(case.activity, "MBQ")},
+               vois={n: flipped(m, "MASK") for n, m in case.vois.items()}, provenance={})
     from PIL import Image as PILImage
 
     planes = []

@@ -1,11 +1,20 @@
-"""voxeldose: voxel-based absorbed dose for Y-90 radioembolization."""
+"""voxeldose: voxel-based absorbed dose for Y-90 radioembolization.
+
+The public API, by stage: read (:mod:`voxeldose.io`: ``load_image``, ``load_vois``,
+``load_case``), compute (``calibrate``, ``absorbed_dose``, ``dvh``, ``derive_vois``, or the whole
+case with ``compute_case``), write (:mod:`voxeldose.io`: ``write_result`` and the single-file
+writers), or all three with ``run_case`` and ``run_batch``.
+"""
 
 from __future__ import annotations
 
-from . import phantoms
+from . import io, phantoms
 from ._version import __version__
-from .dose import absorbed_dose
-from .dvh import DVH, dvh
+from .batch import run_batch
+from .calibrate import ActivityMap, calibrate
+from .case import Case
+from .dose import absorbed_dose, absorbed_dose_array
+from .dvh import DVH, dvh, dvh_array
 from .errors import (
     CalibrationError,
     DicomError,
@@ -16,17 +25,24 @@ from .errors import (
     VoxelDoseError,
     VoxelDoseWarning,
 )
-from .batch import run_batch
-from .calibrate import ActivityMap, calibrate
-from .case import Case
-from .io.case_file import load_case
-from .image import Image, ImageMeta
-from .io.dicom import list_series, load_image
-from .io.vois import load_vois
-from .pipeline import run_case
-from .voi_sets import derive_vois
+from .image import Image, ImageMeta, mask_image
+from .io import (
+    list_series,
+    load_case,
+    load_image,
+    load_vois,
+    load_vsv_tables,
+    write_dvh_csv,
+    write_metrics_json,
+    write_nifti,
+    write_report,
+    write_result,
+    write_rtdose,
+)
 from .kernels import y90_kernel
-
+from .pipeline import compute_case, run_case
+from .result import Caveat, CaseResult
+from .voi_sets import derive_vois
 
 __all__ = [
     "__version__",
@@ -40,19 +56,33 @@ __all__ = [
     "VoxelDoseWarning",
     "Image",
     "ImageMeta",
+    "mask_image",
     "load_image",
     "list_series",
     "load_vois",
+    "load_case",
+    "load_vsv_tables",
     "derive_vois",
     "Case",
-    "load_case",
     "calibrate",
     "ActivityMap",
-    "run_case",
-    "run_batch",
     "y90_kernel",
     "absorbed_dose",
+    "absorbed_dose_array",
     "dvh",
+    "dvh_array",
     "DVH",
+    "compute_case",
+    "CaseResult",
+    "Caveat",
+    "write_result",
+    "write_nifti",
+    "write_rtdose",
+    "write_dvh_csv",
+    "write_metrics_json",
+    "write_report",
+    "run_case",
+    "run_batch",
+    "io",
     "phantoms",
 ]

@@ -89,7 +89,7 @@ def check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, in
 
 
 def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> tuple[float, float, float]:
-    """Return ``spacing_mm`` as three positive finite floats (x, y, z) in mm, or raise."""
+    """Return a spacing ``name`` as three positive finite floats (x, y, z) in mm, or raise."""
     try:
         values = tuple(float(s) for s in spacing_mm)
     except TypeError:
@@ -248,8 +248,12 @@ def check_volume(
 MASK_TOLERANCE = 1e-6
 
 
-def check_mask(mask: object, shape: tuple[int, ...] | None, *, what: str, fix_shape: str) -> NDArray[np.float64]:
-    """Return a VOI mask as float64 fractions in [0, 1], or raise :class:`VoiError`.
+def check_mask(mask: object, shape: tuple[int, ...] | None, *, what: str, fix_shape: str) -> NDArray[np.floating]:
+    """Return a VOI mask as fractions in [0, 1], or raise :class:`VoiError`.
+
+    A float32 or float64 array that is already valid is returned as it is (no copy); bool and
+    integer masks become float32; values within :data:`MASK_TOLERANCE` outside [0, 1] (float
+    rounding of resampled masks) are clipped, into a copy.
 
     Parameters
     ----------
@@ -269,17 +273,21 @@ def check_mask(mask: object, shape: tuple[int, ...] | None, *, what: str, fix_sh
     if shape is not None and m.shape != tuple(shape):
         raise VoiError(f"{what}: shape {m.shape} differs from {tuple(shape)} [z, y, x]; {fix_shape}")
     if m.dtype == bool:
-        return m.astype(np.float64)
+        return m.astype(np.float32)
     if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
         raise VoiError(f"{what}: mask must be boolean or numeric (0-1), got dtype {m.dtype}")
-    m = m.astype(np.float64, copy=False)
-    finite = np.isfinite(m)
-    if not finite.all():
-        raise VoiError(f"{what}: mask has {int((~finite).sum())} NaN or infinite value(s)")
+    if m.dtype not in (np.float32, np.float64):
+        m = m.astype(np.float32)
+    if m.size == 0:
+        raise VoiError(f"{what}: mask is empty (shape {m.shape})")
     lo, hi = float(m.min()), float(m.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise VoiError(f"{what}: mask has {int((~np.isfinite(m)).sum())} NaN or infinite value(s)")
     if lo < -MASK_TOLERANCE or hi > 1 + MASK_TOLERANCE:
         raise VoiError(
             f"{what}: mask values must lie in [0, 1] (fraction of each voxel inside the VOI), found {lo:g} "
             f"to {hi:g}; is it a label map? Select one label as a boolean mask"
         )
-    return np.clip(m, 0.0, 1.0)
+    if lo < 0.0 or hi > 1.0:
+        return np.clip(m, 0.0, 1.0)
+    return m

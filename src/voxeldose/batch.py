@@ -281,23 +281,13 @@ def _done(out: Path, digest: str) -> bool:
 
 def _rows(case_id: str, status: str, metrics: Mapping[str, Any] | None, error_kind: str = "",
           error: str = "") -> list[dict[str, Any]]:
-    base: dict[str, Any] = {"case_id": case_id, "status": status, "voi": "", "role": "", "error_kind": error_kind,
-                            "error": error}
-    if not metrics:
-        return [base]
-    case = metrics.get("case", {})
-    base.update({
-        "administered_gbq": case.get("administered_gbq"),
-        "lung_shunt_fraction": case.get("lung_shunt_fraction"),
-        "residual_fraction": case.get("residual_fraction"),
-        "administration_time": case.get("administration_time"),
-        "method": metrics.get("provenance", {}).get("dose", {}).get("method"),
-    })
-    roles = metrics.get("roles", {})
-    rows = []
-    for voi, values in metrics.get("vois", {}).items():
-        rows.append({**base, "voi": voi, "role": roles.get(voi, ""), **values})
-    return rows or [base]
+    """The case's cohort rows: :func:`voxeldose.result.metrics_rows` with the status (one row with
+    the error for a failed case)."""
+    from .result import metrics_rows
+
+    rows = metrics_rows(metrics) if metrics else []
+    extra = {"case_id": case_id, "status": status, "error_kind": error_kind, "error": error}
+    return [{**row, **extra} for row in rows] or [{**extra, "voi": "", "role": ""}]
 
 
 def _warm_worker() -> None:
@@ -310,16 +300,19 @@ def _warm_worker() -> None:
     import matplotlib.pyplot  # noqa: F401 - the report's figures
 
     from . import pipeline  # noqa: F401
-    from .dose import absorbed_dose
-    from .io import dicom, vois, results  # noqa: F401
+    from .dose import absorbed_dose, absorbed_dose_array
+    from .image import Image
+    from .io import dicom, results, vois  # noqa: F401
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for dtype in (np.float32, np.float64):
             a = np.zeros((5, 5, 5), dtype)
             a[2, 2, 2] = 1.0
-            absorbed_dose(a, (4.0, 4.0, 4.0), engine="direct")
-            absorbed_dose(a, (4.0, 4.0, 4.0), engine="fft")
+            for engine in ("direct", "fft"):
+                absorbed_dose_array(a, spacing_xyz_mm=(4.0, 4.0, 4.0), engine=engine)  # writeable arrays
+                # and read-only ones, as a case's images hold (numba compiles each layout apart)
+                absorbed_dose(Image(a, (4.0, 4.0, 4.0), units="MBQ"), engine=engine)  # type: ignore[arg-type]
 
 
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
@@ -334,8 +327,8 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
                 spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
-    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize")
-                               if k in options and (k != "anonymize" or options[k])})
+    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables")
+                               if k in options and (k not in ("anonymize", "kernel_tables") or options[k])})
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
@@ -360,13 +353,15 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
-            anonymize=bool(options.get("anonymize", False)), force=True,
+            kernel_tables=options.get("kernel_tables"), anonymize=bool(options.get("anonymize", False)), force=True,
             overrides={"case_id": spec.case_id, **spec.values},
             extra_provenance={"batch_input_hash": digest},
         )
+        for caveat in result.caveats:  # the case's log lists its caveats, as the command line's does
+            stream.write(f"caveat ({caveat.stage}): {caveat.message}\n")
         _write_log(out, stream.getvalue(), failed=False)
-        return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.metrics),
-                "seconds": time.perf_counter() - t0, "timings": dict(result.timings_s),
+        return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.to_dict()),
+                "seconds": time.perf_counter() - t0, "timings": dict(result.provenance["timings_s"]),
                 "peak_rss_mb": _peak_rss_mb()}
     except VoxelDoseError as exc:
         kind, message = type(exc).__name__, str(exc)
@@ -447,6 +442,7 @@ def run_batch(
     scheduler: str | None = None,
     method: str = "kernel",
     tissue: str = "soft",
+    kernel_tables: str | os.PathLike[str] | None = None,
     anonymize: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -468,6 +464,9 @@ def run_batch(
         voxeldose installed and see the input and output paths.
     method, tissue
         As in :func:`voxeldose.absorbed_dose`.
+    kernel_tables : path, optional
+        A folder of published voxel S-value tables (:func:`voxeldose.io.load_vsv_tables`), seen
+        by every worker.
     anonymize : bool
         As in :func:`voxeldose.run_case`: RT Doses without patient identifiers (name and ID =
         case id) and no input folder paths in the metrics and reports.
@@ -499,7 +498,8 @@ def run_batch(
         raise InputError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize}
+    options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize,
+                               "kernel_tables": None if kernel_tables is None else str(kernel_tables)}
     cluster = None
     # find the cases (reading DICOM headers) while the worker processes start
     with ThreadPoolExecutor(max_workers=1) as pool:

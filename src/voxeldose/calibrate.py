@@ -102,10 +102,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import constants as C
 from ._version import __version__
-from ._checks import check_mask
 from .case import Case
-from .errors import CalibrationError, InputError, VoiError, VoxelDoseWarning
-from .image import Image
+from .errors import CalibrationError, InputError, VoxelDoseWarning
+from .image import Image, mask_image
 from .nuclides import NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
 
 __all__ = [
@@ -147,7 +146,7 @@ class ActivityMap:
         JSON-able, ordered: ``method``, ``input``, ``case``, ``times`` (each with its value and
         where it came from), ``nuclides`` (half-lives and positron fractions with sources),
         ``factors`` (name, value, meaning and source of each), ``total_factor``, ``result``,
-        ``checks``, ``notes`` and ``warnings``.
+        ``checks`` and ``notes``. Caveats are warnings (``VoxelDoseWarning``), not provenance.
     """
 
     image: Image
@@ -240,7 +239,7 @@ def calibrate(
     Warns
     -----
     VoxelDoseWarning
-        For every caveat, also listed in ``provenance["warnings"]``: whole field of view used for
+        For every caveat: whole field of view used for
         SPECT calibration, DecayFactor disagreeing with the times, a computed DecayFactor for
         another nuclide, administration times in the case and header that differ, ...
 
@@ -316,7 +315,6 @@ def calibrate(
         },
         "checks": rec.checks,
         "notes": rec.notes,
-        "warnings": rec.warnings,
     }
     prov["result"].update(rec.result)
     for message in rec.warnings:
@@ -911,18 +909,8 @@ def _pet_mask_check(out: NDArray[np.float64], image: Image, case: Case, mask: Im
 # ---------------------------------------------------------------------------- SPECT
 
 
-def _mask_weights(mask: Image | ArrayLike, image: Image, name: str) -> NDArray[np.float64]:
-    if isinstance(mask, Image):
-        if not image.same_grid(mask):
-            raise VoiError(
-                f"calibration VOI {name!r}: its grid (shape {mask.shape}, origin {mask.origin_mm} mm, spacing "
-                f"{mask.spacing_mm} mm) differs from the image's (shape {image.shape}, origin {image.origin_mm} "
-                f"mm, spacing {image.spacing_mm} mm); resample the VOI onto the image grid"
-            )
-        m = np.asarray(mask.array)
-    else:
-        m = np.asarray(mask)
-    return check_mask(m, image.shape, what=f"calibration VOI {name!r}", fix_shape="resample the VOI onto the image grid")
+def _mask_weights(mask: Image | ArrayLike, image: Image, name: str) -> NDArray[np.floating]:
+    return mask_image(image, mask, name=f"calibration VOI {name}").array
 
 
 def _required(case: Case, name: str, what: str) -> float:

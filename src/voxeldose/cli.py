@@ -43,6 +43,41 @@ def _iso_datetime(text: str):  # type: ignore[no-untyped-def]
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date-time (YYYY-MM-DDTHH:MM[:SS])") from None
 
 
+#: The options several commands share, each defined once: flags, and the keyword arguments of
+#: ``add_argument`` (a command may give its own default). Units are in every help line.
+_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "method": (("--method",), dict(choices=("kernel", "local"), default="kernel",
+               help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")),
+    "tissue": (("--tissue",), dict(choices=("soft", "bone"), default="soft",
+               help="medium of the kernel and of local deposition (default soft tissue, 1.04 g/cm3)")),
+    "kernel_tables": (("--kernel-tables",), dict(default=None, metavar="DIR",
+                      help="folder of published Y-90 voxel S-value tables (90Y<size>mm<soft|bone>.txt, e.g. the "
+                           "Lanconelli 2012 database) to use at their voxel sizes instead of voxeldose's fitted "
+                           "point kernel")),
+    "anonymize": (("--anonymize",), dict(action="store_true",
+                  help="RT Dose without patient identifiers (name and ID = case id, new study); no input "
+                       "folder paths in metrics.json and report.html")),
+    "force": (("--force",), dict(action="store_true", help="replace the results in OUT")),
+    "out": (("--out",), dict(required=True, help="output folder")),
+    "administered_gbq": (("--administered-gbq",), dict(type=_positive_float, default=None,
+                         help="activity of the Y-90 dose at administration, GBq")),
+    "lung_shunt": (("--lung-shunt",), dict(type=float, default=None, help="lung shunt fraction, 0 <= LSF < 1")),
+    "fwhm_mm": (("--fwhm-mm",), dict(type=_positive_float, default=None,
+                help="scanner resolution: Gaussian FWHM in mm applied to the activity (default none)")),
+    "scanner_nuclide": (("--scanner-nuclide",), dict(default=None,
+                        help="nuclide the PET scanner was set up for, confirmed by you (Y-90, F-18, Ga-68, Ge-68)")),
+}
+
+
+def _add(parser: argparse.ArgumentParser, name: str, **changes: object) -> None:
+    """Add shared option ``name``; ``default=`` and ``help=`` may be changed for one command."""
+    flags, spec = _OPTIONS[name]
+    options = {**spec, **changes}
+    if "default" in changes and changes["default"] is not None and "help" not in changes:
+        options["help"] = f"{spec['help']} (default {changes['default']})"
+    parser.add_argument(*flags, **options)  # type: ignore[arg-type]
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxeldose",
@@ -66,19 +101,17 @@ def _build_parser() -> argparse.ArgumentParser:
             "metrics beside the analytic local-deposition (LDM) mean dose."
         ),
     )
-    demo.add_argument("--out", default="voxeldose-demo",
-                      help="output folder (default voxeldose-demo; must not hold results unless --force)")
-    demo.add_argument("--force", action="store_true", help="replace the results in OUT")
+    _add(demo, "out", required=False, default="voxeldose-demo",
+         help="output folder (default voxeldose-demo; must not hold results unless --force)")
+    _add(demo, "force")
     demo.add_argument("--scan", choices=("pet", "spect"), default="pet",
                       help="pet: Y-90 PET in Bq/mL, 4 x 4 x 3 mm; spect: bremsstrahlung SPECT in counts, "
                            "4.42 mm, self-calibrated on the liver VOI (default pet)")
-    demo.add_argument("--method", choices=("kernel", "local"), default="kernel",
-                      help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
-    demo.add_argument("--administered-gbq", type=_positive_float, default=3.0,
-                      help="administered Y-90 activity in GBq (default 3.0)")
-    demo.add_argument("--lung-shunt", type=float, default=0.10, help="lung shunt fraction, 0 <= LSF < 1 (default 0.10)")
-    demo.add_argument("--fwhm-mm", type=_positive_float, default=None,
-                      help="scanner resolution: Gaussian FWHM in mm applied to the activity (default none)")
+    _add(demo, "method")
+    _add(demo, "kernel_tables")
+    _add(demo, "administered_gbq", default=3.0)
+    _add(demo, "lung_shunt", default=0.10)
+    _add(demo, "fwhm_mm")
 
     run = sub.add_parser(
         "run",
@@ -94,34 +127,29 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("scan", metavar="SCAN", help="folder or file of the PET (Bq/mL) or SPECT (counts) series")
     run.add_argument("--voi", action="append", default=[], metavar="VOI",
                      help="RTSTRUCT, SEG or label map (NIfTI/NRRD with a name table) file or folder; repeatable")
-    run.add_argument("--out", required=True, help="output folder")
+    _add(run, "out")
     run.add_argument("--case", default=None, help="case file (TOML or JSON) with the values the headers lack")
     run.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
-    run.add_argument("--method", choices=("kernel", "local"), default="kernel",
-                     help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
-    run.add_argument("--tissue", choices=("soft", "bone"), default="soft",
-                     help="medium of the kernel and of local deposition (default soft tissue, 1.04 g/cm3)")
+    _add(run, "method")
+    _add(run, "tissue")
+    _add(run, "kernel_tables")
     run.add_argument("--series-uid", default=None, help="SeriesInstanceUID to load when SCAN holds several series")
-    run.add_argument("--administered-gbq", type=_positive_float, default=None,
-                     help="activity of the Y-90 dose at administration, GBq")
+    _add(run, "administered_gbq")
     run.add_argument("--administration-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
                      help="start of the administration, on the scanner's clock")
-    run.add_argument("--lung-shunt", type=float, default=None, help="lung shunt fraction, 0 <= LSF < 1")
+    _add(run, "lung_shunt")
     run.add_argument("--residual", type=float, default=None,
                      help="fraction of the activity left in the vial and lines, 0 <= r < 1")
     run.add_argument("--sphere-type", choices=("glass", "resin"), default=None, help="microsphere product")
-    run.add_argument("--scanner-nuclide", default=None,
-                     help="nuclide the PET scanner was set up for, confirmed by you (Y-90, F-18, Ga-68, Ge-68)")
+    _add(run, "scanner_nuclide")
     run.add_argument("--calibration-voi", default=None,
                      help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")
     run.add_argument("--voi-role", action="append", default=[], metavar="NAME=ROLE",
                      help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
     run.add_argument("--registered", action="store_true",
                      help="accept VOIs from another frame of reference (you state they are registered)")
-    run.add_argument("--anonymize", action="store_true",
-                     help="RTDOSE without patient identifiers (name and ID = case id, new study); no input "
-                          "folder paths in metrics.json and report.html")
-    run.add_argument("--force", action="store_true", help="replace the results in OUT")
+    _add(run, "anonymize")
+    _add(run, "force")
 
     batch = sub.add_parser(
         "batch",
@@ -135,16 +163,15 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     batch.add_argument("input", metavar="INPUT", help="folder of case folders, or a manifest (.csv or .toml)")
-    batch.add_argument("--out", required=True, help="output folder")
+    _add(batch, "out")
     batch.add_argument("--workers", type=int, default=None, help="worker processes (default: the number of cores)")
     batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    batch.add_argument("--method", choices=("kernel", "local"), default="kernel",
-                       help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")
-    batch.add_argument("--anonymize", action="store_true",
-                       help="RTDOSEs without patient identifiers (name and ID = case id, new study); no input "
-                            "folder paths in metrics.json and report.html")
-    batch.add_argument("--force", action="store_true", help="run every case again, even up-to-date ones")
+    _add(batch, "method")
+    _add(batch, "tissue")
+    _add(batch, "kernel_tables")
+    _add(batch, "anonymize")
+    _add(batch, "force", help="run every case again, even up-to-date ones")
 
     ph = sub.add_parser(
         "phantom",
@@ -158,26 +185,24 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ph.add_argument("name", choices=("liver", "sphere", "uniform", "point_source"), metavar="NAME",
                     help="liver, sphere, uniform or point_source")
-    ph.add_argument("--out", required=True, help="folder to create")
-    ph.add_argument("--administered-gbq", type=_positive_float, default=3.0,
-                    help="liver: administered Y-90 activity in GBq (default 3.0)")
-    ph.add_argument("--lung-shunt", type=float, default=0.10, help="liver: lung shunt fraction, 0 <= LSF < 1 (default 0.10)")
+    _add(ph, "out", help="folder to create")
+    _add(ph, "administered_gbq", default=3.0, help="liver: administered Y-90 activity in GBq (default 3.0)")
+    _add(ph, "lung_shunt", default=0.10, help="liver: lung shunt fraction, 0 <= LSF < 1 (default 0.10)")
     ph.add_argument("--tumour-to-normal", type=_positive_float, default=4.0,
                     help="liver: tumour-to-normal uptake ratio (default 4)")
     ph.add_argument("--delay-h", type=_positive_float, default=20.0,
                     help="scan start after administration, in hours (default 20)")
     ph.add_argument("--decay-correction", choices=("START", "ADMIN", "NONE"), default="START",
                     help="PET DecayCorrection written by the scanner model (default START)")
-    ph.add_argument("--scanner-nuclide", choices=("Y-90", "F-18", "Ga-68", "Ge-68"), default="Y-90",
-                    help="nuclide the PET scanner is configured for (default Y-90)")
+    _add(ph, "scanner_nuclide", choices=("Y-90", "F-18", "Ga-68", "Ge-68"), default="Y-90",
+         help="nuclide the PET scanner is configured for (default Y-90)")
     ph.add_argument("--pet-spacing", nargs=3, type=_positive_float, default=(4.0, 4.0, 3.0), metavar=("X", "Y", "Z"),
                     help="PET voxel size in mm (default 4 4 3; the phantom's own spacing for non-liver phantoms)")
     ph.add_argument("--spect-spacing", nargs=3, type=_positive_float, default=(4.42, 4.42, 4.42),
                     metavar=("X", "Y", "Z"), help="liver: SPECT voxel size in mm (default 4.42)")
     ph.add_argument("--ct-spacing", nargs=3, type=_positive_float, default=(2.0, 2.0, 3.0), metavar=("X", "Y", "Z"),
                     help="liver: CT voxel size in mm (default 2 2 3)")
-    ph.add_argument("--fwhm-mm", type=_positive_float, default=None,
-                    help="liver: scanner resolution, Gaussian FWHM in mm, applied to PET and SPECT (default none)")
+    _add(ph, "fwhm_mm", help="liver: scanner resolution, Gaussian FWHM in mm, applied to PET and SPECT (default none)")
     ph.add_argument("--spect-noise", action="store_true", help="liver: Poisson noise on the SPECT counts")
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
@@ -201,8 +226,8 @@ def _phantom(args: argparse.Namespace) -> int:
                                   "case_id": args.case_id or f"phantom-{args.name}"}
     if args.name == "liver":
         options.update(administered_gbq=args.administered_gbq, lung_shunt_fraction=args.lung_shunt,
-                       tumour_to_normal=args.tumour_to_normal, pet_spacing_mm=tuple(args.pet_spacing),
-                       spect_spacing_mm=tuple(args.spect_spacing), ct_spacing_mm=tuple(args.ct_spacing),
+                       tumour_to_normal=args.tumour_to_normal, pet_spacing_xyz_mm=tuple(args.pet_spacing),
+                       spect_spacing_xyz_mm=tuple(args.spect_spacing), ct_spacing_xyz_mm=tuple(args.ct_spacing),
                        fwhm_mm=args.fwhm_mm, spect_noise=args.spect_noise)
     t0 = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -235,23 +260,23 @@ def _demo(args: argparse.Namespace) -> int:
         logger.info("wrote the liver phantom as DICOM in %.1f s", time.perf_counter() - t0)
         truth = json.loads((export / "truth.json").read_text(encoding="utf-8"))
         result = run_case(export / args.scan.upper(), [export / "RTSTRUCT.dcm"], args.out,
-                          case=export / "case.toml", method=args.method, force=args.force,
-                          progress=_progress(args))
-    grid = result.metrics["provenance"]["grid"]
+                          case=export / "case.toml", method=args.method, kernel_tables=args.kernel_tables,
+                          force=args.force, progress=_progress(args))
+    grid = result.provenance["grid"]
     shape = "x".join(str(n) for n in grid["shape_zyx"])
     spacing = " x ".join(f"{s:g}" for s in grid["spacing_mm"])
     print(f"voxeldose {__version__} demo: liver phantom as {args.scan.upper()} DICOM, [z,y,x] {shape}, "
           f"voxel {spacing} mm")
     print(f"administered {args.administered_gbq:g} GBq, lung shunt {args.lung_shunt:.0%}, method {args.method} "
-          f"({result.metrics['provenance']['dose']['kernel']})")
-    print("steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items()))
+          f"({result.provenance['dose']['kernel']})")
+    print("steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.provenance["timings_s"].items()))
     print()
     expected = _expected_ldm_means(truth.get("phantom", {}))
     head = (f"{'VOI':<14}{'volume mL':>10}{'mean Gy':>9}{'LDM Gy':>8}{'D70 Gy':>8}{'D90 Gy':>8}{'D2 Gy':>8}"
             f"{'V100 %':>8}{'V205 %':>8}")
     print(head)
     print("-" * len(head))
-    for name, m in result.metrics["vois"].items():
+    for name, m in result.metrics.items():
         ldm = expected.get(name)
         print(
             f"{name:<14}{m['volume_ml']:10.1f}{m['mean_gy']:9.1f}"
@@ -266,7 +291,8 @@ def _demo(args: argparse.Namespace) -> int:
     )
     for text in result.warnings:
         print(f"warning: {text}")
-    print(f"outputs in {result.out_dir}: {', '.join(sorted(p.name for p in result.out_dir.iterdir()))}")
+    out = Path(args.out)
+    print(f"outputs in {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return EXIT_OK
 
 
@@ -289,11 +315,11 @@ def _run(args: argparse.Namespace) -> int:
     if roles:
         overrides["voi_roles"] = roles
     result = run_case(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
-                      series_uid=args.series_uid, registered=args.registered, anonymize=args.anonymize,
-                      force=args.force, overrides=overrides, progress=_progress(args))
-    for text in result.warnings:
-        logger.warning("%s", text)
-    print(f"case {result.case_id}: outputs in {result.out_dir}")
+                      kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
+                      anonymize=args.anonymize, force=args.force, overrides=overrides, progress=_progress(args))
+    for caveat in result.caveats:
+        logger.warning("%s: %s", caveat.stage, caveat.message)
+    print(f"case {result.case_id}: outputs in {args.out}")
     return EXIT_OK
 
 
@@ -301,7 +327,8 @@ def _batch(args: argparse.Namespace) -> int:
     from .batch import run_batch
 
     result = run_batch(args.input, args.out, workers=args.workers, scheduler=args.scheduler, method=args.method,
-                       anonymize=args.anonymize, force=args.force, progress=not args.quiet)
+                       tissue=args.tissue, kernel_tables=args.kernel_tables, anonymize=args.anonymize,
+                       force=args.force, progress=not args.quiet)
     print(f"{result.n_ok} case(s) done, {result.n_skipped} up to date, {result.n_failed} failed "
           f"in {result.elapsed_s:.1f} s; cohort table {result.out_dir / 'cohort.csv'}")
     if result.n_failed:

@@ -42,23 +42,19 @@ References
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import (
-    check_fraction,
-    check_mask,
-    check_nonnegative,
-    check_positive,
-    check_spacing,
-    check_volume,
-)
+from ._checks import check_choice, check_fraction, check_nonnegative, check_positive, check_volume
 from .constants import MIRD_Y90_GY_KG_PER_GBQ, SOFT_TISSUE_DENSITY_G_PER_CM3
 from .dvh import DVH
-from .errors import InputError, VoiError
+from .errors import InputError, VoiError, VoxelDoseWarning
+from .image import Image, mask_image
+from .voi_sets import difference, union_of
 
 __all__ = [
     "Thresholds",
@@ -443,24 +439,22 @@ def lung_dose_gy(activity_gbq: float, lung_shunt_fraction: float, lung_mass_kg: 
 # --------------------------------------------------------------------------- measured T:N
 
 
-def _mean_concentration(activity: NDArray[np.floating], mask: NDArray[np.float64], voxel_ml: float,
-                        rule: TnRule, what: str) -> float:
-    """Mean activity concentration (MBq/mL) in a VOI by ``rule``."""
+def _mean_concentration(activity: NDArray[np.floating], mask: NDArray[np.floating], rule: TnRule, what: str) -> float:
+    """Mean activity per voxel (MBq) in a VOI by ``rule``: the concentration times the voxel volume."""
     if rule == "core":
         core = mask >= CORE_FRACTION
         if core.any():
-            return float(activity[core].mean()) / voxel_ml
-    total = float(mask.sum())
+            return float(activity[core].mean(dtype=np.float64))
+    total = float(mask.sum(dtype=np.float64))
     if total <= 0:
         raise VoiError(f"{what} is empty: its mask has no voxel > 0")
-    return float(np.dot(activity.ravel(), mask.ravel())) / (total * voxel_ml)
+    return float(np.dot(activity.ravel().astype(np.float64), mask.ravel())) / total
 
 
 def tumour_to_normal_ratio(
-    activity_mbq: ArrayLike,
-    tumour_mask: ArrayLike,
-    normal_mask: ArrayLike,
-    spacing_mm: Sequence[float],
+    activity: Image,
+    tumour_mask: "Image | ArrayLike",
+    normal_mask: "Image | ArrayLike",
     *,
     rule: TnRule = "core",
 ) -> float:
@@ -483,12 +477,10 @@ def tumour_to_normal_ratio(
 
     Parameters
     ----------
-    activity_mbq : array [z, y, x]
+    activity : Image
         Activity per voxel (MBq); any time reference, the ratio does not depend on it.
-    tumour_mask, normal_mask : array [z, y, x], bool or float in [0, 1]
+    tumour_mask, normal_mask : Image or array [z, y, x]
         The tumour (the union of all tumours) and normal-liver VOIs on the activity's grid.
-    spacing_mm : (x, y, z)
-        Voxel size (mm).
     rule : {"core", "weighted"}
         How to average each VOI (above).
 
@@ -500,37 +492,38 @@ def tumour_to_normal_ratio(
     Raises
     ------
     InputError
-        If the activity is not a finite 3-D array, the rule is unknown, or the normal liver
-        holds no (or negative) activity.
+        If the activity is not an Image of finite values, the rule is unknown, or the normal
+        liver holds no (or negative) activity.
     VoiError
-        If a mask does not match the grid, has values outside [0, 1], or is empty.
-    GeometryError
-        If the spacing is not three positive sizes in mm.
+        If a mask is not on the activity's grid, has values outside [0, 1], or is empty.
 
     Example
     -------
     >>> import numpy as np
+    >>> from voxeldose import Image
     >>> a = np.ones((1, 1, 4)); a[..., :2] = 4.0  # 4 MBq in two voxels, 1 MBq in two
     >>> t = np.array([[[1.0, 1.0, 0.0, 0.0]]])
-    >>> tumour_to_normal_ratio(a, t, 1 - t, (4.0, 4.0, 4.0))
+    >>> tumour_to_normal_ratio(Image(a, (4.0, 4.0, 4.0), units="MBQ"), t, 1 - t)
     4.0
     """
-    if rule not in ("core", "weighted"):
-        raise InputError(f"rule must be 'core' or 'weighted', got {rule!r}")
-    activity = check_volume(activity_mbq, name="activity_mbq", warn_negative=False)
-    sx, sy, sz = check_spacing(spacing_mm)
-    voxel_ml = sx * sy * sz * 1e-3
-    fix = "resample the VOI onto the activity map's grid first"
-    tm = check_mask(tumour_mask, activity.shape, what="tumour VOI", fix_shape=fix)
-    nm = check_mask(normal_mask, activity.shape, what="normal-liver VOI", fix_shape=fix)
-    c_t = _mean_concentration(activity, tm, voxel_ml, rule, "the tumour VOI")
-    c_n = _mean_concentration(activity, nm, voxel_ml, rule, "the normal-liver VOI")
+    check_choice(rule, "rule", ("core", "weighted"))
+    values = _activity_values(activity)
+    tm = mask_image(activity, tumour_mask, name="tumour").array
+    nm = mask_image(activity, normal_mask, name="normal liver").array
+    c_t = _mean_concentration(values, tm, rule, "the tumour VOI")
+    c_n = _mean_concentration(values, nm, rule, "the normal-liver VOI")
     if c_n <= 0:
         raise InputError(
-            f"the normal-liver VOI holds no activity (mean {c_n:.3g} MBq/mL): T:N is undefined; "
-            "check the VOI's registration to the activity map"
+            f"the normal-liver VOI holds no activity (mean {c_n / activity.voxel_volume_ml:.3g} MBq/mL): T:N is "
+            "undefined; check the VOI's registration to the activity map"
         )
     return c_t / c_n
+
+
+def _activity_values(activity: Image) -> NDArray[np.floating]:
+    if not isinstance(activity, Image):
+        raise InputError(f"the activity must be a voxeldose Image (MBq per voxel), got {type(activity).__name__}")
+    return check_volume(activity.array, name="activity_mbq", warn_negative=False)
 
 
 # --------------------------------------------------------------------------- cross-checks
@@ -543,33 +536,158 @@ def _rel(value: float | None, reference: float | None) -> float | None:
     return float(value) / float(reference) - 1.0
 
 
-def _union(masks: Sequence[NDArray[np.float64]], shape: tuple[int, ...]) -> NDArray[np.float64]:
-    out = np.zeros(shape, np.float64)
-    for m in masks:
-        out += m
-    return np.clip(out, 0.0, 1.0, out=out)
+def _caveat(message: str) -> None:
+    warnings.warn(message, VoxelDoseWarning, stacklevel=3)
 
 
-def _voxel_mean(dvhs: Mapping[str, DVH], names: Sequence[str]) -> float:
-    """Volume-weighted mean of the DVH mean doses (the mean over the union when disjoint)."""
-    volumes = [dvhs[n].volume_ml for n in names]
-    return float(np.dot([dvhs[n].mean_gy for n in names], volumes) / sum(volumes))
+@dataclass(frozen=True)
+class _Case:
+    """What every model check of :func:`model_crosschecks` reads."""
+
+    activity: Image
+    masks: Mapping[str, NDArray[np.floating]]  # checked, on the activity's grid
+    by_role: Mapping[str, list[str]]
+    dvhs: Mapping[str, DVH]
+    a_patient_gbq: float
+    lsf: float
+    limit: float
+
+    def mass_kg(self, names: Sequence[str], density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
+        union = union_of([self.masks[n] for n in names], self.activity.shape)
+        return float(union.sum(dtype=np.float64)) * self.activity.voxel_volume_ml * density_g_per_cm3 * 1e-3
+
+    def voxel_mean(self, names: Sequence[str]) -> float:
+        """Volume-weighted mean of the DVH mean doses (the mean over the union when disjoint)."""
+        volumes = [self.dvhs[n].volume_ml for n in names]
+        return float(np.dot([self.dvhs[n].mean_gy for n in names], volumes) / sum(volumes))
+
+
+def _mird_check(c: _Case) -> dict[str, Any] | None:
+    """MIRD single compartment on the whole liver."""
+    whole = c.by_role["whole_liver"]
+    if not whole:
+        _caveat("no whole-liver VOI (role whole_liver): no MIRD single-compartment check")
+        return None
+    m_liver = c.mass_kg(whole)
+    model = mird_dose_gy(c.a_patient_gbq, m_liver, c.lsf)
+    voxel = c.voxel_mean(whole)
+    diff = _rel(voxel, model)
+    if diff is not None and abs(diff) > c.limit:
+        _caveat(f"whole liver: voxel mean dose {voxel:.1f} Gy differs from the MIRD model {model:.1f} Gy by "
+                f"{diff:+.0%} (more than {c.limit:.0%}): activity outside the liver VOI, or a calibration or "
+                "lung-shunt inconsistency?")
+    return {"vois": whole, "mass_kg": m_liver, "model_mean_gy": model, "voxel_mean_gy": voxel,
+            "relative_difference": diff}
+
+
+def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, Any] | None:
+    """Partition model on the tumours and the normal liver (given, or derived by the VOI set rules)."""
+    tumours, normal, whole = (c.by_role[r] for r in ("tumour", "normal_liver", "whole_liver"))
+    if not tumours:
+        _caveat("no tumour VOI (role tumour): no partition-model check")
+        return None
+    if not normal and not whole:
+        _caveat("no normal-liver or whole-liver VOI: no partition-model check")
+        return None
+    shape = c.activity.shape
+    voxel_ml = c.activity.voxel_volume_ml
+    tumour_mask = union_of([c.masks[n] for n in tumours], shape)
+    voxel_n: float | None
+    if normal:
+        normal_mask = union_of([c.masks[n] for n in normal], shape)
+        normal_source = " + ".join(normal)
+        voxel_n = c.voxel_mean(normal)
+    else:
+        liver_mask = union_of([c.masks[n] for n in whole], shape)
+        normal_mask = difference(liver_mask, tumour_mask)
+        normal_source = f"{' + '.join(whole)} - tumours (derived)"
+        notes.append(f"normal liver derived as clip({' + '.join(whole)} - tumours, 0, 1)")
+        outside = float(difference(tumour_mask, liver_mask).sum(dtype=np.float64))
+        v_t = sum(c.dvhs[n].volume_ml for n in tumours)
+        v_l = sum(c.dvhs[n].volume_ml for n in whole)
+        if outside * voxel_ml <= 0.01 * v_t and v_l > v_t:
+            dl = c.voxel_mean(whole)
+            voxel_n = (dl * v_l - sum(c.dvhs[n].mean_gy * c.dvhs[n].volume_ml for n in tumours)) / (v_l - v_t)
+            notes.append("normal-liver voxel mean derived from the whole-liver and tumour DVHs")
+        else:
+            voxel_n = None
+            _caveat("tumours extend outside the whole-liver VOI: no voxel mean for the derived normal liver")
+    rho_kg_per_ml = SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3
+    m_t = float(tumour_mask.sum(dtype=np.float64)) * voxel_ml * rho_kg_per_ml
+    m_n = float(normal_mask.sum(dtype=np.float64)) * voxel_ml * rho_kg_per_ml
+    try:
+        tn: float | None = tumour_to_normal_ratio(c.activity, tumour_mask, normal_mask, rule=tn_rule)
+    except (InputError, VoiError) as err:
+        _caveat(f"no partition-model check: {err}")
+        return None
+    if m_n <= 0:
+        _caveat("no partition-model check: the normal liver is empty")
+        return None
+    assert tn is not None
+    if tn <= 0:
+        _caveat(f"no partition-model check: measured T:N is {tn:.3g} (no tumour activity)")
+        return None
+    d_t, d_n = partition_doses_gy(c.a_patient_gbq, tn, m_t, m_n, c.lsf)
+    voxel_t = c.voxel_mean(tumours)
+    out = {
+        "tumour_vois": tumours,
+        "normal_liver": normal_source,
+        "tumour_to_normal_measured": tn,
+        "tumour_to_normal_rule": tn_rule,
+        "tumour_mass_kg": m_t,
+        "normal_mass_kg": m_n,
+        "tumour_model_gy": d_t,
+        "normal_liver_model_gy": d_n,
+        "tumour_voxel_mean_gy": voxel_t,
+        "normal_liver_voxel_mean_gy": voxel_n,
+        "tumour_relative_difference": _rel(voxel_t, d_t),
+        "normal_liver_relative_difference": _rel(voxel_n, d_n),
+    }
+    for key, label, voxel_mean, model_gy in (("tumour_relative_difference", "tumours", voxel_t, d_t),
+                                             ("normal_liver_relative_difference", "normal liver", voxel_n, d_n)):
+        diff = out[key]
+        if diff is not None and voxel_mean is not None and abs(diff) > c.limit:
+            _caveat(f"{label}: voxel mean dose {voxel_mean:.1f} Gy differs from the partition model "
+                    f"{model_gy:.1f} Gy by {diff:+.0%} (more than {c.limit:.0%})")
+    return out
+
+
+def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
+    """Lung dose from the shunt, with the lung VOI's mass at lung density (or a given mass, or 1 kg)."""
+    lung = c.by_role["lung"]
+    voxel_lung = c.voxel_mean(lung) if lung else None
+    voxel_lung_density = (voxel_lung * SOFT_TISSUE_DENSITY_G_PER_CM3 / LUNG_DENSITY_G_PER_CM3
+                          if voxel_lung is not None else None)
+    if lung_mass_kg is not None:
+        m_lung, source = lung_mass_kg, "given"
+    elif lung:
+        m_lung = c.mass_kg(lung, LUNG_DENSITY_G_PER_CM3)
+        source = f"{' + '.join(lung)} at {LUNG_DENSITY_G_PER_CM3:g} g/mL"
+    else:
+        m_lung, source = 1.0, "1 kg (no lung VOI)"
+        _caveat("no lung VOI: the lung dose uses a 1 kg lung")
+    d_lung = lung_dose_gy(c.a_patient_gbq, c.lsf, m_lung)
+    if d_lung > THRESHOLDS.lung_single_treatment_gy:
+        _caveat(f"lung dose {d_lung:.1f} Gy (model, {source}) exceeds "
+                f"{THRESHOLDS.lung_single_treatment_gy:g} Gy for one treatment")
+    return {"vois": lung, "mass_kg": m_lung, "mass_source": source, "model_mean_gy": d_lung,
+            "voxel_mean_gy": voxel_lung, "voxel_mean_at_lung_density_gy": voxel_lung_density,
+            "relative_difference": _rel(voxel_lung_density, d_lung)}
 
 
 def model_crosschecks(
-    *,
-    activity_mbq: ArrayLike,
-    spacing_mm: Sequence[float],
-    vois: Mapping[str, ArrayLike],
+    activity: Image,
+    vois: Mapping[str, "Image | ArrayLike"],
     roles: Mapping[str, str],
     dvhs: Mapping[str, DVH],
+    *,
     administered_gbq: float,
     lung_shunt_fraction: float,
     residual_fraction: float = 0.0,
     lung_mass_kg: float | None = None,
     tn_rule: TnRule = "core",
 ) -> dict[str, Any]:
-    """The clinical models of a case beside its voxel mean doses, with warnings.
+    """The clinical models of a case beside its voxel mean doses; caveats as warnings.
 
     The models use the activity that reached the patient, ``A = administered x (1 - residual)``,
     and the masses of the case's VOIs:
@@ -577,8 +695,9 @@ def model_crosschecks(
     - **MIRD** single compartment on the VOI(s) with role ``"whole_liver"``; mass = volume x
       1.04 g/mL (soft tissue, the density of the engine's dose).
     - **Partition** on the union of the ``"tumour"`` VOIs and the ``"normal_liver"`` VOI(s), or,
-      without a normal-liver VOI, ``clip(whole_liver - tumours, 0, 1)``; masses at 1.04 g/mL;
-      T:N measured from ``activity_mbq`` with :func:`tumour_to_normal_ratio` (``tn_rule``).
+      without a normal-liver VOI, the whole liver without the tumours (the rules of
+      :mod:`voxeldose.voi_sets`); masses at 1.04 g/mL; T:N measured from ``activity`` with
+      :func:`tumour_to_normal_ratio` (``tn_rule``).
     - **Lung** from the shunt fraction; lung mass ``lung_mass_kg`` if given, else the ``"lung"``
       VOI(s) at :data:`LUNG_DENSITY_G_PER_CM3` (0.30 g/mL: lung is mostly air), else 1 kg.
 
@@ -592,12 +711,9 @@ def model_crosschecks(
 
     Parameters
     ----------
-    activity_mbq : array [z, y, x]
+    activity : Image
         Activity per voxel at administration (MBq).
-    spacing_mm : (x, y, z)
-        Voxel size (mm).
-    vois : mapping name -> mask [z, y, x] (bool or float in [0, 1])
-        The VOI masks on the activity's grid.
+    vois : mapping name -> mask Image (or array) on the activity's grid
     roles : mapping name -> role
         ``"whole_liver"``, ``"tumour"``, ``"normal_liver"``, ``"lung"``; other roles (e.g.
         ``"perfused"``) are ignored. Several VOIs may share a role.
@@ -623,20 +739,23 @@ def model_crosschecks(
         ``mird_constant_gy_kg_per_gbq``, ``tissue_density_g_per_cm3``,
         ``lung_density_g_per_cm3``, ``roles`` (name -> role of the VOIs used),
         ``tumour_burden_fraction`` (tumour / whole-liver volume, or None), ``mird``,
-        ``partition`` and ``lung`` (each a dict, or None when the VOIs are missing: see the
-        code below for their keys), ``warnings`` (list of str) and ``notes`` (list of str:
-        how values were obtained, not caveats).
+        ``partition`` and ``lung`` (each a dict, or None when the VOIs are missing: see
+        ``_mird_check``, ``_partition_check``, ``_lung_check`` for their keys) and ``notes``
+        (list of str: how values were obtained, not caveats).
 
-        Warnings: lung dose above 30 Gy; tumour burden above 70 %; a voxel mean that differs
-        from its model (MIRD, partition tumour, partition normal liver) by more than 10 %; a
-        missing role or a VOI left out.
+    Warns
+    -----
+    VoxelDoseWarning
+        Lung dose above 30 Gy; tumour burden above 70 %; a voxel mean that differs from its
+        model (MIRD, partition tumour, partition normal liver) by more than 10 %; a missing role
+        or a VOI left out.
 
     Raises
     ------
     InputError
-        If the activity is not a finite 3-D array, or a scalar argument is out of range.
-    VoiError, GeometryError
-        If a mask or the spacing is unusable.
+        If the activity is not an Image of finite values, or a scalar argument is out of range.
+    VoiError
+        If a mask is not on the activity's grid or is not a mask.
 
     References
     ----------
@@ -645,52 +764,43 @@ def model_crosschecks(
 
     Example
     -------
-    >>> import voxeldose
+    >>> import warnings, voxeldose
     >>> from voxeldose import phantoms
-    >>> ph = phantoms.liver(spacing_mm=(8.84, 8.84, 8.84))
-    >>> dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
+    >>> ph = phantoms.liver(spacing_xyz_mm=(8.84, 8.84, 8.84))
+    >>> dose = voxeldose.absorbed_dose(ph.activity, method="local")
     >>> roles = {"liver": "whole_liver", "tumours": "tumour", "normal_liver": "normal_liver"}
-    >>> dvhs = {n: voxeldose.dvh(dose, ph.masks[n], ph.spacing_mm) for n in roles}
-    >>> cc = model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm,
-    ...     vois=ph.masks, roles=roles, dvhs=dvhs, administered_gbq=3.0, lung_shunt_fraction=0.1)
+    >>> dvhs = {n: voxeldose.dvh(dose, ph.vois[n]) for n in roles}
+    >>> with warnings.catch_warnings(record=True):  # no lung VOI: a caveat
+    ...     cc = model_crosschecks(ph.activity, ph.vois, roles, dvhs, administered_gbq=3.0,
+    ...                            lung_shunt_fraction=0.1)
     >>> round(cc["partition"]["tumour_to_normal_measured"], 3)  # the phantom's T:N
     4.0
     >>> round(cc["lung"]["model_mean_gy"], 3)  # 49.67 x 3 x 0.1 / 1 kg: no lung VOI given
     14.901
     """
-    activity = check_volume(activity_mbq, name="activity_mbq", warn_negative=False)
-    sx, sy, sz = check_spacing(spacing_mm)
-    voxel_ml = sx * sy * sz * 1e-3
+    _activity_values(activity)
     administered = check_positive(administered_gbq, "administered_gbq", "GBq")
-    residual = check_fraction(residual_fraction, "residual_fraction", "the fraction of the activity that did not reach the patient")
+    residual = check_fraction(residual_fraction, "residual_fraction",
+                              "the fraction of the activity that did not reach the patient")
     lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction", "the fraction of the activity shunted to the lungs")
     given_lung_kg = None if lung_mass_kg is None else check_positive(lung_mass_kg, "lung_mass_kg", "kg")
-    if tn_rule not in ("core", "weighted"):
-        raise InputError(f"tn_rule must be 'core' or 'weighted', got {tn_rule!r}")
+    check_choice(tn_rule, "tn_rule", ("core", "weighted"))
     a_patient = administered * (1.0 - residual)
-    rho_kg_per_ml = SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3
-    limit = THRESHOLDS.model_disagreement_fraction
-    warnings: list[str] = []
-    notes: list[str] = []
 
     # the VOIs of each role that have both a mask and a DVH
     by_role: dict[str, list[str]] = {"whole_liver": [], "tumour": [], "normal_liver": [], "lung": []}
-    masks: dict[str, NDArray[np.float64]] = {}
+    masks: dict[str, NDArray[np.floating]] = {}
     for name, role in roles.items():
         if role not in by_role:
             continue
         if name not in vois or name not in dvhs:
             missing = "mask" if name not in vois else "DVH"
-            warnings.append(f"VOI {name!r} (role {role}) has no {missing}: left out of the model cross-checks")
+            _caveat(f"VOI {name!r} (role {role}) has no {missing}: left out of the model cross-checks")
             continue
-        masks[name] = check_mask(vois[name], activity.shape, what=f"VOI {name!r}",
-                                 fix_shape="resample the VOI onto the activity map's grid first")
+        masks[name] = mask_image(activity, vois[name], name=name).array
         by_role[role].append(name)
-    whole, tumours, normal, lung = (by_role[r] for r in ("whole_liver", "tumour", "normal_liver", "lung"))
-
-    def mass_kg(names: Sequence[str], rho: float = rho_kg_per_ml) -> float:
-        return float(_union([masks[n] for n in names], activity.shape).sum()) * voxel_ml * rho
-
+    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction)
+    notes: list[str] = []
     out: dict[str, Any] = {
         "activity_in_patient_gbq": a_patient,
         "administered_gbq": administered,
@@ -701,127 +811,15 @@ def model_crosschecks(
         "lung_density_g_per_cm3": LUNG_DENSITY_G_PER_CM3,
         "roles": {n: r for r, names in by_role.items() for n in names},
         "tumour_burden_fraction": None,
-        "mird": None,
-        "partition": None,
+        "mird": _mird_check(c),
+        "partition": _partition_check(c, tn_rule, notes),
         "lung": None,
     }
-
-    # ---- MIRD single compartment on the whole liver
-    if whole:
-        m_liver = mass_kg(whole)
-        model = mird_dose_gy(a_patient, m_liver, lsf)
-        voxel = _voxel_mean(dvhs, whole)
-        out["mird"] = {"vois": whole, "mass_kg": m_liver, "model_mean_gy": model, "voxel_mean_gy": voxel,
-                       "relative_difference": _rel(voxel, model)}
-        diff = out["mird"]["relative_difference"]
-        if diff is not None and abs(diff) > limit:
-            warnings.append(f"whole liver: voxel mean dose {voxel:.1f} Gy differs from the MIRD model "
-                            f"{model:.1f} Gy by {diff:+.0%} (more than {limit:.0%}): activity outside the "
-                            "liver VOI, or a calibration or lung-shunt inconsistency?")
-    else:
-        warnings.append("no whole-liver VOI (role whole_liver): no MIRD single-compartment check")
-
-    # ---- partition model
-    if not tumours:
-        warnings.append("no tumour VOI (role tumour): no partition-model check")
-    elif not normal and not whole:
-        warnings.append("no normal-liver or whole-liver VOI: no partition-model check")
-    else:
-        tumour_mask = _union([masks[n] for n in tumours], activity.shape)
-        voxel_n: float | None
-        if normal:
-            normal_mask = _union([masks[n] for n in normal], activity.shape)
-            normal_source = " + ".join(normal)
-            voxel_n = _voxel_mean(dvhs, normal)
-        else:
-            liver_mask = _union([masks[n] for n in whole], activity.shape)
-            normal_mask = np.clip(liver_mask - tumour_mask, 0.0, 1.0)
-            normal_source = f"{' + '.join(whole)} - tumours (derived)"
-            notes.append(f"normal liver derived as clip({' + '.join(whole)} - tumours, 0, 1)")
-            outside = float(np.clip(tumour_mask - liver_mask, 0.0, None).sum())
-            v_t = sum(dvhs[n].volume_ml for n in tumours)
-            v_l = sum(dvhs[n].volume_ml for n in whole)
-            if outside * voxel_ml <= 0.01 * v_t and v_l > v_t:
-                dl = _voxel_mean(dvhs, whole)
-                voxel_n = (dl * v_l - sum(dvhs[n].mean_gy * dvhs[n].volume_ml for n in tumours)) / (v_l - v_t)
-                notes.append("normal-liver voxel mean derived from the whole-liver and tumour DVHs")
-            else:
-                voxel_n = None
-                warnings.append("tumours extend outside the whole-liver VOI: no voxel mean for the derived "
-                                "normal liver")
-        m_t = float(tumour_mask.sum()) * voxel_ml * rho_kg_per_ml
-        m_n = float(normal_mask.sum()) * voxel_ml * rho_kg_per_ml
-        try:
-            tn = tumour_to_normal_ratio(activity, tumour_mask, normal_mask, (sx, sy, sz), rule=tn_rule)
-        except (InputError, VoiError) as err:
-            warnings.append(f"no partition-model check: {err}")
-            tn = None
-        if tn is not None and m_n <= 0:
-            warnings.append("no partition-model check: the normal liver is empty")
-            tn = None
-        if tn is not None and tn <= 0:
-            warnings.append(f"no partition-model check: measured T:N is {tn:.3g} (no tumour activity)")
-            tn = None
-        if tn is not None:
-            d_t, d_n = partition_doses_gy(a_patient, tn, m_t, m_n, lsf)
-            voxel_t = _voxel_mean(dvhs, tumours)
-            out["partition"] = {
-                "tumour_vois": tumours,
-                "normal_liver": normal_source,
-                "tumour_to_normal_measured": tn,
-                "tumour_to_normal_rule": tn_rule,
-                "tumour_mass_kg": m_t,
-                "normal_mass_kg": m_n,
-                "tumour_model_gy": d_t,
-                "normal_liver_model_gy": d_n,
-                "tumour_voxel_mean_gy": voxel_t,
-                "normal_liver_voxel_mean_gy": voxel_n,
-                "tumour_relative_difference": _rel(voxel_t, d_t),
-                "normal_liver_relative_difference": _rel(voxel_n, d_n),
-            }
-            checks: tuple[tuple[str, str, float | None, float], ...] = (
-                ("tumour_relative_difference", "tumours", voxel_t, d_t),
-                ("normal_liver_relative_difference", "normal liver", voxel_n, d_n),
-            )
-            for key, label, voxel_mean, model_gy in checks:
-                diff = out["partition"][key]
-                if diff is not None and voxel_mean is not None and abs(diff) > limit:
-                    warnings.append(f"{label}: voxel mean dose {voxel_mean:.1f} Gy differs from the partition model "
-                                    f"{model_gy:.1f} Gy by {diff:+.0%} (more than {limit:.0%})")
-    if tumours and whole:
-        burden = mass_kg(tumours) / mass_kg(whole)
+    if by_role["tumour"] and by_role["whole_liver"]:
+        burden = c.mass_kg(by_role["tumour"]) / c.mass_kg(by_role["whole_liver"])
         out["tumour_burden_fraction"] = burden
         if burden > THRESHOLDS.tumour_burden_max_fraction:
-            warnings.append(f"tumour burden {burden:.0%} of the whole liver exceeds "
-                            f"{THRESHOLDS.tumour_burden_max_fraction:.0%}")
-
-    # ---- lung
-    voxel_lung: float | None = None
-    voxel_lung_density: float | None = None
-    if lung:
-        voxel_lung = _voxel_mean(dvhs, lung)
-        voxel_lung_density = voxel_lung * SOFT_TISSUE_DENSITY_G_PER_CM3 / LUNG_DENSITY_G_PER_CM3
-    if given_lung_kg is not None:
-        m_lung, source = given_lung_kg, "given"
-    elif lung:
-        m_lung = mass_kg(lung, LUNG_DENSITY_G_PER_CM3 * 1e-3)
-        source = f"{' + '.join(lung)} at {LUNG_DENSITY_G_PER_CM3:g} g/mL"
-    else:
-        m_lung, source = 1.0, "1 kg (no lung VOI)"
-        warnings.append("no lung VOI: the lung dose uses a 1 kg lung")
-    d_lung = lung_dose_gy(a_patient, lsf, m_lung)
-    out["lung"] = {
-        "vois": lung,
-        "mass_kg": m_lung,
-        "mass_source": source,
-        "model_mean_gy": d_lung,
-        "voxel_mean_gy": voxel_lung,
-        "voxel_mean_at_lung_density_gy": voxel_lung_density,
-        "relative_difference": _rel(voxel_lung_density, d_lung),
-    }
-    if d_lung > THRESHOLDS.lung_single_treatment_gy:
-        warnings.append(f"lung dose {d_lung:.1f} Gy (model, {source}) exceeds "
-                        f"{THRESHOLDS.lung_single_treatment_gy:g} Gy for one treatment")
-    out["warnings"] = warnings
+            _caveat(f"tumour burden {burden:.0%} of the whole liver exceeds {THRESHOLDS.tumour_burden_max_fraction:.0%}")
+    out["lung"] = _lung_check(c, given_lung_kg)
     out["notes"] = notes
     return out

@@ -34,9 +34,10 @@ from numpy.typing import NDArray
 from . import constants as C
 from ._checks import check_positive, check_spacing, inspect_volume
 from .errors import InputError
-from .kernels import Tissue, TISSUES, y90_kernel
+from .image import Image
+from .kernels import TISSUES, Tissue, VsvTables, y90_kernel
 
-__all__ = ["absorbed_dose", "local_deposition_gy_per_mbq", "convolve_direct", "convolve_fft"]
+__all__ = ["absorbed_dose", "absorbed_dose_array", "local_deposition_gy_per_mbq", "convolve_direct", "convolve_fft"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,52 +69,97 @@ def local_deposition_gy_per_mbq(mass_g: float) -> float:
 
 
 def absorbed_dose(
-    activity_mbq: NDArray[np.floating],
-    spacing_mm: Sequence[float],
+    activity: Image,
     *,
     method: Method = "kernel",
     tissue: Tissue = "soft",
     engine: Engine = "auto",
-) -> NDArray[np.float32]:
-    """Total absorbed dose (Gy) of a permanent Y-90 implant.
+    kernel_tables: VsvTables | None = None,
+) -> Image:
+    """Total absorbed dose of a permanent Y-90 implant, as an image on the activity's grid.
 
     Parameters
     ----------
-    activity_mbq : ndarray, [z, y, x]
-        Activity in each voxel at the time of administration, MBq. Negative voxels (noise in a
-        reconstruction) are kept and reported with a ``VoxelDoseWarning``.
-    spacing_mm : (x, y, z)
-        Voxel size in mm.
+    activity : Image
+        Activity in each voxel at the time of administration (``units="MBQ"``, e.g. from
+        :func:`voxeldose.calibrate`). Negative voxels (noise in a reconstruction) are kept and
+        reported with a ``VoxelDoseWarning``.
     method : {"kernel", "local"}
         Voxel S-value convolution or local energy deposition.
     tissue : {"soft", "bone"}
         Medium of the kernel / of the local-deposition mass.
     engine : {"auto", "direct", "fft"}
         Convolution implementation for ``method="kernel"``.
+    kernel_tables : VsvTables, optional
+        Published voxel S-value tables to use at their sizes (:func:`voxeldose.y90_kernel`).
 
     Returns
     -------
-    ndarray, float32, same shape as ``activity_mbq``
-        Absorbed dose in Gy from administration to complete decay.
+    Image
+        Absorbed dose (Gy, float32) from administration to complete decay, ``units="GY"``, on the
+        activity's grid and with its metadata (frame of reference, identifiers).
 
     Raises
     ------
     InputError
-        NaN or infinite activity, not 3-D, unknown method or engine.
-    GeometryError
-        Non-positive or non-finite spacing.
+        ``activity`` is not an Image in MBq (a bare array: use :func:`absorbed_dose_array`), NaN
+        or infinite activity, unknown method or engine.
 
     Examples
     --------
     >>> import numpy as np, voxeldose
     >>> a = np.zeros((9, 9, 9)); a[4, 4, 4] = 1.0
-    >>> d = voxeldose.absorbed_dose(a, (4.42, 4.42, 4.42))
-    >>> round(float(d[4, 4, 4]), 1)  # 0.689 mGy/(MBq s) x 332 900 s
-    229.4
+    >>> d = voxeldose.absorbed_dose(voxeldose.Image(a, (4.42, 4.42, 4.42), units="MBQ"))
+    >>> d.units, round(float(d.array[4, 4, 4]), 1)  # 0.688 mGy/(MBq s) x 332 900 s
+    ('GY', 229.2)
+    """
+    if not isinstance(activity, Image):
+        raise InputError(
+            f"absorbed_dose takes the activity as a voxeldose Image (MBq per voxel, with its geometry), got "
+            f"{type(activity).__name__}; for a bare array use absorbed_dose_array(activity_mbq, spacing_xyz_mm=...)"
+        )
+    if activity.units.upper() != "MBQ":
+        raise InputError(
+            f"absorbed_dose needs activity in MBq per voxel at administration (units 'MBQ'), got an image in "
+            f"{activity.units or 'no units'!r}; calibrate it first (voxeldose.calibrate), or build the Image "
+            "with units='MBQ' if its values already are that"
+        )
+    dose = absorbed_dose_array(activity.array, spacing_xyz_mm=activity.spacing_mm, method=method, tissue=tissue,
+                               engine=engine, kernel_tables=kernel_tables)
+    return activity.with_array(dose, units="GY")
+
+
+def absorbed_dose_array(
+    activity_mbq: NDArray[np.floating],
+    *,
+    spacing_xyz_mm: Sequence[float],
+    method: Method = "kernel",
+    tissue: Tissue = "soft",
+    engine: Engine = "auto",
+    kernel_tables: VsvTables | None = None,
+) -> NDArray[np.float32]:
+    """:func:`absorbed_dose` for a bare array: the dose (Gy, float32) on the same grid.
+
+    Parameters
+    ----------
+    activity_mbq : ndarray, [z, y, x]
+        Activity in each voxel at the time of administration, MBq.
+    spacing_xyz_mm : (x, y, z), keyword-only
+        Voxel size in mm, in ITK/DICOM order: the reverse of the array's axes. Keyword-only and
+        named so that a spacing written in array order cannot pass unnoticed.
+    method, tissue, engine, kernel_tables
+        As in :func:`absorbed_dose`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((9, 9, 9)); a[4, 4, 4] = 1.0
+    >>> round(float(absorbed_dose_array(a, spacing_xyz_mm=(4.42, 4.42, 4.42))[4, 4, 4]), 1)
+    229.2
     """
     info = inspect_volume(activity_mbq, name="activity_mbq")
     activity = info.array
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     if tissue not in TISSUES:
         raise InputError(f"tissue must be one of {sorted(TISSUES)}, got {tissue!r}")
     if method == "local":
@@ -123,7 +169,7 @@ def absorbed_dose(
         raise InputError(f"method must be 'kernel' or 'local', got {method!r}")
     if engine not in ("auto", "direct", "fft"):
         raise InputError(f"engine must be 'auto', 'direct' or 'fft', got {engine!r}")
-    kernel = y90_kernel(spacing, tissue)
+    kernel = y90_kernel(spacing, tissue, tables=kernel_tables)
     out = np.zeros(activity.shape, np.float32)
     if info.nonzero_lo is None or info.nonzero_hi is None:
         return out

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,8 +37,9 @@ from numpy.typing import ArrayLike, NDArray
 from ._checks import MASK_TOLERANCE, check_between, check_mask, check_number, check_positive, check_spacing, check_volume
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
+from .image import Image, mask_image
 
-__all__ = ["DVH", "dvh", "DEFAULT_D_PERCENTS", "DEFAULT_V_GY", "MASK_TOLERANCE"]
+__all__ = ["DVH", "dvh", "dvh_array", "voi_metrics", "DEFAULT_D_PERCENTS", "DEFAULT_V_GY", "MASK_TOLERANCE"]
 
 #: D metrics reported by default: the minimum dose (Gy) to the hottest x % of the VOI.
 DEFAULT_D_PERCENTS: tuple[float, ...] = (2, 5, 50, 70, 90, 95, 98)
@@ -163,23 +164,16 @@ class DVH:
 
 
 
-def dvh(
-    dose_gy: ArrayLike,
-    mask: ArrayLike,
-    spacing_mm: Sequence[float],
-    *,
-    name: str | None = None,
-) -> DVH:
-    """Cumulative DVH of one VOI, weighted by the mask's partial volumes.
+def dvh(dose: Image, mask: "Image | ArrayLike", *, name: str | None = None) -> DVH:
+    """Cumulative DVH of one VOI of a dose image, weighted by the mask's partial volumes.
 
     Parameters
     ----------
-    dose_gy : array [z, y, x]
-        Absorbed dose (Gy).
-    mask : array [z, y, x], bool or float in [0, 1]
-        The VOI: True/1 inside, fractional values for partly covered voxels.
-    spacing_mm : (x, y, z)
-        Voxel size (mm).
+    dose : Image
+        Absorbed dose (``units="GY"``), e.g. from :func:`voxeldose.absorbed_dose`.
+    mask : Image or array [z, y, x]
+        The VOI on the dose's grid: a mask image (``units="MASK"``, e.g. from
+        :func:`voxeldose.load_vois`), or a boolean or fractional (0-1) array of the dose's shape.
     name : str, optional
         VOI name for messages and reports.
 
@@ -190,27 +184,70 @@ def dvh(
     Raises
     ------
     InputError
-        If the dose is not a finite 3-D array.
+        ``dose`` is not an Image in Gy (a bare array: use :func:`dvh_array`), or not finite.
     VoiError
-        If the mask does not match the dose grid, has values outside [0, 1], or is empty.
-    GeometryError
-        If the spacing is not three positive sizes in mm.
+        The mask is on another grid, has values outside [0, 1], or is empty.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from voxeldose import Image
+    >>> dose = Image(np.arange(10.0).reshape(1, 1, 10), (2.0, 2.0, 2.0), units="GY")  # 0 to 9 Gy
+    >>> h = dvh(dose, np.ones((1, 1, 10), bool))
+    >>> round(h.d(50), 6), round(h.v(4.5), 6), h.volume_ml
+    (4.5, 50.0, 0.08)
+    """
+    if not isinstance(dose, Image):
+        raise InputError(
+            f"dvh takes the dose as a voxeldose Image (Gy, with its geometry), got {type(dose).__name__}; for a "
+            "bare array use dvh_array(dose_gy, mask, spacing_xyz_mm=...)"
+        )
+    if dose.units.upper() != "GY":
+        raise InputError(f"dvh needs a dose image in Gy (units 'GY'), got units {dose.units or 'none'!r}")
+    label = name if name is not None else "(unnamed)"
+    values = check_volume(dose.array, name="dose_gy", warn_negative=False)  # kept; min_gy shows them
+    weights = mask_image(dose, mask, name=label).array
+    return _dvh(values, weights, dose.voxel_volume_ml, name)
+
+
+def dvh_array(
+    dose_gy: ArrayLike,
+    mask: ArrayLike,
+    *,
+    spacing_xyz_mm: Sequence[float],
+    name: str | None = None,
+) -> DVH:
+    """:func:`dvh` for bare arrays: the dose (Gy) and the mask [z, y, x] on one grid.
+
+    Parameters
+    ----------
+    dose_gy : array [z, y, x]
+        Absorbed dose (Gy).
+    mask : array [z, y, x], bool or float in [0, 1]
+        The VOI: True/1 inside, fractional values for partly covered voxels.
+    spacing_xyz_mm : (x, y, z), keyword-only
+        Voxel size (mm), in ITK/DICOM order (the reverse of the array's axes).
+    name : str, optional
+        VOI name for messages and reports.
 
     Example
     -------
     >>> import numpy as np
     >>> dose = np.arange(10.0).reshape(1, 1, 10)  # a linear gradient, 0 to 9 Gy
-    >>> h = dvh(dose, np.ones_like(dose, bool), (2.0, 2.0, 2.0))
+    >>> h = dvh_array(dose, np.ones_like(dose, bool), spacing_xyz_mm=(2.0, 2.0, 2.0))
     >>> round(h.d(50), 6), round(h.v(4.5), 6), h.volume_ml
     (4.5, 50.0, 0.08)
     """
     label = repr(name) if name is not None else "(unnamed)"
     dose = check_volume(dose_gy, name="dose_gy", warn_negative=False)  # kept; min_gy shows them
-    spacing = check_spacing(spacing_mm)
-    weights = check_mask(mask, dose.shape, what=f"VOI {label}",
-                         fix_shape="resample the VOI onto the dose grid first")
-    voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
+    weights = check_mask(mask, dose.shape, what=f"VOI {label}", fix_shape="resample the VOI onto the dose grid first")
+    return _dvh(dose, weights, spacing[0] * spacing[1] * spacing[2] * 1e-3, name)
 
+
+def _dvh(dose: NDArray[np.floating], weights: NDArray[np.floating], voxel_ml: float, name: str | None) -> DVH:
+    """The DVH of a checked dose and a checked mask of its shape."""
+    label = repr(name) if name is not None else "(unnamed)"
     inside = weights > 0
     if not inside.any():
         raise VoiError(
@@ -218,7 +255,7 @@ def dvh(
             "that the VOI and the dose image share the same frame of reference and extent"
         )
     d = dose[inside].astype(np.float64, copy=False)
-    w = weights[inside]
+    w = weights[inside].astype(np.float64, copy=False)
     order = np.argsort(d, kind="stable")
     d = d[order]
     w = w[order]
@@ -239,3 +276,48 @@ def dvh(
         _dose_nodes_gy=nodes,
         _fraction_at_nodes=frac,
     )
+
+
+def voi_metrics(dvhs: Mapping[str, DVH], *,
+                density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3,
+                densities_g_per_cm3: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Per VOI: ``volume_ml``, ``mass_g``, ``density_g_per_cm3``, then :meth:`DVH.metrics`.
+
+    Parameters
+    ----------
+    dvhs : mapping of VOI name to DVH
+    density_g_per_cm3 : float
+        Tissue density for the mass (default soft tissue, 1.04 g/cm3).
+    densities_g_per_cm3 : mapping of VOI name to density (g/cm3), optional
+        Densities for particular VOIs, e.g. 0.30 g/cm3 for a lung VOI (a case result gives
+        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
+
+    Returns
+    -------
+    dict
+        ``{voi: {"volume_ml", "mass_g", "density_g_per_cm3", "mean_gy", "min_gy", "max_gy",
+        "D.._gy" ..., "V.._pct" ...}}`` in the mapping's order.
+
+    Raises
+    ------
+    InputError
+        If a density is not a positive number, or names a VOI that has no DVH.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> h = dvh_array(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), spacing_xyz_mm=(5.0, 5.0, 5.0))
+    >>> m = voi_metrics({"liver": h})["liver"]
+    >>> list(m)[:4], m["mass_g"]
+    (['volume_ml', 'mass_g', 'density_g_per_cm3', 'mean_gy'], 1.04)
+    """
+    special = dict(densities_g_per_cm3 or {})
+    unknown = sorted(set(special) - set(dvhs))
+    if unknown:
+        raise InputError(f"voi_metrics: densities given for VOIs without a DVH: {', '.join(unknown)}")
+    out: dict[str, dict[str, float]] = {}
+    for name, h in dvhs.items():
+        m = h.metrics()
+        rho = float(special.get(name, density_g_per_cm3))
+        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(rho), "density_g_per_cm3": rho, **m}
+    return out

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import check_direction, check_origin, check_spacing
-from .errors import GeometryError, InputError
+from ._checks import check_direction, check_mask, check_origin, check_spacing
+from .errors import GeometryError, InputError, VoiError
 
-__all__ = ["Image", "ImageMeta"]
+__all__ = ["Image", "ImageMeta", "mask_image"]
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -88,7 +88,8 @@ class Image:
     direction : tuple of 9 floats
         ITK direction matrix, row-major (see the module documentation).
     units : str
-        "BQML" (Bq/mL), "CNTS" (counts), "HU", "MBQ" (MBq per voxel), "GY", "MASK" or "".
+        "BQML" (Bq/mL), "CNTS" (counts), "HU", "MBQ" (MBq per voxel), "GY", "MASK" (fraction of
+        each voxel inside a VOI, 0-1: checked once, when the image is made) or "".
     meta : ImageMeta
     """
 
@@ -108,6 +109,12 @@ class Image:
             # an array after handing it to an Image)
             arr = arr.view()
             arr.setflags(write=False)
+        if self.units == "MASK":
+            # a VOI: fractions in [0, 1], checked here once, so that every stage can trust it
+            arr = check_mask(arr, None, what="mask image", fix_shape="")
+            if arr.flags.writeable:
+                arr = arr.view()
+                arr.setflags(write=False)
         object.__setattr__(self, "array", arr)
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
         object.__setattr__(self, "origin_mm", check_origin(self.origin_mm))
@@ -191,11 +198,29 @@ class Image:
                    units, meta or ImageMeta())
 
 
-def grid_like(reference: Image, array: ArrayLike, *, units: str = "") -> Image:
-    """An image on ``reference``'s grid with ``array`` and no metadata (masks, dose maps)."""
-    return Image(np.asarray(array), reference.spacing_mm, reference.origin_mm, reference.direction, units)
+def mask_image(reference: Image, mask: "Image | ArrayLike", *, name: str) -> Image:
+    """VOI ``name`` as a mask image (units "MASK", fractions 0-1) on ``reference``'s grid.
 
+    ``mask`` is a mask :class:`Image` on the same grid (returned as it is when its units are
+    "MASK"), or an array [z, y, x] of ``reference``'s shape, boolean or fractional.
 
-def check_same_shape(a: Sequence[int], b: Sequence[int], what: str) -> None:
-    if tuple(a) != tuple(b):
-        raise GeometryError(f"{what}: shapes {tuple(a)} and {tuple(b)} [z, y, x] differ")
+    Raises
+    ------
+    VoiError
+        A mask on another grid (the message says to resample it), of another shape, or with
+        values outside [0, 1].
+    """
+    if isinstance(mask, Image):
+        if not reference.same_grid(mask):
+            raise VoiError(
+                f"VOI {name!r}: its grid (shape {mask.shape}, origin {mask.origin_mm} mm, spacing "
+                f"{mask.spacing_mm} mm) differs from the image's (shape {reference.shape}, origin "
+                f"{reference.origin_mm} mm, spacing {reference.spacing_mm} mm); resample the VOI onto "
+                "the image grid (load_vois does, given the image)"
+            )
+        if mask.units == "MASK":
+            return mask
+        mask = mask.array
+    checked = check_mask(mask, reference.shape, what=f"VOI {name!r}",
+                         fix_shape="put the VOI on the image's grid (load_vois does, given the image)")
+    return Image(checked, reference.spacing_mm, reference.origin_mm, reference.direction, "MASK")

@@ -1,7 +1,9 @@
-"""One case through the engine: activity -> dose -> DVH per VOI.
+"""One case through the engine.
 
-:func:`dose_case` strings the engine stages for one case held in memory (no I/O);
-:func:`run_case` runs one exported case from DICOM to the output folder.
+:func:`compute_case` is the computation of a case, from inputs in memory to one
+:class:`~voxeldose.result.CaseResult`, with no file I/O: the VOI roles and derived VOIs,
+calibration, dose, DVHs, model cross-checks, caveats and provenance. :func:`run_case` is
+reading (:mod:`voxeldose.io`), that function, and writing (:func:`voxeldose.io.write_result`).
 """
 
 from __future__ import annotations
@@ -9,113 +11,194 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
-import shutil
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from numpy.typing import NDArray
 
 from ._version import __version__
-from .dose import Engine, Method, absorbed_dose
-from .dvh import DVH, dvh
-from .errors import VoxelDoseWarning
-from .kernels import Tissue, kernel_source
+from .case import Case
+from .dose import Engine, Method
+from .errors import InputError, VoiError, VoxelDoseWarning
+from .image import Image, mask_image
+from .kernels import Tissue, VsvTables, kernel_source
+from .result import Caveat, CaseResult
 
-if TYPE_CHECKING:
-    from .case import Case
-
-__all__ = ["CaseResult", "dose_case", "CaseOutputs", "run_case", "OUTPUT_FILES"]
+__all__ = ["compute_case", "run_case", "OUTPUT_FILES"]
 
 logger = logging.getLogger(__name__)
 
+#: File names in a case's output folder (a research pipeline depends on them).
+OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
 
-@dataclass(frozen=True)
-class CaseResult:
-    """Dose and DVHs of one case.
-
-    Attributes
-    ----------
-    dose_gy : ndarray, float32, [z, y, x]
-    spacing_mm : (x, y, z)
-    dvhs : mapping VOI name -> DVH
-    provenance : dict
-        Method, kernel source, engine and the time of each step (s).
-    """
-
-    dose_gy: NDArray[np.float32]
-    spacing_mm: tuple[float, float, float]
-    dvhs: Mapping[str, DVH]
-    provenance: Mapping[str, object] = field(default_factory=dict)
+#: What the provenance holds instead of input paths when the outputs are anonymized.
+WITHHELD = "withheld (anonymize)"
 
 
-def dose_case(
-    activity_mbq: NDArray[np.floating],
-    spacing_mm: Sequence[float],
-    masks: Mapping[str, NDArray[np.floating]],
+class _Steps:
+    """Times each step of a case and records, as its caveats, the warnings raised in it."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress or (lambda name: None)
+        self.timings_s: dict[str, float] = {}
+        self.caveats: list[Caveat] = []
+
+    @contextmanager
+    def step(self, name: str, *, timed: bool = True) -> Iterator[None]:
+        if timed:
+            self.progress(name)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                if timed:
+                    self.timings_s[name] = time.perf_counter() - t0
+                    logger.info("%s: %.2f s", name, self.timings_s[name])
+        self.caveat(name, *(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+        for w in caught:  # other warnings (deprecations of a library, ...) are not caveats: pass them on
+            if not issubclass(w.category, UserWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def caveat(self, stage: str, *messages: str) -> None:
+        seen = {c.message for c in self.caveats}
+        for m in messages:
+            if m not in seen:
+                self.caveats.append(Caveat(stage, m))
+                seen.add(m)
+
+
+def _resolve_vois(vois: Mapping[str, Image], case: Case) -> tuple[dict[str, Image], dict[str, str]]:
+    """The VOIs with the case's roles; normal liver derived from the whole liver and the tumours
+    when no VOI has that role (:func:`voxeldose.derive_vois`); caveats as warnings."""
+    from .voi_sets import derive_vois
+
+    masks = dict(vois)
+    roles = {n: r for n, r in case.voi_roles.items()}
+    missing = [n for n in roles if n not in masks]
+    if missing:
+        warnings.warn(f"VOIs named in the case file but not found in the VOI files: {', '.join(missing)}",
+                      VoxelDoseWarning, stacklevel=2)
+    tumours = [n for n, r in roles.items() if r == "tumour" and n in masks]
+    whole = [n for n, r in roles.items() if r == "whole_liver" and n in masks]
+    if whole and tumours and not any(r == "normal_liver" for r in roles.values()):
+        perfused = [n for n, r in roles.items() if r == "perfused" and n in masks]
+        derived = derive_vois(masks, whole_liver=whole[0], tumours=tumours, perfused=perfused[0] if perfused else None)
+        for name, mask in derived.items():
+            if name not in masks:
+                masks[name] = mask
+                roles.setdefault(name, "normal_liver" if name == "normal_liver" else "derived")
+    return masks, roles
+
+
+def compute_case(
+    scan: Image,
+    vois: Mapping[str, "Image | np.ndarray"],
+    case: Case,
     *,
     method: Method = "kernel",
     tissue: Tissue = "soft",
     engine: Engine = "auto",
+    kernel_tables: VsvTables | None = None,
+    caveats: Sequence[Caveat] = (),
+    timings_s: Mapping[str, float] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> CaseResult:
-    """Dose map (Gy) and a DVH for every VOI of one case.
+    """One case, from its scan, VOIs and case values in memory to its :class:`CaseResult`.
 
     Parameters
     ----------
-    activity_mbq : ndarray [z, y, x]
-        Activity per voxel at administration (MBq).
-    spacing_mm : (x, y, z)
-        Voxel size (mm).
-    masks : mapping of VOI name to ndarray [z, y, x]
-        Boolean or fractional (0-1) masks on the activity's grid.
-    method, tissue, engine
+    scan : Image
+        The Y-90 PET (Bq/mL) or bremsstrahlung SPECT (counts) with its metadata, or an activity
+        map already in MBq per voxel at administration (units "MBQ", e.g. a phantom's).
+    vois : mapping name -> mask Image (or array) on the scan's grid
+        E.g. from :func:`voxeldose.load_vois`. Their roles come from ``case.voi_roles``; without
+        a normal-liver VOI, normal liver is derived from the whole liver and the tumours.
+    case : Case
+        Administered activity and time, lung shunt, residual, scanner nuclide, roles.
+    method, tissue, engine, kernel_tables
         As in :func:`voxeldose.absorbed_dose`.
+    caveats : sequence of Caveat
+        Caveats of earlier steps (reading), put first.
+    timings_s : mapping, optional
+        Times of earlier steps (s), put first in the provenance's ``timings_s``.
+    provenance : mapping, optional
+        Added to the provenance; an ``"input"`` mapping is merged into its ``input`` record
+        (e.g. the paths read, or the batch's input hash).
+    progress : callable, optional
+        Called with the name of each step as it starts.
 
     Returns
     -------
     CaseResult
+
+    Raises
+    ------
+    VoxelDoseError
+        Bad input of any kind (the message says what and how to fix it).
     """
-    t0 = time.perf_counter()
-    dose = absorbed_dose(activity_mbq, spacing_mm, method=method, tissue=tissue, engine=engine)
-    t1 = time.perf_counter()
-    dvhs = {name: dvh(dose, mask, spacing_mm, name=name) for name, mask in masks.items()}
-    t2 = time.perf_counter()
-    spacing = tuple(float(s) for s in spacing_mm)
-    provenance = {
-        "method": method,
-        "tissue": tissue,
-        "kernel": kernel_source(spacing, tissue) if method == "kernel" else "local deposition",
-        "engine": engine,
-        "time_dose_s": t1 - t0,
-        "time_dvh_s": t2 - t1,
+    from .calibrate import calibrate
+    from .clinical import model_crosschecks
+    from .dose import absorbed_dose
+    from .dvh import dvh
+
+    if not isinstance(scan, Image):
+        raise InputError(f"compute_case needs the scan as a voxeldose Image, got {type(scan).__name__}")
+    if not isinstance(case, Case):
+        raise InputError(f"compute_case needs a voxeldose Case (voxeldose.load_case), got {type(case).__name__}")
+    steps = _Steps(progress)
+    steps.caveats.extend(caveats)
+    with steps.step("roles", timed=False):
+        masks, roles = _resolve_vois({n: mask_image(scan, m, name=n) for n, m in vois.items()}, case)
+    with steps.step("calibrate"):
+        name = case.calibration_voi_name
+        calibration_mask = masks.get(name) if name else None
+        activity_map = calibrate(scan, case, calibration_mask=calibration_mask)
+    with steps.step("dose"):
+        dose = absorbed_dose(activity_map.image, method=method, tissue=tissue, engine=engine,
+                             kernel_tables=kernel_tables)
+    with steps.step("dvh"):
+        dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
+    crosschecks: dict[str, Any] = {}
+    with steps.step("crosschecks", timed=False):
+        if case.administered_gbq is None:
+            warnings.warn("no administered activity: no model cross-checks", VoxelDoseWarning, stacklevel=1)
+        else:
+            crosschecks = model_crosschecks(
+                activity_map.image, masks, roles, dvhs, administered_gbq=case.administered_gbq,
+                lung_shunt_fraction=case.lung_shunt_fraction or 0.0, residual_fraction=case.residual_fraction or 0.0)
+    negative = int(np.count_nonzero(dose.array < 0))
+    if negative:
+        steps.caveat("dose", f"{negative} voxel(s) have a negative dose (negative activity in the scan); the RT "
+                             "Dose stores them as 0, the NIfTI dose map keeps them")
+    extra = dict(provenance or {})
+    record = {
+        "voxeldose_version": __version__,
+        "input": {"series_instance_uid": scan.meta.series_instance_uid, "modality": scan.meta.modality,
+                  "units": scan.units, **dict(extra.pop("input", {}) or {})},
+        "grid": {"shape_zyx": list(scan.shape), "spacing_mm": list(scan.spacing_mm),
+                 "origin_mm": list(scan.origin_mm), "direction": list(scan.direction)},
+        "calibration": dict(activity_map.provenance),
+        "dose": {"method": method, "tissue": tissue, "engine": engine,
+                 "kernel": kernel_source(scan.spacing_mm, tissue, tables=kernel_tables)
+                 if method == "kernel" else "local deposition"},
+        "timings_s": {**dict(timings_s or {}), **steps.timings_s},
+        **extra,
     }
-    return CaseResult(dose, spacing, dvhs, provenance)  # type: ignore[arg-type]
+    return CaseResult(case=case, images={"activity": activity_map.image, "dose": dose}, vois=masks, roles=roles,
+                      dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
 
 
 # --------------------------------------------------------------------------- one exported case
 
 
-#: File names in a case's output folder (a research pipeline depends on them).
-OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
-
-
-@dataclass(frozen=True)
-class CaseOutputs:
-    """What :func:`run_case` wrote and computed."""
-
-    out_dir: Path
-    case_id: str
-    metrics: Mapping[str, Any]
-    warnings: tuple[str, ...]
-    timings_s: Mapping[str, float]
-
-
-def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[str, Any], image: Any) -> "Case":
-    from .case import Case
+def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[str, Any], image: Image) -> Case:
     from .io.case_file import load_case
 
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -133,38 +216,6 @@ def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[
     return base.with_overrides(**values) if values else base
 
 
-def _check_out(out: Path, force: bool) -> None:
-    from .errors import InputError
-
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is a file; choose a folder name")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(
-            f"--out {out} already holds results; choose another folder, or pass --force to replace them "
-            "(the old results are kept until the new ones are complete)"
-        )
-
-
-#: What the provenance holds instead of input paths when the outputs are anonymized.
-_WITHHELD = "withheld (anonymize)"
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished ``staging`` folder to ``out``; a previous ``out`` is removed only after."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(backup)
-    try:
-        staging.rename(out)
-    except OSError:
-        if backup is not None:
-            backup.rename(out)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def run_case(
     scan: "str | os.PathLike[str]",
     vois: Sequence["str | os.PathLike[str]"],
@@ -174,6 +225,7 @@ def run_case(
     method: Method = "kernel",
     tissue: Tissue = "soft",
     engine: Engine = "auto",
+    kernel_tables: "str | os.PathLike[str] | VsvTables | None" = None,
     series_uid: str | None = None,
     registered: bool = False,
     anonymize: bool = False,
@@ -181,8 +233,8 @@ def run_case(
     overrides: Mapping[str, Any] | None = None,
     progress: "Callable[[str], None] | None" = None,
     extra_provenance: Mapping[str, Any] | None = None,
-) -> CaseOutputs:
-    """Load, calibrate, dose and report one exported case; write its outputs into ``out``.
+) -> CaseResult:
+    """Read one exported case, compute it (:func:`compute_case`) and write its outputs into ``out``.
 
     Parameters
     ----------
@@ -191,19 +243,22 @@ def run_case(
     vois : sequence of paths
         RTSTRUCT, SEG or label-map files (or folders of them), placed on the scan's grid.
     out : path
-        Output folder. Everything is written into a temporary folder beside it and moved into
-        place only when the whole case succeeded; an existing ``out`` with results is refused
-        unless ``force`` (and then replaced only after the new results are complete).
+        Output folder (:func:`voxeldose.io.write_result`: written into a temporary folder beside
+        it and moved into place only when complete; an existing ``out`` with results is refused
+        unless ``force``, and then replaced only after the new results are complete).
     case : Case, path of a case file, or None
         Values the headers lack; ``overrides`` (e.g. from the command line) replace its values.
     method, tissue, engine
         As in :func:`voxeldose.absorbed_dose`.
+    kernel_tables : path or VsvTables, optional
+        Published voxel S-value tables (a folder: :func:`voxeldose.io.load_vsv_tables`).
     series_uid : str, optional
         The series to load when ``scan`` holds several.
     registered : bool
         Accept VOIs from another frame of reference (the user states they are registered).
     anonymize : bool
-        Write the RTDOSE without patient identifiers (the case id replaces them).
+        Write the RT Dose without patient identifiers (the case id replaces them) and keep input
+        folder paths out of the metrics and the report.
     progress : callable, optional
         Called with the name of each step as it starts.
     extra_provenance : mapping, optional
@@ -211,144 +266,42 @@ def run_case(
 
     Returns
     -------
-    CaseOutputs
+    CaseResult
+        With the time of writing the outputs in ``provenance["timings_s"]["outputs"]``.
 
     Raises
     ------
     VoxelDoseError
         Bad input of any kind; nothing is written to ``out`` then.
     """
-    from .calibrate import calibrate
-    from .image import Image
-    from .io.dicom import load_image
-    from .io.vois import load_vois
-    from .io.results import voi_metrics, write_dvh_csv, write_metrics_json, write_nifti, write_rtdose
-    from .clinical import LUNG_DENSITY_G_PER_CM3, model_crosschecks
-    from .report import write_report
-    from .voi_sets import derive_vois
+    from .io import load_image, load_vois, load_vsv_tables
+    from .io.results import check_out, write_result
 
     out_dir = Path(out)
-    _check_out(out_dir, force)
-    step = progress or (lambda name: None)
-    timings: dict[str, float] = {}
-    caught: list[warnings.WarningMessage] = []
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        step(name)
-        t0 = time.perf_counter()
-        result = fn()
-        timings[name] = time.perf_counter() - t0
-        logger.info("%s: %.2f s", name, timings[name])
-        return result
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        image = timed("load", lambda: load_image(scan, series_uid))
-        record = _case_from(case, overrides or {}, image)
-        if anonymize and record.source_path:  # the provenance names the case file by its name only
-            record = replace(record, source_path=Path(record.source_path).name)
-
-        def read_vois() -> dict[str, Any]:
-            from .errors import VoiError
-
-            masks: dict[str, Any] = {}
-            for path in vois:
-                for name, mask in load_vois(path, image, registered=registered).items():
-                    if name in masks:
-                        raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
-                    masks[name] = mask
-            return masks
-
-        masks = timed("vois", read_vois)
-        roles = dict(record.voi_roles)
-        tumour_names = [n for n, r in roles.items() if r == "tumour" and n in masks]
-        whole = [n for n, r in roles.items() if r == "whole_liver" and n in masks]
-        notes: list[str] = []
-        missing = [n for n in roles if n not in masks]
-        if missing:
-            notes.append(f"VOIs named in the case file but not found in the VOI files: {', '.join(missing)}")
-        if whole and tumour_names and not any(r == "normal_liver" for r in roles.values()):
-            perfused = [n for n, r in roles.items() if r == "perfused" and n in masks]
-            derived, derive_notes = derive_vois(masks, whole_liver=whole[0], tumours=tumour_names,
-                                                perfused=perfused[0] if perfused else None)
-            notes.extend(derive_notes)
-            for name, mask in derived.items():
-                if name not in masks:
-                    masks[name] = mask
-                    roles.setdefault(name, "normal_liver" if name == "normal_liver" else "derived")
-
-        calibration_name = record.calibration_voi_name
-        calibration_mask = masks.get(calibration_name) if calibration_name else None
-        activity = timed("calibrate", lambda: calibrate(image, record, calibration_mask=calibration_mask))
-        dose = timed("dose", lambda: absorbed_dose(activity.image.array, image.spacing_mm, method=method,
-                                                   tissue=tissue, engine=engine))
-        dvhs = timed("dvh", lambda: {n: dvh(dose, m, image.spacing_mm, name=n) for n, m in masks.items()})
-        crosschecks = model_crosschecks(
-            activity_mbq=activity.image.array, spacing_mm=image.spacing_mm, vois=masks, roles=roles, dvhs=dvhs,
-            administered_gbq=record.administered_gbq, lung_shunt_fraction=record.lung_shunt_fraction or 0.0,
-            residual_fraction=record.residual_fraction or 0.0,
-        ) if record.administered_gbq is not None else {"warnings": ["no administered activity: no model cross-checks"]}
-
-    negative = int(np.count_nonzero(dose < 0))
-    if negative:
-        notes.append(f"{negative} voxel(s) have a negative dose (negative activity in the scan); the RT Dose "
-                     "stores them as 0, the NIfTI dose map keeps them")
-    warning_texts = list(dict.fromkeys(
-        [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-        + notes + list(crosschecks.get("warnings", []))
-    ))
-    dose_image = Image(dose, image.spacing_mm, image.origin_mm, image.direction, "GY", image.meta)
-    provenance = {
-        "voxeldose_version": __version__,
-        # folder names of exports often hold the patient's name: with anonymize, no folder paths
-        "input": {"scan": _WITHHELD if anonymize else str(scan),
-                  "series_instance_uid": image.meta.series_instance_uid,
-                  "modality": image.meta.modality, "units": image.units,
-                  "vois": [_WITHHELD if anonymize else str(v) for v in vois]},
-        "grid": {"shape_zyx": list(image.shape), "spacing_mm": list(image.spacing_mm),
-                 "origin_mm": list(image.origin_mm), "direction": list(image.direction)},
-        "calibration": dict(activity.provenance),
-        "dose": {"method": method, "tissue": tissue, "engine": engine,
-                 "kernel": kernel_source(image.spacing_mm, tissue) if method == "kernel" else "local deposition"},
-        "timings_s": timings,
-        **dict(extra_provenance or {}),
-    }
-    per_voi = voi_metrics(dvhs, densities_g_per_cm3={n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items()
-                                                     if r == "lung" and n in dvhs})
-    metrics: dict[str, Any] = {
-        "case_id": record.case_id,
-        "case": record.to_dict(),
-        "vois": per_voi,
-        "roles": roles,
-        "model_crosschecks": crosschecks,
-        "warnings": warning_texts,
-        "provenance": provenance,
-    }
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        step("outputs")
-        t0 = time.perf_counter()
-        write_nifti(staging / "dose.nii.gz", dose_image)
-        write_nifti(staging / "activity.nii.gz", activity.image)
-        with warnings.catch_warnings():
-            # already in the notes above, and in the report: not again on stderr
-            warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
-                                    category=VoxelDoseWarning)
-            write_rtdose(staging / "rtdose.dcm", dose_image, reference=image, anonymize=anonymize,
-                         case_id=record.case_id)
-        write_dvh_csv(staging / "dvh.csv", dvhs)
-        write_report(staging / "report.html", case_id=record.case_id, dose=dose_image, vois=masks, dvhs=dvhs,
-                     metrics=per_voi, crosschecks=crosschecks, warnings=warning_texts,
-                     provenance=provenance, tumour_names=[n for n, r in roles.items() if r == "tumour"])
-        timings["outputs"] = time.perf_counter() - t0
-        write_metrics_json(staging / "metrics.json", metrics)
-        _check_out(out_dir, force)  # nobody wrote there meanwhile
-        _publish(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return CaseOutputs(out_dir, record.case_id, metrics, tuple(warning_texts), timings)
+    check_out(out_dir, force)
+    steps = _Steps(progress)
+    with steps.step("load"):
+        image = load_image(scan, series_uid)
+    record = _case_from(case, overrides or {}, image)
+    if anonymize and record.source_path:  # the provenance names the case file by its name only
+        record = replace(record, source_path=Path(record.source_path).name)
+    with steps.step("vois"):
+        masks: dict[str, Image] = {}
+        for path in vois:
+            for name, mask in load_vois(path, image, registered=registered).items():
+                if name in masks:
+                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
+                masks[name] = mask
+        tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None and not isinstance(kernel_tables, VsvTables)
+                  else kernel_tables)
+    # folder names of exports often hold the patient's name: with anonymize, no folder paths
+    inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
+    result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
+                          caveats=steps.caveats, timings_s=steps.timings_s,
+                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress)
+    del image, masks
+    with steps.step("outputs"):
+        write_result(result, out_dir, force=force, anonymize=anonymize)
+    timings = {**result.provenance["timings_s"], "outputs": steps.timings_s["outputs"]}
+    return replace(result, provenance={**result.provenance, "timings_s": timings},
+                   caveats=result.caveats + tuple(c for c in steps.caveats if c.stage == "outputs"))

@@ -31,19 +31,20 @@ import io
 import json
 import math
 import re
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._version import __version__
-from ._checks import check_mask
 from .dvh import DVH
 from .errors import InputError
 from .image import Image
 
-__all__ = ["write_report", "hottest_tumour"]
+if TYPE_CHECKING:
+    from .result import CaseResult
+
+__all__ = ["render_report", "hottest_tumour"]
 
 #: Index axes further than this from a patient axis make the grid "oblique" (degrees).
 _OBLIQUE_DEG = 10.0
@@ -135,7 +136,8 @@ def hottest_tumour(
     >>> d = np.arange(8.0).reshape(2, 2, 2)
     >>> a, b = np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool)
     >>> a[0], b[1] = True, True
-    >>> dvhs = {"Tumor A": voxeldose.dvh(d, a, (4, 4, 4)), "tumor B": voxeldose.dvh(d, b, (4, 4, 4))}
+    >>> h = lambda m: voxeldose.dvh_array(d, m, spacing_xyz_mm=(4, 4, 4))
+    >>> dvhs = {"Tumor A": h(a), "tumor B": h(b)}
     >>> hottest_tumour(dvhs)
     'tumor B'
     """
@@ -550,100 +552,65 @@ def _header_table(case_id: str, run: str, version: str, dose: Image, provenance:
 # --------------------------------------------------------------------------- the report
 
 
-def write_report(
-    path: str | Path,
-    *,
-    case_id: str,
-    dose: Image,
-    vois: Mapping[str, Any],
-    dvhs: Mapping[str, DVH],
-    metrics: Mapping[str, Mapping[str, float]],
-    crosschecks: Mapping[str, Any],
-    warnings: Sequence[str],
-    provenance: Mapping[str, Any],
-    title: str | None = None,
-    tumour_names: Sequence[str] | None = None,
-) -> Path:
-    """Write the self-contained HTML report of one case.
+def render_report(result: "CaseResult", *, title: str | None = None) -> str:
+    """The self-contained HTML report of one case (write it with :func:`voxeldose.io.write_report`).
 
     Parameters
     ----------
-    path : str or Path
-        Output file (overwritten). Its folder must exist.
-    case_id : str
-        The case's pseudonymous id, shown in the title. Never a patient name: the report
-        prints no patient identifier (``dose.meta.identifiers`` is not read).
-    dose : Image
-        Absorbed dose (Gy) with its geometry (for the planes, their orientation and scale).
-    vois : mapping name -> mask [z, y, x]
-        VOI masks on the dose grid (bool or fractions in [0, 1]); outlines at 0.5.
-    dvhs : mapping name -> DVH
-        DVHs to plot (one curve each) and to choose the hottest tumour from.
-    metrics : mapping name -> mapping metric -> value
-        The metrics table, one row per VOI, e.g. from ``io.results.voi_metrics``: keys
-        ``volume_ml``, ``mass_g``, ``mean_gy``, ``min_gy``, ``max_gy``, ``D{x}_gy``,
-        ``V{g}_pct``; other keys are shown as they are.
-    crosschecks : mapping
-        The result of :func:`voxeldose.clinical.model_crosschecks` (or a mapping without its
-        keys, when there is none); its ``roles`` also label the metrics table.
-    warnings : sequence of str
-        Shown first, in a coloured box.
-    provenance : mapping
-        JSON-able; shown collapsed. ``provenance["dose"]["method"]``, ``["kernel"]`` and
-        ``["tissue"]`` go in the header, and ``provenance["run_datetime"]`` when present is the
-        run date (else now).
+    result : CaseResult
+        The case: its dose (for the planes, their orientation and scale), VOI masks (outlines at
+        0.5), DVHs, metrics, roles (they label the metrics table and choose the tumours), model
+        cross-checks, caveats (shown first, in a coloured box, with the stage that raised them)
+        and provenance (shown collapsed; its ``dose`` method, kernel and tissue go in the
+        header, and ``run_datetime`` when present is the run date, else now). The report prints
+        the case id, never a patient identifier (``dose.meta.identifiers`` is not read).
     title : str, optional
         Page title (default "Y-90 radioembolization dosimetry").
-    tumour_names : sequence of str, optional
-        The tumour VOIs; the planes pass through the one with the highest mean dose
-        (:func:`hottest_tumour` gives the rule when this is not given).
 
     Returns
     -------
-    Path
-        ``path``.
+    str
+        The page (UTF-8 text).
 
     Raises
     ------
     InputError
-        If ``dose`` is not an :class:`~voxeldose.Image` or ``case_id`` is empty.
-    VoiError
-        If a mask is not on the dose grid or is not a mask.
+        If ``result`` is not a :class:`~voxeldose.result.CaseResult`.
 
     Example
     -------
-    >>> import tempfile, pathlib, numpy as np, voxeldose
-    >>> from voxeldose.image import Image
-    >>> d = np.zeros((20, 20, 20), np.float32); d[8:12, 8:12, 8:12] = 100.0
-    >>> m = d > 0
-    >>> h = {"tumour": voxeldose.dvh(d, m, (4, 4, 4))}
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "report.html"
-    >>> write_report(out, case_id="demo-1", dose=Image(d, (4, 4, 4)), vois={"tumour": m}, dvhs=h,
-    ...              metrics={"tumour": h["tumour"].metrics()}, crosschecks={}, warnings=[],
-    ...              provenance={}).exists()
+    >>> import numpy as np, voxeldose
+    >>> ph = voxeldose.phantoms.sphere(spacing_xyz_mm=(4.0, 4.0, 4.0))
+    >>> result = voxeldose.compute_case(ph.activity, ph.vois, voxeldose.Case("demo-1"))
+    >>> render_report(result).startswith("<!DOCTYPE html>")
     True
     """
-    if not isinstance(dose, Image):
-        raise InputError(f"dose must be a voxeldose Image (Gy) with its geometry, got {type(dose).__name__}")
-    if not str(case_id).strip():
-        raise InputError("case_id is empty: pass the case's pseudonymous id")
-    masks = {str(n): check_mask(m, dose.shape, what=f"VOI {n!r}", fix_shape="resample the VOI onto the dose grid")
-             for n, m in vois.items()}
-    roles_raw = crosschecks.get("roles") if isinstance(crosschecks, Mapping) else None
-    roles: Mapping[str, str] = roles_raw if isinstance(roles_raw, Mapping) else {}
+    from .result import CaseResult
+
+    if not isinstance(result, CaseResult):
+        raise InputError(f"render_report needs a voxeldose CaseResult, got {type(result).__name__}")
+    dose = result.dose
+    case_id = result.case_id
+    masks = {str(n): m.array for n, m in result.vois.items()}
+    dvhs = result.dvhs
+    roles = result.roles
+    provenance = result.provenance
+    crosschecks = result.crosschecks
     names = list(dict.fromkeys([*dvhs, *masks]))
     colours = _colours(names)
 
-    tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, tumour_names=tumour_names, roles=roles)
+    tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, roles=roles)
     dvh_png = _dvh_figure(dvhs, colours) if dvhs else ""
     slices_png, slices_caption = _slices_figure(dose, masks, colours, tumour)
 
-    run = provenance.get("run_datetime") if isinstance(provenance, Mapping) else None
+    run = provenance.get("run_datetime")
     run_text = str(run) if run else dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     heading = title or "Y-90 radioembolization dosimetry"
-    if warnings:
-        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
-        n = len(warnings)
+    caveats = result.caveats
+    if caveats:
+        items = "".join(f"<li>{html.escape(c.message)} <span class='meta'>({html.escape(c.stage)})</span></li>"
+                        for c in caveats)
+        n = len(caveats)
         warn_html = (f"<div class='box warn' role='alert'><h3>\u26a0 {n} warning{'s' if n > 1 else ''}</h3>"
                      f"<ul>{items}</ul></div>")
     else:
@@ -651,13 +618,14 @@ def write_report(
     dvh_html = (f"<figure><img alt='cumulative dose-volume histograms' src='data:image/png;base64,{dvh_png}'>"
                 "<figcaption>Percent of each VOI receiving at least the dose on the x axis (partial-volume "
                 "weighted voxel doses, no binning).</figcaption></figure>") if dvh_png else "<p>No DVHs.</p>"
-    page = f"""<!DOCTYPE html>
+    metrics = result.metrics
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</h1>
-{_header_table(str(case_id), run_text, __version__, dose, provenance if isinstance(provenance, Mapping) else {})}
+{_header_table(str(case_id), run_text, __version__, dose, provenance)}
 {warn_html}
 <h2>Dose-volume histograms</h2>
 {dvh_html}
@@ -669,7 +637,7 @@ src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
 receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL).</p>
 <h2>Model cross-checks</h2>
-{_crosscheck_html(crosschecks if isinstance(crosschecks, Mapping) else {})}
+{_crosscheck_html(crosschecks)}
 <h2>Provenance</h2>
 <details><summary>Inputs, calibration, kernel, versions, timings (JSON)</summary>
 <pre>{html.escape(json.dumps(provenance, indent=2, default=str, ensure_ascii=False))}</pre></details>
@@ -677,6 +645,3 @@ receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue
 from elsewhere.</p>
 </body></html>
 """
-    p = Path(path)
-    p.write_text(page, encoding="utf-8")
-    return p

@@ -16,38 +16,64 @@ Rules (stated, because fractional masks need one)
   drawn on the liver), which the minimum expresses; a product would assume the two fractions
   are independent and halve boundary voxels that both regions fill from the same side.
 
-Every conflict found goes into the returned list of messages, with its size in voxels (summed
-fractions), for the report.
+:func:`union_of`, :func:`difference` and :func:`intersection` are these rules, on arrays; they are
+the only place the rules are written (:func:`derive_vois` and the clinical cross-checks use them).
+Every conflict :func:`derive_vois` finds is a :class:`~voxeldose.VoxelDoseWarning` (a caveat of
+the case), with its size in voxels (summed fractions).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from ._checks import MASK_TOLERANCE, check_mask
-from .errors import InputError, VoiError
+from .errors import InputError, VoiError, VoxelDoseWarning
+from .image import Image, mask_image
 
-__all__ = ["derive_vois", "MASK_TOLERANCE", "REPORT_THRESHOLD_VOXELS"]
+__all__ = ["derive_vois", "union_of", "difference", "intersection", "REPORT_THRESHOLD_VOXELS"]
 
 
 #: Conflicts smaller than this (voxels, summed fractions) are float rounding and not reported.
 REPORT_THRESHOLD_VOXELS = 1e-3
 
 
-def _mask(vois: Mapping[str, ArrayLike], name: str, shape: tuple[int, ...] | None) -> NDArray[np.float64]:
+def union_of(masks: Sequence[NDArray[np.floating]], shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Union of distinct VOIs (e.g. tumours): ``clip(sum, 0, 1)`` of the fractions (module rules)."""
+    total = np.zeros(shape, np.float64)
+    for m in masks:
+        total += m
+    return np.clip(total, 0.0, 1.0).astype(np.float32)
+
+
+def difference(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float32]:
+    """``a`` without ``b`` (e.g. the liver without its tumours): ``clip(a - b, 0, 1)``."""
+    return np.clip(np.asarray(a, np.float64) - b, 0.0, 1.0).astype(np.float32)
+
+
+def intersection(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float32]:
+    """What ``a`` and ``b`` share (e.g. normal liver in the perfused territory): ``min(a, b)``."""
+    return np.minimum(a, b).astype(np.float32)
+
+
+def _mask(vois: Mapping[str, Image], name: str, reference: Image | None) -> Image:
     if name not in vois:
         raise VoiError(
             f"no VOI named {name!r}; the VOIs are: {', '.join(repr(k) for k in vois) or 'none'}. "
             "Check the spelling (names are case-sensitive)"
         )
-    return check_mask(vois[name], shape, what=f"VOI {name!r}",
-                      fix_shape="put all VOIs on one grid first (load_vois with the same reference image)")
+    mask = vois[name]
+    if not isinstance(mask, Image):
+        raise InputError(
+            f"VOI {name!r} is a {type(mask).__name__}, not a mask Image; derive_vois needs masks with their "
+            "grid (load_vois returns them; voxeldose.mask_image(image, array, name=...) makes one)"
+        )
+    return mask_image(reference if reference is not None else mask, mask, name=name)
 
 
-def _bbox(m: NDArray[np.float64]) -> tuple[slice, ...] | None:
+def _bbox(m: NDArray[np.floating]) -> tuple[slice, ...] | None:
     idx = np.nonzero(m)
     if idx[0].size == 0:
         return None
@@ -59,20 +85,23 @@ def _intersect(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...] 
     return None if any(s.start >= s.stop for s in out) else out
 
 
+def _caveat(message: str) -> None:
+    warnings.warn(message, VoxelDoseWarning, stacklevel=3)
+
+
 def derive_vois(
-    vois: Mapping[str, ArrayLike],
+    vois: Mapping[str, Image],
     *,
     whole_liver: str,
     tumours: Sequence[str],
     perfused: str | None = None,
-) -> tuple[dict[str, NDArray[np.float32]], list[str]]:
-    """Normal liver, tumour union and perfused normal liver from fractional VOI masks.
+) -> dict[str, Image]:
+    """Normal liver, tumour union and perfused normal liver from VOI masks.
 
     Parameters
     ----------
-    vois : mapping name -> ndarray [z, y, x]
-        Fraction (0-1) of each voxel inside each VOI (boolean masks are accepted), all of one
-        shape. Not modified.
+    vois : mapping name -> mask Image
+        The VOIs on one grid (e.g. from :func:`voxeldose.load_vois`). Not modified.
     whole_liver : str
         Name of the whole-liver VOI (tumours included).
     tumours : sequence of str
@@ -82,33 +111,32 @@ def derive_vois(
 
     Returns
     -------
-    derived : dict str -> ndarray, float32, [z, y, x]
-        ``"tumours"`` (union), ``"normal_liver"``, and with ``perfused`` ``"perfused_normal_liver"``;
-        fractions 0-1 by the rules of the module documentation.
-    messages : list of str
-        One sentence per conflict resolved: tumours that overlap (summed ``min`` of the two
-        fractions, in voxels), tumour parts outside the liver, perfused territory outside the
-        liver. Empty when the VOIs are consistent.
+    dict str -> Image (units "MASK", on the whole liver's grid)
+        ``"tumours"`` (union), ``"normal_liver"``, and with ``perfused``
+        ``"perfused_normal_liver"``; fractions 0-1 by the rules of the module documentation.
 
     Raises
     ------
     VoiError
-        An unknown name (the message lists the known ones), masks of different shapes, values
+        An unknown name (the message lists the known ones), masks on different grids, values
         outside [0, 1], the liver named among the tumours or twice as a tumour.
     InputError
-        ``tumours`` is not a sequence of names.
+        ``tumours`` is not a sequence of names, or a VOI is not an Image.
+
+    Warns
+    -----
+    VoxelDoseWarning
+        One per conflict resolved: tumours that overlap (summed ``min`` of the two fractions, in
+        voxels), tumour parts outside the liver, perfused territory outside the liver.
 
     Example
     -------
     >>> import numpy as np
-    >>> liver = np.zeros((1, 1, 4)); liver[0, 0, :3] = 1
-    >>> t1 = np.array([[[0.5, 0.0, 0.0, 0.0]]]); t2 = np.array([[[0.5, 0.5, 0.0, 0.0]]])
-    >>> derived, messages = derive_vois({"liver": liver, "t1": t1, "t2": t2},
-    ...                                 whole_liver="liver", tumours=["t1", "t2"])
-    >>> derived["normal_liver"].tolist()
+    >>> from voxeldose import Image
+    >>> def voi(values): return Image(np.array([[values]], float), (4.0, 4.0, 4.0), units="MASK")
+    >>> vois = {"liver": voi([1, 1, 1, 0]), "t1": voi([0.5, 0, 0, 0]), "t2": voi([0.5, 0.5, 0, 0])}
+    >>> derive_vois(vois, whole_liver="liver", tumours=["t1", "t2"])["normal_liver"].array.tolist()
     [[[0.0, 0.5, 1.0, 0.0]]]
-    >>> messages
-    []
     """
     if isinstance(tumours, str):
         tumours = [tumours]
@@ -126,15 +154,10 @@ def derive_vois(
     if perfused is not None and (perfused == whole_liver or perfused in tumour_names):
         raise VoiError(f"{perfused!r} is given as the perfused territory and as another VOI; name each VOI once")
 
-    liver = _mask(vois, whole_liver, None)
-    shape = liver.shape
-    masks = {t: _mask(vois, t, shape) for t in tumour_names}
-    messages: list[str] = []
-
-    total = np.zeros(shape)
-    for m in masks.values():
-        total += m
-    union = np.clip(total, 0.0, 1.0)
+    liver_image = _mask(vois, whole_liver, None)
+    liver = liver_image.array
+    masks = {t: _mask(vois, t, liver_image).array for t in tumour_names}
+    union = union_of(list(masks.values()), liver.shape)
 
     # pairwise overlaps, on the intersection of bounding boxes
     boxes = {t: _bbox(m) for t, m in masks.items()}
@@ -149,40 +172,37 @@ def derive_vois(
                 continue
             # two tumours may share a voxel (each a part of it); only fractions summing to more
             # than the whole voxel are claimed by both
-            excess = np.clip(masks[ta][box] + masks[tb][box] - 1.0, 0.0, None)
+            excess = np.clip(masks[ta][box].astype(np.float64) + masks[tb][box] - 1.0, 0.0, None)
             amount = float(excess.sum())
             if amount > REPORT_THRESHOLD_VOXELS:
-                messages.append(
+                _caveat(
                     f"tumours {ta!r} and {tb!r} overlap by {amount:.2f} voxel(s) (their fractions sum to "
                     f"more than 1 in {int(np.count_nonzero(excess))} voxel(s)); the overlap is counted once "
                     "in 'tumours'"
                 )
-    excess_all = float((total - union).sum())
+    excess_all = float(sum(float(m.sum(dtype=np.float64)) for m in masks.values()) - union.sum(dtype=np.float64))
     if excess_all > REPORT_THRESHOLD_VOXELS and len(tumour_names) > 2:
-        messages.append(f"tumour overlaps in all: {excess_all:.2f} voxel(s) counted once in 'tumours'")
+        _caveat(f"tumour overlaps in all: {excess_all:.2f} voxel(s) counted once in 'tumours'")
 
     for t, m in masks.items():
-        out_of_liver = float(np.clip(m - liver, 0.0, None).sum())
+        out_of_liver = float(difference(m, liver).sum(dtype=np.float64))
         if out_of_liver > REPORT_THRESHOLD_VOXELS:
-            size = float(m.sum())
-            messages.append(
+            size = float(m.sum(dtype=np.float64))
+            _caveat(
                 f"tumour {t!r}: {out_of_liver:.2f} voxel(s) ({100.0 * out_of_liver / size:.1f} % of it) lie "
                 f"outside {whole_liver!r}; kept in 'tumours', not taken from 'normal_liver'"
             )
 
-    normal = np.clip(liver - union, 0.0, 1.0)
-    derived: dict[str, NDArray[np.float32]] = {
-        "tumours": union.astype(np.float32),
-        "normal_liver": normal.astype(np.float32),
-    }
+    normal = difference(liver, union)
+    derived = {"tumours": union, "normal_liver": normal}
     if perfused is not None:
-        territory = _mask(vois, perfused, shape)
-        outside = float(np.clip(territory - liver, 0.0, None).sum())
+        territory = _mask(vois, perfused, liver_image).array
+        outside = float(difference(territory, liver).sum(dtype=np.float64))
         if outside > REPORT_THRESHOLD_VOXELS:
-            messages.append(
+            _caveat(
                 f"perfused territory {perfused!r}: {outside:.2f} voxel(s) "
-                f"({100.0 * outside / max(float(territory.sum()), 1e-12):.1f} % of it) lie outside "
+                f"({100.0 * outside / max(float(territory.sum(dtype=np.float64)), 1e-12):.1f} % of it) lie outside "
                 f"{whole_liver!r}; not part of 'perfused_normal_liver'"
             )
-        derived["perfused_normal_liver"] = np.minimum(normal, territory).astype(np.float32)
-    return derived, messages
+        derived["perfused_normal_liver"] = intersection(normal, territory)
+    return {name: liver_image.with_array(m, units="MASK") for name, m in derived.items()}

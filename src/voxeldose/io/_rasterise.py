@@ -318,7 +318,7 @@ def rasterise_contours(
     rings_by_plane: list[list[NDArray[np.float64]]],
     plane_k: NDArray[np.float64],
     shape: tuple[int, int, int],
-    spacing_mm: tuple[float, float, float],
+    spacing_xyz_mm: tuple[float, float, float],
     *,
     fallback_step: float,
     gap_break_factor: float,
@@ -333,7 +333,7 @@ def rasterise_contours(
         The planes' positions along the slice normal (continuous index k), ascending.
     shape : (nz, ny, nx)
         The reference grid.
-    spacing_mm : (x, y, z)
+    spacing_xyz_mm : (x, y, z)
         Its voxel size.
     fallback_step : float
         Plane spacing (index units) for an ROI drawn on one plane.
@@ -352,15 +352,15 @@ def rasterise_contours(
     step = float(np.median(gaps)) if gaps.size else fallback_step
     breaks = np.nonzero(gaps > gap_break_factor * step)[0]
     # sub-sample distance from the largest section (shoelace areas; holes add, which only coarsens)
-    px_mm, py_mm = spacing_mm[0], spacing_mm[1]
+    px_mm, py_mm = spacing_xyz_mm[0], spacing_xyz_mm[1]
     largest_mm2 = max(sum(abs(_shoelace(r)) for r in rings) for rings in rings_by_plane) * px_mm * py_mm
     pitch = max(SHAPE_PITCH_MM, math.sqrt(largest_mm2 / math.pi) / SHAPE_SAMPLES_PER_RADIUS)
     f = int(min(MAX_SHAPE_SUB, max(2, math.ceil(max(px_mm, py_mm) / pitch))))
-    n_z = int(min(MAX_SHAPE_SUB, max(2, math.ceil(spacing_mm[2] / pitch))))
+    n_z = int(min(MAX_SHAPE_SUB, max(2, math.ceil(spacing_xyz_mm[2] / pitch))))
     total = 0.0
     for first, last in zip(np.r_[0, breaks + 1], np.r_[breaks, len(plane_k) - 1]):
         k = plane_k[first:last + 1]
-        run = _Run(rings_by_plane[first:last + 1], k, (spacing_mm[0], spacing_mm[1]), spacing_mm[2], f)
+        run = _Run(rings_by_plane[first:last + 1], k, (spacing_xyz_mm[0], spacing_xyz_mm[1]), spacing_xyz_mm[2], f)
         n = len(k)
         head = np.array([run.plane(m).area for m in range(min(3, n))])
         tail = np.array([run.plane(m).area for m in range(max(0, n - 3), n)])

@@ -1,15 +1,19 @@
-"""The result files of one case: NIfTI maps, a DICOM RT Dose, the DVH table and the metrics.
+"""The result files of one case: NIfTI maps, a DICOM RT Dose, the DVH table, the metrics, the report.
 
+- :func:`write_result`: every output of a :class:`~voxeldose.result.CaseResult` into a folder,
+  atomically (:data:`voxeldose.pipeline.OUTPUT_FILES`);
 - :func:`write_nifti`: an image as NIfTI with its geometry.
 - :func:`write_rtdose`: the absorbed dose as a DICOM RT Dose in the frame of reference (and,
   unless anonymized, the patient and study) of the image it was computed from.
 - :func:`write_dvh_csv`: cumulative DVHs in long format.
-- :func:`voi_metrics` and :func:`write_metrics_json`: per-VOI metrics and the case's JSON.
+- :func:`write_metrics_json`: the case's JSON (:meth:`CaseResult.to_dict`);
+- :func:`write_report`: the HTML report (:func:`voxeldose.report.render_report`).
 
-Every writer writes exactly the file it is given, in a folder that must exist, and creates no
-other file. It refuses to replace an existing file unless ``overwrite=True`` (the file is
-created exclusively, so two writers cannot both succeed). A writer that fails removes what it
-had started. The pipeline writes into a temporary folder and moves it into place.
+Every single-file writer writes exactly the file it is given, in a folder that must exist, and
+creates no other file. It refuses to replace an existing file unless ``overwrite=True`` (the
+file is created exclusively, so two writers cannot both succeed). A writer that fails removes
+what it had started. :func:`write_result` writes into a temporary folder beside the output
+folder and moves it into place only when every file is written.
 
 RT Dose
 -------
@@ -53,27 +57,33 @@ import io
 import json
 import math
 import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from .._version import __version__
 from ..image import Image
 from ._dicom_common import ds_values, file_meta, new_uid
 
+if TYPE_CHECKING:
+    from ..result import CaseResult
+
 __all__ = [
+    "write_result",
+    "write_report",
+    "check_out",
     "write_nifti",
     "write_rtdose",
     "write_dvh_csv",
     "write_metrics_json",
-    "voi_metrics",
     "RTDOSE_SOP",
     "DVH_CSV_COLUMNS",
 ]
@@ -456,52 +466,6 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 
 # --------------------------------------------------------------------------- metrics
 
 
-def voi_metrics(dvhs: Mapping[str, DVH], *,
-                density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3,
-                densities_g_per_cm3: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
-    """Per VOI: ``volume_ml``, ``mass_g``, ``density_g_per_cm3``, then :meth:`DVH.metrics`.
-
-    Parameters
-    ----------
-    dvhs : mapping of VOI name to DVH
-    density_g_per_cm3 : float
-        Tissue density for the mass (default soft tissue, 1.04 g/cm3).
-    densities_g_per_cm3 : mapping of VOI name to density (g/cm3), optional
-        Densities for particular VOIs, e.g. 0.30 g/cm3 for a lung VOI (the pipeline gives
-        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
-
-    Returns
-    -------
-    dict
-        ``{voi: {"volume_ml", "mass_g", "density_g_per_cm3", "mean_gy", "min_gy", "max_gy",
-        "D.._gy" ..., "V.._pct" ...}}`` in the mapping's order.
-
-    Raises
-    ------
-    InputError
-        If a density is not a positive number, or names a VOI that has no DVH.
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> from voxeldose import dvh
-    >>> h = dvh(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), (5.0, 5.0, 5.0))
-    >>> m = voi_metrics({"liver": h})["liver"]
-    >>> list(m)[:4], m["mass_g"]
-    (['volume_ml', 'mass_g', 'density_g_per_cm3', 'mean_gy'], 1.04)
-    """
-    special = dict(densities_g_per_cm3 or {})
-    unknown = sorted(set(special) - set(dvhs))
-    if unknown:
-        raise InputError(f"voi_metrics: densities given for VOIs without a DVH: {', '.join(unknown)}")
-    out: dict[str, dict[str, float]] = {}
-    for name, h in dvhs.items():
-        m = h.metrics()
-        rho = float(special.get(name, density_g_per_cm3))
-        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(rho), "density_g_per_cm3": rho, **m}
-    return out
-
-
 def _jsonable(value: Any, where: str) -> Any:
     """``value`` as plain JSON types; NaN and infinities become None (JSON has neither)."""
     if value is None or isinstance(value, (str, bool)):
@@ -577,3 +541,99 @@ def write_metrics_json(path: str | Path, metrics: Mapping[str, Any], *, overwrit
     with _new_file(p, overwrite, "write_metrics_json") as fh:
         fh.write(text.encode("utf-8"))
     return p
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = False) -> Path:
+    """Write the self-contained HTML report of ``result`` (:func:`voxeldose.report.render_report`).
+
+    Raises
+    ------
+    InputError
+        If ``path`` exists (and not ``overwrite``) or its folder does not.
+    """
+    from ..report import render_report
+
+    p = _check_target(path, "write_report")
+    data = render_report(result).encode("utf-8")
+    with _new_file(p, overwrite, "write_report") as fh:
+        fh.write(data)
+    return p
+
+
+# --------------------------------------------------------------------------- one case's folder
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an output folder that is a file, or that holds results (unless ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is a file; choose a folder name")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(
+            f"--out {out} already holds results; choose another folder, or pass --force to replace them "
+            "(the old results are kept until the new ones are complete)"
+        )
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the finished ``staging`` folder to ``out``; a previous ``out`` is removed only after."""
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(backup)
+    try:
+        staging.rename(out)
+    except OSError:
+        if backup is not None:
+            backup.rename(out)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, anonymize: bool = False) -> Path:
+    """Write every output of one case into the folder ``out`` (stable names).
+
+    ``dose.nii.gz`` (Gy) and ``activity.nii.gz`` (MBq per voxel at administration) with the
+    scan's geometry; ``rtdose.dcm`` (:func:`write_rtdose`, in the scan's frame of reference and
+    study unless ``anonymize``); ``dvh.csv``; ``report.html``; ``metrics.json``
+    (:meth:`CaseResult.to_dict`). Everything is written to a temporary folder beside ``out``
+    and moved into place only when all files are complete; a previous result in ``out`` is
+    removed only after, and only with ``force``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    InputError
+        ``out`` is a file, or holds results and not ``force``; nothing is written then.
+    """
+    out_dir = Path(out)
+    check_out(out_dir, force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        write_nifti(staging / "dose.nii.gz", result.dose)
+        write_nifti(staging / "activity.nii.gz", result.activity)
+        with warnings.catch_warnings():
+            # a caveat of the result already (stage "dose"), shown in the report: not again
+            warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
+                                    category=VoxelDoseWarning)
+            write_rtdose(staging / "rtdose.dcm", result.dose, anonymize=anonymize, case_id=result.case_id)
+        write_dvh_csv(staging / "dvh.csv", result.dvhs)
+        write_report(staging / "report.html", result)
+        write_metrics_json(staging / "metrics.json", result.to_dict())
+        check_out(out_dir, force)  # nobody wrote there meanwhile
+        _publish(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+

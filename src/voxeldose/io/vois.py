@@ -1,7 +1,7 @@
 """VOIs in: RT Structure Sets, DICOM Segmentations and label maps, onto an image's grid.
 
-:func:`load_vois` returns one fractional mask per VOI (float32 [z, y, x], the fraction of each
-voxel inside, 0-1) on the grid of a reference :class:`~voxeldose.image.Image`, by patient
+:func:`load_vois` returns one mask image per VOI (units "MASK", float32 [z, y, x], the fraction of
+each voxel inside, 0-1) on the grid of a reference :class:`~voxeldose.image.Image`, by patient
 coordinates. It reads
 
 - **RTSTRUCT** (Modality RTSTRUCT): closed planar contours are rasterised directly onto the
@@ -185,8 +185,8 @@ def load_vois(
     *,
     registered: bool = False,
     label_names: Mapping[int, str] | None = None,
-) -> dict[str, Mask]:
-    """Load VOIs (RTSTRUCT, SEG or a label map) as fractional masks on ``reference``'s grid.
+) -> dict[str, Image]:
+    """Load VOIs (RTSTRUCT, SEG or a label map) as mask images on ``reference``'s grid.
 
     Parameters
     ----------
@@ -205,8 +205,9 @@ def load_vois(
 
     Returns
     -------
-    dict str -> ndarray, float32, [z, y, x]
-        VOI name -> fraction (0-1) of each reference voxel inside the VOI, in file order.
+    dict str -> Image
+        VOI name -> mask image (units "MASK", float32 [z, y, x], the fraction 0-1 of each
+        reference voxel inside the VOI) on ``reference``'s grid, in file order.
 
     Raises
     ------
@@ -236,8 +237,8 @@ def load_vois(
     >>> img = sitk.GetImageFromArray(labels); img.SetSpacing((4.0, 4.0, 4.0))
     >>> sitk.WriteImage(img, f)
     >>> vois = load_vois(f, ref, label_names={1: "liver"})
-    >>> float(vois["liver"].sum())
-    27.0
+    >>> vois["liver"].units, float(vois["liver"].array.sum())
+    ('MASK', 27.0)
     """
     if not isinstance(reference, Image):
         raise InputError(
@@ -255,7 +256,7 @@ def load_vois(
             "label_names applies to label maps only; DICOM VOIs carry their names "
             "(ROIName, SegmentLabel)"
         )
-    out: dict[str, Mask] = {}
+    out: dict[str, Image] = {}
     source: dict[str, Path] = {}
     for f, kind in files:
         logger.debug("reading %s VOIs from %s", kind, f)
@@ -274,7 +275,7 @@ def load_vois(
                 )
             mask = _checked(item, f, reference)
             if mask is not None:
-                out[item.name] = mask
+                out[item.name] = Image(mask, reference.spacing_mm, reference.origin_mm, reference.direction, "MASK")
                 source[item.name] = f
     if not out:
         raise VoiError(f"{p}: no VOI found (every ROI or segment was empty or skipped); check the file's contents")

@@ -28,6 +28,7 @@ factor of a sphere, 1 - 3x/4 + x^3/16).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tomllib
@@ -42,6 +43,7 @@ from .. import constants as C
 from .._resources import data_dir
 from .._checks import check_positive, check_shape, check_spacing
 from ..errors import GeometryError, InputError
+from ..image import Image
 from ..dose import local_deposition_gy_per_mbq
 from ..kernels import dose_point_kernel
 
@@ -83,6 +85,10 @@ class Phantom:
         Fraction of each voxel inside each VOI.
     truth : mapping
         What the engine must find, JSON-able (see each phantom's documentation).
+    activity : Image
+        ``activity_mbq`` with its geometry (units "MBQ"), for the image-level functions.
+    vois : mapping name -> Image
+        ``masks`` as mask images (units "MASK") on the same grid.
     """
 
     name: str
@@ -101,6 +107,16 @@ class Phantom:
         """Volume of one voxel (mL)."""
         sx, sy, sz = self.spacing_mm
         return sx * sy * sz * 1e-3
+
+    @functools.cached_property
+    def activity(self) -> Image:
+        """The activity (MBq per voxel at administration) as an image with its geometry."""
+        return Image(self.activity_mbq, self.spacing_mm, self.origin_mm, units="MBQ")
+
+    @functools.cached_property
+    def vois(self) -> Mapping[str, Image]:
+        """The VOI masks as mask images on the activity's grid."""
+        return MappingProxyType({n: self.activity.with_array(m, units="MASK") for n, m in self.masks.items()})
 
 
 def _frozen(array: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -134,7 +150,7 @@ def _centred_origin(shape_zyx: tuple[int, int, int], spacing: tuple[float, float
 
 def ellipsoid_fraction(
     shape_zyx: tuple[int, int, int],
-    spacing_mm: tuple[float, float, float],
+    spacing_xyz_mm: tuple[float, float, float],
     origin_mm: tuple[float, float, float],
     centre_mm: Sequence[float],
     semi_axes_mm: Sequence[float],
@@ -152,7 +168,7 @@ def ellipsoid_fraction(
     GeometryError
         If the ellipsoid does not lie wholly inside the field of view.
     """
-    spacing = np.asarray(spacing_mm, float)
+    spacing = np.asarray(spacing_xyz_mm, float)
     origin = np.asarray(origin_mm, float)
     centre = np.asarray(centre_mm, float)
     axes = np.asarray(semi_axes_mm, float)
@@ -215,7 +231,7 @@ def _add_noise(activity: NDArray[np.float64], counts_per_mbq: float, seed: int) 
 
 def point_source(
     *,
-    spacing_mm: Sequence[float] = (4.42, 4.42, 4.42),
+    spacing_xyz_mm: Sequence[float] = (4.42, 4.42, 4.42),
     shape: Sequence[int] = (21, 21, 21),
     activity_mbq: float = 1.0,
 ) -> Phantom:
@@ -226,7 +242,7 @@ def point_source(
     sentence: dose (Gy) = ``y90_kernel(spacing)`` (mGy/(MBq s)) x cumulated activity x 1e-3,
     centred on the source voxel. The grid must be odd on every axis.
     """
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     shape_zyx = check_shape(shape)
     if any(n % 2 == 0 for n in shape_zyx):
         raise InputError(f"point_source needs an odd shape on every axis to centre the source, got {shape_zyx}")
@@ -243,7 +259,7 @@ def point_source(
         "source_index_zyx": list(centre),
         "cumulated_activity_mbq_s": cumulated,
         "emitted_energy_j": cumulated * 1e6 * C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV,
-        "expected": "dose_gy = y90_kernel(spacing_mm) * cumulated_activity_mbq_s * 1e-3, "
+        "expected": "dose_gy = y90_kernel(spacing_xyz_mm) * cumulated_activity_mbq_s * 1e-3, "
         "centred on source_index_zyx",
     }
     masks = {"source": (activity > 0).astype(np.float64)}
@@ -255,7 +271,7 @@ def point_source(
 
 def uniform(
     *,
-    spacing_mm: Sequence[float] = (4.0, 4.0, 4.0),
+    spacing_xyz_mm: Sequence[float] = (4.0, 4.0, 4.0),
     shape: Sequence[int] = (40, 40, 40),
     concentration_mbq_per_ml: float = 1.0,
 ) -> Phantom:
@@ -264,7 +280,7 @@ def uniform(
     Truth: ``local_deposition_dose_gy``, the dose deep inside (more than the ~11 mm maximum beta
     range from the edge), where the kernel dose equals local deposition.
     """
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     shape_zyx = check_shape(shape)
     c = check_positive(concentration_mbq_per_ml, "concentration_mbq_per_ml", "MBq/mL")
     voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
@@ -305,7 +321,7 @@ def sphere_absorbed_fraction(radius_mm: float, tissue: str = "soft") -> float:
 def sphere(
     *,
     volume_ml: float = 300.0,
-    spacing_mm: Sequence[float] = (2.0, 2.0, 2.0),
+    spacing_xyz_mm: Sequence[float] = (2.0, 2.0, 2.0),
     activity_mbq: float = 1000.0,
     margin_mm: float = 15.0,
 ) -> Phantom:
@@ -316,7 +332,7 @@ def sphere(
     energy, inside the sphere, from the dose point kernel), ``escape_fraction`` (1 minus it) and
     ``dpk_mean_dose_gy`` = ldm x absorbed fraction, the expected mean dose in the sphere VOI.
     """
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     v = check_positive(volume_ml, "volume_ml", "mL")
     a0 = check_positive(activity_mbq, "activity_mbq", "MBq")
     margin = check_positive(margin_mm, "margin_mm", "mm")
@@ -356,7 +372,7 @@ def _liver_geometry() -> dict[str, Any]:
 
 def liver(
     *,
-    spacing_mm: Sequence[float] = (4.42, 4.42, 4.42),
+    spacing_xyz_mm: Sequence[float] = (4.42, 4.42, 4.42),
     shape: Sequence[int] | None = None,
     administered_gbq: float = 3.0,
     lung_shunt_fraction: float = 0.10,
@@ -373,10 +389,10 @@ def liver(
 
     Parameters
     ----------
-    spacing_mm : (x, y, z)
+    spacing_xyz_mm : (x, y, z)
         Voxel size (mm).
     shape : [z, y, x], optional
-        Array shape; default ``ceil(fov_mm / spacing_mm)`` from ``data/phantoms/liver.toml``.
+        Array shape; default ``ceil(fov_mm / spacing_xyz_mm)`` from ``data/phantoms/liver.toml``.
     administered_gbq : float
         Administered Y-90 activity (GBq).
     lung_shunt_fraction : float
@@ -411,7 +427,7 @@ def liver(
     GeometryError
         If the grid is too small to hold the phantom.
     """
-    spacing = check_spacing(spacing_mm)
+    spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     a0_gbq = check_positive(administered_gbq, "administered_gbq", "GBq")
     try:
         lsf = float(lung_shunt_fraction)

@@ -95,8 +95,8 @@ def _geometry() -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-def _ct_image(spacing_mm: Sequence[float], geo: dict[str, Any]) -> Image:
-    ph = phantoms.liver(spacing_mm=spacing_mm)
+def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any]) -> Image:
+    ph = phantoms.liver(spacing_xyz_mm=spacing_xyz_mm)
     nz, ny, nx = ph.activity_mbq.shape
     sx, sy, _ = ph.spacing_mm
     ox, oy, _ = ph.origin_mm
@@ -134,14 +134,14 @@ def write_liver_case(
     lung_shunt_fraction: float = 0.10,
     tumour_to_normal: float = 4.0,
     delay_h: float = 20.0,
-    pet_spacing_mm: Sequence[float] = (4.0, 4.0, 3.0),
+    pet_spacing_xyz_mm: Sequence[float] = (4.0, 4.0, 3.0),
     pet_frame_s: float = 900.0,
     decay_correction: str = "START",
     scanner_nuclide: str = "Y-90",
-    spect_spacing_mm: Sequence[float] = (4.42, 4.42, 4.42),
+    spect_spacing_xyz_mm: Sequence[float] = (4.42, 4.42, 4.42),
     spect_frame_s: float = 1800.0,
     spect_noise: bool = False,
-    ct_spacing_mm: Sequence[float] = (2.0, 2.0, 3.0),
+    ct_spacing_xyz_mm: Sequence[float] = (2.0, 2.0, 3.0),
     fwhm_mm: float | None = None,
     seed: int = 0,
     case_id: str = "phantom-liver",
@@ -157,12 +157,12 @@ def write_liver_case(
         As in :func:`voxeldose.phantoms.liver`.
     delay_h : float
         Acquisition start after administration (h), for both scans.
-    pet_spacing_mm, pet_frame_s, decay_correction, scanner_nuclide
+    pet_spacing_xyz_mm, pet_frame_s, decay_correction, scanner_nuclide
         PET grid, frame duration (s), DecayCorrection (START, ADMIN, NONE) and the nuclide the
         scanner is configured for (see :data:`voxeldose.nuclides.NUCLIDES`).
-    spect_spacing_mm, spect_frame_s, spect_noise
+    spect_spacing_xyz_mm, spect_frame_s, spect_noise
         SPECT grid, acquisition duration (s), Poisson noise on the counts.
-    ct_spacing_mm : (x, y, z)
+    ct_spacing_xyz_mm : (x, y, z)
         CT grid; the RTSTRUCT is contoured on its slices.
     fwhm_mm : float, optional
         Scanner resolution applied to PET and SPECT activity (Gaussian FWHM, mm).
@@ -195,13 +195,13 @@ def write_liver_case(
     truth: dict[str, Any] = {"case_id": case_id, "administration_datetime": ADMINISTRATION.isoformat(),
                              "scan_datetime": scan.isoformat(), "delay_h": delay_h}
 
-    pet = phantoms.liver(spacing_mm=pet_spacing_mm, administered_gbq=administered_gbq,
+    pet = phantoms.liver(spacing_xyz_mm=pet_spacing_xyz_mm, administered_gbq=administered_gbq,
                          lung_shunt_fraction=lung_shunt_fraction, tumour_to_normal=tumour_to_normal)
     truth["phantom"] = dict(pet.truth)
     pet_datasets: list[Any] = []
     if "PET" in write or "SEG" in write:
         activity = pet.activity_mbq if fwhm_mm is None else phantoms.liver(
-            spacing_mm=pet_spacing_mm, administered_gbq=administered_gbq, lung_shunt_fraction=lung_shunt_fraction,
+            spacing_xyz_mm=pet_spacing_xyz_mm, administered_gbq=administered_gbq, lung_shunt_fraction=lung_shunt_fraction,
             tumour_to_normal=tumour_to_normal, fwhm_mm=fwhm_mm).activity_mbq
         factor, decay_factor = pet_stored_per_activity(delay_s=delay_h * 3600, frame_s=pet_frame_s,
                                                        decay_correction=decay_correction, nuclide=scanner_nuclide)
@@ -226,7 +226,7 @@ def write_liver_case(
             (out / "PET").rmdir()
 
     if "SPECT" in write:
-        spect = phantoms.liver(spacing_mm=spect_spacing_mm, administered_gbq=administered_gbq,
+        spect = phantoms.liver(spacing_xyz_mm=spect_spacing_xyz_mm, administered_gbq=administered_gbq,
                                lung_shunt_fraction=lung_shunt_fraction, tumour_to_normal=tumour_to_normal,
                                fwhm_mm=fwhm_mm)
         lam = C.Y90_DECAY_CONSTANT_PER_S
@@ -245,7 +245,7 @@ def write_liver_case(
 
     ct_datasets: list[Any] = []
     if "CT" in write or "RTSTRUCT" in write:
-        ct = _ct_image(ct_spacing_mm, geo)
+        ct = _ct_image(ct_spacing_xyz_mm, geo)
         header = series(1, "CT abdomen")
         paths = write_ct_series(out / "CT", ct, header)
         ct_datasets = read_datasets(paths)
@@ -293,7 +293,7 @@ def write_phantom(name: str, out_dir: str | Path, **options: Any) -> dict[str, A
     phantoms (``point_source``, ``uniform``, ``sphere``) write a Y-90 PET series of their
     activity with the PET scanner model above (options ``delay_h``, ``pet_frame_s``,
     ``decay_correction``, ``scanner_nuclide``, ``seed``; their own keyword options, e.g.
-    ``spacing_mm``, are passed to the phantom), a fractional SEG of their masks, a case file and
+    ``spacing_xyz_mm``, are passed to the phantom), a fractional SEG of their masks, a case file and
     ``truth.json``.
     """
     if name == "liver":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -120,17 +121,22 @@ def test_thresholds_are_the_clinical_values():
 # --------------------------------------------------------------------------- measured T:N
 
 
+def act(values):
+    """An activity image (MBq per voxel, 4 mm voxels) of an array."""
+    return voxeldose.Image(np.asarray(values, float), (4.0, 4.0, 4.0), units="MBQ")
+
+
 def test_tumour_to_normal_rules_on_a_toy():
     # two voxels at 8 MBq, two at 2 MBq, one edge voxel half tumour (5 MBq): core 8 / 2 = 4;
     # weighted: tumour (8 + 8 + 0.5 x 5) / 2.5 = 7.4, normal (2 + 2 + 0.5 x 5) / 2.5 = 2.6
     a = np.array([[[8.0, 8.0, 5.0, 2.0, 2.0]]])
     t = np.array([[[1.0, 1.0, 0.5, 0.0, 0.0]]])
     n = 1.0 - t
-    assert models.tumour_to_normal_ratio(a, t, n, (4, 4, 4)) == pytest.approx(4.0, rel=1e-12)
-    assert models.tumour_to_normal_ratio(a, t, n, (4, 4, 4), rule="weighted") == pytest.approx(7.4 / 2.6, rel=1e-12)
+    assert models.tumour_to_normal_ratio(act(a), t, n) == pytest.approx(4.0, rel=1e-12)
+    assert models.tumour_to_normal_ratio(act(a), t, n, rule="weighted") == pytest.approx(7.4 / 2.6, rel=1e-12)
     # a tumour with no whole voxel falls back to the weighted mean: 0.5 x 5 / 0.5 = 5 MBq; 5 / 2
     tiny = np.array([[[0.0, 0.0, 0.5, 0.0, 0.0]]])
-    assert models.tumour_to_normal_ratio(a, tiny, n, (4, 4, 4)) == pytest.approx(2.5, rel=1e-12)
+    assert models.tumour_to_normal_ratio(act(a), tiny, n) == pytest.approx(2.5, rel=1e-12)
 
 
 def test_tumour_to_normal_errors():
@@ -138,13 +144,13 @@ def test_tumour_to_normal_errors():
     m = np.zeros((2, 2, 2))
     m[0] = 1
     with pytest.raises(voxeldose.VoiError, match="shape"):
-        models.tumour_to_normal_ratio(a, np.ones((2, 2, 3)), m, (4, 4, 4))
+        models.tumour_to_normal_ratio(act(a), np.ones((2, 2, 3)), m)
     with pytest.raises(voxeldose.VoiError, match="empty"):
-        models.tumour_to_normal_ratio(a, np.zeros((2, 2, 2)), m, (4, 4, 4))
+        models.tumour_to_normal_ratio(act(a), np.zeros((2, 2, 2)), m)
     with pytest.raises(voxeldose.InputError, match="no activity"):
-        models.tumour_to_normal_ratio(a * m, 1 - m, m[::-1], (4, 4, 4))
+        models.tumour_to_normal_ratio(act(a * m), 1 - m, m[::-1])
     with pytest.raises(voxeldose.InputError, match="rule"):
-        models.tumour_to_normal_ratio(a, m, 1 - m, (4, 4, 4), rule="median")  # type: ignore[arg-type]
+        models.tumour_to_normal_ratio(act(a), m, 1 - m, rule="median")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- cross-checks on the phantom
@@ -154,31 +160,36 @@ ROLES = {"liver": "whole_liver", "normal_liver": "normal_liver", "lung": "lung",
 
 
 @pytest.fixture(scope="module")
-def case():
+def case(liver):
     """The liver phantom (4.42 mm, T:N 4, 3 GBq) with its local-deposition dose and DVHs."""
-    ph = phantoms.liver()
-    dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
-    dvhs = {n: voxeldose.dvh(dose, m, ph.spacing_mm, name=n) for n, m in ph.masks.items()}
+    ph = liver
+    dose = voxeldose.absorbed_dose(ph.activity, method="local")
+    dvhs = {n: voxeldose.dvh(dose, m, name=n) for n, m in ph.vois.items()}
     return ph, dose, dvhs
 
 
 def _checks(case, roles=ROLES, **kwargs):
+    """The cross-checks, with the caveats they raised (VoxelDoseWarnings) under "warnings"."""
     ph, _, dvhs = case
     kwargs.setdefault("administered_gbq", 3.0)
     kwargs.setdefault("lung_shunt_fraction", 0.1)
-    kwargs.setdefault("dvhs", dvhs)
-    return models.model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm, vois=ph.masks,
-                                    roles=roles, **kwargs)
+    dvhs = kwargs.pop("dvhs", dvhs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cc = models.model_crosschecks(ph.activity, ph.vois, roles, dvhs, **kwargs)
+    assert all(w.category is voxeldose.VoxelDoseWarning for w in caught)
+    assert "warnings" not in cc  # caveats travel one way: as warnings
+    return {**cc, "warnings": [str(w.message) for w in caught]}
 
 
 def test_phantom_tumour_to_normal(case):
     ph, _, _ = case
-    t, n = ph.masks["tumours"], ph.masks["normal_liver"]
+    t, n = ph.vois["tumours"], ph.vois["normal_liver"]
     # built at T:N = 4; voxels >= 99.9 % inside each VOI mix at most 0.1 % of the other
     # compartment, so the core rule recovers 4 to well within the 1 % asked (here < 1e-5)
-    assert models.tumour_to_normal_ratio(ph.activity_mbq, t, n, ph.spacing_mm) == pytest.approx(4.0, rel=1e-5)
+    assert models.tumour_to_normal_ratio(ph.activity, t, n) == pytest.approx(4.0, rel=1e-5)
     # the partial-volume weighted rule is biased towards 1 by the edge voxels (3.71 at 4.42 mm)
-    weighted = models.tumour_to_normal_ratio(ph.activity_mbq, t, n, ph.spacing_mm, rule="weighted")
+    weighted = models.tumour_to_normal_ratio(ph.activity, t, n, rule="weighted")
     assert 3.5 < weighted < 3.9
 
 
@@ -262,8 +273,8 @@ def test_high_shunt_warns(case):
 
 def test_disagreement_warns(case):
     ph, dose, _ = case
-    low = dose * 0.8  # 20 % low: normal liver (-0.6 % -> -20 %) and liver (-2 % -> -22 %) warn
-    dvhs = {n: voxeldose.dvh(low, m, ph.spacing_mm) for n, m in ph.masks.items()}
+    low = dose.with_array(dose.array * 0.8)  # 20 % low: normal liver (-0.6 % -> -20 %) and liver (-2 % -> -22 %) warn
+    dvhs = {n: voxeldose.dvh(low, m) for n, m in ph.vois.items()}
     cc = _checks(case, dvhs=dvhs)
     assert any(w.startswith("normal liver:") and "partition model" in w and "-20%" in w for w in cc["warnings"])
     assert any(w.startswith("tumours:") and "partition model" in w for w in cc["warnings"])
@@ -303,11 +314,10 @@ def test_crosscheck_input_errors(case, kwargs, words):
 
 def test_crosscheck_mask_on_another_grid(case):
     ph, _, dvhs = case
-    vois = dict(ph.masks)
-    vois["liver"] = vois["liver"][:-1]
+    vois = dict(ph.vois)
+    vois["liver"] = voxeldose.Image(ph.masks["liver"][:-1], ph.spacing_mm, ph.origin_mm, units="MASK")
     with pytest.raises(voxeldose.VoiError, match="'liver'.*resample"):
-        models.model_crosschecks(activity_mbq=ph.activity_mbq, spacing_mm=ph.spacing_mm, vois=vois, roles=ROLES,
-                                 dvhs=dvhs, administered_gbq=3.0, lung_shunt_fraction=0.1)
+        models.model_crosschecks(ph.activity, vois, ROLES, dvhs, administered_gbq=3.0, lung_shunt_fraction=0.1)
 
 
 def test_no_shunt_gives_no_lung_dose(case):

@@ -27,8 +27,8 @@ def test_ldm_constant_from_first_principles():
 
 
 def test_point_source_dose_is_the_kernel_and_conserves_energy():
-    ph = phantoms.point_source(spacing_mm=(4.42, 4.42, 4.42), shape=(21, 21, 21), activity_mbq=2.0)
-    dose = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm).astype(float)
+    ph = phantoms.point_source(spacing_xyz_mm=(4.42, 4.42, 4.42), shape=(21, 21, 21), activity_mbq=2.0)
+    dose = voxeldose.absorbed_dose_array(ph.activity_mbq, spacing_xyz_mm=ph.spacing_mm).astype(float)
     kernel = voxeldose.y90_kernel(ph.spacing_mm)
     expected = kernel * ph.truth["cumulated_activity_mbq_s"] * 1e-3
     half = [k // 2 for k in kernel.shape]
@@ -44,11 +44,11 @@ def test_point_source_dose_is_the_kernel_and_conserves_energy():
 
 
 def test_uniform_phantom_activity_and_truth():
-    ph = phantoms.uniform(spacing_mm=(2.0, 3.0, 4.0), shape=(5, 6, 7), concentration_mbq_per_ml=2.5)
+    ph = phantoms.uniform(spacing_xyz_mm=(2.0, 3.0, 4.0), shape=(5, 6, 7), concentration_mbq_per_ml=2.5)
     assert ph.activity_mbq.shape == (5, 6, 7)
     assert np.all(ph.activity_mbq == pytest.approx(2.5 * 0.024))
     assert ph.truth["local_deposition_dose_gy"] == pytest.approx(2.5 * local_deposition_gy_per_mbq(1.04))
-    local = voxeldose.absorbed_dose(ph.activity_mbq, ph.spacing_mm, method="local")
+    local = voxeldose.absorbed_dose_array(ph.activity_mbq, spacing_xyz_mm=ph.spacing_mm, method="local")
     np.testing.assert_allclose(local, ph.truth["local_deposition_dose_gy"], rtol=1e-6)
 
 
@@ -68,7 +68,7 @@ def test_geometric_reduction_factor_against_monte_carlo():
 
 
 def test_sphere_phantom_truth():
-    ph = phantoms.sphere(volume_ml=300.0, spacing_mm=(2.0, 2.0, 2.0), activity_mbq=1000.0)
+    ph = phantoms.sphere(volume_ml=300.0, spacing_xyz_mm=(2.0, 2.0, 2.0), activity_mbq=1000.0)
     t = ph.truth
     assert t["radius_mm"] == pytest.approx((3 * 300e3 / (4 * math.pi)) ** (1 / 3))
     assert t["volume_ml_voxelised"] == pytest.approx(300.0, rel=1e-3)  # sub-voxel sampling
@@ -129,11 +129,11 @@ def test_liver_activity_splits_as_prescribed(liver):
 
 
 def test_liver_ldm_truth_matches_local_deposition_through_the_engine(liver):
-    dose = voxeldose.absorbed_dose(liver.activity_mbq, liver.spacing_mm, method="local")
+    dose = voxeldose.absorbed_dose_array(liver.activity_mbq, spacing_xyz_mm=liver.spacing_mm, method="local")
     k = local_deposition_gy_per_mbq(1.04)
     for name, mask in liver.masks.items():
         record = liver.truth["vois"][name]
-        h = voxeldose.dvh(dose, mask, liver.spacing_mm, name=name)
+        h = voxeldose.dvh_array(dose, mask, spacing_xyz_mm=liver.spacing_mm, name=name)
         # float32 dose map: 1e-6 relative
         assert h.mean_gy == pytest.approx(record["ldm_mean_dose_voxelised_gy"], rel=1e-6), name
         assert record["ldm_mean_dose_gy"] == pytest.approx(record["concentration_mbq_per_ml"] * k, rel=1e-12)
@@ -163,7 +163,7 @@ def test_liver_truth_is_json(liver):
 
 
 def test_liver_parameters_and_fov():
-    ph = phantoms.liver(spacing_mm=(4.0, 4.0, 3.0), administered_gbq=1.5, lung_shunt_fraction=0.0,
+    ph = phantoms.liver(spacing_xyz_mm=(4.0, 4.0, 3.0), administered_gbq=1.5, lung_shunt_fraction=0.0,
                         tumour_to_normal=8.0)
     assert ph.activity_mbq.shape == (148, 142, 142)  # ceil(fov / spacing) from liver.toml
     assert ph.activity_mbq.sum() == pytest.approx(1500.0, rel=1e-12)
@@ -212,7 +212,7 @@ def test_noise_is_seeded_poisson():
         ({"tumour_to_normal": float("nan")}, voxeldose.InputError, ["tumour_to_normal"]),
         ({"fwhm_mm": -3}, voxeldose.InputError, ["fwhm_mm"]),
         ({"shape": (20, 20, 20)}, voxeldose.GeometryError, ["liver", "field of view", "enlarge"]),
-        ({"spacing_mm": (4, 4)}, voxeldose.GeometryError, ["three"]),
+        ({"spacing_xyz_mm": (4, 4)}, voxeldose.GeometryError, ["three"]),
     ],
 )
 def test_liver_bad_parameters(kwargs, error, words):
@@ -231,5 +231,5 @@ def test_registry():
 
 def test_phantom_truth_uses_the_engines_local_deposition_factor():
     # the phantoms' truth comes from the one local-deposition factor, not a copy of its own
-    ph = phantoms.uniform(shape=(3, 3, 3), spacing_mm=(4.0, 4.0, 4.0), concentration_mbq_per_ml=2.5)
+    ph = phantoms.uniform(shape=(3, 3, 3), spacing_xyz_mm=(4.0, 4.0, 4.0), concentration_mbq_per_ml=2.5)
     assert ph.truth["local_deposition_dose_gy"] == local_deposition_gy_per_mbq(1.04) * 2.5

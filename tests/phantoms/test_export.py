@@ -45,14 +45,14 @@ def test_pet_scanner_model_by_hand(delay_h):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     out = tmp_path_factory.mktemp("case") / "liver"
-    truth = write_liver_case(out, write=("PET", "SPECT", "CT"), ct_spacing_mm=(4.0, 4.0, 5.0))
+    truth = write_liver_case(out, write=("PET", "SPECT", "CT"), ct_spacing_xyz_mm=(4.0, 4.0, 5.0))
     return out, truth
 
 
 def test_pet_holds_the_phantom_activity(case):
     out, truth = case
     pet = voxeldose.load_image(out / "PET")
-    ph = phantoms.liver(spacing_mm=(4.0, 4.0, 3.0))
+    ph = phantoms.liver(spacing_xyz_mm=(4.0, 4.0, 3.0))
     assert pet.same_grid(voxeldose.Image(ph.activity_mbq, ph.spacing_mm, ph.origin_mm))
     activity = pet.array.astype(float) * pet.voxel_volume_ml * 1e-6 / truth["pet"]["stored_per_activity"]
     # int16 storage with a slope per slice: 1/32000 of each slice's maximum
@@ -74,12 +74,12 @@ def test_spect_and_ct_share_the_frame_of_reference(case):
     assert spect.meta.frame_of_reference_uid == ct.meta.frame_of_reference_uid == pet.meta.frame_of_reference_uid
     assert spect.meta.study_instance_uid == pet.meta.study_instance_uid
     # counts are proportional to the activity: the liver holds (1 - LSF) of the counts
-    ph = phantoms.liver(spacing_mm=(4.42, 4.42, 4.42))
+    ph = phantoms.liver(spacing_xyz_mm=(4.42, 4.42, 4.42))
     in_liver = spect.array[ph.masks["liver"] > 0].sum() / spect.array.sum()
     assert in_liver == pytest.approx(0.9, rel=1e-4)  # counts rounded to integers
     assert spect.array.max() == pytest.approx(60000, rel=1e-3)
     # CT numbers of the tissues
-    cph = phantoms.liver(spacing_mm=(4.0, 4.0, 5.0))
+    cph = phantoms.liver(spacing_xyz_mm=(4.0, 4.0, 5.0))
     assert np.median(ct.array[cph.masks["normal_liver"] == 1]) == 60
     assert np.median(ct.array[cph.masks["lung"] == 1]) == -800
     assert ct.array.min() == -1000

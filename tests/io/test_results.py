@@ -20,11 +20,11 @@ import pytest
 import SimpleITK as sitk
 
 import voxeldose
+from voxeldose.dvh import voi_metrics
 from voxeldose.image import Image, ImageMeta
 from voxeldose.io.results import (
     DVH_CSV_COLUMNS,
     RTDOSE_SOP,
-    voi_metrics,
     write_dvh_csv,
     write_metrics_json,
     write_nifti,
@@ -328,7 +328,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_dvh_csv_uniform_dose(tmp_path):
     dose = np.full((3, 4, 5), 50.0)
-    h = voxeldose.dvh(dose, np.ones(dose.shape, bool), (2, 2, 2), name="liver")
+    h = voxeldose.dvh_array(dose, np.ones(dose.shape, bool), spacing_xyz_mm=(2, 2, 2), name="liver")
     path = write_dvh_csv(tmp_path / "dvh.csv", {"liver": h}, n_points=11)
     rows = _read_csv(path)
     assert [float(r["dose_gy"]) for r in rows] == pytest.approx(np.linspace(0, 50, 11))
@@ -345,8 +345,8 @@ def test_dvh_csv_several_vois_match_the_dvh(tmp_path):
     mask = np.zeros(dose.shape)
     mask[2:6, 2:7, 3:8] = 1.0
     mask[2, 2:7, 3:8] = 0.5  # partial volumes
-    dvhs = {"tumour, segment 4": voxeldose.dvh(dose, mask, (4, 4, 4)),
-            "liver": voxeldose.dvh(dose, np.ones(dose.shape, bool), (4, 4, 4))}
+    dvhs = {"tumour, segment 4": voxeldose.dvh_array(dose, mask, spacing_xyz_mm=(4, 4, 4)),
+            "liver": voxeldose.dvh_array(dose, np.ones(dose.shape, bool), spacing_xyz_mm=(4, 4, 4))}
     rows = _read_csv(write_dvh_csv(tmp_path / "dvh.csv", dvhs, n_points=101))
     assert [r["voi"] for r in rows] == ["tumour, segment 4"] * 101 + ["liver"] * 101  # quoted comma survives
     for name, h in dvhs.items():
@@ -362,7 +362,7 @@ def test_dvh_csv_several_vois_match_the_dvh(tmp_path):
 
 
 def test_dvh_csv_refuses_to_overwrite_and_checks_values(tmp_path):
-    h = voxeldose.dvh(np.ones((2, 2, 2)), np.ones((2, 2, 2), bool), (1, 1, 1))
+    h = voxeldose.dvh_array(np.ones((2, 2, 2)), np.ones((2, 2, 2), bool), spacing_xyz_mm=(1, 1, 1))
     path = write_dvh_csv(tmp_path / "dvh.csv", {"a": h})
     with pytest.raises(voxeldose.InputError, match="already exists"):
         write_dvh_csv(path, {"b": h})
@@ -377,7 +377,7 @@ def test_dvh_csv_refuses_to_overwrite_and_checks_values(tmp_path):
 
 
 def test_metrics_json_conversions(tmp_path):
-    h = voxeldose.dvh(np.arange(8.0).reshape(2, 2, 2), np.ones((2, 2, 2)), (10, 10, 10))
+    h = voxeldose.dvh_array(np.arange(8.0).reshape(2, 2, 2), np.ones((2, 2, 2)), spacing_xyz_mm=(10, 10, 10))
     data = {"vois": voi_metrics({"a": h}), "nan": float("nan"), "inf": np.float32(np.inf), "neg_inf": -math.inf,
             "when": dt.datetime(2026, 1, 2, 3, 4), "day": dt.date(2026, 1, 2), "arr": np.arange(3),
             "n": np.int64(4), "flag": np.bool_(True), "pair": (1.5, np.nan), "path": Path("/x/y"),
@@ -393,19 +393,6 @@ def test_metrics_json_conversions(tmp_path):
     assert back["vois"]["a"]["mass_g"] == pytest.approx(8.0 * 1.04)  # 8 mL of soft tissue
     assert list(back["vois"]["a"])[:6] == ["volume_ml", "mass_g", "density_g_per_cm3", "mean_gy", "min_gy", "max_gy"]
     assert back["vois"]["a"] == pytest.approx(voi_metrics({"a": h})["a"])
-
-
-def test_voi_metrics_density():
-    h = voxeldose.dvh(np.ones((2, 2, 2)), np.ones((2, 2, 2)), (10, 10, 10))
-    assert voi_metrics({"lung": h}, density_g_per_cm3=0.3)["lung"]["mass_g"] == pytest.approx(8.0 * 0.3)
-    # per-VOI density: the lung at 0.30 g/mL, the liver at the default 1.04 g/mL (8 mL each)
-    m = voi_metrics({"liver": h, "lung": h}, densities_g_per_cm3={"lung": 0.3})
-    assert (m["liver"]["mass_g"], m["lung"]["mass_g"]) == (pytest.approx(8.32), pytest.approx(2.4))
-    assert m["lung"]["density_g_per_cm3"] == 0.3
-    with pytest.raises(voxeldose.InputError, match="densities given for VOIs without a DVH: lungs"):
-        voi_metrics({"lung": h}, densities_g_per_cm3={"lungs": 0.3})
-    with pytest.raises(voxeldose.InputError, match="density"):
-        voi_metrics({"lung": h}, densities_g_per_cm3={"lung": 0.0})
 
 
 def test_metrics_json_refuses_what_it_cannot_write(tmp_path):
@@ -479,19 +466,15 @@ def _dicompyler_python() -> Path:
     return python
 
 
-def test_dicompyler_core_reads_our_rtdose_and_agrees(tmp_path):
-    from voxeldose.phantoms.export import write_liver_case
-
+def test_dicompyler_core_reads_our_rtdose_and_agrees(tmp_path, liver_export):
     python = _dicompyler_python()
-    case = tmp_path / "case"
-    write_liver_case(case, write=("PET", "CT", "RTSTRUCT"))
+    case = liver_export[0]
     pet = voxeldose.load_image(case / "PET")
     activity = voxeldose.calibrate(pet, voxeldose.load_case(case / "case.toml"))
-    dose = voxeldose.absorbed_dose(activity.image.array, pet.spacing_mm)
-    dose_image = Image(dose, pet.spacing_mm, pet.origin_mm, pet.direction, "GY", pet.meta)
+    dose = voxeldose.absorbed_dose(activity.image)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)  # noise may give negative doses
-        rtdose = write_rtdose(tmp_path / "rtdose.dcm", dose_image, reference=pet)
+        rtdose = write_rtdose(tmp_path / "rtdose.dcm", dose, reference=pet)
     vois = voxeldose.load_vois(case / "RTSTRUCT.dcm", pet)
     script = Path(__file__).with_name("dicompyler_check.py")
     proc = subprocess.run([str(python), str(script), str(rtdose), str(case / "RTSTRUCT.dcm")],
@@ -500,7 +483,7 @@ def test_dicompyler_core_reads_our_rtdose_and_agrees(tmp_path):
     theirs = json.loads(proc.stdout)
     compared = []
     for name, mask in vois.items():
-        ours = voxeldose.dvh(dose, mask, pet.spacing_mm)
+        ours = voxeldose.dvh(dose, mask)
         if ours.volume_ml < 50:
             continue
         # the criterion: mean dose within 2 % for VOIs over 50 mL. dicompyler-core

@@ -19,7 +19,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from voxeldose.errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from voxeldose.image import Image, ImageMeta
-from voxeldose.io.vois import load_vois, plane_coverage
+from voxeldose.io.vois import load_vois as _load_vois
+from voxeldose.io.vois import plane_coverage
 from voxeldose.io.write_vois import (
     RTSTRUCT_SOP,
     ellipsoid_polygons,
@@ -31,6 +32,15 @@ from voxeldose.phantoms import ellipsoid_fraction
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.1"
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def load_vois(path, reference, **kwargs):
+    """:func:`voxeldose.load_vois`, checked to return mask images on the reference's grid, with
+    the masks as arrays (these tests check the fractions voxel by voxel)."""
+    vois = _load_vois(path, reference, **kwargs)
+    for mask in vois.values():
+        assert mask.units == "MASK" and mask.same_grid(reference) and mask.array.dtype == np.float32
+    return {name: mask.array for name, mask in vois.items()}
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,181 @@
+"""One case, one result: what a case produced, in one object that every output reads.
+
+:class:`CaseResult` holds the images of a case (the activity at administration and the dose,
+and any later ones), its VOI masks with their roles, the DVHs, the model cross-checks, the
+caveats and the provenance. :func:`voxeldose.pipeline.compute_case` makes it from inputs in
+memory; the writers (:func:`voxeldose.io.write_result`), the report, the batch's cohort table
+and a Python user all read it.
+
+Caveats travel one way. Every stage reports a scientific caveat as a
+:class:`~voxeldose.VoxelDoseWarning`; :func:`~voxeldose.pipeline.compute_case` (and
+:func:`~voxeldose.pipeline.run_case` for the reading steps) records each with the stage it came
+from into :attr:`CaseResult.caveats`, and from there it reaches ``metrics.json``, the report, the
+command line's log and the batch's log.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .case import Case
+from .clinical import LUNG_DENSITY_G_PER_CM3
+from .dvh import DVH, voi_metrics
+from .errors import GeometryError, InputError, VoiError
+from .image import Image
+
+__all__ = ["Caveat", "CaseResult", "metrics_rows", "ROW_COLUMNS"]
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """A scientific caveat about a case's result, and the stage that raised it.
+
+    Attributes
+    ----------
+    stage : str
+        "load", "vois", "roles", "calibrate", "dose", "dvh", "crosschecks" or "outputs".
+    message : str
+        What the caveat is, with numbers and how to act on it.
+    """
+
+    stage: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Everything one case produced. Immutable; build it with :func:`voxeldose.compute_case`.
+
+    Attributes
+    ----------
+    case : Case
+        The case values used (after overrides).
+    images : mapping name -> Image
+        ``"activity"`` (MBq per voxel at administration) and ``"dose"`` (Gy), on the scan's
+        grid, with the scan's metadata (frame of reference, identifiers for the RT Dose).
+    vois : mapping name -> Image
+        The VOI masks (units "MASK") on the same grid, derived VOIs included, in order.
+    roles : mapping name -> role
+        The role of each VOI that has one (``tumour``, ``normal_liver``, ``whole_liver``,
+        ``lung``, ``perfused``; ``derived`` for a derived VOI without another role).
+    dvhs : mapping name -> DVH
+        One per VOI.
+    crosschecks : mapping
+        The model cross-checks (:func:`voxeldose.clinical.model_crosschecks`), or ``{}``.
+    caveats : tuple of Caveat
+        Every scientific caveat, in the order raised.
+    provenance : mapping
+        JSON-able: version, inputs, grid, every calibration factor, kernel, method, timings.
+    """
+
+    case: Case
+    images: Mapping[str, Image]
+    vois: Mapping[str, Image]
+    roles: Mapping[str, str]
+    dvhs: Mapping[str, DVH]
+    crosschecks: Mapping[str, Any] = field(default_factory=dict)
+    caveats: tuple[Caveat, ...] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # one grid for everything a case holds: checked once, here, so that every output can rely on it
+        if not isinstance(self.case, Case):
+            raise InputError(f"CaseResult.case must be a voxeldose Case, got {type(self.case).__name__}")
+        for key, units in (("activity", "MBQ"), ("dose", "GY")):
+            image = self.images.get(key)
+            if not isinstance(image, Image) or image.units != units:
+                raise InputError(f"CaseResult.images[{key!r}] must be an Image in {units!r}, got {image!r:.80}")
+        grid = self.images["dose"]
+        for name, image in self.images.items():
+            if not grid.same_grid(image):
+                raise GeometryError(f"CaseResult: image {name!r} is not on the dose's grid")
+        for name, mask in self.vois.items():
+            if not isinstance(mask, Image) or mask.units != "MASK" or not grid.same_grid(mask):
+                raise VoiError(f"CaseResult: VOI {name!r} must be a mask Image on the dose's grid; resample it "
+                               "onto the scan (voxeldose.mask_image checks one)")
+        missing = sorted(set(self.dvhs) - set(self.vois))
+        if missing:
+            raise VoiError(f"CaseResult: DVHs without a VOI mask: {', '.join(map(repr, missing))}")
+        object.__setattr__(self, "caveats", tuple(self.caveats))
+
+    @property
+    def case_id(self) -> str:
+        return self.case.case_id
+
+    @property
+    def activity(self) -> Image:
+        """Activity per voxel at administration (MBq)."""
+        return self.images["activity"]
+
+    @property
+    def dose(self) -> Image:
+        """Absorbed dose (Gy)."""
+        return self.images["dose"]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The caveats' messages."""
+        return tuple(c.message for c in self.caveats)
+
+    @property
+    def densities_g_per_cm3(self) -> dict[str, float]:
+        """Density (g/cm3) of each VOI's mass that differs from soft tissue's: lung VOIs at
+        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3`."""
+        return {n: LUNG_DENSITY_G_PER_CM3 for n, r in self.roles.items() if r == "lung" and n in self.dvhs}
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Per VOI: volume, mass (at the VOI's density), mean/min/max and the D and V metrics."""
+        return voi_metrics(self.dvhs, densities_g_per_cm3=self.densities_g_per_cm3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as ``metrics.json`` holds it (JSON-able apart from numpy scalars)."""
+        return {
+            "case_id": self.case_id,
+            "case": self.case.to_dict(),
+            "vois": self.metrics,
+            "roles": dict(self.roles),
+            "model_crosschecks": dict(self.crosschecks),
+            "warnings": list(self.warnings),
+            "provenance": dict(self.provenance),
+        }
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per VOI with the case values and the metrics: ``pandas.DataFrame(result.table())``."""
+        return metrics_rows(self.to_dict())
+
+
+#: Leading columns of :func:`metrics_rows`; the metric columns follow in the engine's order.
+ROW_COLUMNS: tuple[str, ...] = (
+    "case_id", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
+    "administration_time", "method",
+)
+
+
+def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows (one per VOI) from a result's :meth:`CaseResult.to_dict` or a ``metrics.json``.
+
+    Each row holds :data:`ROW_COLUMNS` then the VOI's metrics. The batch's cohort table is these
+    rows with a status; reading a ``metrics.json`` back gives the same rows as the result did.
+    """
+    case = metrics.get("case", {}) or {}
+    base: dict[str, Any] = {
+        "case_id": metrics.get("case_id"),
+        "voi": "",
+        "role": "",
+        "administered_gbq": case.get("administered_gbq"),
+        "lung_shunt_fraction": case.get("lung_shunt_fraction"),
+        "residual_fraction": case.get("residual_fraction"),
+        "administration_time": case.get("administration_time"),
+        "method": (metrics.get("provenance", {}) or {}).get("dose", {}).get("method"),
+    }
+    roles: Mapping[str, str] = metrics.get("roles", {}) or {}
+    vois: Mapping[str, Mapping[str, Any]] = metrics.get("vois", {}) or {}
+    return [{**base, "voi": voi, "role": roles.get(voi, ""), **values} for voi, values in vois.items()]
+
+
+def caveats_from(stage: str, messages: Sequence[str]) -> tuple[Caveat, ...]:
+    """Caveats of one stage, without repeats (a warning raised twice is one caveat)."""
+    return tuple(Caveat(stage, m) for m in dict.fromkeys(messages))

@@ -1,0 +1,64 @@
+"""The case result: one object holding a case's images, masks, DVHs, checks, caveats and provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import voxeldose
+from voxeldose.result import ROW_COLUMNS, Caveat, CaseResult, metrics_rows
+
+from .conftest import LIVER_ROLES
+
+
+@pytest.fixture(scope="module")
+def result(liver):
+    vois = {n: liver.vois[n] for n in LIVER_ROLES}
+    case = voxeldose.Case("phantom-2", administered_gbq=3.0, lung_shunt_fraction=0.1, residual_fraction=0.0,
+                          voi_roles=LIVER_ROLES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # compute_case records caveats; none escapes as a warning
+        return voxeldose.compute_case(liver.activity, vois, case, method="local")
+
+
+def test_metrics_use_the_lung_density_for_lung_vois(result):
+    m = result.metrics
+    assert m["lung"]["density_g_per_cm3"] == 0.30 and m["liver"]["density_g_per_cm3"] == 1.04
+    assert m["lung"]["mass_g"] == pytest.approx(m["lung"]["volume_ml"] * 0.30)
+    assert m["liver"]["mean_gy"] == result.dvhs["liver"].mean_gy
+
+
+def test_to_dict_is_the_metrics_json_and_the_table_is_pandas_ready(result, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    doc = result.to_dict()
+    assert list(doc) == ["case_id", "case", "vois", "roles", "model_crosschecks", "warnings", "provenance"]
+    voxeldose.write_metrics_json(tmp_path / "metrics.json", doc)
+    back = json.loads((tmp_path / "metrics.json").read_text())
+    rows = result.table()
+    assert metrics_rows(back) == rows  # the same rows from the file as from the result
+    frame = pandas.DataFrame(rows)
+    assert list(frame.columns[: len(ROW_COLUMNS)]) == list(ROW_COLUMNS)
+    assert len(frame) == len(result.vois)
+    assert frame.set_index("voi").loc["tumours", "role"] == "derived"
+    assert frame["mean_gy"].dtype == float and frame["method"].unique().tolist() == ["local"]
+
+
+def test_the_result_holds_one_grid(result):
+    other = voxeldose.Image(np.zeros((2, 2, 2)), (4.0, 4.0, 4.0), units="MASK")
+    with pytest.raises(voxeldose.VoiError, match="'extra'.*grid"):
+        dataclasses.replace(result, vois={**result.vois, "extra": other})
+    with pytest.raises(voxeldose.VoiError, match="DVHs without a VOI"):
+        dataclasses.replace(result, vois={k: v for k, v in result.vois.items() if k != "lung"})
+    with pytest.raises(voxeldose.InputError, match="'activity'"):
+        dataclasses.replace(result, images={"dose": result.dose})
+    with pytest.raises(voxeldose.InputError, match="Case"):
+        CaseResult(case="phantom-2", images=result.images, vois={}, roles={}, dvhs={})  # type: ignore[arg-type]
+
+
+def test_caveats_keep_their_stage(result):
+    extra = dataclasses.replace(result, caveats=[Caveat("dose", "a caveat")])  # a list becomes a tuple
+    assert extra.caveats == (Caveat("dose", "a caveat"),) and extra.warnings == ("a caveat",)
