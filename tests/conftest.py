@@ -76,3 +76,13 @@ def liver_export(tmp_path_factory) -> tuple[Path, dict]:
         warnings.simplefilter("ignore")
         truth = write_liver_case(out)
     return out, truth
+
+
+@pytest.fixture(scope="session")
+def tables():
+    """The published Lanconelli 2012 tables, read from ../shared (never shipped with the project)."""
+    if not SHARED_REFERENCE.is_dir():
+        pytest.skip("shared/reference_data (the published Lanconelli 2012 tables) not beside the repository")
+    from voxeldose.io import load_vsv_tables
+
+    return load_vsv_tables(SHARED_REFERENCE / "lanconelli2012_vsv_Y90")

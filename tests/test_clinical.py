@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import clinical as models, phantoms
+from voxeldose import clinical as models
 
 # --------------------------------------------------------------------------- formulas by hand
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from voxeldose import constants as C
-from voxeldose.nuclides import NUCLIDES, RADIONUCLIDE_CODES, Y90, normalise_nuclide, nuclide_of_code
+from voxeldose.nuclides import (
+    NUCLIDES,
+    RADIONUCLIDE_CODES,
+    Y90,
+    normalise_nuclide,
+    nuclide_of_code,
+)
 
 
 def _icrp107(name: str) -> dict:
@@ -59,3 +65,12 @@ def test_y86_code_is_not_y90():
     assert nuclide_of_code("C-162A3") == "Y-86"
     assert nuclide_of_code("C-162A7") == "Y-90"
     assert len(set(RADIONUCLIDE_CODES)) == len(RADIONUCLIDE_CODES)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Y-90", "Y-90"), ("y90", "Y-90"), ("90Y", "Y-90"), ("^90^Yttrium", "Y-90"), ("Yttrium-90", "Y-90"),
+    ("F-18", "F-18"), ("18F", "F-18"), ("^18^Fluorine", "F-18"), ("Ga68", "Ga-68"), ("^68^Germanium", "Ge-68"),
+    ("Tc-99m", "Tc-99m"), ("FDG", None), ("", None), (None, None), ("C-162A7", None),
+])
+def test_nuclide_names(text, expected):
+    assert normalise_nuclide(text) == expected

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose import phantoms
 from voxeldose.phantoms.export import write_liver_case
 
 # The criterion: calibration reproduces a known activity within 0.1 %.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose.result import ROW_COLUMNS, Caveat, CaseResult, metrics_rows
+from voxeldose.result import ROW_COLUMNS, CaseResult, Caveat, metrics_rows
 
 from .conftest import LIVER_ROLES
 

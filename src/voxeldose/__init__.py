@@ -41,7 +41,7 @@ from .io import (
 )
 from .kernels import y90_kernel
 from .pipeline import compute_case, run_case
-from .result import Caveat, CaseResult
+from .result import CaseResult, Caveat
 from .voi_sets import derive_vois
 
 __all__ = [

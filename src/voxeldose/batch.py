@@ -295,9 +295,8 @@ def _warm_worker() -> None:
     so that this one-off cost is paid during the start, on all workers at once."""
     import warnings
 
-    import numpy as np
-
     import matplotlib.pyplot  # noqa: F401 - the report's figures
+    import numpy as np
 
     from . import pipeline  # noqa: F401
     from .dose import absorbed_dose, absorbed_dose_array

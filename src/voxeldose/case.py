@@ -60,13 +60,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Mapping
-
-import numpy as np
 
 from ._checks import check_fraction, check_number
 from .errors import InputError

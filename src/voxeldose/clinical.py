@@ -49,7 +49,13 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import check_choice, check_fraction, check_nonnegative, check_positive, check_volume
+from ._checks import (
+    check_choice,
+    check_fraction,
+    check_nonnegative,
+    check_positive,
+    check_volume,
+)
 from .constants import MIRD_Y90_GY_KG_PER_GBQ, SOFT_TISSUE_DENSITY_G_PER_CM3
 from .dvh import DVH
 from .errors import InputError, VoiError, VoxelDoseWarning
@@ -643,9 +649,8 @@ def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, A
         "tumour_relative_difference": _rel(voxel_t, d_t),
         "normal_liver_relative_difference": _rel(voxel_n, d_n),
     }
-    for key, label, voxel_mean, model_gy in (("tumour_relative_difference", "tumours", voxel_t, d_t),
-                                             ("normal_liver_relative_difference", "normal liver", voxel_n, d_n)):
-        diff = out[key]
+    for label, voxel_mean, model_gy in (("tumours", voxel_t, d_t), ("normal liver", voxel_n, d_n)):
+        diff = _rel(voxel_mean, model_gy)
         if diff is not None and voxel_mean is not None and abs(diff) > c.limit:
             _caveat(f"{label}: voxel mean dose {voxel_mean:.1f} Gy differs from the partition model "
                     f"{model_gy:.1f} Gy by {diff:+.0%} (more than {c.limit:.0%})")

@@ -27,14 +27,21 @@ the cumulative DVH. doi:10.1093/jicru/ndq002
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import MASK_TOLERANCE, check_between, check_mask, check_number, check_positive, check_spacing, check_volume
+from ._checks import (
+    MASK_TOLERANCE,
+    check_between,
+    check_mask,
+    check_number,
+    check_positive,
+    check_spacing,
+    check_volume,
+)
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
 from .image import Image, mask_image

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._checks import check_direction, check_mask, check_origin, check_spacing
-from .errors import GeometryError, InputError, VoiError
+from .errors import InputError, VoiError
 
 __all__ = ["Image", "ImageMeta", "mask_image"]
 

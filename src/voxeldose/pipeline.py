@@ -26,7 +26,7 @@ from .dose import Engine, Method
 from .errors import InputError, VoiError, VoxelDoseWarning
 from .image import Image, mask_image
 from .kernels import Tissue, VsvTables, kernel_source
-from .result import Caveat, CaseResult
+from .result import CaseResult, Caveat
 
 __all__ = ["compute_case", "run_case", "OUTPUT_FILES"]
 

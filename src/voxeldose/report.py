@@ -279,7 +279,7 @@ def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
     return int(best[0]), int(best[1]), int(best[2])
 
 
-def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.float64]], colours: Mapping[str, tuple[Any, str]],
+def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colours: Mapping[str, tuple[Any, str]],
                    centre_name: str | None) -> tuple[str, str]:
     """The three planes as a PNG (base64) and a caption."""
     from matplotlib import patheffects

@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 import voxeldose
 from voxeldose.image import Image
 from voxeldose.io.dicom import list_series, load_image
-from voxeldose.io.series import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
+from voxeldose.io.series import (
+    SeriesHeader,
+    write_ct_series,
+    write_nm_spect,
+    write_pet_series,
+)
 
 ADMIN = dt.datetime(2026, 1, 15, 10, 0, 0)
 SCAN = dt.datetime(2026, 1, 16, 6, 30, 0)

@@ -17,7 +17,13 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from voxeldose.errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
+from voxeldose.errors import (
+    DicomError,
+    InputError,
+    VoiError,
+    VoxelDoseError,
+    VoxelDoseWarning,
+)
 from voxeldose.image import Image, ImageMeta
 from voxeldose.io.vois import load_vois as _load_vois
 from voxeldose.io.vois import plane_coverage

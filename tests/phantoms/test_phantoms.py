@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import voxeldose
-from voxeldose.dose import local_deposition_gy_per_mbq
-from voxeldose import constants as C
 from voxeldose import phantoms
+from voxeldose.dose import local_deposition_gy_per_mbq
 
 
 @pytest.fixture(scope="module")

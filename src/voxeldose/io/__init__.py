@@ -16,7 +16,14 @@ them: the phantoms' export and the tests use it).
 from .case_file import load_case
 from .dicom import list_series, load_image
 from .kernel_tables import load_vsv_tables, read_vsv_table
-from .results import write_dvh_csv, write_metrics_json, write_nifti, write_report, write_result, write_rtdose
+from .results import (
+    write_dvh_csv,
+    write_metrics_json,
+    write_nifti,
+    write_report,
+    write_result,
+    write_rtdose,
+)
 from .vois import load_vois
 from .write_vois import write_rtstruct, write_seg
 

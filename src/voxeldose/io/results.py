@@ -67,9 +67,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._version import __version__
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
-from .._version import __version__
 from ..image import Image
 from ._dicom_common import ds_values, file_meta, new_uid
 

@@ -24,15 +24,15 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ._dicom_common import ds_values, file_meta, new_uid
 from ..image import Image
 from ..nuclides import NUCLIDES
+from ._dicom_common import ds_values, file_meta, new_uid
 
 __all__ = [
     "SeriesHeader",
@@ -131,7 +131,12 @@ def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
 
 
 def _save(ds: Any, path: Path, compression: str) -> None:
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGLSLossless,
+        RLELossless,
+    )
 
     file_meta(ds)
     if compression == "none":

@@ -40,11 +40,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import constants as C
-from .._resources import data_dir
 from .._checks import check_positive, check_shape, check_spacing
+from .._resources import data_dir
+from ..dose import local_deposition_gy_per_mbq
 from ..errors import GeometryError, InputError
 from ..image import Image
-from ..dose import local_deposition_gy_per_mbq
 from ..kernels import dose_point_kernel
 
 #: Local-deposition dose (Gy) of 1 MBq/mL at administration in soft tissue (1.04 g in 1 mL).

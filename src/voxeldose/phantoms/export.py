@@ -50,9 +50,9 @@ from .. import phantoms
 from .._resources import data_dir
 from ..errors import InputError
 from ..image import Image
-from ..nuclides import NUCLIDES
 from ..io._dicom_common import new_uid, read_datasets
 from ..io.series import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
+from ..nuclides import NUCLIDES
 
 __all__ = ["write_liver_case", "write_phantom", "pet_stored_per_activity"]
 
