@@ -1,7 +1,8 @@
 """The image type: an array that carries its geometry, units and the metadata later steps need.
 
-This is the one place that converts between SimpleITK's (x, y, z) world and numpy's [z, y, x]
-arrays. Geometry follows ITK/DICOM conventions:
+Geometry follows ITK/DICOM conventions (the conversion to and from SimpleITK images, whose
+tuples are (x, y, z) and whose ``GetArrayFromImage`` is [z, y, x], is :mod:`voxeldose.io._sitk`,
+the one place that does it):
 
 - ``array`` is indexed [z, y, x] (``SimpleITK.GetArrayFromImage`` order);
 - ``spacing_mm`` and ``origin_mm`` are (x, y, z) in mm; ``origin_mm`` is the patient position
@@ -170,32 +171,6 @@ class Image:
             raise InputError(f"new array shape {arr.shape} differs from the image's {self.shape}")
         meta = replace(self.meta, **meta_changes) if meta_changes else self.meta
         return replace(self, array=arr, units=self.units if units is None else units, meta=meta)
-
-    # ----------------------------------------------------------------- SimpleITK
-
-    def to_sitk(self) -> Any:
-        """The image as a ``SimpleITK.Image`` (float32, same geometry)."""
-        import SimpleITK as sitk
-
-        out = sitk.GetImageFromArray(np.ascontiguousarray(self.array, dtype=np.float32))
-        out.SetSpacing(self.spacing_mm)
-        out.SetOrigin(self.origin_mm)
-        out.SetDirection(self.direction)
-        return out
-
-    @classmethod
-    def from_sitk(cls, image: Any, *, units: str = "", meta: ImageMeta | None = None, dtype: Any = np.float32) -> "Image":
-        """An :class:`Image` from a ``SimpleITK.Image`` (3-D, scalar)."""
-        import SimpleITK as sitk
-
-        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-            raise InputError(
-                f"expected a 3-D scalar image, got {image.GetDimension()}-D with "
-                f"{image.GetNumberOfComponentsPerPixel()} component(s)"
-            )
-        arr = sitk.GetArrayFromImage(image).astype(dtype, copy=False)
-        return cls(arr, tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()),
-                   units, meta or ImageMeta())
 
 
 def mask_image(reference: Image, mask: "Image | ArrayLike", *, name: str) -> Image:

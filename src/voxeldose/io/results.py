@@ -72,6 +72,7 @@ from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
 from ._dicom_common import ds_values, file_meta, new_uid
+from ._sitk import to_sitk
 
 if TYPE_CHECKING:
     from ..result import CaseResult
@@ -181,7 +182,7 @@ def write_nifti(path: str | Path, image: Image, *, overwrite: bool = False) -> P
     with _new_file(p, overwrite, "write_nifti"):
         pass  # the name is ours now; SimpleITK writes into it (and on failure it is removed)
     try:
-        sitk.WriteImage(image.to_sitk(), str(p), useCompression=p.name.endswith(".gz"))
+        sitk.WriteImage(to_sitk(image), str(p), useCompression=p.name.endswith(".gz"))
     except BaseException:
         p.unlink(missing_ok=True)
         raise

@@ -114,6 +114,7 @@ from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDose
 from ..image import Image
 from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
+from ._sitk import from_sitk, to_sitk
 
 __all__ = [
     "load_vois",
@@ -707,7 +708,7 @@ def _resample_fraction(src: Image, reference: Image) -> tuple[Mask, float, float
     extent = np.abs(reference.direction_matrix.T @ cropped.direction_matrix) @ np.asarray(cropped.spacing_mm)
     m = np.clip(np.ceil(np.asarray(reference.spacing_mm) / extent - 1e-9), 1, MAX_SUPERSAMPLING).astype(np.int64)
     box = hi - lo + 1  # (x, y, z) reference voxels
-    source = cropped.to_sitk()
+    source = to_sitk(cropped)
     # about 8 M sub-samples at a time at most: split along z
     per_slice = int(box[0] * box[1] * m.prod())
     slices = max(1, 8_000_000 // max(per_slice, 1))
@@ -893,7 +894,7 @@ def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | 
             VoxelDoseWarning,
             stacklevel=4,
         )
-    base = Image.from_sitk(img, dtype=np.float32)
+    base = from_sitk(img, dtype=np.float32)
     out = []
     for value, name in names.items():
         if value not in present:
