@@ -3,7 +3,8 @@
 Run:  python benchmarks/bench_dose.py [--repeat N] [--cases 4.42,4x3,2.0]
 
 For each case it prints the array size, the activity's bounding box, the kernel size, the time of
-``voxeldose.absorbed_dose`` with each engine (best of N, after one warm-up call that compiles and
+``voxeldose.absorbed_dose`` on the activity image (read-only array, as a case holds it) with each
+engine (best of N, after one warm-up call that compiles and
 caches the kernel), its peak memory beyond the input and output (numpy allocations traced by
 tracemalloc, in float32 volumes of the full array), the time of the obvious alternative
 ``scipy.signal.fftconvolve(activity, kernel, mode="same")`` (float32 in, float32 kernel) on the
@@ -82,6 +83,7 @@ def run_case(label, repeat):
     box = tuple(b - a for a, b in zip(lo, hi))
     fft_shape = D._fft_shape([b + k - 1 for b, k in zip(box, kernel.shape)])
     volume_bytes = activity.size * 4
+    image = voxeldose.Image(activity, spacing, units="MBQ")  # what calibrate gives: the array read-only
 
     rows = []
     scale = C.Y90_MEAN_LIFE_S * 1e-3
@@ -93,9 +95,12 @@ def run_case(label, repeat):
         n_active = int(np.count_nonzero(activity))
         if engine == "direct" and n_active * kernel.size > 3e9:
             continue  # minutes: not a sensible choice here, the cost model says so too
-        voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine)  # warm-up: JIT, kernel FFT cache
-        t, dose = best_of(lambda: voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine), repeat)
-        peak, _ = peak_memory_bytes(lambda: voxeldose.absorbed_dose_array(activity, spacing_xyz_mm=spacing, engine=engine))
+        def compute():
+            return voxeldose.absorbed_dose(image, engine=engine).array
+
+        compute()  # warm-up: JIT, kernel FFT cache
+        t, dose = best_of(compute, repeat)
+        peak, _ = peak_memory_bytes(compute)
         extra_volumes = (peak - volume_bytes) / volume_bytes  # beyond the float32 output
         diff = float(np.abs(dose - ref).max() / ref.max())
         chosen = D.choose_engine(n_active, kernel.shape, fft_shape) if engine == "auto" else engine

@@ -63,7 +63,7 @@ def one(tmp: Path, rng: np.random.Generator, diameter: float, plane_mm: float, t
     ref = Image(np.zeros(tuple(n[::-1]), np.float32), spacing, origin, units="BQML",
                 meta=voxeldose.ImageMeta(frame_of_reference_uid=header.frame_of_reference_uid))
     t0 = time.perf_counter()
-    mask = voxeldose.load_vois(rs, ref)["sphere"]
+    mask = voxeldose.load_vois(rs, ref)["sphere"].array
     seconds = time.perf_counter() - t0
     volume = float(mask.sum(dtype=np.float64)) * ref.voxel_volume_ml * 1e3
     return volume / (4.0 / 3.0 * math.pi * radius**3) - 1.0, slab_error(radius, z, centre[2]), seconds
@@ -91,7 +91,7 @@ def liver_timings(tmp: Path, repeat: int = 3) -> None:
             t0 = time.perf_counter()
             vois = voxeldose.load_vois(case / "RTSTRUCT.dcm", ref)
             times.append(time.perf_counter() - t0)
-        results[label] = {n: float(m.sum(dtype=np.float64)) * ref.voxel_volume_ml for n, m in vois.items()}
+        results[label] = {n: float(m.array.sum(dtype=np.float64)) * ref.voxel_volume_ml for n, m in vois.items()}
         print(f"  {label:14s} {min(times):6.2f} s")
     print("  volumes mL (axial / tilted): " + ", ".join(
         f"{n} {results['axial'][n]:.1f} / {results['tilted 15 deg'][n]:.1f}" for n in results["axial"]))
