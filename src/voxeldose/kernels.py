@@ -361,7 +361,7 @@ def y90_kernel(
     --------
     >>> import voxeldose
     >>> k = voxeldose.y90_kernel((4.0, 4.0, 3.0))
-    >>> k.shape[0] % 2 == 1 and k.argmax() == k.size // 2
+    >>> bool(k.shape[0] % 2 == 1 and k.argmax() == k.size // 2)
     True
     """
     spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")

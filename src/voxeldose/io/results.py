@@ -441,8 +441,8 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 
     Example
     -------
     >>> import tempfile, numpy as np
-    >>> from voxeldose import dvh
-    >>> h = dvh(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), (5.0, 5.0, 5.0))
+    >>> from voxeldose import dvh_array
+    >>> h = dvh_array(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), spacing_xyz_mm=(5.0, 5.0, 5.0))
     >>> out = write_dvh_csv(Path(tempfile.mkdtemp()) / "dvh.csv", {"liver": h}, n_points=3)
     >>> out.read_text().splitlines()[:3]
     ['voi,dose_gy,volume_fraction,volume_ml', 'liver,0,1,1', 'liver,25,1,1']
@@ -454,7 +454,7 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 
     for name, h in dvhs.items():
         if not isinstance(h, DVH):
             raise InputError(f"write_dvh_csv: the value for VOI {name!r} is a {type(h).__name__}, not a DVH; "
-                             "build it with voxeldose.dvh(...)")
+                             "build it with voxeldose.dvh(dose, mask)")
         dose_gy, fraction = h.curve(n_points=n_points)
         for g, f in zip(dose_gy, fraction):
             writer.writerow([name, f"{g:.9g}", f"{f:.9g}", f"{f * h.volume_ml:.9g}"])
