@@ -910,7 +910,7 @@ def _pet_mask_check(out: NDArray[np.float64], image: Image, case: Case, mask: Im
 
 
 def _mask_weights(mask: Image | ArrayLike, image: Image, name: str) -> NDArray[np.floating]:
-    return mask_image(image, mask, name=f"calibration VOI {name}").array
+    return mask_image(image, mask, name=name).array
 
 
 def _required(case: Case, name: str, what: str) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DicomError
 
-__all__ = ["ds_values", "new_uid", "file_meta", "read_dicom", "read_datasets"]
+__all__ = ["ds_values", "new_uid", "file_meta", "pixel_module", "read_dicom", "read_datasets"]
 
 
 def ds_values(values: Any) -> Any:
@@ -39,6 +39,18 @@ def file_meta(ds: Any) -> None:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
+
+
+def pixel_module(ds: Any, rows: int, cols: int, *, signed: bool) -> None:
+    """The Image Pixel module of a 16-bit grey-scale image: ``rows`` x ``cols``, (un)signed."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
 
 
 def read_dicom(path: str | Path, *, pixels: bool | str = "deferred", whole_file: bool = False) -> Any | None:

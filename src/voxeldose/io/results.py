@@ -71,7 +71,7 @@ from .._version import __version__
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
-from ._dicom_common import ds_values, file_meta, new_uid
+from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 from ._sitk import to_sitk
 
 if TYPE_CHECKING:
@@ -374,14 +374,7 @@ def write_rtdose(
     ds.GridFrameOffsetVector = ds_values([k * sz for k in range(nz)])
 
     # Image Pixel and RT Dose
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ny
-    ds.Columns = nx
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0  # unsigned: required unless DoseType is ERROR
+    pixel_module(ds, ny, nx, signed=False)  # unsigned: required unless DoseType is ERROR
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = "PLAN_OVERVIEW"  # see the module documentation

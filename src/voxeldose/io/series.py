@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..image import Image
 from ..nuclides import NUCLIDES
-from ._dicom_common import ds_values, file_meta, new_uid
+from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 
 __all__ = [
     "SeriesHeader",
@@ -118,16 +118,6 @@ def _base_dataset(header: SeriesHeader, sop_class: str, modality: str) -> Any:
     ds.ContentTime = ds.SeriesTime
     return ds
 
-
-def _pixel_module(ds: Any, rows: int, cols: int, signed: bool) -> None:
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if signed else 0
 
 
 def _save(ds: Any, path: Path, compression: str) -> None:
@@ -279,7 +269,7 @@ def write_pet_series(
         ds.SliceLocation = ds_values(positions[k][2])
         ds.PixelSpacing = pixel_spacing
         ds.SliceThickness = image.spacing_mm[2]
-        _pixel_module(ds, ny, nx, signed=True)
+        pixel_module(ds, ny, nx, signed=True)
         plane = image.array[k].astype(np.float64)
         peak = float(np.abs(plane).max())
         slope = peak / 32000.0 if peak > 0 else 1.0
@@ -366,7 +356,7 @@ def write_nm_spect(
     code.CodingSchemeDesignator = "SRT"
     item.RadionuclideCodeSequence = [code]
     ds.RadiopharmaceuticalInformationSequence = [item]
-    _pixel_module(ds, ny, nx, signed=False)
+    pixel_module(ds, ny, nx, signed=False)
     ds.PixelData = stack.astype(np.uint16).tobytes()
     _save(ds, path, compression)
     return path
@@ -399,7 +389,7 @@ def write_ct_series(
         ds.SliceLocation = ds_values(positions[k][2])
         ds.PixelSpacing = pixel_spacing
         ds.SliceThickness = image.spacing_mm[2]
-        _pixel_module(ds, ny, nx, signed=True)
+        pixel_module(ds, ny, nx, signed=True)
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.RescaleType = "HU"
