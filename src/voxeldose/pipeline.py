@@ -280,6 +280,9 @@ def run_case(
     out_dir = Path(out)
     check_out(out_dir, force)
     steps = _Steps(progress)
+    # the tables first: a wrong folder fails before minutes of reading
+    tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None and not isinstance(kernel_tables, VsvTables)
+              else kernel_tables)
     with steps.step("load"):
         image = load_image(scan, series_uid)
     record = _case_from(case, overrides or {}, image)
@@ -292,8 +295,6 @@ def run_case(
                 if name in masks:
                     raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
                 masks[name] = mask
-        tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None and not isinstance(kernel_tables, VsvTables)
-                  else kernel_tables)
     # folder names of exports often hold the patient's name: with anonymize, no folder paths
     inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
     result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,

@@ -595,7 +595,10 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     study unless ``anonymize``); ``dvh.csv``; ``report.html``; ``metrics.json``
     (:meth:`CaseResult.to_dict`). Everything is written to a temporary folder beside ``out``
     and moved into place only when all files are complete; a previous result in ``out`` is
-    removed only after, and only with ``force``.
+    removed only after, and only with ``force``. ``anonymize`` writes the RT Dose without patient
+    identifiers (:func:`write_rtdose`); the metrics and the report hold what the result's
+    provenance holds (:func:`voxeldose.run_case` keeps input folder paths out of it when it
+    anonymizes).
 
     Returns
     -------
