@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from .case import Case
 from .clinical import LUNG_DENSITY_G_PER_CM3
@@ -174,8 +174,3 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     roles: Mapping[str, str] = metrics.get("roles", {}) or {}
     vois: Mapping[str, Mapping[str, Any]] = metrics.get("vois", {}) or {}
     return [{**base, "voi": voi, "role": roles.get(voi, ""), **values} for voi, values in vois.items()]
-
-
-def caveats_from(stage: str, messages: Sequence[str]) -> tuple[Caveat, ...]:
-    """Caveats of one stage, without repeats (a warning raised twice is one caveat)."""
-    return tuple(Caveat(stage, m) for m in dict.fromkeys(messages))
