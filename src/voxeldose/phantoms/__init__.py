@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import constants as C
-from .._checks import check_positive, check_shape, check_spacing
+from .._checks import check_fraction, check_positive, check_shape, check_spacing
 from .._resources import data_dir
 from ..dose import local_deposition_gy_per_mbq
 from ..errors import GeometryError, InputError
@@ -429,15 +429,8 @@ def liver(
     """
     spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     a0_gbq = check_positive(administered_gbq, "administered_gbq", "GBq")
-    try:
-        lsf = float(lung_shunt_fraction)
-    except (TypeError, ValueError):
-        raise InputError(f"lung_shunt_fraction must be a number, got {lung_shunt_fraction!r}") from None
-    if not 0.0 <= lsf < 1.0:
-        raise InputError(
-            f"lung shunt fraction {lung_shunt_fraction!r} is outside [0, 1): it is the fraction "
-            "of the administered activity that reaches the lungs (0.10 for 10 %)"
-        )
+    lsf = check_fraction(lung_shunt_fraction, "lung_shunt_fraction",
+                         "the lung shunt, the fraction of the administered activity that reaches the lungs")
     tn = check_positive(tumour_to_normal, "tumour_to_normal", "ratio of concentrations")
     fwhm = None if fwhm_mm is None else check_positive(fwhm_mm, "fwhm_mm", "mm")
     cpm = None if noise_counts_per_mbq is None else check_positive(noise_counts_per_mbq, "noise_counts_per_mbq", "counts/MBq")
