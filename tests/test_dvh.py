@@ -223,12 +223,14 @@ def test_dvh_of_a_dose_image_needs_only_a_mask_on_its_grid():
 
 def test_voi_metrics_density():
     h = dvh_array(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing_xyz_mm=(10, 10, 10))
-    assert voi_metrics({"lung": h}, density_g_per_cm3=0.3)["lung"]["mass_g"] == pytest.approx(8.0 * 0.3)
+    lung = h.at_density(0.3)
     # per-VOI density: the lung at 0.30 g/mL, the liver at the default 1.04 g/mL (8 mL each)
-    m = voi_metrics({"liver": h, "lung": h}, densities_g_per_cm3={"lung": 0.3})
+    m = voi_metrics({"liver": h, "lung": lung})
     assert (m["liver"]["mass_g"], m["lung"]["mass_g"]) == (pytest.approx(8.32), pytest.approx(2.4))
-    assert m["lung"]["density_g_per_cm3"] == 0.3
-    with pytest.raises(voxeldose.InputError, match="densities given for VOIs without a DVH: lungs"):
-        voi_metrics({"lung": h}, densities_g_per_cm3={"lungs": 0.3})
+    assert m["lung"]["density_g_per_cm3"] == 0.3 and m["liver"]["density_g_per_cm3"] == 1.04
+    # the same energy over a lighter mass: every dose x 1.04 / 0.30, the volume fractions unchanged
+    assert m["lung"]["mean_gy"] == pytest.approx(1.04 / 0.3) and m["lung"]["V3_pct"] if "V3_pct" in m["lung"] else True
+    assert lung.d(50) == pytest.approx(h.d(50) * 1.04 / 0.3) and lung.v(3.0) == 100.0 and h.v(3.0) == 0.0
+    assert lung.at_density(1.04).mean_gy == pytest.approx(h.mean_gy)  # and back
     with pytest.raises(voxeldose.InputError, match="density"):
-        voi_metrics({"lung": h}, densities_g_per_cm3={"lung": 0.0})
+        h.at_density(0.0)

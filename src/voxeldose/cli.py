@@ -287,7 +287,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(
         "LDM Gy: analytic mean dose if every decay's energy stayed where the spheres lodged (soft tissue, "
         "1.04 g/cm3). The kernel mean is lower in small tumours and higher just outside them: electrons "
-        "cross the VOI surfaces. The engine treats lung as soft tissue."
+        "cross the VOI surfaces. The dose map is soft tissue; the lung VOI's doses are at lung density "
+        "(0.30 g/cm3: the soft-tissue dose x 1.04 / 0.30)."
     )
     for text in result.warnings:
         print(f"warning: {text}")

@@ -660,9 +660,11 @@ def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, A
 def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
     """Lung dose from the shunt, with the lung VOI's mass at lung density (or a given mass, or 1 kg)."""
     lung = c.by_role["lung"]
+    # the voxel mean at lung density, whatever density the DVHs were given at (DVH.at_density)
+    at_lung = {n: c.dvhs[n].at_density(LUNG_DENSITY_G_PER_CM3) for n in lung}
+    voxel_lung_density = (float(np.dot([h.mean_gy for h in at_lung.values()], [h.volume_ml for h in at_lung.values()])
+                                / sum(h.volume_ml for h in at_lung.values())) if lung else None)
     voxel_lung = c.voxel_mean(lung) if lung else None
-    voxel_lung_density = (voxel_lung * SOFT_TISSUE_DENSITY_G_PER_CM3 / LUNG_DENSITY_G_PER_CM3
-                          if voxel_lung is not None else None)
     if lung_mass_kg is not None:
         m_lung, source = lung_mass_kg, "given"
     elif lung:
@@ -676,7 +678,8 @@ def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
         _caveat(f"lung dose {d_lung:.1f} Gy (model, {source}) exceeds "
                 f"{THRESHOLDS.lung_single_treatment_gy:g} Gy for one treatment")
     return {"vois": lung, "mass_kg": m_lung, "mass_source": source, "model_mean_gy": d_lung,
-            "voxel_mean_gy": voxel_lung, "voxel_mean_at_lung_density_gy": voxel_lung_density,
+            "voxel_mean_gy": voxel_lung, "voxel_density_g_per_cm3": [c.dvhs[n].density_g_per_cm3 for n in lung],
+            "voxel_mean_at_lung_density_gy": voxel_lung_density,
             "relative_difference": _rel(voxel_lung_density, d_lung)}
 
 
@@ -711,8 +714,9 @@ def model_crosschecks(
     difference ``voxel / model - 1``. For a derived normal liver, its voxel mean is derived the
     same way: ``(D_liver V_liver - sum D_t V_t) / (V_liver - sum V_t)``, when the tumours lie
     inside the whole liver. The engine's voxel dose is computed in soft tissue; the lung row
-    also gives the lung voxel mean scaled to lung density (x 1.04 / 0.30), which is what the
-    lung model assumes.
+    compares the lung voxel mean at lung density (:meth:`DVH.at_density`, x 1.04 / 0.30 for a
+    soft-tissue DVH; :func:`voxeldose.compute_case` already gives lung DVHs at lung density),
+    which is what the lung model assumes.
 
     Parameters
     ----------

@@ -77,6 +77,9 @@ class DVH:
         Partial-volume weighted volume of the VOI (mL).
     mean_gy, min_gy, max_gy : float
         Volume-weighted mean dose, and the lowest and highest dose of a voxel in the VOI (Gy).
+    density_g_per_cm3 : float
+        The density the doses refer to (the VOI's mass is its volume times it): soft tissue,
+        1.04 g/cm3, the medium of the engine's dose, unless :meth:`at_density` changed it.
     """
 
     name: str | None
@@ -86,6 +89,31 @@ class DVH:
     max_gy: float
     _dose_nodes_gy: NDArray[np.float64] = field(repr=False, compare=False)
     _fraction_at_nodes: NDArray[np.float64] = field(repr=False, compare=False)
+    density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3
+
+    def at_density(self, density_g_per_cm3: float) -> "DVH":
+        """The DVH of the same energy deposition in a VOI of another density (e.g. lung).
+
+        The engine's dose is the energy absorbed per mass of soft tissue. In a VOI whose tissue
+        has density ``rho`` (lung: mostly air), the same energy over the VOI's real mass gives
+        every dose times ``self.density_g_per_cm3 / rho``: the "soft-tissue kernel with density
+        correction" of the literature [Mikell2015]_. The volume fractions do not change. The
+        energy pattern is still the soft-tissue kernel's (electrons travel further in lung):
+        Mikell et al. found this correction 20 % high on the mean lung dose against Monte Carlo
+        in 17 patients, where the plain soft-tissue dose was 60 % low.
+
+        References
+        ----------
+        .. [Mikell2015] Mikell JK, Mahvash A, Siman W, Mourtada F, Kappadath SC. Comparing voxel-based
+           absorbed dosimetry methods in tumors, liver, lung, and at the liver-lung interface for
+           90Y microsphere selective internal radiation therapy. EJNMMI Phys 2:16, 2015.
+           doi:10.1186/s40658-015-0119-y
+        """
+        rho = check_positive(density_g_per_cm3, "density_g_per_cm3", "g/cm3")
+        k = self.density_g_per_cm3 / rho
+        return DVH(name=self.name, volume_ml=self.volume_ml, mean_gy=self.mean_gy * k, min_gy=self.min_gy * k,
+                   max_gy=self.max_gy * k, _dose_nodes_gy=self._dose_nodes_gy * k,
+                   _fraction_at_nodes=self._fraction_at_nodes, density_g_per_cm3=rho)
 
     def d(self, percent: float) -> float:
         """Minimum dose (Gy) received by the hottest ``percent`` % of the volume (D70: ``d(70)``).
@@ -141,10 +169,11 @@ class DVH:
         dose = np.linspace(0.0, top, int(n_points))
         return dose, self._fraction(dose)
 
-    def mass_g(self, density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
-        """Mass of the VOI (g) at a uniform density (default soft tissue, 1.04 g/cm3)."""
-        rho = check_positive(density_g_per_cm3, "density_g_per_cm3", "g/cm3")
-        return self.volume_ml * rho
+    def mass_g(self, density_g_per_cm3: float | None = None) -> float:
+        """Mass of the VOI (g) at a uniform density (default: the DVH's own density)."""
+        if density_g_per_cm3 is None:
+            return self.volume_ml * self.density_g_per_cm3
+        return self.volume_ml * check_positive(density_g_per_cm3, "density_g_per_cm3", "g/cm3")
 
     def metrics(
         self,
@@ -285,19 +314,11 @@ def _dvh(dose: NDArray[np.floating], weights: NDArray[np.floating], voxel_ml: fl
     )
 
 
-def voi_metrics(dvhs: Mapping[str, DVH], *,
-                density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3,
-                densities_g_per_cm3: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+def voi_metrics(dvhs: Mapping[str, DVH]) -> dict[str, dict[str, float]]:
     """Per VOI: ``volume_ml``, ``mass_g``, ``density_g_per_cm3``, then :meth:`DVH.metrics`.
 
-    Parameters
-    ----------
-    dvhs : mapping of VOI name to DVH
-    density_g_per_cm3 : float
-        Tissue density for the mass (default soft tissue, 1.04 g/cm3).
-    densities_g_per_cm3 : mapping of VOI name to density (g/cm3), optional
-        Densities for particular VOIs, e.g. 0.30 g/cm3 for a lung VOI (a case result gives
-        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3` to the VOIs of role ``lung``).
+    The mass and the density are those the DVH's doses refer to (:attr:`DVH.density_g_per_cm3`:
+    soft tissue, or e.g. lung after :meth:`DVH.at_density`).
 
     Returns
     -------
@@ -305,26 +326,17 @@ def voi_metrics(dvhs: Mapping[str, DVH], *,
         ``{voi: {"volume_ml", "mass_g", "density_g_per_cm3", "mean_gy", "min_gy", "max_gy",
         "D.._gy" ..., "V.._pct" ...}}`` in the mapping's order.
 
-    Raises
-    ------
-    InputError
-        If a density is not a positive number, or names a VOI that has no DVH.
-
     Example
     -------
     >>> import numpy as np
     >>> h = dvh_array(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), spacing_xyz_mm=(5.0, 5.0, 5.0))
-    >>> m = voi_metrics({"liver": h})["liver"]
-    >>> list(m)[:4], m["mass_g"]
-    (['volume_ml', 'mass_g', 'density_g_per_cm3', 'mean_gy'], 1.04)
+    >>> m = voi_metrics({"liver": h, "lung": h.at_density(0.26)})
+    >>> list(m["liver"])[:4], m["liver"]["mass_g"], round(m["lung"]["mean_gy"], 1)
+    (['volume_ml', 'mass_g', 'density_g_per_cm3', 'mean_gy'], 1.04, 200.0)
     """
-    special = dict(densities_g_per_cm3 or {})
-    unknown = sorted(set(special) - set(dvhs))
-    if unknown:
-        raise InputError(f"voi_metrics: densities given for VOIs without a DVH: {', '.join(unknown)}")
     out: dict[str, dict[str, float]] = {}
     for name, h in dvhs.items():
         m = h.metrics()
-        rho = float(special.get(name, density_g_per_cm3))
-        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(rho), "density_g_per_cm3": rho, **m}
+        out[name] = {"volume_ml": m.pop("volume_ml"), "mass_g": h.mass_g(), "density_g_per_cm3": h.density_g_per_cm3,
+                     **m}
     return out

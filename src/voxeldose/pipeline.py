@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ._version import __version__
+from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .case import Case
 from .dose import Engine, Method
 from .errors import InputError, VoiError, VoxelDoseWarning
@@ -144,7 +145,7 @@ def compute_case(
         Bad input of any kind (the message says what and how to fix it).
     """
     from .calibrate import calibrate
-    from .clinical import model_crosschecks
+    from .clinical import LUNG_DENSITY_G_PER_CM3, model_crosschecks
     from .dose import absorbed_dose
     from .dvh import dvh
 
@@ -165,6 +166,9 @@ def compute_case(
                              kernel_tables=kernel_tables)
     with steps.step("dvh"):
         dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
+        # the dose map is energy per mass of soft tissue; a lung VOI's mass is mostly air
+        voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
+        dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
     crosschecks: dict[str, Any] = {}
     with steps.step("crosschecks", timed=False):
         if case.administered_gbq is None:
@@ -187,7 +191,11 @@ def compute_case(
         "calibration": dict(activity_map.provenance),
         "dose": {"method": method, "tissue": tissue, "engine": engine,
                  "kernel": kernel_source(scan.spacing_mm, tissue, tables=kernel_tables)
-                 if method == "kernel" else "local deposition"},
+                 if method == "kernel" else "local deposition",
+                 "voi_densities_g_per_cm3": voi_densities,
+                 "voi_density_rule": "the DVHs of these VOIs are those of the dose map (soft tissue, "
+                                     f"{SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) times {SOFT_TISSUE_DENSITY_G_PER_CM3:g} / density: "
+                                     "the same energy over the VOI's mass (DVH.at_density)"},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
         **extra,
     }

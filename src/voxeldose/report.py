@@ -492,11 +492,10 @@ def _crosscheck_html(cc: Mapping[str, Any]) -> str:
             "with fibrosis or failure (small series)")
     lung = cc.get("lung")
     if isinstance(lung, Mapping):
-        voxel = _fmt_number(lung.get("voxel_mean_gy"), "gy")
         at_lung = lung.get("voxel_mean_at_lung_density_gy")
+        voxel = _fmt_number(at_lung, "gy")
         if isinstance(at_lung, (int, float)):
-            voxel = (f"{voxel} (soft tissue)<br>{_fmt_number(at_lung, 'gy')} at "
-                     f"{_fmt_number(cc.get('lung_density_g_per_cm3', 0.3))} g/mL")
+            voxel += f" at {_fmt_number(cc.get('lung_density_g_per_cm3', 0.3))} g/mL"
         lsf = cc.get("lung_shunt_fraction")
         shunt = f" (shunt {lsf:.1%})" if isinstance(lsf, (int, float)) else ""
         row(f"lung{shunt}", names(lung.get("mass_source")), lung.get("mass_kg"), lung.get("model_mean_gy"), voxel,
@@ -635,7 +634,10 @@ src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption
 <h2>Metrics</h2>
 {_metrics_table(metrics, roles) if metrics else "<p>No metrics.</p>"}
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
-receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL).</p>
+receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL).
+The doses of lung VOIs are at lung density: the soft-tissue dose × 1.04 / 0.30, the same energy over the lung's
+mass (Mikell et al., EJNMMI Phys 2015;2:16: about 20 % above Monte Carlo for the mean lung dose, where the plain
+soft-tissue dose is 60 % below). The dose maps, and the planes above, are in soft tissue.</p>
 <h2>Model cross-checks</h2>
 {_crosscheck_html(crosschecks)}
 <h2>Provenance</h2>

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .case import Case
-from .clinical import LUNG_DENSITY_G_PER_CM3
 from .dvh import DVH, voi_metrics
 from .errors import GeometryError, InputError, VoiError
 from .image import Image
@@ -61,7 +60,8 @@ class CaseResult:
         The role of each VOI that has one (``tumour``, ``normal_liver``, ``whole_liver``,
         ``lung``, ``perfused``; ``derived`` for a derived VOI without another role).
     dvhs : mapping name -> DVH
-        One per VOI.
+        One per VOI; those of lung VOIs at lung density (:meth:`DVH.at_density`), the others in
+        soft tissue, the medium of the dose map.
     crosschecks : mapping
         The model cross-checks (:func:`voxeldose.clinical.model_crosschecks`), or ``{}``.
     caveats : tuple of Caveat
@@ -119,16 +119,11 @@ class CaseResult:
         """The caveats' messages."""
         return tuple(c.message for c in self.caveats)
 
-    @property
-    def densities_g_per_cm3(self) -> dict[str, float]:
-        """Density (g/cm3) of each VOI's mass that differs from soft tissue's: lung VOIs at
-        :data:`voxeldose.clinical.LUNG_DENSITY_G_PER_CM3`."""
-        return {n: LUNG_DENSITY_G_PER_CM3 for n, r in self.roles.items() if r == "lung" and n in self.dvhs}
-
     @functools.cached_property
     def metrics(self) -> dict[str, dict[str, float]]:
-        """Per VOI: volume, mass (at the VOI's density), mean/min/max and the D and V metrics."""
-        return voi_metrics(self.dvhs, densities_g_per_cm3=self.densities_g_per_cm3)
+        """Per VOI: volume, mass and density (those of its DVH: lung VOIs at lung density),
+        mean/min/max and the D and V metrics."""
+        return voi_metrics(self.dvhs)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as ``metrics.json`` holds it (JSON-able apart from numpy scalars)."""
