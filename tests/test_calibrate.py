@@ -453,13 +453,20 @@ def test_spect_partial_volume_liver_mask_recovers_the_phantom():
     assert_recovers(result, ph.activity_mbq)
 
 
-def test_spect_whole_field_of_view_warns():
+def test_spect_whole_field_of_view_only_when_asked():
     ph = phantoms.liver(administered_gbq=2.0, lung_shunt_fraction=0.0)
     spect = spect_image(ph.activity_mbq, ph.spacing_mm)
+    # no calibration VOI: an error (it used to calibrate on the whole field of view, 10 % low on
+    # the liver with a shunt), the same default as compute_case and voxeldose run
+    with pytest.raises(CalibrationError, match="needs a calibration VOI.*field_of_view"):
+        calibrate(spect, administered_gbq=2.0, lung_shunt_fraction=0.0, residual_fraction=0.0)
     with pytest.warns(VoxelDoseWarning, match="whole field of view"):
-        result = calibrate(spect, administered_gbq=2.0, lung_shunt_fraction=0.0, residual_fraction=0.0)
+        result = calibrate(spect, administered_gbq=2.0, lung_shunt_fraction=0.0, residual_fraction=0.0,
+                           calibration_mask="field_of_view")
     assert_recovers(result, ph.activity_mbq)
     assert result.provenance["result"]["calibration_voi"] == "whole field of view"
+    with pytest.raises(CalibrationError, match="calibration_mask must be"):
+        calibrate(spect, administered_gbq=2.0, lung_shunt_fraction=0.0, residual_fraction=0.0, calibration_mask="liver")
 
 
 @pytest.mark.parametrize("missing, option", [("administered_gbq", "administered_gbq="),

@@ -115,6 +115,7 @@ def test_run_options_override_the_case_file(export, tmp_path):
     [
         (["--voi", "/nonexistent/rtstruct.dcm"], ["nonexistent"]),
         (["--voi-role", "liver"], ["NAME=ROLE"]),
+        (["--voi-role", "livr=whole_liver"], ["'livr'", "--voi-role", "did you mean 'liver'"]),
         (["--case", "/nonexistent/case.toml"], ["case.toml"]),
     ],
 )

@@ -4,6 +4,8 @@ compute_case / run_case: one function from inputs in memory to one result."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import warnings
 
 import numpy as np
@@ -157,12 +159,12 @@ def test_caveats_of_every_stage_are_collected_once(liver):
     a = liver.activity_mbq.copy()
     a[0, 0, 0] = -0.5  # a reconstruction's negative voxel: kept, and a caveat
     activity = liver.activity.with_array(a)
-    vois = {n: liver.vois[n] for n in ("liver", "tumour_1")}
-    roles = {"liver": "whole_liver", "tumour_1": "tumour", "gallbladder": "tumour"}
+    vois = {n: liver.vois[n] for n in ("liver", "tumour_1", "tumour_2")}
+    roles = {"liver": "whole_liver", "tumour_1": "tumour"}
     result = voxeldose.compute_case(activity, vois, _liver_case(voi_roles=roles))
     stages = {c.stage for c in result.caveats}
     assert {"roles", "dose", "crosschecks"} <= stages
-    assert any(c.stage == "roles" and "gallbladder" in c.message for c in result.caveats)
+    assert any(c.stage == "roles" and "without a role: 'tumour_2'" in c.message for c in result.caveats)
     assert any(c.stage == "dose" and "negative" in c.message for c in result.caveats)
     assert any(c.stage == "crosschecks" and "no lung VOI" in c.message for c in result.caveats)
     assert len(result.warnings) == len(set(result.warnings))  # each once
@@ -177,22 +179,21 @@ def test_run_case_is_reading_compute_case_and_writing(liver_export, tmp_path):
     from voxeldose.result import metrics_rows
 
     case_dir = liver_export[0]
-    roles = {"gallbladder": "tumour"}  # named but not drawn: a caveat that must reach every output
-    result = voxeldose.run_case(case_dir / "PET", [case_dir / "RTSTRUCT.dcm"], tmp_path / "out",
-                                case=case_dir / "case.toml", overrides={"voi_roles": roles})
+    record = voxeldose.load_case(case_dir / "case.toml")
+    # the lung without its role: a caveat that must reach every output
+    record = dataclasses.replace(record, voi_roles={n: r for n, r in record.voi_roles.items() if n != "lung"})
+    result = voxeldose.run_case(case_dir / "PET", [case_dir / "RTSTRUCT.dcm"], tmp_path / "out", case=record)
     pet = voxeldose.load_image(case_dir / "PET")
-    again = voxeldose.compute_case(pet, voxeldose.load_vois(case_dir / "RTSTRUCT.dcm", pet),
-                                   voxeldose.load_case(case_dir / "case.toml").with_overrides(
-                                       voi_roles={**voxeldose.load_case(case_dir / "case.toml").voi_roles, **roles}))
+    again = voxeldose.compute_case(pet, voxeldose.load_vois(case_dir / "RTSTRUCT.dcm", pet), record)
     np.testing.assert_array_equal(result.dose.array, again.dose.array)
     assert result.metrics == again.metrics
     assert set(result.provenance["timings_s"]) == {"load", "vois", "calibrate", "dose", "dvh", "outputs"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics_rows(metrics) == result.table()  # JSON keeps every digit of a float
     report = (tmp_path / "out" / "report.html").read_text()
-    missing = next(c for c in result.caveats if "gallbladder" in c.message)
+    missing = next(c for c in result.caveats if "without a role: 'lung'" in c.message)
     assert missing.stage == "roles"
-    assert missing.message in metrics["warnings"] and missing.message in report
+    assert missing.message in metrics["warnings"] and html.escape(missing.message) in report
 
 
 def test_published_tables_a_user_holds_are_used_at_their_size(liver, tables):
@@ -235,3 +236,26 @@ def test_lung_doses_are_at_lung_density_wherever_they_appear(tmp_path):
     rows = [r for r in csv.DictReader(open(tmp_path / "out" / "dvh.csv")) if r["voi"] == "lung"]
     assert float(rows[-1]["dose_gy"]) == pytest.approx(lung.max_gy, rel=1e-6)  # the curve at lung density
     assert result.table()[[r["voi"] for r in result.table()].index("lung")]["mean_gy"] == pytest.approx(lung.mean_gy)
+
+
+def test_a_role_that_names_no_voi_is_an_error_with_the_nearest_name(liver):
+    # tumour_9 for tumour_1 used to pass with a warning and count tumour_1 as normal liver
+    vois = {n: liver.vois[n] for n in ("liver", "tumour_1", "lung")}
+    case = _liver_case(voi_roles={"liver": "whole_liver", "tumour_9": "tumour", "Lung": "lung"})
+    with pytest.raises(voxeldose.VoiError) as info:
+        voxeldose.compute_case(liver.activity, vois, case)
+    text = str(info.value)
+    assert "'tumour_9' (role tumour, from Case(voi_roles=...)) (did you mean 'tumour_1'?)" in text
+    assert "'Lung' (role lung" in text and "(did you mean 'lung'?)" in text
+    assert "The VOIs are: 'liver', 'tumour_1', 'lung'" in text
+    # an override names itself as the source (the CLI's --voi-role)
+    case = _liver_case(voi_roles={"liver": "whole_liver"}).with_overrides(voi_roles={"livr": "perfused"})
+    with pytest.raises(voxeldose.VoiError, match=r"'livr' \(role perfused, from override \(--voi-role\)\) \(did you mean 'liver'\?\)"):
+        voxeldose.compute_case(liver.activity, vois, case)
+
+
+def test_a_case_without_roles_says_what_it_costs(liver):
+    result = voxeldose.compute_case(liver.activity, {"liver": liver.vois["liver"]}, voxeldose.Case("no-roles"))
+    roles = [c for c in result.caveats if c.stage == "roles"]
+    assert len(roles) == 1 and "no VOI has a role" in roles[0].message and "--voi-role" in roles[0].message
+    assert "no normal liver" in roles[0].message and "lung density" in roles[0].message

@@ -120,6 +120,10 @@ log = logging.getLogger(__name__)
 #: Y-90 is written as 64.0 to 64.2 h by different vendors and package inserts).
 HALF_LIFE_TOLERANCE = 0.005
 
+#: ``calibrate(..., calibration_mask=FIELD_OF_VIEW)``: a SPECT self-calibrated on every count of
+#: the image, said explicitly (a missing calibration VOI is an error, not this).
+FIELD_OF_VIEW = "field_of_view"
+
 #: The header's DecayFactor may differ from the one computed from half-life and times by this
 #: much (relative) before a warning.
 DECAY_FACTOR_TOLERANCE = 0.01
@@ -193,7 +197,7 @@ def calibrate(
     image: Image,
     case: Case | None = None,
     *,
-    calibration_mask: Image | ArrayLike | None = None,
+    calibration_mask: Image | ArrayLike | str | None = None,
     **overrides: Any,
 ) -> ActivityMap:
     """Y-90 activity (MBq) per voxel at the administration time, from a PET or SPECT image.
@@ -208,10 +212,11 @@ def calibrate(
     case : Case, optional
         Administered activity and time, lung shunt and residual fractions, the confirmed
         scanner nuclide, the calibration VOI's name.
-    calibration_mask : Image or array [z, y, x], bool or float in [0, 1], optional
-        SPECT: the calibration VOI on the image grid (fraction of each voxel inside). None: the
-        whole field of view, with a warning. PET: used only for a consistency check (the PET
-        activity in it against the administered activity net of shunt and residual).
+    calibration_mask : Image or array [z, y, x], bool or float in [0, 1], or "field_of_view"
+        SPECT: the calibration VOI on the image grid (fraction of each voxel inside); required:
+        ``"field_of_view"`` says to take every count of the image, with a warning. PET: used only
+        for a consistency check (the PET activity in it against the administered activity net of
+        shunt and residual).
     **overrides
         Any :class:`~voxeldose.case.Case` field (``administration_datetime=``,
         ``administered_gbq=``, ``lung_shunt_fraction=``, ``residual_fraction=``,
@@ -671,7 +676,7 @@ def _reference_time(mode: str, image: Image, t_scan: _dt.datetime, rec: _Record)
 
 
 def _calibrate_pet(
-    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | None, rec: _Record
+    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | str | None, rec: _Record
 ) -> tuple[NDArray[np.float64], _dt.datetime]:
     m = image.meta
     mode = (m.decay_correction or "").upper()
@@ -806,7 +811,7 @@ def _calibrate_pet(
         "decay_correction": mode,
         "total_mbq_at_scan_start": float(np.sum(out, dtype=np.float64)) * math.exp(-_LAMBDA_Y90 * dt_admin),
     }
-    if mask is not None:
+    if mask is not None and not isinstance(mask, str):  # 'field_of_view': nothing to check on a PET
         _pet_mask_check(out, image, case, mask, rec)
     return out, t_admin
 
@@ -923,7 +928,7 @@ def _required(case: Case, name: str, what: str) -> float:
 
 
 def _calibrate_spect(
-    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | None, rec: _Record
+    values: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | str | None, rec: _Record
 ) -> tuple[NDArray[np.float64], _dt.datetime | None]:
     a_gbq = case.administered_gbq
     if a_gbq is None:
@@ -939,13 +944,22 @@ def _calibrate_spect(
                          "the residual fraction left in the vial and lines (0 to 1; 0 if not measured)")
 
     if mask is None:
+        raise CalibrationError(
+            "SPECT self-calibration needs a calibration VOI: the counts in it are set to the delivered activity. "
+            "Pass calibration_mask= the whole-liver or perfused VOI (compute_case and voxeldose run take the case's: "
+            "calibration_voi, else its one perfused VOI, else its one whole_liver VOI), or "
+            "calibration_mask='field_of_view' to take every count in the image as liver activity"
+        )
+    if isinstance(mask, str):
+        if mask != FIELD_OF_VIEW:
+            raise CalibrationError(f"calibration_mask must be a VOI mask or {FIELD_OF_VIEW!r}, got {mask!r}")
         name = "whole field of view"
         weights = None
         total = float(np.sum(values, dtype=np.float64))
         rec.warn(
-            "no calibration VOI: the counts of the whole field of view are set to the administered activity "
-            "net of lung shunt and residual; lung or other counts in the field of view are counted as liver "
-            "activity (pass calibration_mask=, e.g. the whole-liver or perfused VOI)"
+            "SPECT calibrated on the whole field of view (calibration_mask='field_of_view'): its counts are set to "
+            "the administered activity net of lung shunt and residual; lung or other counts in the field of view "
+            "are counted as liver activity (a calibration VOI, the whole-liver or perfused one, avoids it)"
         )
     else:
         name = case.calibration_voi_name or "calibration_mask"

@@ -237,6 +237,8 @@ class Case:
         The case file it was read from (not compared).
     overridden_fields : tuple of str
         Fields set by :meth:`with_overrides` (not compared); provenance reports them as overrides.
+    overridden_roles : tuple of str
+        VOI names whose role :meth:`with_overrides` set (not compared), e.g. by ``--voi-role``.
 
     Raises
     ------
@@ -266,6 +268,7 @@ class Case:
     scanner_nuclide: str | None = None
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
+    overridden_roles: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         where = f"case file {self.source_path}" if self.source_path else "Case"
@@ -313,6 +316,15 @@ class Case:
             return f"case file {self.source_path} (key {_FIELD_TO_KEY.get(name, name)!r})"
         return "Case"
 
+    def role_source(self, voi: str) -> str:
+        """Where the role of VOI ``voi`` came from: an override (``--voi-role``), the case file's
+        ``[vois]`` table, or a Case built in Python."""
+        if voi in self.overridden_roles:
+            return "override (--voi-role)"
+        if self.source_path:
+            return f"case file {self.source_path}, [vois]"
+        return "Case(voi_roles=...)"
+
     def to_dict(self) -> dict[str, Any]:
         """The case in the case-file schema (JSON-able; times as ISO 8601 text)."""
         out: dict[str, Any] = {}
@@ -336,6 +348,7 @@ class Case:
         **values
             :class:`Case` fields by name (``administered_gbq=``, ``administration_datetime=``,
             ``lung_shunt_fraction=``, ``scanner_nuclide=``, ...). None leaves a field as it is.
+            ``voi_roles=`` adds roles to the case's (or changes a VOI's role).
 
         Raises
         ------
@@ -352,12 +365,17 @@ class Case:
         changes = {k: _check_field(k, v, f"override {k}") for k, v in values.items() if v is not None}
         if not changes:
             return self
+        roles = self.overridden_roles
+        if "voi_roles" in changes:
+            # roles given as overrides add to (or change) those of the case, as --voi-role does
+            roles = roles + tuple(n for n in changes["voi_roles"] if n not in roles)
+            changes["voi_roles"] = MappingProxyType({**dict(self.voi_roles), **dict(changes["voi_roles"])})
         done = self.overridden_fields + tuple(k for k in changes if k not in self.overridden_fields)
-        return replace(self, overridden_fields=done, **changes)
+        return replace(self, overridden_fields=done, overridden_roles=roles, **changes)
 
 
 _VALUE_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in fields(Case) if f.name not in ("source_path", "overridden_fields")
+    f.name for f in fields(Case) if f.name not in ("source_path", "overridden_fields", "overridden_roles")
 )
 
 #: Field names accepted by :meth:`Case.with_overrides` and as overrides of ``calibrate``.

@@ -74,21 +74,52 @@ class _Steps:
                 seen.add(m)
 
 
+def _nearest(name: str, names: Sequence[str]) -> str:
+    """ " (did you mean 'x'?)" for the nearest of ``names``, ignoring case; "" when none is near."""
+    import difflib
+
+    lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
+
+
 def _resolve_vois(vois: Mapping[str, Image], case: Case) -> tuple[dict[str, Image], dict[str, str]]:
     """The VOIs with the case's roles; normal liver derived from the whole liver and the tumours
-    when no VOI has that role (:func:`voxeldose.derive_vois`); caveats as warnings."""
+    when no VOI has that role (:func:`voxeldose.derive_vois`).
+
+    A role that names no VOI is an error: a typo there would silently move a tumour into the
+    normal liver. VOIs without a role, and a case without roles, are caveats (warnings) that say
+    what it costs and how to add the roles.
+    """
     from .voi_sets import derive_vois
 
     masks = dict(vois)
-    roles = {n: r for n, r in case.voi_roles.items()}
+    roles = dict(case.voi_roles)
     missing = [n for n in roles if n not in masks]
     if missing:
-        warnings.warn(f"VOIs named in the case file but not found in the VOI files: {', '.join(missing)}",
-                      VoxelDoseWarning, stacklevel=2)
-    tumours = [n for n, r in roles.items() if r == "tumour" and n in masks]
-    whole = [n for n, r in roles.items() if r == "whole_liver" and n in masks]
+        listed = "; ".join(f"{n!r} (role {roles[n]}, from {case.role_source(n)}){_nearest(n, list(masks))}"
+                           for n in missing)
+        raise VoiError(
+            f"the case gives roles to VOIs that are not in the VOI files: {listed}. The VOIs are: "
+            f"{', '.join(map(repr, masks)) or 'none'}. Fix the names (they are case-sensitive) or remove those roles"
+        )
+    if not roles:
+        warnings.warn(
+            "no VOI has a role: no normal liver is derived, lung VOIs are not dosed at lung density, the model "
+            "cross-checks have nothing to check, and a SPECT has no calibration VOI. Give roles in the case file "
+            "([vois] liver = \"whole_liver\", ...) or with --voi-role NAME=ROLE (tumour, normal_liver, whole_liver, "
+            "lung, perfused)", VoxelDoseWarning, stacklevel=2)
+    else:
+        unassigned = [n for n in masks if n not in roles]
+        if unassigned:
+            warnings.warn(
+                f"VOIs without a role: {', '.join(map(repr, unassigned))}; they get DVHs but no place in the normal-"
+                "liver derivation, the lung density or the model cross-checks. Give them roles in the case file "
+                "[vois] or with --voi-role NAME=ROLE if they have one", VoxelDoseWarning, stacklevel=2)
+    tumours = [n for n, r in roles.items() if r == "tumour"]
+    whole = [n for n, r in roles.items() if r == "whole_liver"]
     if whole and tumours and not any(r == "normal_liver" for r in roles.values()):
-        perfused = [n for n, r in roles.items() if r == "perfused" and n in masks]
+        perfused = [n for n, r in roles.items() if r == "perfused"]
         derived = derive_vois(masks, whole_liver=whole[0], tumours=tumours, perfused=perfused[0] if perfused else None)
         for name, mask in derived.items():
             if name not in masks:
@@ -218,9 +249,6 @@ def _case_from(case: "Case | str | os.PathLike[str] | None", overrides: Mapping[
         # no case file: the case id must not come from patient data; use the series UID's hash
         uid = image.meta.series_instance_uid or "unknown"
         base = Case(values.pop("case_id", None) or "case-" + hashlib.sha1(uid.encode()).hexdigest()[:10])
-    if "voi_roles" in values:
-        # roles given as options add to (or change) those of the case file
-        values["voi_roles"] = {**dict(base.voi_roles), **dict(values["voi_roles"])}
     return base.with_overrides(**values) if values else base
 
 
