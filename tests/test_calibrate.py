@@ -612,3 +612,44 @@ def test_ge_private_scan_time_is_the_reference_of_a_resaved_series(liver):
         plain = calibrate(pet_image(liver.activity_mbq, liver.spacing_mm, **kwargs), case)
     assert_recovers(good, liver.activity_mbq)
     assert plain.total_mbq / good.total_mbq == pytest.approx(math.exp(LN2 / NUCLIDES["F-18"][0] * 180.0), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- a time without a date
+
+
+def test_time_of_day_only_is_put_on_the_scan_date_with_a_loud_caveat(liver):
+    # the header has RadiopharmaceuticalStartTime only: 10:30, the scan the same day at 19:00
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, delay_h=8.5, header_start=None,
+                    radiopharmaceutical_start_time=T_ADMIN.time())
+    with pytest.warns(VoxelDoseWarning, match=r"administration date is not known.*10:30:00.*scan's date "
+                      r"2026-01-15.*8.5 h before.*1.296 per day \(30%\)"):
+        result = calibrate(pet, Case("c"))
+    assert_recovers(result, liver.activity_mbq)
+    times = result.provenance["times"]["administration"]
+    assert times["value"] == T_ADMIN.isoformat() and "RadiopharmaceuticalStartTime (0018,1072)" in times["from"]
+
+
+def test_time_of_day_only_is_refused_when_it_would_follow_the_scan(liver):
+    # administration at 10:30, scan the next morning at 06:30: on the scan's date 10:30 follows
+    # the scan; taking the series date (as before) made every activity 23 % low, silently
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, delay_h=20.0, header_start=None,
+                    radiopharmaceutical_start_time=T_ADMIN.time())
+    with pytest.raises(CalibrationError, match=r"time of day only.*10:30:00.*earlier day.*administration_time"):
+        calibrate(pet, Case("c"))
+    # with the date-time in the case file: exact
+    result = quiet(calibrate, pet, Case("c", administration_datetime=T_ADMIN))
+    assert_recovers(result, liver.activity_mbq)
+    assert result.provenance["times"]["administration"]["from"] == "Case"
+    # ... and a case time that disagrees with the header's time of day says so
+    with pytest.warns(VoxelDoseWarning, match="differs from the header's RadiopharmaceuticalStartTime"):
+        calibrate(pet, Case("c", administration_datetime=T_ADMIN + dt.timedelta(hours=1)))
+
+
+def test_admin_decay_reference_with_a_time_of_day_only(liver):
+    # DecayCorrection ADMIN: the scanner corrected to the administration it knew; the header
+    # kept only its time of day: the case's date-time is the reference
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, mode="ADMIN", delay_h=30.0, header_start=T_ADMIN)
+    pet = pet.with_array(pet.array, radiopharmaceutical_start_datetime=None, radiopharmaceutical_start_time=T_ADMIN.time())
+    result = quiet(calibrate, pet, Case("c", administration_datetime=T_ADMIN))
+    assert_recovers(result, liver.activity_mbq)
+    assert "DecayCorrection ADMIN" in result.provenance["times"]["decay_reference"]["from"]

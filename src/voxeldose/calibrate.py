@@ -296,6 +296,7 @@ def calibrate(
                                     "slice_decay_factors": ()}
     if t_admin is not None:
         meta_changes["radiopharmaceutical_start_datetime"] = t_admin
+        meta_changes["radiopharmaceutical_start_time"] = None
     result = image.with_array(result32, units="MBQ", **meta_changes)
 
     n_negative = int(np.count_nonzero(out < 0))
@@ -415,9 +416,27 @@ def _total_factor(factors: list[dict[str, Any]], units: str) -> dict[str, Any]:
             "meaning": "product of the factors: voxel value x this = MBq in the voxel at administration"}
 
 
+def _time_of_day_gap_s(a: _dt.time, b: _dt.time) -> float:
+    """Smallest difference between two times of day (s), across midnight."""
+    sa = a.hour * 3600 + a.minute * 60 + a.second + a.microsecond * 1e-6
+    sb = b.hour * 3600 + b.minute * 60 + b.second + b.microsecond * 1e-6
+    d = abs(sa - sb) % 86400.0
+    return min(d, 86400.0 - d)
+
+
+#: The factor by which a Y-90 activity decay-corrected to an administration one day too late is low.
+_PER_DAY = math.exp(C.Y90_DECAY_CONSTANT_PER_S * 86400.0)
+
+_START_TIME_TAG = "RadiopharmaceuticalStartTime (0018,1072)"
+
+
 def _administration_time(case: Case, image: Image, rec: _Record) -> tuple[_dt.datetime | None, str]:
-    """Administration time: override > case > RadiopharmaceuticalStartDateTime; recorded."""
-    header = image.meta.radiopharmaceutical_start_datetime
+    """Administration time: override > case > RadiopharmaceuticalStartDateTime > the header's time
+    of day on the scan's date (a loud caveat, refused when that would follow the scan); recorded
+    with the true source of each."""
+    m = image.meta
+    header = m.radiopharmaceutical_start_datetime
+    time_of_day = m.radiopharmaceutical_start_time if header is None else None
     if case.administration_datetime is not None:
         t = case.administration_datetime
         source = case.source_of("administration_datetime")
@@ -427,8 +446,40 @@ def _administration_time(case: Case, image: Image, rec: _Record) -> tuple[_dt.da
                 f"RadiopharmaceuticalStartDateTime {header.isoformat()} by "
                 f"{(t - header).total_seconds() / 60:+.1f} min; the former is used"
             )
+        if time_of_day is not None and _time_of_day_gap_s(time_of_day, t.time()) > ADMINISTRATION_MISMATCH_S:
+            rec.warn(
+                f"the administration time {t.isoformat()} ({source}) differs from the header's {_START_TIME_TAG} "
+                f"{time_of_day.isoformat()} (a time of day, without a date) by "
+                f"{_time_of_day_gap_s(time_of_day, t.time()) / 60:.1f} min; the former is used"
+            )
     elif header is not None:
         t, source = header, "DICOM RadiopharmaceuticalStartDateTime (0018,1078)"
+    elif time_of_day is not None:
+        scan = m.acquisition_datetime or m.series_datetime
+        scan_tag = "AcquisitionDate" if m.acquisition_datetime is not None else "SeriesDate"
+        if scan is None:
+            raise CalibrationError(
+                f"the header gives the administration time of day only ({_START_TIME_TAG} {time_of_day.isoformat()}, no "
+                "date) and no scan date either; give the administration date and time: administration_datetime= "
+                "(case-file key administration_time, or --administration-time)"
+            )
+        t = _dt.datetime.combine(scan.date(), time_of_day)
+        if t > scan:
+            raise CalibrationError(
+                f"the header gives the administration time of day only ({_START_TIME_TAG} {time_of_day.isoformat()}, no "
+                f"date); on the scan's date, {scan.date().isoformat()}, it would follow the scan start "
+                f"{scan.isoformat()}, so the administration was on an earlier day, which the header does not say. "
+                "Give the administration date and time: administration_datetime= (case-file key administration_time, "
+                "or --administration-time)"
+            )
+        rec.warn(
+            f"the administration date is not known: the header gives the time of day only ({_START_TIME_TAG} "
+            f"{time_of_day.isoformat()}), taken on the scan's date {scan.date().isoformat()} ({scan_tag}), "
+            f"{(scan - t).total_seconds() / 3600:.1f} h before the scan. If the administration was on an earlier day, "
+            f"every activity and dose here is too low by a factor {_PER_DAY:.3f} per day ({_PER_DAY - 1:.0%}). Give "
+            "the administration date and time: case-file key administration_time, or --administration-time"
+        )
+        source = f"DICOM {_START_TIME_TAG}: a time of day only, put on the scan's date ({scan_tag} (0008,0022/0021))"
     else:
         return None, ""
     rec.time("administration", t, source)
@@ -626,11 +677,18 @@ def _scan_start(image: Image, rec: _Record) -> _dt.datetime:
     )
 
 
-def _reference_time(mode: str, image: Image, t_scan: _dt.datetime, rec: _Record) -> _dt.datetime:
+def _reference_time(mode: str, image: Image, t_scan: _dt.datetime, t_admin: _dt.datetime,
+                    rec: _Record) -> _dt.datetime:
     """The time the scanner decay-corrected to (START or ADMIN)."""
     m = image.meta
     if mode == "ADMIN":
         t_ref = m.radiopharmaceutical_start_datetime
+        if t_ref is None and m.radiopharmaceutical_start_time is not None:
+            # the scanner corrected to the administration it knew; the header kept its time of day:
+            # the administration time resolved above (the case's, or that time on the scan's date)
+            rec.time("decay_reference", t_admin, f"the administration time (the header's {_START_TIME_TAG} has no "
+                     "date): DecayCorrection ADMIN")
+            return t_admin
         if t_ref is None:
             raise CalibrationError(
                 "Y-90 PET: DecayCorrection is ADMIN but the header has no RadiopharmaceuticalStartDateTime "
@@ -739,7 +797,7 @@ def _calibrate_pet(
             rec.warn(f"DecayCorrection is NONE but DecayFactor (0054,1321) is {header_df:g}; NONE is followed")
         t_ref = None
     else:
-        t_ref = _reference_time(mode, image, t_scan, rec)
+        t_ref = _reference_time(mode, image, t_scan, t_admin, rec)
         dt_ref = _seconds(t_scan, t_ref)
         computed = math.exp(lam_s * dt_ref) * _frame_start_factor(lam_s, duration)
         computed_no_frame = math.exp(lam_s * dt_ref)

@@ -61,6 +61,9 @@ class ImageMeta:
     radionuclide_half_life_s: float | None = None
     radionuclide_positron_fraction: float | None = None
     radiopharmaceutical_start_datetime: _dt.datetime | None = None
+    # RadiopharmaceuticalStartTime (0018,1072) when the header has no StartDateTime: a time of
+    # day without a date, never combined with a date here (calibrate decides, and says so)
+    radiopharmaceutical_start_time: _dt.time | None = None
     radionuclide_total_dose_bq: float | None = None
     decay_correction: str | None = None  # "START", "ADMIN", "NONE"
     decay_factor: float | None = None

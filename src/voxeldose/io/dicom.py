@@ -226,12 +226,14 @@ def _radiopharmaceutical(ds: Any) -> dict[str, Any]:
         "radionuclide_total_dose_bq": _float(item, "RadionuclideTotalDose"),
     }
     start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None)
-    if start is None:
-        # the older TM attribute has no date: the series date is the documented practice
-        start_tm = getattr(item, "RadiopharmaceuticalStartTime", None)
-        if start_tm:
-            start = _datetime(getattr(ds, "SeriesDate", None) or getattr(ds, "StudyDate", None), start_tm)
     out["radiopharmaceutical_start_datetime"] = start
+    if start is None:
+        # the older TM attribute has no date: kept as a time of day; putting it on the series
+        # date would be wrong by a day for a next-day scan (23 % of Y-90 activity), so calibrate
+        # decides, with the case file's date-time if it has one, and says so
+        start_tm = getattr(item, "RadiopharmaceuticalStartTime", None)
+        day_time = _datetime("19000101", start_tm) if start_tm else None
+        out["radiopharmaceutical_start_time"] = day_time.time() if day_time is not None else None
     codes = getattr(item, "RadionuclideCodeSequence", None)
     if codes:
         out["radionuclide"] = str(getattr(codes[0], "CodeMeaning", "")) or None
