@@ -653,3 +653,20 @@ def test_admin_decay_reference_with_a_time_of_day_only(liver):
     result = quiet(calibrate, pet, Case("c", administration_datetime=T_ADMIN))
     assert_recovers(result, liver.activity_mbq)
     assert "DecayCorrection ADMIN" in result.provenance["times"]["decay_reference"]["from"]
+
+
+def test_a_positron_fraction_that_contradicts_the_nuclide_is_an_error(liver):
+    # RadionuclidePositronFraction 0.9673 (F-18's) on a series set to Y-90: taken at face value it
+    # multiplied every activity by 30 400, silently
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide_positron_fraction=0.9673)
+    with pytest.raises(CalibrationError, match=r"RadionuclidePositronFraction \(0018,1076\) 0.9673 \(it is F-18's\) "
+                       r"contradicts the scanner nuclide Y-90"):
+        calibrate(pet, Case("c"))
+    # Y-90 as vendors write it (32e-6, 0.4 % off): the header's value is used, with a note
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide_positron_fraction=32e-6)
+    result = quiet(calibrate, pet, Case("c"))
+    assert result.total_mbq == pytest.approx(3000.0 * 32e-6 / 31.86e-6, rel=EXACT)  # the header is what the scanner applied
+    # 2.7 % off: still the header's value (what the scanner applied), with a note
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide_positron_fraction=31.0e-6)
+    result = quiet(calibrate, pet, Case("c"))
+    assert any("differs from Y-90's" in n for n in result.provenance["notes"])

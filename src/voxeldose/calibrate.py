@@ -124,6 +124,10 @@ HALF_LIFE_TOLERANCE = 0.005
 #: the image, said explicitly (a missing calibration VOI is an error, not this).
 FIELD_OF_VIEW = "field_of_view"
 
+#: A header positron fraction further than this (relative) from its nuclide's contradicts it (vendors
+#: write Y-90's as 31.86e-6 or 32e-6: 0.4 % apart).
+POSITRON_FRACTION_CONTRADICTION = 0.05
+
 #: The header's DecayFactor may differ from the one computed from half-life and times by this
 #: much (relative) before a warning.
 DECAY_FACTOR_TOLERANCE = 0.01
@@ -626,6 +630,18 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         pf = None
     if pf is not None:
         positron, pf_source = pf, "DICOM RadionuclidePositronFraction (0018,1076)"
+        if table is not None and abs(pf / table.positron_fraction - 1.0) > POSITRON_FRACTION_CONTRADICTION:
+            # e.g. F-18's 0.9673 on a series set to Y-90: taken at face value, every activity x 30 000
+            others = [n.name for n in NUCLIDES.values()
+                      if abs(pf / n.positron_fraction - 1.0) <= POSITRON_FRACTION_CONTRADICTION]
+            like = f" (it is {others[0]}'s)" if others else ""
+            raise CalibrationError(
+                f"Y-90 PET: the header's RadionuclidePositronFraction (0018,1076) {pf:g}{like} contradicts the scanner "
+                f"nuclide {nuclide} ({header_says if confirmed is None else f'confirmed by {confirmed_from}'}), whose "
+                f"positron fraction is {table.positron_fraction:g} ({table.positron_fraction_source}): the header does "
+                "not say consistently how the counts were converted. Check the scanner protocol and re-export the "
+                "series with consistent radionuclide attributes"
+            )
         if table is not None and abs(pf / table.positron_fraction - 1.0) > 0.01:
             rec.notes.append(
                 f"the header's positron fraction {pf:g} differs from {nuclide}'s {table.positron_fraction:g} "

@@ -475,3 +475,13 @@ def test_ge_private_scan_datetime_is_read(tmp_path):
         ds.private_block(0x0009, "GEMS_PETD_01", create=True).add_new(0x0D, "DT", "20260116063012")
         ds.save_as(p)
     assert load_image(tmp_path / "pet").meta.private_scan_datetime == dt.datetime(2026, 1, 16, 6, 30, 12)
+
+
+def test_a_slice_of_another_modality_in_the_series_is_refused(tmp_path):
+    # one file of the series says CT (or NM): it is not one PET image, whatever its values
+    paths = _write_pet(tmp_path, _image(shape=(4, 5, 6)))
+    ds = pydicom.dcmread(paths[2])
+    ds.Modality = "CT"
+    ds.save_as(paths[2])
+    with pytest.raises(voxeldose.DicomError, match=r"Modality '(CT|PT)' differs from .*'(PT|CT)' in the same series"):
+        load_image(tmp_path)

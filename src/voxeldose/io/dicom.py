@@ -447,8 +447,14 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     spacing_rc = _floats(first, "PixelSpacing", 2, where0)
     positions = []
     frame_of_reference = str(getattr(first, "FrameOfReferenceUID", ""))
+    modality = str(getattr(first, "Modality", ""))
     for path, ds in items:
         where = str(path)
+        if str(getattr(ds, "Modality", "")) != modality:
+            raise DicomError(
+                f"{where}: Modality {getattr(ds, 'Modality', '(none)')!r} differs from {where0}'s {modality!r} in the "
+                "same series (SeriesInstanceUID): a series of mixed modalities is not one image; re-export the series"
+            )
         if str(getattr(ds, "FrameOfReferenceUID", "")) != frame_of_reference:
             raise GeometryError(
                 f"{where}: FrameOfReferenceUID {getattr(ds, 'FrameOfReferenceUID', '(none)')} differs from "
