@@ -670,3 +670,43 @@ def test_a_positron_fraction_that_contradicts_the_nuclide_is_an_error(liver):
     pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide_positron_fraction=31.0e-6)
     result = quiet(calibrate, pet, Case("c"))
     assert any("differs from Y-90's" in n for n in result.provenance["notes"])
+
+
+# ----------------------------------------------------------------------------- the calibrated total
+
+
+def test_calibrated_total_far_from_the_administered_activity_is_an_error(liver):
+    # the PET holds 3 GBq; a case saying 0.1 GBq (or an FDG PET read as Y-90) is 30 times off
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    with pytest.raises(CalibrationError, match=r"total activity at administration, 3000 MBq, against 90 to 100 MBq "
+                       r"expected from the administered 100 MBq \(Case\).*factor 30.*accept_activity_mismatch"):
+        calibrate(pet, Case("c", administered_gbq=0.1, lung_shunt_fraction=0.1, residual_fraction=0.0))
+    with pytest.warns(VoxelDoseWarning, match="factor 30.*accepted"):
+        calibrate(pet, Case("c", administered_gbq=0.1, lung_shunt_fraction=0.1, accept_activity_mismatch=True))
+    # the header's RadionuclideTotalDose is the reference when the case has none (588 MBq: FDG's)
+    fdg = pet.with_array(pet.array, radionuclide_total_dose_bq=588e6)
+    with pytest.raises(CalibrationError, match=r"administered 588 MBq \(DICOM RadionuclideTotalDose"):
+        calibrate(fdg, Case("c"))
+
+
+def test_calibrated_total_within_a_factor_2_warns_beyond_25_percent(liver):
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    with pytest.warns(VoxelDoseWarning, match=r"3000 MBq, against 1800 to 2000 MBq.*factor 1.5"):
+        result = calibrate(pet, Case("c", administered_gbq=2.0, lung_shunt_fraction=0.1, residual_fraction=0.0))
+    check = next(c for c in result.provenance["checks"] if c["name"] == "activity_vs_administered")
+    assert check["ratio"] == pytest.approx(1.5, rel=1e-5)
+    # 3 GBq administered with a 10 % shunt: the image (liver and lungs) holds 2.7-3 GBq: no caveat
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VoxelDoseWarning)
+        result = calibrate(pet, Case("c", administered_gbq=3.0, lung_shunt_fraction=0.1, residual_fraction=0.0))
+    ratio = next(c for c in result.provenance["checks"] if c["name"] == "activity_vs_administered")["ratio"]
+    assert ratio == pytest.approx(1.0, rel=1e-6)  # the total at the top of the interval, to float32 storage
+
+
+def test_calibration_voi_activity_is_compared_with_the_liver_share(liver):
+    # 3 GBq, 10 % shunt: the liver holds 2.7 GBq (2.63 GBq weighted by its partial-volume mask); a
+    # case claiming a 40 % shunt expects 1.8 GBq there
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    with pytest.warns(VoxelDoseWarning, match=r"activity in 'liver'.*2629.77 MBq, against 1800 MBq.*factor 1.46"):
+        calibrate(pet, Case("c", administered_gbq=3.0, lung_shunt_fraction=0.4, residual_fraction=0.0,
+                            voi_roles={"liver": "whole_liver"}), calibration_mask=liver.masks["liver"])

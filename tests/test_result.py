@@ -45,6 +45,10 @@ def test_to_dict_is_the_metrics_json_and_the_table_is_pandas_ready(result, tmp_p
     assert len(frame) == len(result.vois)
     assert frame.set_index("voi").loc["tumours", "role"] == "derived"
     assert frame["mean_gy"].dtype == float and frame["method"].unique().tolist() == ["local"]
+    # the case-level checks travel with every row: the calibrated activity against the
+    # administered (the phantom: exact) and how many caveats the case has
+    assert frame["activity_vs_administered"].tolist() == pytest.approx([1.0] * len(frame))
+    assert frame["n_warnings"].unique().tolist() == [len(result.caveats)]
 
 
 def test_the_result_holds_one_grid(result):

@@ -71,7 +71,7 @@ _MANIFEST_VALUES = {key: name for key, name in CASE_FILE_KEYS.items() if key not
 #: Leading columns of cohort.csv; the metric columns follow in the order the engine reports them.
 COHORT_COLUMNS = (
     "case_id", "status", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
-    "administration_time", "method", "error_kind", "error",
+    "administration_time", "method", "activity_vs_administered", "n_warnings", "error_kind", "error",
 )
 
 
@@ -205,6 +205,10 @@ def _manifest(path: Path) -> list[CaseSpec]:
                     value = float(value)
                 except ValueError:
                     raise InputError(f"manifest {path}, case {case_id}: {key} = {value!r} is not a number") from None
+            if name == "accept_activity_mismatch" and isinstance(value, str):
+                if value.strip().lower() not in ("true", "false"):
+                    raise InputError(f"manifest {path}, case {case_id}: {key} = {value!r} must be true or false")
+                value = value.strip().lower() == "true"
             if name == "administration_datetime" and isinstance(value, str):
                 import datetime as dt
 

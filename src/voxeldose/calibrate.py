@@ -128,6 +128,12 @@ FIELD_OF_VIEW = "field_of_view"
 #: write Y-90's as 31.86e-6 or 32e-6: 0.4 % apart).
 POSITRON_FRACTION_CONTRADICTION = 0.05
 
+#: The calibrated activity may differ from the administered activity net of shunt and residual by
+#: this fraction before a caveat (calibrated PET is typically within 10-15 % of it), and by this
+#: factor before an error (an F-18 PET read as Y-90 is 30 000 times off).
+ACTIVITY_WARN_FRACTION = 0.25
+ACTIVITY_ERROR_FACTOR = 2.0
+
 #: The header's DecayFactor may differ from the one computed from half-life and times by this
 #: much (relative) before a warning.
 DECAY_FACTOR_TOLERANCE = 0.01
@@ -294,6 +300,8 @@ def calibrate(
             "voxel (units 'MBQ'); a CT (HU) or a dose map cannot be calibrated"
         )
 
+    if units != "MBQ" or case.administered_gbq is not None:
+        _check_total(out, image, case, calibration_mask if units in ("BQML",) else None, rec)
     result32 = np.ascontiguousarray(out, dtype=np.float32)
     meta_changes: dict[str, Any] = {"decay_correction": "ADMIN", "decay_factor": None,
                                     "slice_acquisition_datetimes": (), "slice_frame_durations_s": (),
@@ -971,6 +979,58 @@ def _check_decay_factor(header: float, computed: float, computed_no_frame: float
             "check the times (acquisition, series, administration) and the decay correction mode"
         )
     rec.checks.append(check)
+
+
+def _check_total(out: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike | str | None,
+                 rec: _Record) -> None:
+    """Compare the calibrated activity with the administered activity net of shunt and residual.
+
+    The reference is the case's administered activity, else the header's RadionuclideTotalDose
+    (0018,1074). With a PET calibration VOI and a known shunt, the VOI's activity is compared with
+    ``A (1 - r) (1 - LSF)``; otherwise the total of the image must lie between that (lungs out
+    of the field of view) and ``A (1 - r)`` (all of them in it). More than
+    :data:`ACTIVITY_WARN_FRACTION` outside: a caveat; more than :data:`ACTIVITY_ERROR_FACTOR`: an
+    error naming both numbers, unless the case accepts it (``accept_activity_mismatch``).
+    """
+    if case.administered_gbq is not None:
+        a_mbq, a_from = case.administered_gbq * 1e3, case.source_of("administered_gbq")
+    elif image.meta.radionuclide_total_dose_bq:
+        a_mbq, a_from = image.meta.radionuclide_total_dose_bq * 1e-6, "DICOM RadionuclideTotalDose (0018,1074)"
+    else:
+        rec.notes.append("no administered activity (case file or RadionuclideTotalDose): the calibrated activity is "
+                         "not compared with it")
+        return
+    residual = case.residual_fraction or 0.0
+    lsf = case.lung_shunt_fraction
+    delivered = a_mbq * (1.0 - residual)
+    check: dict[str, Any] = {"name": "activity_vs_administered", "administered_mbq": a_mbq, "from": a_from,
+                             "residual_fraction": residual, "lung_shunt_fraction": lsf}
+    if mask is not None and not isinstance(mask, str) and lsf is not None:
+        name = case.calibration_voi_name or "calibration VOI"
+        measured = float(np.sum(out * _mask_weights(mask, image, name), dtype=np.float64))
+        low = high = delivered * (1.0 - lsf)
+        what = f"the activity in {name!r}"
+    else:
+        measured = float(np.sum(out, dtype=np.float64))
+        low, high = delivered * (1.0 - (lsf or 0.0)), delivered
+        what = "the image's total activity"
+    ratio = measured / low if measured < low else measured / high if measured > high else 1.0
+    check.update(measured_mbq=measured, measured=what, expected_low_mbq=low, expected_high_mbq=high, ratio=ratio)
+    rec.checks.append(check)
+    expected = f"{low:.6g} MBq" if low == high else f"{low:.6g} to {high:.6g} MBq"
+    text = (f"{what} at administration, {measured:.6g} MBq, against {expected} expected from the administered "
+            f"{a_mbq:.6g} MBq ({a_from}) net of residual {residual:g}"
+            + (f" and lung shunt {lsf:g}" if lsf is not None else "") + f": a factor {ratio:.3g}")
+    if ratio > ACTIVITY_ERROR_FACTOR or ratio < 1.0 / ACTIVITY_ERROR_FACTOR or not math.isfinite(ratio):
+        if not case.accept_activity_mismatch:
+            raise CalibrationError(
+                f"{text}. Is the series, the scanner nuclide, the unit or the administered activity wrong? If the "
+                "numbers are right (e.g. part of the activity outside the field of view), set accept_activity_mismatch "
+                "(case-file key, or --accept-activity-mismatch)"
+            )
+        rec.warn(f"{text} (accepted: accept_activity_mismatch)")
+    elif abs(ratio - 1.0) > ACTIVITY_WARN_FRACTION:
+        rec.warn(f"{text}; check the calibration inputs")
 
 
 def _pet_mask_check(out: NDArray[np.float64], image: Image, case: Case, mask: Image | ArrayLike, rec: _Record) -> None:

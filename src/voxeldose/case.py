@@ -34,6 +34,9 @@ scanner_nuclide    string                  nuclide the PET scanner was set to (e
                                            "F-18", "Ge-68"), as confirmed by the user
 calibration_voi    string                  name of the VOI (a key of ``vois``) whose counts
                                            calibrate a bremsstrahlung SPECT
+accept_activity_mismatch true or false     the calibrated activity may differ from the
+                                           administered activity by more than a factor 2 (a
+                                           warning instead of the error: calibrate)
 vois               table name -> role      role of each VOI: "tumour", "normal_liver",
                                            "whole_liver", "lung" or "perfused"
 ================== ======================= ====================================================
@@ -86,6 +89,7 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "residual_fraction": "residual_fraction",
     "sphere_type": "sphere_type",
     "scanner_nuclide": "scanner_nuclide",
+    "accept_activity_mismatch": "accept_activity_mismatch",
     "calibration_voi": "calibration_voi",
     "vois": "voi_roles",
 })
@@ -148,6 +152,10 @@ def _check_field(name: str, value: Any, where: str) -> Any:
                 "'Y-90', 'F-18', 'Ga-68' or 'Ge-68'"
             )
         return nuclide
+    if name == "accept_activity_mismatch":
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: accept_activity_mismatch must be true or false, got {value!r}")
+        return bool(value)
     if name == "calibration_voi":
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{where}: calibration_voi must be a VOI name (a non-empty string), got {value!r}")
@@ -229,6 +237,9 @@ class Case:
     calibration_voi : str or None
         The VOI whose counts calibrate a bremsstrahlung SPECT; None: see
         :attr:`calibration_voi_name`.
+    accept_activity_mismatch : bool or None
+        True: a calibrated activity more than a factor 2 from the administered one (net of shunt
+        and residual) is a warning, not an error (:func:`voxeldose.calibrate`).
     scanner_nuclide : str or None
         Nuclide the PET scanner was configured for, as confirmed by the user (``"Y-90"``,
         ``"F-18"``, ``"Ga-68"``, ``"Ge-68"``); None when not confirmed. Spellings are
@@ -266,6 +277,7 @@ class Case:
     voi_roles: Mapping[str, str] = field(default_factory=dict, hash=False)
     calibration_voi: str | None = None
     scanner_nuclide: str | None = None
+    accept_activity_mismatch: bool | None = None
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
     overridden_roles: tuple[str, ...] = field(default=(), compare=False)

@@ -146,6 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")
     run.add_argument("--voi-role", action="append", default=[], metavar="NAME=ROLE",
                      help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
+    run.add_argument("--accept-activity-mismatch", action="store_true", default=None,
+                     help="the calibrated activity may differ from the administered one (net of shunt and residual) by "
+                          "more than a factor 2: a warning instead of an error")
     run.add_argument("--registered", action="store_true",
                      help="accept VOIs from another frame of reference (you state they are registered)")
     _add(run, "anonymize")
@@ -312,6 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         "administration_datetime": args.administration_time, "lung_shunt_fraction": args.lung_shunt,
         "residual_fraction": args.residual, "sphere_type": args.sphere_type,
         "scanner_nuclide": args.scanner_nuclide, "calibration_voi": args.calibration_voi,
+        "accept_activity_mismatch": args.accept_activity_mismatch,
     }
     if roles:
         overrides["voi_roles"] = roles

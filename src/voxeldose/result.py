@@ -145,17 +145,21 @@ class CaseResult:
 #: Leading columns of :func:`metrics_rows`; the metric columns follow in the engine's order.
 ROW_COLUMNS: tuple[str, ...] = (
     "case_id", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
-    "administration_time", "method",
+    "administration_time", "method", "activity_vs_administered", "n_warnings",
 )
 
 
 def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows (one per VOI) from a result's :meth:`CaseResult.to_dict` or a ``metrics.json``.
 
-    Each row holds :data:`ROW_COLUMNS` then the VOI's metrics. The batch's cohort table is these
+    Each row holds :data:`ROW_COLUMNS` then the VOI's metrics. ``activity_vs_administered`` is
+    the calibration's check of the activity against the administered activity net of shunt and
+    residual (1 when within; None when not checked), ``n_warnings`` the case's caveats. The batch's cohort table is these
     rows with a status; reading a ``metrics.json`` back gives the same rows as the result did.
     """
     case = metrics.get("case", {}) or {}
+    checks = ((metrics.get("provenance", {}) or {}).get("calibration", {}) or {}).get("checks", []) or []
+    activity = next((c.get("ratio") for c in checks if c.get("name") == "activity_vs_administered"), None)
     base: dict[str, Any] = {
         "case_id": metrics.get("case_id"),
         "voi": "",
@@ -165,6 +169,9 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         "residual_fraction": case.get("residual_fraction"),
         "administration_time": case.get("administration_time"),
         "method": (metrics.get("provenance", {}) or {}).get("dose", {}).get("method"),
+        # calibrated activity over the administered activity net of shunt and residual (1: within)
+        "activity_vs_administered": activity,
+        "n_warnings": len(metrics.get("warnings", []) or []),
     }
     roles: Mapping[str, str] = metrics.get("roles", {}) or {}
     vois: Mapping[str, Mapping[str, Any]] = metrics.get("vois", {}) or {}
