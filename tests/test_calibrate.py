@@ -710,3 +710,53 @@ def test_calibration_voi_activity_is_compared_with_the_liver_share(liver):
     with pytest.warns(VoxelDoseWarning, match=r"activity in 'liver'.*2629.77 MBq, against 1800 MBq.*factor 1.46"):
         calibrate(pet, Case("c", administered_gbq=3.0, lung_shunt_fraction=0.4, residual_fraction=0.0,
                             voi_roles={"liver": "whole_liver"}), calibration_mask=liver.masks["liver"])
+
+
+# ----------------------------------------------------------------------------- time zones
+
+CET, CEST = dt.timezone(dt.timedelta(hours=1)), dt.timezone(dt.timedelta(hours=2))
+
+
+def _shifted_meta(pet, zone):
+    """The PET's times as the same instants written with UTC offset ``zone``."""
+    m = pet.meta
+    return pet.with_array(pet.array, **{f: getattr(m, f).replace(tzinfo=dt.timezone.utc).astimezone(zone)
+                                         for f in ("series_datetime", "acquisition_datetime",
+                                                   "radiopharmaceutical_start_datetime")})
+
+
+def test_offsets_in_the_header_are_honoured(liver):
+    # the same instants, written in two zones: the header's administration in UTC, the scan in
+    # CET (TimezoneOffsetFromUTC). Dropping the offsets put the scan an hour late (+1.1 %).
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    scan_cet = _shifted_meta(pet, CET)
+    mixed = scan_cet.with_array(scan_cet.array, radiopharmaceutical_start_datetime=T_ADMIN.replace(tzinfo=dt.timezone.utc))
+    assert mixed.meta.radiopharmaceutical_start_datetime.isoformat() != scan_cet.meta.radiopharmaceutical_start_datetime.isoformat()
+    result = quiet(calibrate, mixed, Case("c"))
+    assert_recovers(result, liver.activity_mbq)
+
+
+def test_a_daylight_saving_change_with_the_offsets_given(liver):
+    # administered on Saturday 28 March 2026 at 10:30 CET; scanned on Monday 30 March at 06:30
+    # CEST: 43 h, not the 44 h the wall clocks say
+    t_admin = dt.datetime(2026, 3, 28, 10, 30, tzinfo=CET)
+    t_scan = dt.datetime(2026, 3, 30, 6, 30, tzinfo=CEST)
+    delay_h = (t_scan - t_admin).total_seconds() / 3600
+    assert delay_h == 43.0
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, delay_h=delay_h, header_start=None)
+    pet = pet.with_array(pet.array, series_datetime=t_scan, acquisition_datetime=t_scan)
+    exact = quiet(calibrate, pet, Case("c", administration_datetime=t_admin))
+    assert_recovers(exact, liver.activity_mbq)
+    # without the case's offset the administration is taken on the scanner's clock (CEST): an
+    # hour off, 1.09 %, which is why the case file may carry the offset
+    naive = quiet(calibrate, pet, Case("c", administration_datetime=t_admin.replace(tzinfo=None)))
+    assert naive.total_mbq / exact.total_mbq == pytest.approx(math.exp(LAMBDA_Y90 * 3600), rel=1e-6)  # an hour earlier
+    assert any("taken on the scanner's clock" in n for n in naive.provenance["notes"])
+
+
+def test_times_with_and_without_offsets_in_one_header_warn(liver):
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    mixed = pet.with_array(pet.array, radiopharmaceutical_start_datetime=T_ADMIN.replace(tzinfo=dt.timezone.utc))
+    with pytest.warns(VoxelDoseWarning, match="carry a UTC offset.*radiopharmaceutical_start_datetime.*1.09% per hour"):
+        result = calibrate(mixed, Case("c"))
+    assert_recovers(result, liver.activity_mbq)  # on the clocks as written: here the same clock

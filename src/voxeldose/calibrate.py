@@ -94,7 +94,7 @@ import json
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -274,10 +274,13 @@ def calibrate(
     if not isinstance(image, Image):
         raise InputError(f"calibrate needs a voxeldose Image, got {type(image).__name__}")
     case = _resolve_case(case, overrides)
+    source_image = image
+    rec0 = _Record()
+    image, case = _reconcile_times(image, case, rec0)
     values = _check_values(image)
     units = (image.units or "").upper()
     modality = (image.meta.modality or "").upper()
-    rec = _Record()
+    rec = rec0
 
     if units == "MBQ":
         method = "passthrough: already activity (MBq per voxel at administration)"
@@ -309,7 +312,7 @@ def calibrate(
     if t_admin is not None:
         meta_changes["radiopharmaceutical_start_datetime"] = t_admin
         meta_changes["radiopharmaceutical_start_time"] = None
-    result = image.with_array(result32, units="MBQ", **meta_changes)
+    result = source_image.with_array(result32, units="MBQ", **meta_changes)
 
     n_negative = int(np.count_nonzero(out < 0))
     total = float(np.sum(out, dtype=np.float64))
@@ -428,6 +431,58 @@ def _total_factor(factors: list[dict[str, Any]], units: str) -> dict[str, Any]:
             "meaning": "product of the factors: voxel value x this = MBq in the voxel at administration"}
 
 
+_TIME_FIELDS = ("series_datetime", "acquisition_datetime", "private_scan_datetime", "radiopharmaceutical_start_datetime")
+
+
+def _reconcile_times(image: Image, case: Case, rec: _Record) -> tuple[Image, Case]:
+    """Make the times of the image and the case comparable, and say how.
+
+    A DICOM time is aware when its offset from UTC is known (a DT's own "+HHMM", or the
+    TimezoneOffsetFromUTC of its file) and naive otherwise (the scanner's wall clock). All aware:
+    exact, across a daylight-saving change too. The case's administration time without an offset
+    is taken on the scanner's clock (its offset attached). The image's times all naive: every
+    time is compared on its clock as written (an offset given in the case file is noted, and
+    dropped). The image's times mixed: the same, with a caveat, since times written in different
+    zones are then off by 1.09 % of the activity per hour.
+    """
+    m = image.meta
+    image_times = {f: getattr(m, f) for f in _TIME_FIELDS if getattr(m, f) is not None}
+    slice_times = [t for t in m.slice_acquisition_datetimes if t is not None]
+    aware = {t.tzinfo is not None for t in [*image_times.values(), *slice_times]}
+    admin = case.administration_datetime
+
+    def wall(t: _dt.datetime | None) -> _dt.datetime | None:
+        return None if t is None else t.replace(tzinfo=None)
+
+    def strip_image() -> Image:
+        changes: dict[str, Any] = {f: wall(t) for f, t in image_times.items()}
+        changes["slice_acquisition_datetimes"] = tuple(wall(t) for t in m.slice_acquisition_datetimes)
+        return image.with_array(image.array, **changes)
+
+    if aware == {True}:
+        if admin is not None and admin.tzinfo is None:
+            zone = (m.acquisition_datetime or m.series_datetime or next(iter(image_times.values()))).tzinfo
+            rec.notes.append(f"the administration time {admin.isoformat()} has no UTC offset: taken on the scanner's "
+                             f"clock, whose offset the header states ({zone})")
+            case = replace(case, administration_datetime=admin.replace(tzinfo=zone))
+        return image, case
+    if aware == {True, False}:
+        with_offset = [f for f, t in image_times.items() if t.tzinfo is not None]
+        rec.warn(
+            f"some of the header's times carry a UTC offset ({', '.join(with_offset) or 'slice times'}) and others do "
+            "not, and the header gives no TimezoneOffsetFromUTC (0008,0201) for them: every time is compared on its "
+            f"clock as written; if they were written in different zones, the activity is off by "
+            f"{math.expm1(C.Y90_DECAY_CONSTANT_PER_S * 3600.0):.2%} per hour"
+        )
+        image = strip_image()
+    if admin is not None and admin.tzinfo is not None:
+        if image_times:
+            rec.notes.append(f"the scan's times carry no UTC offset: the administration time {admin.isoformat()} is "
+                             "compared with them on its clock as written (its offset dropped)")
+        case = replace(case, administration_datetime=wall(admin))
+    return image, case
+
+
 def _time_of_day_gap_s(a: _dt.time, b: _dt.time) -> float:
     """Smallest difference between two times of day (s), across midnight."""
     sa = a.hour * 3600 + a.minute * 60 + a.second + a.microsecond * 1e-6
@@ -475,7 +530,7 @@ def _administration_time(case: Case, image: Image, rec: _Record) -> tuple[_dt.da
                 "date) and no scan date either; give the administration date and time: administration_datetime= "
                 "(case-file key administration_time, or --administration-time)"
             )
-        t = _dt.datetime.combine(scan.date(), time_of_day)
+        t = _dt.datetime.combine(scan.date(), time_of_day, tzinfo=scan.tzinfo)
         if t > scan:
             raise CalibrationError(
                 f"the header gives the administration time of day only ({_START_TIME_TAG} {time_of_day.isoformat()}, no "

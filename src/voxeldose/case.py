@@ -22,9 +22,11 @@ case_id            string, required        names output files (letters, digits, 
 administered_gbq   number > 0 (GBq)        activity of the prepared Y-90 dose (vial) at the
                                            administration time, before administration: what
                                            reached the patient is this x (1 - residual)
-administration_time ISO 8601 local time    start of the administration, on the scanner's
-                   (string, or a TOML      clock, without UTC offset: 2024-03-05T10:30:00
-                   local date-time)
+administration_time ISO 8601 date-time    start of the administration, on the scanner's
+                   (string, or a TOML      clock (2024-03-05T10:30:00), or with its UTC
+                   date-time)              offset (2024-03-05T10:30:00+01:00): needed when a
+                                           daylight-saving change lies between it and the
+                                           scan and the scan's header states its offset
 lung_shunt_fraction number in [0, 1)       fraction of the delivered activity that reaches
                                            the lungs (0.08 for 8 %)
 residual_fraction  number in [0, 1)        fraction of ``administered_gbq`` left in the vial,
@@ -201,12 +203,6 @@ def _check_datetime(value: object, where: str) -> _dt.datetime:
             f"{where}: {key} must be a date and time (datetime, or ISO 8601 text like "
             f"2024-03-05T10:30:00), got {what}"
         )
-    if value.tzinfo is not None:
-        raise InputError(
-            f"{where}: administration time {value.isoformat()} carries a UTC offset; give the local "
-            "time on the scanner's clock without offset (DICOM times have none), e.g. "
-            f"{value.replace(tzinfo=None).isoformat()} if that is the scanner's local time"
-        )
     return value
 
 
@@ -226,7 +222,9 @@ class Case:
         administration. The activity that reached the patient is ``administered_gbq x (1 -
         residual_fraction)``; the part that reached the liver also excludes the lung shunt.
     administration_datetime : datetime or None
-        Start of the administration, naive, on the scanner's local clock (like DICOM times).
+        Start of the administration: naive, on the scanner's local clock (like DICOM times), or
+        aware (with its UTC offset; compared exactly with scan times whose offset the header
+        states, TimezoneOffsetFromUTC or a DT's own).
     lung_shunt_fraction : float or None
         Fraction of the delivered activity that lodges in the lungs, 0 <= LSF < 1.
     residual_fraction : float or None

@@ -203,7 +203,11 @@ def compute_case(
     crosschecks: dict[str, Any] = {}
     with steps.step("crosschecks", timed=False):
         if case.administered_gbq is None:
-            warnings.warn("no administered activity: no model cross-checks", VoxelDoseWarning, stacklevel=1)
+            header = scan.meta.radionuclide_total_dose_bq
+            hint = (f"; the header's RadionuclideTotalDose (0018,1074) says {header / 1e9:.4g} GBq: if that is the "
+                    "activity administered, pass it") if header else ""
+            warnings.warn("no administered activity: no model cross-checks (MIRD, partition, lung shunt). Give it: "
+                          f"case-file key administered_gbq, or --administered-gbq{hint}", VoxelDoseWarning, stacklevel=1)
         else:
             crosschecks = model_crosschecks(
                 activity_map.image, masks, roles, dvhs, administered_gbq=case.administered_gbq,

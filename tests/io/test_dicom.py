@@ -485,3 +485,21 @@ def test_a_slice_of_another_modality_in_the_series_is_refused(tmp_path):
     ds.save_as(paths[2])
     with pytest.raises(voxeldose.DicomError, match=r"Modality '(CT|PT)' differs from .*'(PT|CT)' in the same series"):
         load_image(tmp_path)
+
+
+def test_utc_offsets_are_read(tmp_path):
+    # a DT's own offset, and TimezoneOffsetFromUTC for the DA/TM values of its file
+    paths = _write_pet(tmp_path, _image(shape=(3, 4, 5)))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.TimezoneOffsetFromUTC = "+0100"
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = (
+            ADMIN.strftime("%Y%m%d%H%M%S") + "+0000")
+        ds.save_as(p)
+    meta = load_image(tmp_path).meta
+    cet = dt.timezone(dt.timedelta(hours=1))
+    assert meta.acquisition_datetime == SCAN.replace(tzinfo=cet)
+    assert meta.series_datetime.utcoffset() == dt.timedelta(hours=1)
+    assert meta.radiopharmaceutical_start_datetime == ADMIN.replace(tzinfo=dt.timezone.utc)
+    # an hour apart from what the wall clocks say: the offsets were dropped before
+    assert (meta.acquisition_datetime - meta.radiopharmaceutical_start_datetime) == (SCAN - ADMIN) - dt.timedelta(hours=1)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -190,28 +191,66 @@ def _floats(ds: Any, keyword: str, n: int, where: str) -> NDArray[np.float64]:
     return arr
 
 
-def _datetime(date: Any, time: Any) -> dt.datetime | None:
-    """DICOM DA + TM (or a DT in ``date`` with ``time`` None) to a naive datetime."""
+_DT = re.compile(r"^(?P<date>\d{8})(?P<time>\d{2,6}(?:\.\d{1,6})?)?(?P<offset>[+-]\d{4})?$")
+
+
+def _offset(text: str) -> dt.timezone | None:
+    """A DICOM UTC offset "+HHMM" / "-HHMM" as a timezone, or None when malformed."""
     try:
+        sign = -1 if text[0] == "-" else 1
+        hours, minutes = int(text[1:3]), int(text[3:5])
+    except (ValueError, IndexError):
+        return None
+    if hours > 14 or minutes >= 60:
+        return None
+    return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+
+
+def _tz(ds: Any) -> dt.timezone | None:
+    """The dataset's TimezoneOffsetFromUTC (0008,0201), which applies to its DA and TM values."""
+    value = str(getattr(ds, "TimezoneOffsetFromUTC", "") or "").strip()
+    return _offset(value) if value else None
+
+
+def _datetime(date: Any, time: Any, tz: dt.timezone | None = None) -> dt.datetime | None:
+    """DICOM DA + TM (or a DT in ``date`` with ``time`` None) to a datetime.
+
+    Aware when the offset from UTC is known: a DT's own "+HHMM" suffix, else ``tz`` (the
+    dataset's TimezoneOffsetFromUTC); naive (the scanner's wall clock) otherwise.
+    """
+    try:
+        zone = tz
         if time is None:
             text = str(date or "").strip()
             if not text:
                 return None
-            text = text.split("+")[0].split("-")[0] if len(text) > 8 else text
-            date, time = text[:8], text[8:]
+            m = _DT.match(text)
+            if m is None:
+                return None
+            if m["offset"]:
+                zone = _offset(m["offset"])
+                if zone is None:
+                    return None
+            date, time = m["date"], m["time"] or ""
         date_s = str(date or "").strip()
         time_s = str(time or "").strip()
         if not date_s:
             return None
         day = dt.datetime.strptime(date_s[:8], "%Y%m%d")
-        if not time_s:
-            return day
-        hh = int(time_s[0:2])
-        mm = int(time_s[2:4]) if len(time_s) >= 4 else 0
-        ss = float(time_s[4:]) if len(time_s) > 4 else 0.0
-        return day + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
+        if time_s:
+            hh = int(time_s[0:2])
+            mm = int(time_s[2:4]) if len(time_s) >= 4 else 0
+            ss = float(time_s[4:]) if len(time_s) > 4 else 0.0
+            day = day + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
+        return day.replace(tzinfo=zone) if zone is not None else day
     except (ValueError, TypeError):
         return None
+
+
+def _earliest(times: Sequence[dt.datetime]) -> dt.datetime:
+    """The earliest of ``times``; on their wall clocks when some carry a UTC offset and others not."""
+    aware = {t.tzinfo is not None for t in times}
+    return min(times) if len(aware) == 1 else min(times, key=lambda t: t.replace(tzinfo=None))
 
 
 def _radiopharmaceutical(ds: Any) -> dict[str, Any]:
@@ -225,7 +264,7 @@ def _radiopharmaceutical(ds: Any) -> dict[str, Any]:
         "radionuclide_positron_fraction": _float(item, "RadionuclidePositronFraction"),
         "radionuclide_total_dose_bq": _float(item, "RadionuclideTotalDose"),
     }
-    start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None)
+    start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None, _tz(ds))
     out["radiopharmaceutical_start_datetime"] = start
     if start is None:
         # the older TM attribute has no date: kept as a time of day; putting it on the series
@@ -262,7 +301,7 @@ def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> Im
         series_description=str(getattr(ds, "SeriesDescription", "")) or None,
         manufacturer=str(getattr(ds, "Manufacturer", "")) or None,
         manufacturer_model=str(getattr(ds, "ManufacturerModelName", "")) or None,
-        series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None)),
+        series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None), _tz(ds)),
         acquisition_datetime=acquisition,
         private_scan_datetime=_ge_scan_datetime(ds),
         frame_duration_s=None if duration_ms is None else duration_ms / 1000.0,
@@ -282,7 +321,7 @@ def _ge_scan_datetime(ds: Any) -> dt.datetime | None:
         value = block[0x0D].value
     except (KeyError, ValueError, TypeError):
         return None
-    return _datetime(value, None) if value else None
+    return _datetime(value, None, _tz(ds)) if value else None
 
 
 def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], durations_ms: Sequence[float | None],
@@ -296,7 +335,7 @@ def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], du
     # the series-level values are those of the earliest slice (the scan start), not of the file
     # that happened to come first
     known = [(t, k) for k, t in enumerate(starts) if t is not None]
-    k0 = min(known)[1] if known else 0
+    k0 = next(k for t, k in known if t == _earliest([t for t, _ in known])) if known else 0
     duration_ms = durations_ms[k0]
     return replace(
         meta,
@@ -311,15 +350,15 @@ def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], du
 def _acquisition_datetime(datasets: Sequence[Any]) -> dt.datetime | None:
     times = []
     for ds in datasets:
-        t = _datetime(getattr(ds, "AcquisitionDateTime", None), None)
+        t = _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds))
         if t is None:
             t = _datetime(getattr(ds, "AcquisitionDate", None) or getattr(ds, "SeriesDate", None),
-                          getattr(ds, "AcquisitionTime", None))
+                          getattr(ds, "AcquisitionTime", None), _tz(ds))
             if getattr(ds, "AcquisitionTime", None) in (None, ""):
                 t = None
         if t is not None:
             times.append(t)
-    return min(times) if times else None
+    return _earliest(times) if times else None
 
 
 def _units(ds: Any) -> str:
@@ -584,7 +623,7 @@ def _enhanced(path: Path, header: Any) -> Image:
         s, b = slopes[idx]
         volume[k] = pixels[idx].astype(np.float64) * s + b
     direction = np.column_stack([row, col, normal])
-    meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None))
+    meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds)))
     units = _units(ds)
     if str(getattr(ds, "Modality", "")).upper() == "PT":
         units, meta = _enhanced_pet_units_and_decay(ds, units, meta)
@@ -592,7 +631,8 @@ def _enhanced(path: Path, header: Any) -> Image:
                    _functional(ds, int(i), "PETFrameCorrectionFactorsSequence", "DecayFactor")) for i in order]
         meta = _with_slice_timing(
             meta,
-            [None if c is None else _datetime(getattr(c, "FrameAcquisitionDateTime", None), None) for c, _ in frames],
+            [None if c is None else _datetime(getattr(c, "FrameAcquisitionDateTime", None), None, _tz(ds))
+             for c, _ in frames],
             [None if c is None else _float(c, "FrameAcquisitionDuration") for c, _ in frames],
             [None if f is None else _float(f, "DecayFactor") for _, f in frames],
         )
@@ -611,12 +651,14 @@ def _enhanced_pet_units_and_decay(ds: Any, units: str, meta: ImageMeta) -> tuple
     if corr is not None and _float(corr, "DecayFactor") is not None:
         changes["decay_factor"] = _float(corr, "DecayFactor")
     decayed = str(getattr(ds, "DecayCorrected", "") or "").upper()
-    reference = _datetime(getattr(ds, "DecayCorrectionDateTime", None), None)
+    reference = _datetime(getattr(ds, "DecayCorrectionDateTime", None), None, _tz(ds))
     if decayed == "NO":
         changes["decay_correction"] = "NONE"
     elif decayed == "YES":
-        if reference is not None and meta.radiopharmaceutical_start_datetime is not None and abs(
-            (reference - meta.radiopharmaceutical_start_datetime).total_seconds()
+        start = meta.radiopharmaceutical_start_datetime
+        if reference is not None and start is not None and abs(
+            (reference - start).total_seconds() if (reference.tzinfo is None) == (start.tzinfo is None)
+            else (reference.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds()
         ) < 1.0:
             changes["decay_correction"] = "ADMIN"
         else:
