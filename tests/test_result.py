@@ -35,7 +35,8 @@ def test_metrics_use_the_lung_density_for_lung_vois(result):
 def test_to_dict_is_the_metrics_json_and_the_table_is_pandas_ready(result, tmp_path):
     pandas = pytest.importorskip("pandas")
     doc = result.to_dict()
-    assert list(doc) == ["case_id", "case", "vois", "roles", "model_crosschecks", "warnings", "provenance"]
+    assert list(doc) == ["case_id", "case", "vois", "roles", "clinical_references", "model_crosschecks", "warnings",
+                         "provenance"]
     voxeldose.write_metrics_json(tmp_path / "metrics.json", doc)
     back = json.loads((tmp_path / "metrics.json").read_text())
     rows = result.table()
@@ -66,3 +67,22 @@ def test_the_result_holds_one_grid(result):
 def test_caveats_keep_their_stage(result):
     extra = dataclasses.replace(result, caveats=[Caveat("dose", "a caveat")])  # a list becomes a tuple
     assert extra.caveats == (Caveat("dose", "a caveat"),) and extra.warnings == ("a caveat",)
+
+
+def test_clinical_references_are_flagged_with_their_sources(result, tmp_path):
+    refs = result.references
+    assert set(refs) == {"lung", "normal_liver", *(f"tumour_{i}" for i in range(1, 6))}  # roles with references
+    lung = {f["reference"]: f for f in refs["lung"]}
+    assert lung["lung limit, one treatment"]["threshold_gy"] == 30.0 and "Ho et al." in lung["lung limit, one treatment"]["source"]
+    assert lung["lung limit, one treatment"]["flag"] == (result.dvhs["lung"].mean_gy >= 30.0)
+    tumour = {f["reference"]: f for f in refs["tumour_1"]}
+    assert tumour["glass HCC: response associated from"]["threshold_gy"] == 205.0
+    assert tumour["resin NET: response predicted from"]["flag"] == (result.dvhs["tumour_1"].mean_gy >= 191.3)
+    assert tumour["resin NET: no response predicted below"]["flag"] == (result.dvhs["tumour_1"].mean_gy < 72.8)
+    normal = {f["reference"]: f for f in refs["normal_liver"]}
+    # the phantom's normal liver (local deposition, ~70 Gy) is above both reported levels
+    assert all(f["flag"] for f in normal.values()) and result.dvhs["normal_liver"].mean_gy > 59.1
+    rows = {r["voi"]: r for r in result.table()}
+    assert "normal liver, mean with fibrosis or failure (small series) 59.1 Gy" in rows["normal_liver"]["references_flagged"]
+    assert rows["liver"]["references_flagged"] == ""  # the whole liver has no reference of its own
+    assert result.to_dict()["clinical_references"] == refs

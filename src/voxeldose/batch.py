@@ -71,7 +71,8 @@ _MANIFEST_VALUES = {key: name for key, name in CASE_FILE_KEYS.items() if key not
 #: Leading columns of cohort.csv; the metric columns follow in the order the engine reports them.
 COHORT_COLUMNS = (
     "case_id", "status", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
-    "administration_time", "method", "activity_vs_administered", "n_warnings", "error_kind", "error",
+    "administration_time", "method", "activity_vs_administered", "n_warnings", "references_flagged",
+    "error_kind", "error",
 )
 
 

@@ -76,6 +76,8 @@ __all__ = [
     "lung_dose_gy",
     "tumour_to_normal_ratio",
     "model_crosschecks",
+    "REFERENCES",
+    "reference_flags",
 ]
 
 #: Density (g/cm3) for the mass of a lung VOI. Lung is mostly air: ICRU 44 inflated lung is
@@ -113,7 +115,8 @@ class Thresholds:
         normal perfused liver in personalised dosimetry (Garin et al., DOSISPHERE-01, Lancet
         Gastroenterol Hepatol 6:17-29, 2021). Not a tumour-response threshold.
     tumour_resin_net_response_gy : 191.3
-        Resin microspheres, neuroendocrine liver metastases: tumour dose predicting response.
+        Resin microspheres, neuroendocrine liver metastases: tumour dose predicting response
+        (Chansanti et al., J Vasc Interv Radiol 28:1528-1535, 2017, SPECT/CT-based).
     tumour_resin_net_no_response_gy : 72.8
         Same series: tumour dose below which no response was predicted.
     normal_liver_no_toxicity_gy : 25.4
@@ -831,4 +834,60 @@ def model_crosschecks(
             _caveat(f"tumour burden {burden:.0%} of the whole liver exceeds {THRESHOLDS.tumour_burden_max_fraction:.0%}")
     out["lung"] = _lung_check(c, given_lung_kg)
     out["notes"] = notes
+    return out
+
+
+# --------------------------------------------------------------------------- clinical references
+
+
+#: The references each VOI role is compared with: (reference, threshold in Gy, True when the
+#: flag is raised above the threshold, source). Mean doses, as the literature reports them.
+REFERENCES: Mapping[str, tuple[tuple[str, float, bool, str], ...]] = {
+    "lung": (
+        ("lung limit, one treatment", THRESHOLDS.lung_single_treatment_gy, True,
+         "Ho et al., Eur J Nucl Med 24:293, 1997; AAPM TG-144 (Dezarn et al. 2011)"),
+        ("lung limit, cumulative", THRESHOLDS.lung_cumulative_gy, True,
+         "Ho et al., Eur J Nucl Med 24:293, 1997; AAPM TG-144 (Dezarn et al. 2011)"),
+    ),
+    "normal_liver": (
+        ("normal liver, mean without toxicity (small series)", THRESHOLDS.normal_liver_no_toxicity_gy, True,
+         "../shared/CLINICAL.md"),
+        ("normal liver, mean with fibrosis or failure (small series)", THRESHOLDS.normal_liver_toxicity_gy, True,
+         "../shared/CLINICAL.md"),
+    ),
+    "tumour": (
+        ("resin NET: no response predicted below", THRESHOLDS.tumour_resin_net_no_response_gy, False,
+         "Chansanti et al., J Vasc Interv Radiol 28:1528, 2017"),
+        ("resin NET: response predicted from", THRESHOLDS.tumour_resin_net_response_gy, True,
+         "Chansanti et al., J Vasc Interv Radiol 28:1528, 2017"),
+        ("glass HCC: response associated from", THRESHOLDS.tumour_glass_response_gy, True,
+         "Garin et al., J Nucl Med 53:255, 2012"),
+    ),
+}
+
+
+def reference_flags(dvhs: Mapping[str, DVH], roles: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each VOI's mean dose against the clinical references of its role (:data:`REFERENCES`).
+
+    Returns ``{voi: [{"reference", "threshold_gy", "mean_gy", "flag", "source"}, ...]}`` for the
+    VOIs with a role that has references (lung, normal liver, tumours; not derived unions).
+    ``flag`` is True when the mean dose is at or above a threshold that flags from above (a lung
+    limit, a toxicity level, a response threshold reached) or below one that flags from below
+    (no response predicted). voxeldose reports them beside the dose; it decides nothing: each
+    reference holds for its product and disease.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from voxeldose import dvh_array
+    >>> h = dvh_array(np.full((2, 2, 2), 35.0), np.ones((2, 2, 2)), spacing_xyz_mm=(4, 4, 4))
+    >>> [f["reference"] for f in reference_flags({"lung": h}, {"lung": "lung"})["lung"] if f["flag"]]
+    ['lung limit, one treatment']
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, h in dvhs.items():
+        for reference, threshold, above, source in REFERENCES.get(roles.get(name, ""), ()):
+            flag = h.mean_gy >= threshold if above else h.mean_gy < threshold
+            out.setdefault(name, []).append({"reference": reference, "threshold_gy": threshold, "mean_gy": h.mean_gy,
+                                             "flag": bool(flag), "source": source})
     return out

@@ -451,6 +451,25 @@ def _pct(diff: Any, limit: float = 0.10) -> str:
     return f"<td{cls}>{float(diff):+.1%}</td>"
 
 
+def _references_html(references: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Each VOI's mean dose against the clinical references of its role; crossed ones shaded."""
+    rows = []
+    for name, flags in references.items():
+        for f in flags:
+            cls = " class='flag'" if f["flag"] else ""
+            rows.append(f"<tr><td class='name'>{html.escape(str(name))}</td><td class='text'>{html.escape(f['reference'])}</td>"
+                        f"<td>{f['threshold_gy']:g}</td><td{cls}>{_fmt_number(f['mean_gy'], 'gy')}</td>"
+                        f"<td{cls}>{'yes' if f['flag'] else 'no'}</td><td class='text'>{html.escape(f['source'])}</td></tr>")
+    if not rows:
+        return "<p>No VOI with a role that has clinical references (lung, normal liver, tumours).</p>"
+    header = ("<tr><th class='name'>VOI</th><th class='name'>reference</th><th>threshold (Gy)</th>"
+              "<th>mean dose (Gy)</th><th>flagged</th><th class='name'>source</th></tr>")
+    return (f"<div class='scroll'><table><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            "<p class='meta'>Mean doses against the values the literature reports for particular products and "
+            "diseases (a lung limit or toxicity level reached, a response threshold reached, or a dose below which "
+            "no response was predicted); voxeldose reports them and decides nothing.</p>")
+
+
 def _crosscheck_html(cc: Mapping[str, Any]) -> str:
     from .clinical import THRESHOLDS as T
 
@@ -638,6 +657,8 @@ receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue
 The doses of lung VOIs are at lung density: the soft-tissue dose × 1.04 / 0.30, the same energy over the lung's
 mass (Mikell et al., EJNMMI Phys 2015;2:16: about 20 % above Monte Carlo for the mean lung dose, where the plain
 soft-tissue dose is 60 % below). The dose maps, and the planes above, are in soft tissue.</p>
+<h2>Clinical references</h2>
+{_references_html(result.references)}
 <h2>Model cross-checks</h2>
 {_crosscheck_html(crosschecks)}
 <h2>Provenance</h2>

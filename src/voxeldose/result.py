@@ -125,6 +125,15 @@ class CaseResult:
         mean/min/max and the D and V metrics."""
         return voi_metrics(self.dvhs)
 
+    @property
+    def references(self) -> dict[str, list[dict[str, Any]]]:
+        """Each VOI's mean dose against the clinical references of its role
+        (:func:`voxeldose.clinical.reference_flags`: lung limits, normal-liver toxicity levels,
+        tumour response thresholds, each with its source)."""
+        from .clinical import reference_flags
+
+        return reference_flags(self.dvhs, self.roles)
+
     def to_dict(self) -> dict[str, Any]:
         """The result as ``metrics.json`` holds it (JSON-able apart from numpy scalars)."""
         return {
@@ -132,6 +141,7 @@ class CaseResult:
             "case": self.case.to_dict(),
             "vois": self.metrics,
             "roles": dict(self.roles),
+            "clinical_references": self.references,
             "model_crosschecks": dict(self.crosschecks),
             "warnings": list(self.warnings),
             "provenance": dict(self.provenance),
@@ -145,7 +155,7 @@ class CaseResult:
 #: Leading columns of :func:`metrics_rows`; the metric columns follow in the engine's order.
 ROW_COLUMNS: tuple[str, ...] = (
     "case_id", "voi", "role", "administered_gbq", "lung_shunt_fraction", "residual_fraction",
-    "administration_time", "method", "activity_vs_administered", "n_warnings",
+    "administration_time", "method", "activity_vs_administered", "n_warnings", "references_flagged",
 )
 
 
@@ -154,7 +164,9 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Each row holds :data:`ROW_COLUMNS` then the VOI's metrics. ``activity_vs_administered`` is
     the calibration's check of the activity against the administered activity net of shunt and
-    residual (1 when within; None when not checked), ``n_warnings`` the case's caveats. The batch's cohort table is these
+    residual (1 when within; None when not checked), ``n_warnings`` the case's caveats,
+    ``references_flagged`` the clinical references the VOI's mean dose crosses
+    (:func:`voxeldose.clinical.reference_flags`), joined by "; ". The batch's cohort table is these
     rows with a status; reading a ``metrics.json`` back gives the same rows as the result did.
     """
     case = metrics.get("case", {}) or {}
@@ -175,4 +187,10 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     }
     roles: Mapping[str, str] = metrics.get("roles", {}) or {}
     vois: Mapping[str, Mapping[str, Any]] = metrics.get("vois", {}) or {}
-    return [{**base, "voi": voi, "role": roles.get(voi, ""), **values} for voi, values in vois.items()]
+    references: Mapping[str, list[Mapping[str, Any]]] = metrics.get("clinical_references", {}) or {}
+
+    def flagged(voi: str) -> str:
+        return "; ".join(f"{r['reference']} {r['threshold_gy']:g} Gy" for r in references.get(voi, []) if r.get("flag"))
+
+    return [{**base, "voi": voi, "role": roles.get(voi, ""), "references_flagged": flagged(voi), **values}
+            for voi, values in vois.items()]
