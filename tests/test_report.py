@@ -116,7 +116,8 @@ def test_report_content(report, case):
     assert f"hottest tumour, {hottest}" in shown
     # metrics and cross-checks
     for label in ("D98", "V205", "volume", "mass", "MIRD single compartment", "partition: tumours",
-                  "partition: normal liver", "lung (shunt 25.0%)"):
+                  "partition: normal liver", "lung (shunt 25.0%)", "Clinical references", "lung limit, one treatment",
+                  "glass HCC", "administered", "3 GBq", "lung shunt", "25.0%", "residual"):
         assert label in shown
     assert f"{cc['mird']['model_mean_gy']:.1f}" in shown
     assert "<details>" in text  # provenance collapsed

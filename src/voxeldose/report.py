@@ -551,7 +551,30 @@ def _crosscheck_html(cc: Mapping[str, Any]) -> str:
             f"<p class='meta'>{note}</p>")
 
 
-def _header_table(case_id: str, run: str, version: str, dose: Image, provenance: Mapping[str, Any]) -> str:
+def _treatment(result: "CaseResult") -> list[tuple[str, Any]]:
+    """The treatment parameters a physicist checks first: activity, shunt, residual, product, times."""
+    case = result.case
+    times = (result.provenance.get("calibration", {}) or {}).get("times", {}) or {}
+
+    def when(key: str) -> str | None:
+        t = times.get(key) or {}
+        return f"{t['value']} ({t.get('from', '')})" if t.get("value") else None
+
+    def pct(x: float | None) -> str | None:
+        return None if x is None else f"{x:.1%}"
+
+    return [
+        ("administered", None if case.administered_gbq is None else f"{case.administered_gbq:.4g} GBq"),
+        ("lung shunt", pct(case.lung_shunt_fraction)),
+        ("residual", pct(case.residual_fraction)),
+        ("microspheres", case.sphere_type),
+        ("administration", when("administration")),
+        ("scan start", when("scan_start")),
+    ]
+
+
+def _header_table(case_id: str, run: str, version: str, dose: Image, provenance: Mapping[str, Any],
+                  treatment: Sequence[tuple[str, Any]] = ()) -> str:
     d_raw = provenance.get("dose")
     d: Mapping[str, Any] = d_raw if isinstance(d_raw, Mapping) else {}
     method = d.get("method", provenance.get("method"))
@@ -560,7 +583,7 @@ def _header_table(case_id: str, run: str, version: str, dose: Image, provenance:
     nx, ny, nz = dose.size_xyz
     times = " \u00d7 "
     grid = f"{nx}{times}{ny}{times}{nz} voxels of {times.join(f'{s:.4g}' for s in dose.spacing_mm)} mm (x, y, z)"
-    items = [("case", case_id), ("run", run), ("voxeldose", version),
+    items = [("case", case_id), *treatment, ("run", run), ("voxeldose", version),
              ("dose method", method), ("kernel", kernel), ("tissue", tissue), ("grid", grid)]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in items if v not in (None, ""))
@@ -643,7 +666,7 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
 <title>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</h1>
-{_header_table(str(case_id), run_text, __version__, dose, provenance)}
+{_header_table(str(case_id), run_text, __version__, dose, provenance, _treatment(result))}
 {warn_html}
 <h2>Dose-volume histograms</h2>
 {dvh_html}

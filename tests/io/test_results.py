@@ -322,7 +322,9 @@ def test_rtdose_passes_dciodvfy(tmp_path, case):
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        assert tuple(reader.fieldnames or ()) == DVH_CSV_COLUMNS == ("voi", "dose_gy", "volume_fraction", "volume_ml")
+        # the columns say they are cumulative (the fraction and volume receiving at least the dose)
+        assert tuple(reader.fieldnames or ()) == DVH_CSV_COLUMNS == (
+            "voi", "dose_gy", "cumulative_volume_fraction", "cumulative_volume_ml", "density_g_per_cm3")
         return list(reader)
 
 
@@ -334,8 +336,9 @@ def test_dvh_csv_uniform_dose(tmp_path):
     assert [float(r["dose_gy"]) for r in rows] == pytest.approx(np.linspace(0, 50, 11))
     assert {r["voi"] for r in rows} == {"liver"}
     for r in rows:  # uniform 50 Gy: the whole VOI receives at least every dose up to 50 Gy, none above
-        assert float(r["volume_fraction"]) == (1.0 if float(r["dose_gy"]) <= 50 else 0.0)
-        assert float(r["volume_ml"]) == pytest.approx(float(r["volume_fraction"]) * 60 * 8e-3)
+        assert float(r["cumulative_volume_fraction"]) == (1.0 if float(r["dose_gy"]) <= 50 else 0.0)
+        assert float(r["cumulative_volume_ml"]) == pytest.approx(float(r["cumulative_volume_fraction"]) * 60 * 8e-3)
+        assert float(r["density_g_per_cm3"]) == 1.04
     assert path.read_bytes().count(b"\r") == 0 and os.listdir(tmp_path) == ["dvh.csv"]
 
 
@@ -350,7 +353,7 @@ def test_dvh_csv_several_vois_match_the_dvh(tmp_path):
     rows = _read_csv(write_dvh_csv(tmp_path / "dvh.csv", dvhs, n_points=101))
     assert [r["voi"] for r in rows] == ["tumour, segment 4"] * 101 + ["liver"] * 101  # quoted comma survives
     for name, h in dvhs.items():
-        got = np.array([[float(r[c]) for c in DVH_CSV_COLUMNS[1:]] for r in rows if r["voi"] == name])
+        got = np.array([[float(r[c]) for c in DVH_CSV_COLUMNS[1:4]] for r in rows if r["voi"] == name])
         g, f = h.curve(101)
         # 9 significant digits in the file: relative 5e-9
         np.testing.assert_allclose(got[:, 0], g, rtol=1e-8)

@@ -93,7 +93,7 @@ __all__ = [
 RTDOSE_SOP = "1.2.840.10008.5.1.4.1.1.481.2"
 
 #: Columns of :func:`write_dvh_csv`, in order.
-DVH_CSV_COLUMNS = ("voi", "dose_gy", "volume_fraction", "volume_ml")
+DVH_CSV_COLUMNS = ("voi", "dose_gy", "cumulative_volume_fraction", "cumulative_volume_ml", "density_g_per_cm3")
 
 #: Largest stored RT Dose pixel value (16-bit unsigned).
 _MAX_STORED = 2**16 - 1
@@ -403,12 +403,14 @@ def write_rtdose(
 
 def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 501,
                   overwrite: bool = False) -> Path:
-    """Cumulative DVHs in long format, columns ``voi,dose_gy,volume_fraction,volume_ml``.
+    """Cumulative DVHs in long format, columns :data:`DVH_CSV_COLUMNS`.
 
     One row per VOI and dose: ``n_points`` doses evenly spaced from 0 to the VOI's maximum
-    (:meth:`DVH.curve`). ``volume_fraction`` is the fraction (0-1) of the VOI receiving at least
-    ``dose_gy`` Gy, ``volume_ml`` that fraction times the VOI's volume (mL). VOIs in the
-    mapping's order; numbers with 9 significant digits; UTF-8, ``\\n`` line ends.
+    (:meth:`DVH.curve`). ``cumulative_volume_fraction`` is the fraction (0-1) of the VOI receiving
+    at least ``dose_gy`` Gy, ``cumulative_volume_ml`` that fraction times the VOI's volume (mL),
+    ``density_g_per_cm3`` the density the VOI's doses refer to (lung VOIs at lung density:
+    :meth:`DVH.at_density`). VOIs in the mapping's order; numbers with 9 significant digits;
+    UTF-8, ``\\n`` line ends.
 
     Parameters
     ----------
@@ -438,7 +440,7 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 
     >>> h = dvh_array(np.full((2, 2, 2), 50.0), np.ones((2, 2, 2), bool), spacing_xyz_mm=(5.0, 5.0, 5.0))
     >>> out = write_dvh_csv(Path(tempfile.mkdtemp()) / "dvh.csv", {"liver": h}, n_points=3)
     >>> out.read_text().splitlines()[:3]
-    ['voi,dose_gy,volume_fraction,volume_ml', 'liver,0,1,1', 'liver,25,1,1']
+    ['voi,dose_gy,cumulative_volume_fraction,cumulative_volume_ml,density_g_per_cm3', 'liver,0,1,1,1.04', 'liver,25,1,1,1.04']
     """
     p = _check_target(path, "write_dvh_csv")
     buf = io.StringIO()
@@ -450,7 +452,7 @@ def write_dvh_csv(path: str | Path, dvhs: Mapping[str, DVH], *, n_points: int = 
                              "build it with voxeldose.dvh(dose, mask)")
         dose_gy, fraction = h.curve(n_points=n_points)
         for g, f in zip(dose_gy, fraction):
-            writer.writerow([name, f"{g:.9g}", f"{f:.9g}", f"{f * h.volume_ml:.9g}"])
+            writer.writerow([name, f"{g:.9g}", f"{f:.9g}", f"{f * h.volume_ml:.9g}", f"{h.density_g_per_cm3:g}"])
     data = buf.getvalue().encode("utf-8")
     with _new_file(p, overwrite, "write_dvh_csv") as fh:
         fh.write(data)
