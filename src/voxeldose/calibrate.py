@@ -392,6 +392,7 @@ def _input_record(image: Image) -> dict[str, Any]:
         "spacing_mm": list(image.spacing_mm),
         "voxel_volume_ml": image.voxel_volume_ml,
         "n_source_files": len(m.source_files),
+        "geometry_notes": list(m.geometry_notes),
         "header": {
             "decay_correction": m.decay_correction,
             "decay_factor": m.decay_factor,

@@ -74,6 +74,8 @@ class ImageMeta:
     slice_frame_durations_s: tuple[float | None, ...] = ()
     slice_decay_factors: tuple[float | None, ...] = ()
     source_files: tuple[str, ...] = ()
+    # what the loader did to the geometry (e.g. slices of uneven spacing put on a regular grid)
+    geometry_notes: tuple[str, ...] = ()
     identifiers: Mapping[str, str] = field(default_factory=dict, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 

@@ -503,3 +503,60 @@ def test_utc_offsets_are_read(tmp_path):
     assert meta.radiopharmaceutical_start_datetime == ADMIN.replace(tzinfo=dt.timezone.utc)
     # an hour apart from what the wall clocks say: the offsets were dropped before
     assert (meta.acquisition_datetime - meta.radiopharmaceutical_start_datetime) == (SCAN - ADMIN) - dt.timedelta(hours=1)
+
+
+def _set_steps(paths, steps):
+    """Rewrite the slices' positions along z (ordered files) so that they step by ``steps`` (mm)."""
+    z0 = float(pydicom.dcmread(paths[0]).ImagePositionPatient[2])
+    zs = z0 + np.concatenate([[0.0], np.cumsum(steps)])
+    for p, z in zip(paths, zs):
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], f"{z:.4f}"]
+        ds.save_as(p)
+    return zs
+
+
+def test_bed_junctions_load_with_a_warning(tmp_path):
+    # a GE Discovery multi-bed PET: 3.27 mm steps, 3.29 and 3.19 mm where the beds meet. It was
+    # refused as "uneven slice spacing" although no slice is missing
+    image = _image(shape=(30, 4, 5), spacing=(2.5, 3.0, 3.27))
+    paths = _write_pet(tmp_path, image, names="ordered")
+    steps = [3.27] * 29
+    steps[9], steps[10], steps[19] = 3.29, 3.29, 3.19
+    zs = _set_steps(paths, steps)
+    with pytest.warns(voxeldose.VoxelDoseWarning, match=r"uneven slice spacing at 1 junction\(s\).*3.190 mm.*IM00020.dcm"
+                      r".*within 0.0\d\d mm.*used as they are"):
+        loaded = load_image(tmp_path)
+    # every slice within 0.1 mm of its file's position (what SimpleITK reports per slice)
+    centres = loaded.index_to_world(np.array([[0, 0, k] for k in range(30)], float))[:, 2]
+    assert np.abs(centres - zs).max() <= 0.1
+    np.testing.assert_allclose(loaded.array, image.array, rtol=0, atol=image.array.max() / 30000)  # not resampled
+    assert loaded.meta.geometry_notes and "bed junctions" in loaded.meta.geometry_notes[0]
+
+
+def test_junctions_further_from_the_grid_are_interpolated_onto_it(tmp_path):
+    # one step of 3.0 mm where the series steps 3.27 (8 %): the slices beyond it lie up to
+    # 0.13 mm off any regular grid, so they are interpolated along z; a dose that is linear in z
+    # is reproduced exactly by the linear interpolation
+    z = np.arange(12, dtype=float)
+    values = np.broadcast_to((1000.0 + 100.0 * z)[:, None, None], (12, 4, 5)).copy()
+    image = Image(values, (2.5, 3.0, 3.27), (-40.0, 25.0, 110.0), units="BQML")
+    paths = _write_pet(tmp_path, image, names="ordered")
+    steps = [3.27] * 11
+    steps[5] = 3.0
+    zs = _set_steps(paths, steps)
+    with pytest.warns(voxeldose.VoxelDoseWarning, match="interpolated linearly along the normal"):
+        loaded = load_image(tmp_path)
+    grid_z = loaded.index_to_world(np.array([[0, 0, k] for k in range(12)], float))[:, 2]
+    assert grid_z[0] == pytest.approx(zs[0]) and grid_z[-1] == pytest.approx(zs[-1])
+    truth = np.interp(grid_z, zs, 1000.0 + 100.0 * z)  # the written values, linear in z
+    np.testing.assert_allclose(loaded.array[:, 0, 0], truth, rtol=2e-5)
+
+
+def test_a_missing_slice_between_beds_is_still_refused(tmp_path):
+    paths = _write_pet(tmp_path, _image(shape=(10, 4, 5), spacing=(2.5, 3.0, 3.27)), names="ordered")
+    steps = [3.27] * 9
+    steps[4] = 3.27 * 1.5  # half a slice more: no bed junction does that
+    _set_steps(paths, steps)
+    with pytest.raises(voxeldose.GeometryError, match=r"uneven slice spacing: 4.905 mm.*bed junction may differ by up to 10%"):
+        load_image(tmp_path)

@@ -35,6 +35,7 @@ import datetime as dt
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -42,16 +43,24 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import DicomError, GeometryError, VoxelDoseError
+from ..errors import DicomError, GeometryError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image, ImageMeta
 from ._dicom_common import read_dicom
 
-__all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE"]
+__all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE", "JUNCTION_TOLERANCE", "GRID_TOLERANCE_MM"]
 
 logger = logging.getLogger(__name__)
 
-#: Relative tolerance on the slice step (and at least 0.01 mm absolute) before a gap is an error.
+#: Relative tolerance on the slice step (and at least 0.01 mm absolute) for a regular series.
 SLICE_GAP_TOLERANCE = 0.01
+
+#: A step that differs from the median by more than SLICE_GAP_TOLERANCE but at most this much is a
+#: bed junction (accepted, with a warning); more is a missing slice (an error).
+JUNCTION_TOLERANCE = 0.10
+
+#: Slices within this distance (mm) of a series' regular grid are used as they are; further,
+#: they are interpolated onto it along the normal.
+GRID_TOLERANCE_MM = 0.1
 
 #: Tolerance on direction cosines being equal across slices and orthonormal.
 ORIENTATION_TOLERANCE = 1e-4
@@ -385,10 +394,28 @@ def _orientation(iop: NDArray[np.float64], where: str) -> tuple[NDArray[np.float
     return row, col, np.cross(row, col)
 
 
-def _stack_geometry(
-    positions: NDArray[np.float64], normal: NDArray[np.float64], labels: Sequence[str]
-) -> tuple[NDArray[np.intp], float]:
-    """Order of the slices along ``normal`` and the slice step (mm); errors for gaps."""
+@dataclass(frozen=True)
+class _Stack:
+    """How a series' slices stack: their order along the normal, the grid step and what was done."""
+
+    order: NDArray[np.intp]
+    step: float
+    positions: NDArray[np.float64]  # of the sorted slices along the normal, mm
+    resample: bool  # the slices are interpolated onto the regular grid (they lie further from it)
+    note: str | None  # what was done along z, for the provenance (None: a regular series)
+
+
+def _stack_geometry(positions: NDArray[np.float64], normal: NDArray[np.float64], labels: Sequence[str]) -> _Stack:
+    """Order of the slices along ``normal`` and the slice step (mm); errors for gaps.
+
+    Steps within ``SLICE_GAP_TOLERANCE`` of the median are a regular series. Steps that differ
+    more but by less than :data:`JUNCTION_TOLERANCE` (the bed junctions of a multi-bed PET: a
+    GE Discovery steps 3.27 mm, and 3.29 or 3.19 mm where two beds meet) are accepted with a
+    warning: the grid runs from the first slice to the last in equal steps; when every slice lies
+    within :data:`GRID_TOLERANCE_MM` of it the slices are used as they are, otherwise they are
+    interpolated linearly along the normal onto it. A step further off (a missing slice: twice
+    the step) is an error.
+    """
     d = positions @ normal
     order = np.argsort(d, kind="stable")
     d_sorted = d[order]
@@ -404,13 +431,15 @@ def _stack_geometry(
         )
     step = float(np.median(steps))
     tol = max(0.01, SLICE_GAP_TOLERANCE * step)
-    bad = np.flatnonzero(np.abs(steps - step) > tol)
-    if bad.size:
-        i = bad[0]
+    deviation = np.abs(steps - step)
+    gaps = np.flatnonzero(deviation > JUNCTION_TOLERANCE * step)
+    if gaps.size:
+        i = gaps[0]
         raise GeometryError(
             f"uneven slice spacing: {steps[i]:.3f} mm between {labels[order[i]]} (at {d_sorted[i]:.2f} mm) and "
             f"{labels[order[i + 1]]} (at {d_sorted[i + 1]:.2f} mm) where the series steps {step:.3f} mm "
-            f"(tolerance {tol:.3f} mm): a missing slice or a mixed series; re-export the complete series"
+            f"(a bed junction may differ by up to {JUNCTION_TOLERANCE:.0%}): a missing slice or a mixed series; "
+            "re-export the complete series"
         )
     # in-plane offsets: every slice must lie on the same line through the first one
     lateral = (positions[order] - positions[order][0]) - np.outer(d_sorted - d_sorted[0], normal)
@@ -420,7 +449,36 @@ def _stack_geometry(
             f"slice positions are not along the slice normal (offset up to {np.abs(lateral).max():.3f} mm): "
             "a gantry-tilted or sheared series; resample it to a rectilinear grid first"
         )
-    return order, step
+    uneven = np.flatnonzero(deviation > tol)
+    if not uneven.size:
+        return _Stack(order, step, d_sorted, False, None)
+    grid_step = float((d_sorted[-1] - d_sorted[0]) / (len(d_sorted) - 1))
+    off = float(np.abs(d_sorted - (d_sorted[0] + grid_step * np.arange(len(d_sorted)))).max())
+    resample = off > GRID_TOLERANCE_MM
+    worst = int(uneven[np.argmax(deviation[uneven])])
+    note = (
+        f"uneven slice spacing at {uneven.size} junction(s), e.g. {steps[worst]:.3f} mm between "
+        f"{labels[order[worst]]} and {labels[order[worst + 1]]} where the series steps {step:.3f} mm (bed junctions "
+        f"of a multi-bed scan; no slice missing): the volume has a regular grid of {grid_step:.4f} mm from the first "
+        f"slice to the last, on which the slices lie within {off:.3f} mm"
+        + (f"; more than {GRID_TOLERANCE_MM:g} mm, so they are interpolated linearly along the normal onto it"
+           if resample else f" (within {GRID_TOLERANCE_MM:g} mm: used as they are)")
+    )
+    warnings.warn(note, VoxelDoseWarning, stacklevel=4)
+    return _Stack(order, grid_step, d_sorted, resample, note)
+
+
+def _onto_grid(volume: NDArray[np.float32], stack: _Stack) -> NDArray[np.float32]:
+    """The slices, at their positions along the normal, interpolated linearly onto the stack's
+    regular grid (first slice to last), when they lie too far from it; else as they are."""
+    if not stack.resample:
+        return volume
+    d = stack.positions - stack.positions[0]
+    grid = stack.step * np.arange(len(d))
+    upper = np.clip(np.searchsorted(d, grid, side="right"), 1, len(d) - 1)
+    lower = upper - 1
+    w = ((grid - d[lower]) / (d[upper] - d[lower])).astype(np.float32)[:, None, None]
+    return (volume[lower] * (1 - w) + volume[upper] * w).astype(np.float32)
 
 
 def _rescale(ds: Any, pixels: NDArray[Any]) -> NDArray[np.float64]:
@@ -509,7 +567,8 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
             raise GeometryError(f"{where}: PixelSpacing differs from {where0}'s {spacing_rc.tolist()}")
         positions.append(_floats(ds, "ImagePositionPatient", 3, where))
     pos = np.array(positions)
-    order, step = _stack_geometry(pos, normal, [str(p) for p, _ in items])
+    stack = _stack_geometry(pos, normal, [str(p) for p, _ in items])
+    order, step = stack.order, stack.step
     volume = np.empty((len(items), rows, cols), np.float32)
     for k, idx in enumerate(order):
         path = items[idx][0]
@@ -517,6 +576,7 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
         if pixels.shape != (rows, cols):
             raise DicomError(f"{path}: pixel data of shape {pixels.shape}, expected ({rows}, {cols}) single-frame")
         volume[k] = _rescale(ds, pixels)
+    volume = _onto_grid(volume, stack)
     origin = pos[order[0]]
     direction = np.column_stack([row, col, normal])
     datasets = [d for _, d in items]
@@ -525,6 +585,8 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     meta = _with_slice_timing(meta, [_acquisition_datetime([d]) for d in sorted_ds],
                               [_float(d, "ActualFrameDuration") for d in sorted_ds],
                               [_float(d, "DecayFactor") for d in sorted_ds])
+    if stack.note:
+        meta = replace(meta, geometry_notes=(stack.note,))
     return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(origin),
                  tuple(direction.reshape(-1)), _units(first), meta)
 
@@ -617,11 +679,13 @@ def _enhanced(path: Path, header: Any) -> Image:
     assert iop0 is not None and spacing_rc is not None
     row, col, normal = _orientation(iop0, where)
     pos = np.array(positions)
-    order, step = _stack_geometry(pos, normal, [f"{where} frame {i + 1}" for i in range(n)])
+    stack = _stack_geometry(pos, normal, [f"{where} frame {i + 1}" for i in range(n)])
+    order, step = stack.order, stack.step
     volume = np.empty(pixels.shape, np.float32)
     for k, idx in enumerate(order):
         s, b = slopes[idx]
         volume[k] = pixels[idx].astype(np.float64) * s + b
+    volume = _onto_grid(volume, stack)
     direction = np.column_stack([row, col, normal])
     meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds)))
     units = _units(ds)
@@ -636,6 +700,8 @@ def _enhanced(path: Path, header: Any) -> Image:
             [None if c is None else _float(c, "FrameAcquisitionDuration") for c, _ in frames],
             [None if f is None else _float(f, "DecayFactor") for _, f in frames],
         )
+    if stack.note:
+        meta = replace(meta, geometry_notes=(stack.note,))
     return Image(volume, (float(spacing_rc[1]), float(spacing_rc[0]), step), tuple(pos[order[0]]),
                  tuple(direction.reshape(-1)), units, meta)
 
