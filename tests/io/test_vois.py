@@ -583,6 +583,29 @@ def test_seg_binary_round_trip_on_the_same_grid(tmp_path):
         np.testing.assert_array_equal(vois[name], m.astype(np.float32))
 
 
+def test_seg_segments_sharing_a_label_get_unique_names(tmp_path):
+    # a research converter labels ten lesions "Neoplasm, Secondary"; the SEG cannot be edited.
+    # Each shared label becomes label + segment number, with a warning; the masks stay themselves
+    ct = ct_series((12, 16, 20), (2.0, 1.5, 2.5), (-10.0, -20.0, 5.0))
+    ref = series_image(ct)
+    liver = np.zeros(ref.shape, bool)
+    liver[2:9, 3:12, 4:15] = True
+    a, b = np.zeros(ref.shape, bool), np.zeros(ref.shape, bool)
+    a[3:5, 4:6, 5:7] = True
+    b[6:8, 8:10, 10:13] = True
+    path = write_seg(tmp_path / "seg.dcm", {"liver": liver, "lesion a": a, "lesion b": b}, ct)
+    ds = pydicom.dcmread(path)
+    for item in ds.SegmentSequence[1:]:
+        item.SegmentLabel = "Neoplasm, Secondary"
+    ds.save_as(path)
+    with pytest.warns(VoxelDoseWarning, match=r"share a label \('Neoplasm, Secondary': segments 2, 3\).*"
+                      r"'Neoplasm, Secondary \(segment 2\)'"):
+        vois = load_vois(path, ref)
+    assert list(vois) == ["liver", "Neoplasm, Secondary (segment 2)", "Neoplasm, Secondary (segment 3)"]
+    np.testing.assert_array_equal(vois["Neoplasm, Secondary (segment 2)"], a.astype(np.float32))
+    np.testing.assert_array_equal(vois["Neoplasm, Secondary (segment 3)"], b.astype(np.float32))
+
+
 def test_seg_fractional_round_trip(tmp_path):
     ct = ct_series((10, 20, 20), (2.0, 2.0, 2.0), (-19.0, -19.0, -9.0))
     ref = series_image(ct)

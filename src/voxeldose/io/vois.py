@@ -766,16 +766,23 @@ def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
         ) from exc
     if array.ndim == 3:
         array = array[..., None]
+    # a physicist cannot edit a SEG: segments sharing a label (a converter's "Neoplasm, Secondary"
+    # for ten lesions) get unique names, the label and the segment number, with a warning
+    labels = [label or f"segment_{number}" for number, label in segments]
+    shared = {name for name in labels if labels.count(name) > 1}
+    names = [f"{name} (segment {number})" if name in shared else name for (number, _), name in zip(segments, labels)]
+    if shared:
+        listed = "; ".join(f"{name!r}: segments {', '.join(str(n) for (n, _), l in zip(segments, labels) if l == name)}"
+                           for name in sorted(shared))
+        warnings.warn(
+            f"{f}: several segments share a label ({listed}); they are named by label and segment number, e.g. "
+            f"{names[labels.index(sorted(shared)[0])]!r}. Use those names for their roles (case file [vois] or "
+            "--voi-role)", VoxelDoseWarning, stacklevel=3)
+    if len(set(names)) != len(names):
+        clash = sorted({n for n in names if names.count(n) > 1})
+        raise VoiError(f"{f}: the segment names {clash} are not unique even with their segment numbers; re-export the SEG")
     out = []
-    names: dict[str, int] = {}
-    for c, (number, label) in enumerate(segments):
-        name = label or f"segment_{number}"
-        if name in names:
-            raise VoiError(
-                f"{f}: segments {names[name]} and {number} are both labelled {name!r}; rename one of them "
-                "(SegmentLabel) so that each name means one VOI"
-            )
-        names[name] = number
+    for c, name in enumerate(names):
         src = _image_from_affine(array[..., c], affine, f)
         out.append(_Loaded(name, *_resample_fraction(src, reference)))
     return out
