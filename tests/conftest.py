@@ -86,3 +86,22 @@ def tables():
     from voxeldose.io import load_vsv_tables
 
     return load_vsv_tables(SHARED_REFERENCE / "lanconelli2012_vsv_Y90")
+
+
+requires_real_data = pytest.mark.skipif(
+    not (SHARED_REAL_DATA / "taranis_patient2_maa").is_dir(),
+    reason="shared/real_data/taranis_patient2_maa (a real MAA SPECT and its Slicer segmentation) not beside the repository",
+)
+
+
+@pytest.fixture(scope="session")
+def taranis():
+    """The real MAA SPECT (NRRD, counts) and its 3D Slicer segmentation on the CT grid, loaded
+    once: (spect Image, vois, folder). Read from ../shared/real_data; never copied."""
+    folder = SHARED_REAL_DATA / "taranis_patient2_maa"
+    if not folder.is_dir():
+        pytest.skip("shared/real_data/taranis_patient2_maa not beside the repository")
+    from voxeldose import load_image, load_vois
+
+    spect = load_image(folder / "patient_2_SPECT.nrrd")
+    return spect, load_vois(folder / "patient_2_Segmentation.seg.nrrd", spect), folder

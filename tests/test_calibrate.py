@@ -312,7 +312,14 @@ def test_missing_header_values_are_errors(liver):
                   administration_datetime=T_ADMIN)
 
 
-@pytest.mark.parametrize("units, modality", [("HU", "CT"), ("", None), ("GY", None), ("BQML", "CT")])
+def test_unknown_units_name_the_case_key():
+    # a NIfTI/NRRD scan: the case file says its units, never a guess
+    img = Image(np.ones((2, 2, 2), np.float32), (4, 4, 4), units="")
+    with pytest.raises(CalibrationError, match=r"units are not known.*scan_units.*BQML.*CNTS.*MBQ"):
+        calibrate(img)
+
+
+@pytest.mark.parametrize("units, modality", [("HU", "CT"), ("GY", None), ("BQML", "CT")])
 def test_unsupported_units(units, modality):
     img = Image(np.ones((2, 2, 2), np.float32), (4, 4, 4), units=units, meta=ImageMeta(modality=modality))
     with pytest.raises(CalibrationError) as err:
@@ -760,3 +767,38 @@ def test_times_with_and_without_offsets_in_one_header_warn(liver):
     with pytest.warns(VoxelDoseWarning, match="carry a UTC offset.*radiopharmaceutical_start_datetime.*1.09% per hour"):
         result = calibrate(mixed, Case("c"))
     assert_recovers(result, liver.activity_mbq)  # on the clocks as written: here the same clock
+
+
+# ----------------------------------------------------------------------------- scans from image files
+
+
+def test_a_scan_without_a_header_is_described_by_the_case(liver):
+    # a PET read from a NIfTI: values in Bq/mL as the scanner stored them, no header; the case
+    # file gives the units, the scan start and the decay correction
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    bare = Image(pet.array, pet.spacing_mm, units="")
+    t_scan = T_ADMIN + dt.timedelta(hours=20)
+    case = Case("nifti", scan_units="BQML", scan_datetime=t_scan, decay_correction="START", scanner_nuclide="Y-90",
+                administration_datetime=T_ADMIN)
+    result = quiet(calibrate, bare, case)
+    # no frame duration in a NIfTI: for a scanner set to Y-90 and START the frame terms cancel
+    assert_recovers(result, liver.activity_mbq)
+    assert any("scan units BQML from Case" in n for n in result.provenance["notes"])
+    for missing, key in (("scan_units", "scan_units"), ("scan_datetime", "scan time"),
+                         ("decay_correction", "DecayCorrection")):
+        with pytest.raises(CalibrationError, match=key):
+            calibrate(bare, dataclasses.replace(case, **{missing: None}))
+
+
+def test_case_scan_values_must_agree_with_a_dicom_header(liver):
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    with pytest.raises(CalibrationError, match="scan_units 'CNTS'.*contradicts the header's units 'BQML'"):
+        calibrate(pet, Case("c", scan_units="CNTS"))
+    with pytest.raises(CalibrationError, match="decay_correction 'ADMIN'.*contradicts.*'START'"):
+        calibrate(pet, Case("c", decay_correction="ADMIN"))
+    with pytest.raises(CalibrationError, match="scan_time.*contradicts the header's acquisition start"):
+        calibrate(pet, Case("c", scan_datetime=T_ADMIN))
+    # agreeing values are fine
+    result = quiet(calibrate, pet, Case("c", scan_units="BQML", decay_correction="START",
+                                        scan_datetime=T_ADMIN + dt.timedelta(hours=20)))
+    assert_recovers(result, liver.activity_mbq)

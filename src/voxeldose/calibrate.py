@@ -274,8 +274,9 @@ def calibrate(
     if not isinstance(image, Image):
         raise InputError(f"calibrate needs a voxeldose Image, got {type(image).__name__}")
     case = _resolve_case(case, overrides)
-    source_image = image
     rec0 = _Record()
+    image = _described_by_case(image, case, rec0)
+    source_image = image
     image, case = _reconcile_times(image, case, rec0)
     values = _check_values(image)
     units = (image.units or "").upper()
@@ -430,6 +431,62 @@ def _total_factor(factors: list[dict[str, Any]], units: str) -> dict[str, Any]:
     unit = {"BQML": "MBq per (Bq/mL)", "CNTS": "MBq per count", "CPS": "MBq per count/s"}.get(units, "1")
     return {"value": product, "unit": f"{unit}, at administration",
             "meaning": "product of the factors: voxel value x this = MBq in the voxel at administration"}
+
+
+def _described_by_case(image: Image, case: Case, rec: _Record) -> Image:
+    """The scan with what the case file says of it: the units, acquisition start and decay
+    correction a NIfTI, NRRD or MetaImage file cannot hold. For a DICOM scan the case's values
+    must agree with the header's (a contradiction is an error, never a silent choice)."""
+    m = image.meta
+    changes: dict[str, Any] = {}
+    units = image.units
+    if not units:
+        if case.scan_units is None:
+            raise CalibrationError(
+                "the scan's units are not known (a NIfTI, NRRD or MetaImage file does not say them): give scan_units "
+                "(case-file key, or --scan-units): BQML for a Y-90 PET in Bq/mL, CNTS for a bremsstrahlung SPECT in "
+                "counts, MBQ for activity per voxel at administration"
+            )
+        units = case.scan_units
+        rec.notes.append(f"scan units {units} from {case.source_of('scan_units')}")
+        if m.modality is None:
+            changes["modality"] = {"BQML": "PT", "CNTS": "NM"}.get(units)
+    elif case.scan_units is not None and case.scan_units != units.upper():
+        raise CalibrationError(
+            f"scan_units {case.scan_units!r} ({case.source_of('scan_units')}) contradicts the header's units {units!r}; "
+            "remove scan_units (it is for scans read from NIfTI, NRRD or MetaImage files) or load the right series"
+        )
+    if case.scan_datetime is not None:
+        header = m.acquisition_datetime or m.series_datetime
+        if header is None:
+            changes.update(acquisition_datetime=case.scan_datetime, series_datetime=case.scan_datetime)
+            rec.notes.append(f"scan start {case.scan_datetime.isoformat()} from {case.source_of('scan_datetime')}")
+        elif abs(_seconds(*_comparable(header, case.scan_datetime))) > ADMINISTRATION_MISMATCH_S:
+            raise CalibrationError(
+                f"scan_time {case.scan_datetime.isoformat()} ({case.source_of('scan_datetime')}) contradicts the "
+                f"header's acquisition start {header.isoformat()}; remove scan_time (it is for scans read from NIfTI, "
+                "NRRD or MetaImage files) or correct it"
+            )
+    if case.decay_correction is not None:
+        if m.decay_correction is None:
+            changes["decay_correction"] = case.decay_correction
+            rec.notes.append(f"decay correction {case.decay_correction} from {case.source_of('decay_correction')}")
+        elif m.decay_correction.upper() != case.decay_correction:
+            raise CalibrationError(
+                f"decay_correction {case.decay_correction!r} ({case.source_of('decay_correction')}) contradicts the "
+                f"header's DecayCorrection (0054,1102) {m.decay_correction!r}; remove it from the case or correct it"
+            )
+    if not changes and units == image.units:
+        return image
+    return image.with_array(image.array, units=units, **changes)
+
+
+def _comparable(a: _dt.datetime, b: _dt.datetime) -> tuple[_dt.datetime, _dt.datetime]:
+    """``a`` and ``b`` on one footing: both as given when both or neither carry a UTC offset,
+    else both on their wall clocks."""
+    if (a.tzinfo is None) != (b.tzinfo is None):
+        return a.replace(tzinfo=None), b.replace(tzinfo=None)
+    return a, b
 
 
 _TIME_FIELDS = ("series_datetime", "acquisition_datetime", "private_scan_datetime", "radiopharmaceutical_start_datetime")

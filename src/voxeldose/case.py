@@ -39,6 +39,12 @@ calibration_voi    string                  name of the VOI (a key of ``vois``) w
 accept_activity_mismatch true or false     the calibrated activity may differ from the
                                            administered activity by more than a factor 2 (a
                                            warning instead of the error: calibrate)
+scan_units         "BQML", "CNTS" or "MBQ" a scan read from a NIfTI, NRRD or MetaImage file:
+                                           Bq/mL (Y-90 PET), counts (bremsstrahlung SPECT)
+                                           or MBq per voxel at administration
+scan_time          ISO 8601 date-time      such a scan's acquisition start
+decay_correction   "START", "ADMIN",       such a PET's decay correction (DICOM's terms)
+                   "NONE"
 vois               table name -> role      role of each VOI: "tumour", "normal_liver",
                                            "whole_liver", "lung" or "perfused"
 ================== ======================= ====================================================
@@ -79,6 +85,9 @@ __all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEY
 #: Roles a VOI can have in a case.
 VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused")
 
+#: Units a case file may give a scan read from a NIfTI, NRRD or MetaImage file.
+SCAN_UNITS: tuple[str, ...] = ("BQML", "CNTS", "MBQ")
+
 #: Microsphere products.
 SPHERE_TYPES: tuple[str, ...] = ("glass", "resin")
 
@@ -92,6 +101,9 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "sphere_type": "sphere_type",
     "scanner_nuclide": "scanner_nuclide",
     "accept_activity_mismatch": "accept_activity_mismatch",
+    "scan_units": "scan_units",
+    "scan_time": "scan_datetime",
+    "decay_correction": "decay_correction",
     "calibration_voi": "calibration_voi",
     "vois": "voi_roles",
 })
@@ -154,6 +166,19 @@ def _check_field(name: str, value: Any, where: str) -> Any:
                 "'Y-90', 'F-18', 'Ga-68' or 'Ge-68'"
             )
         return nuclide
+    if name == "scan_units":
+        units = value.strip().upper() if isinstance(value, str) else None
+        if units not in SCAN_UNITS:
+            raise InputError(f"{where}: scan_units must be one of {', '.join(map(repr, SCAN_UNITS))} (Bq/mL, counts, "
+                             f"MBq per voxel at administration), got {value!r}")
+        return units
+    if name == "decay_correction":
+        mode = value.strip().upper() if isinstance(value, str) else None
+        if mode not in ("START", "ADMIN", "NONE"):
+            raise InputError(f"{where}: decay_correction must be 'START', 'ADMIN' or 'NONE', got {value!r}")
+        return mode
+    if name == "scan_datetime":
+        return _check_datetime(value, where, "scan time")
     if name == "accept_activity_mismatch":
         if not isinstance(value, bool):
             raise InputError(f"{where}: accept_activity_mismatch must be true or false, got {value!r}")
@@ -181,27 +206,27 @@ def _check_field(name: str, value: Any, where: str) -> Any:
     raise InputError(f"{where}: unknown case field {name!r}")  # pragma: no cover - internal
 
 
-def _check_datetime(value: object, where: str) -> _dt.datetime:
-    key = "administration_datetime"
+def _check_datetime(value: object, where: str, what: str = "administration time") -> _dt.datetime:
+    key = "administration_time" if what == "administration time" else "scan_time"
     if isinstance(value, str):
         text = value.strip()
         if not re.search(r"\d[T ]\d", text):
             raise InputError(
-                f"{where}: administration time {value!r} has no time of day; write a local date and "
+                f"{where}: {what} {value!r} has no time of day; write a local date and "
                 "time like 2024-03-05T10:30:00"
             )
         try:
             value = _dt.datetime.fromisoformat(text)
         except ValueError:
             raise InputError(
-                f"{where}: administration time {text!r} is not ISO 8601; write a local date and time "
+                f"{where}: {what} {text!r} is not ISO 8601; write a local date and time "
                 "like 2024-03-05T10:30:00"
             ) from None
     if not isinstance(value, _dt.datetime):
-        what = "a date without a time of day" if isinstance(value, _dt.date) else type(value).__name__
+        kind = "a date without a time of day" if isinstance(value, _dt.date) else type(value).__name__
         raise InputError(
             f"{where}: {key} must be a date and time (datetime, or ISO 8601 text like "
-            f"2024-03-05T10:30:00), got {what}"
+            f"2024-03-05T10:30:00), got {kind}"
         )
     return value
 
@@ -238,6 +263,10 @@ class Case:
     accept_activity_mismatch : bool or None
         True: a calibrated activity more than a factor 2 from the administered one (net of shunt
         and residual) is a warning, not an error (:func:`voxeldose.calibrate`).
+    scan_units, scan_datetime, decay_correction : str, datetime, str or None
+        What a scan read from a NIfTI, NRRD or MetaImage file cannot say: its units ("BQML",
+        "CNTS", "MBQ"), its acquisition start and (PET) its decay correction ("START", "ADMIN",
+        "NONE"). For a DICOM scan they must agree with the header.
     scanner_nuclide : str or None
         Nuclide the PET scanner was configured for, as confirmed by the user (``"Y-90"``,
         ``"F-18"``, ``"Ga-68"``, ``"Ge-68"``); None when not confirmed. Spellings are
@@ -276,6 +305,9 @@ class Case:
     calibration_voi: str | None = None
     scanner_nuclide: str | None = None
     accept_activity_mismatch: bool | None = None
+    scan_units: str | None = None
+    scan_datetime: _dt.datetime | None = None
+    decay_correction: str | None = None
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
     overridden_roles: tuple[str, ...] = field(default=(), compare=False)

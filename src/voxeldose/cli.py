@@ -124,9 +124,11 @@ def _build_parser() -> argparse.ArgumentParser:
             "succeeds; existing results are kept unless --force."
         ),
     )
-    run.add_argument("scan", metavar="SCAN", help="folder or file of the PET (Bq/mL) or SPECT (counts) series")
+    run.add_argument("scan", metavar="SCAN", help="folder or file of the PET (Bq/mL) or SPECT (counts) series, or a "
+                     "NIfTI/NRRD/MetaImage file (its units and times from the case file or the options below)")
     run.add_argument("--voi", action="append", default=[], metavar="VOI",
-                     help="RTSTRUCT, SEG or label map (NIfTI/NRRD with a name table) file or folder; repeatable")
+                     help="RTSTRUCT, SEG, 3D Slicer .seg.nrrd or label map (NIfTI/NRRD with a name table) file or "
+                          "folder; repeatable")
     _add(run, "out")
     run.add_argument("--case", default=None, help="case file (TOML or JSON) with the values the headers lack")
     run.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
@@ -146,6 +148,13 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")
     run.add_argument("--voi-role", action="append", default=[], metavar="NAME=ROLE",
                      help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
+    run.add_argument("--scan-units", choices=("BQML", "CNTS", "MBQ"), default=None,
+                     help="units of a scan read from a NIfTI, NRRD or MetaImage file: Bq/mL, counts, or MBq per voxel "
+                          "at administration")
+    run.add_argument("--scan-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
+                     help="acquisition start of such a scan, on the scanner's clock")
+    run.add_argument("--decay-correction", choices=("START", "ADMIN", "NONE"), default=None,
+                     help="decay correction of such a PET (DICOM's terms)")
     run.add_argument("--accept-activity-mismatch", action="store_true", default=None,
                      help="the calibrated activity may differ from the administered one (net of shunt and residual) by "
                           "more than a factor 2: a warning instead of an error")
@@ -315,7 +324,8 @@ def _run(args: argparse.Namespace) -> int:
         "administration_datetime": args.administration_time, "lung_shunt_fraction": args.lung_shunt,
         "residual_fraction": args.residual, "sphere_type": args.sphere_type,
         "scanner_nuclide": args.scanner_nuclide, "calibration_voi": args.calibration_voi,
-        "accept_activity_mismatch": args.accept_activity_mismatch,
+        "accept_activity_mismatch": args.accept_activity_mismatch, "scan_units": args.scan_units,
+        "scan_datetime": args.scan_time, "decay_correction": args.decay_correction,
     }
     if roles:
         overrides["voi_roles"] = roles

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: File names in a case's output folder (a research pipeline depends on them).
 OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
 
+#: Negative doses smaller than this fraction of the largest are FFT round-off, not a caveat.
+NEGATIVE_DOSE_FRACTION = 1e-5
+
 #: What the provenance holds instead of input paths when the outputs are anonymized.
 WITHHELD = "withheld (anonymize)"
 
@@ -212,10 +215,15 @@ def compute_case(
             crosschecks = model_crosschecks(
                 activity_map.image, masks, roles, dvhs, administered_gbq=case.administered_gbq,
                 lung_shunt_fraction=case.lung_shunt_fraction or 0.0, residual_fraction=case.residual_fraction or 0.0)
-    negative = int(np.count_nonzero(dose.array < 0))
+    if not scan.meta.frame_of_reference_uid:
+        steps.caveat("dose", "the scan has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets a new "
+                             "one and registers with no image; the NIfTI maps keep the scan's geometry")
+    # negative doses beyond the float32 FFT's round-off (1e-7 of the maximum: not a dose)
+    peak = float(np.abs(dose.array).max()) if dose.array.size else 0.0
+    negative = int(np.count_nonzero(dose.array < -NEGATIVE_DOSE_FRACTION * peak))
     if negative:
-        steps.caveat("dose", f"{negative} voxel(s) have a negative dose (negative activity in the scan); the RT "
-                             "Dose stores them as 0, the NIfTI dose map keeps them")
+        steps.caveat("dose", f"{negative} voxel(s) have a negative dose, down to {float(dose.array.min()):.3g} Gy "
+                             "(negative activity in the scan); the RT Dose stores them as 0, the NIfTI dose map keeps them")
     extra = dict(provenance or {})
     record = {
         "voxeldose_version": __version__,

@@ -560,3 +560,25 @@ def test_a_missing_slice_between_beds_is_still_refused(tmp_path):
     _set_steps(paths, steps)
     with pytest.raises(voxeldose.GeometryError, match=r"uneven slice spacing: 4.905 mm.*bed junction may differ by up to 10%"):
         load_image(tmp_path)
+
+
+def test_nrrd_scan_loads_with_its_geometry_and_no_units(taranis):
+    # a real SPECT exported by 3D Slicer: int16 counts, LPS, slices running feet-ward
+    spect, _, _ = taranis
+    assert spect.shape == (160, 128, 128) and spect.units == ""
+    assert spect.spacing_mm == pytest.approx((4.418156, 4.418156, 2.5))
+    assert spect.origin_mm == pytest.approx((-280.552912, -280.552912, 1332.800049))
+    assert spect.direction == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert spect.meta.modality is None and spect.meta.source_files[0].endswith("patient_2_SPECT.nrrd")
+
+
+def test_image_files_other_than_one_3d_volume_are_refused(tmp_path):
+    import SimpleITK as sitk
+
+    four_d = sitk.Image([4, 5, 6, 2], sitk.sitkFloat32)
+    sitk.WriteImage(four_d, str(tmp_path / "dynamic.nii.gz"))
+    with pytest.raises(voxeldose.InputError, match="4-D image.*one 3-D scalar volume"):
+        load_image(tmp_path / "dynamic.nii.gz")
+    (tmp_path / "broken.nrrd").write_text("NRRD0004\nnot a header\n")
+    with pytest.raises(voxeldose.InputError, match="cannot read the image"):
+        load_image(tmp_path / "broken.nrrd")

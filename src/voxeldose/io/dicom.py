@@ -748,7 +748,9 @@ def load_image(
     ----------
     path : folder, file, or list of files
         A folder is searched recursively; files that are not DICOM, and DICOM objects that are
-        not images (RTSTRUCT, SEG, RTDOSE, reports), are skipped.
+        not images (RTSTRUCT, SEG, RTDOSE, reports), are skipped. A NIfTI, NRRD or MetaImage
+        file is read as it is (:func:`voxeldose.io.image_file.load_image_file`): its units and
+        times come from the case file.
     series_uid : str, optional
         SeriesInstanceUID to load when the files hold several image series.
 
@@ -766,6 +768,13 @@ def load_image(
     GeometryError
         A missing slice, uneven spacing, mixed orientations or matrix sizes.
     """
+    from .image_file import is_image_file, load_image_file
+
+    if isinstance(path, (str, os.PathLike)) and Path(path).is_file() and is_image_file(path):
+        # a research reconstruction or a 3D Slicer export: units and times from the case file
+        if series_uid is not None:
+            raise DicomError(f"{path}: series_uid applies to DICOM series, not to an image file")
+        return load_image_file(path)
     files = _files_of(path)
     series = _scan(files)
     where = str(path) if isinstance(path, (str, os.PathLike)) else f"{len(files)} file(s)"

@@ -625,6 +625,8 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
             # a caveat of the result already (stage "dose"), shown in the report: not again
             warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
                                     category=VoxelDoseWarning)
+            warnings.filterwarnings("ignore", message=r"write_rtdose: neither the dose nor the reference image has a "
+                                    "FrameOfReferenceUID", category=VoxelDoseWarning)
             write_rtdose(staging / "rtdose.dcm", result.dose, anonymize=anonymize, case_id=result.case_id)
         write_dvh_csv(staging / "dvh.csv", result.dvhs)
         write_report(staging / "report.html", result)

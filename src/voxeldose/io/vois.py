@@ -9,7 +9,9 @@ coordinates. It reads
 - **SEG** (Modality SEG, BINARY or FRACTIONAL, through highdicom): one mask per segment, named
   by SegmentLabel;
 - **label maps** (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, through
-  SimpleITK): one mask per integer label, named by ``label_names`` or a sidecar file.
+  SimpleITK): one mask per integer label, named by ``label_names`` or a sidecar file;
+- **3D Slicer segmentations** (``.seg.nrrd``): every segment of every layer, named by the
+  header's ``SegmentN_Name``, overlaps kept.
 
 A folder is searched recursively for RTSTRUCT and SEG files (other files are skipped).
 
@@ -265,6 +267,8 @@ def load_vois(
             loaded = _load_rtstruct(f, reference, registered)
         elif kind == "seg":
             loaded = _load_seg(f, reference, registered)
+        elif kind == "slicer":
+            loaded = _load_slicer_segmentation(f, reference)
         else:
             loaded = _load_label_map(f, reference, label_names)
         for item in loaded:
@@ -315,6 +319,8 @@ def _modality(ds: Any) -> str:
 
 
 def _kind_of(p: Path) -> str:
+    if not _has_dicom_preamble(p) and p.name.lower().endswith(".seg.nrrd"):
+        return "slicer"
     if not _has_dicom_preamble(p) and _is_label_map_name(p):
         return "labelmap"
     ds = _read_dicom(p, header_only=True)
@@ -911,3 +917,61 @@ def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | 
         src = base.with_array((labels == value).astype(np.float32))
         out.append(_Loaded(name, *_resample_fraction(src, reference)))
     return out
+
+
+def _load_slicer_segmentation(f: Path, reference: Image) -> list[_Loaded]:
+    """A 3D Slicer segmentation (``.seg.nrrd``): every segment of every layer, named by the header.
+
+    Slicer stores segments in layers (the NRRD's first axis, ``kinds: list``); a segment is the
+    voxels of its layer holding its label value (``SegmentN_Layer``, ``SegmentN_LabelValue``,
+    ``SegmentN_Name``). Segments in different layers may overlap, and are kept so. Each mask is
+    resampled onto the reference grid by world coordinates, as label maps are.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(f))
+    try:
+        reader.ReadImageInformation()
+        keys = set(reader.GetMetaDataKeys())
+        img = reader.Execute()
+    except RuntimeError as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise VoiError(f"{f}: unreadable 3D Slicer segmentation, damaged or truncated ({detail}); re-export it") from exc
+    if img.GetDimension() != 3:
+        raise VoiError(f"{f}: a Slicer segmentation must have three spatial axes, got {img.GetDimension()}")
+    segments = []
+    i = 0
+    while f"Segment{i}_Name" in keys or f"Segment{i}_ID" in keys:
+        def meta(key: str, default: str) -> str:
+            return reader.GetMetaData(f"Segment{i}_{key}").strip() if f"Segment{i}_{key}" in keys else default
+
+        name = meta("Name", "") or meta("ID", f"segment_{i}")
+        try:
+            layer, value = int(meta("Layer", "0")), int(meta("LabelValue", "1"))
+        except ValueError:
+            raise VoiError(f"{f}: segment {i} ({name!r}) has a malformed Layer or LabelValue in the header") from None
+        segments.append((name, layer, value))
+        i += 1
+    if not segments:
+        raise VoiError(f"{f}: no Segment0_Name in the header: not a 3D Slicer segmentation (a label map goes in a "
+                       ".nrrd with a name table)")
+    layers = img.GetNumberOfComponentsPerPixel()
+    array = sitk.GetArrayFromImage(img)
+    if array.ndim == 3:
+        array = array[..., None]
+    names = [n for n, _, _ in segments]
+    shared = {n for n in names if names.count(n) > 1}
+    if shared:
+        names = [f"{n} (segment {k})" if n in shared else n for k, n in enumerate(names)]
+        warnings.warn(f"{f}: several segments share a name ({', '.join(map(repr, sorted(shared)))}); they are named by "
+                      "name and segment index", VoxelDoseWarning, stacklevel=4)
+    base = from_sitk(sitk.VectorIndexSelectionCast(img, 0) if layers > 1 else img, dtype=np.float32)
+    out = []
+    for name, (_, layer, value) in zip(names, segments):
+        if not 0 <= layer < layers:
+            raise VoiError(f"{f}: segment {name!r} is in layer {layer}, but the file has {layers} layer(s)")
+        src = base.with_array((array[..., layer] == value).astype(np.float32))
+        out.append(_Loaded(name, *_resample_fraction(src, reference)))
+    return out
+
