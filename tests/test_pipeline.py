@@ -148,8 +148,10 @@ def test_compute_case_goes_from_memory_to_one_result(liver, tmp_path, monkeypatc
             expected = expected.at_density(0.30)
         assert h.mean_gy == expected.mean_gy and h.density_g_per_cm3 == expected.density_g_per_cm3
     assert result.crosschecks["partition"]["tumour_to_normal_measured"] == pytest.approx(4.0, rel=1e-5)
-    # the one caveat of this case: the kernel mean of the tumours is below the partition model's
-    assert [(c.stage, c.message.split(":")[0]) for c in result.caveats] == [("crosschecks", "tumours")]
+    # the caveats of this case: the kernel mean of the tumours is below the partition model's, and
+    # a phantom has no frame of reference (its RT Dose would register with nothing)
+    assert [(c.stage, c.message.split(":")[0]) for c in result.caveats] == [
+        ("crosschecks", "tumours"), ("dose", "the scan has no FrameOfReferenceUID (it was not read from DICOM)")]
     for key in ("voxeldose_version", "input", "grid", "calibration", "dose", "timings_s"):
         assert key in result.provenance
     assert set(result.provenance["timings_s"]) == {"calibrate", "dose", "dvh"}

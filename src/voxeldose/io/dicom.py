@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import re
 import warnings
@@ -180,13 +181,23 @@ def _int(ds: Any, keyword: str, default: int | None = None, where: str = "") -> 
 
 
 def _float(ds: Any, keyword: str, default: float | None = None) -> float | None:
+    """A numeric attribute: ``default`` when absent or empty; one finite number otherwise, and a
+    ValueError naming the tag and the file when it is not (text, several values, NaN): a value
+    that cannot be read is never replaced by the default (a RescaleSlope of "abc" read as 1
+    made a whole series 94 % low)."""
     value = getattr(ds, keyword, None)
     if value is None or value == "":
         return default
+    where = getattr(ds, "filename", "") or "a file"
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        raise ValueError(f"{where}: {keyword} must be one number, got {len(value)} values {list(value)!r}")
     try:
-        return float(value)
+        x = float(value)
     except (TypeError, ValueError):
-        return default
+        raise ValueError(f"{where}: {keyword} {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{where}: {keyword} {value!r} is not a finite number")
+    return x
 
 
 def _floats(ds: Any, keyword: str, n: int, where: str) -> NDArray[np.float64]:
@@ -200,60 +211,81 @@ def _floats(ds: Any, keyword: str, n: int, where: str) -> NDArray[np.float64]:
     return arr
 
 
-_DT = re.compile(r"^(?P<date>\d{8})(?P<time>\d{2,6}(?:\.\d{1,6})?)?(?P<offset>[+-]\d{4})?$")
+_DT = re.compile(r"^(?P<date>\d{8})(?P<time>\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?(?P<offset>[+-]\d{4})?$")
+_TM = re.compile(r"^(?P<h>\d{2})(?:(?P<m>\d{2})(?:(?P<s>\d{2})(?:\.(?P<f>\d{1,6}))?)?)?$")
+_OFFSET = re.compile(r"^[+-](?P<h>\d{2})(?P<m>\d{2})$")
 
 
-def _offset(text: str) -> dt.timezone | None:
-    """A DICOM UTC offset "+HHMM" / "-HHMM" as a timezone, or None when malformed."""
-    try:
-        sign = -1 if text[0] == "-" else 1
-        hours, minutes = int(text[1:3]), int(text[3:5])
-    except (ValueError, IndexError):
-        return None
-    if hours > 14 or minutes >= 60:
-        return None
-    return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+def _offset(text: str) -> dt.timezone:
+    """A DICOM UTC offset "+HHMM" / "-HHMM" as a timezone; a ValueError when malformed."""
+    m = _OFFSET.match(text.strip())
+    if m is None or int(m["h"]) > 14 or int(m["m"]) >= 60:
+        raise ValueError(f"{text!r} is not a UTC offset (+HHMM or -HHMM)")
+    sign = -1 if text.strip()[0] == "-" else 1
+    return dt.timezone(sign * dt.timedelta(hours=int(m["h"]), minutes=int(m["m"])))
 
 
 def _tz(ds: Any) -> dt.timezone | None:
     """The dataset's TimezoneOffsetFromUTC (0008,0201), which applies to its DA and TM values."""
     value = str(getattr(ds, "TimezoneOffsetFromUTC", "") or "").strip()
-    return _offset(value) if value else None
+    if not value:
+        return None
+    try:
+        return _offset(value)
+    except ValueError as exc:
+        raise ValueError(f"{getattr(ds, 'filename', '') or 'a file'}: TimezoneOffsetFromUTC (0008,0201) {exc}") from None
 
 
-def _datetime(date: Any, time: Any, tz: dt.timezone | None = None) -> dt.datetime | None:
-    """DICOM DA + TM (or a DT in ``date`` with ``time`` None) to a datetime.
+def _time_of_day(text: str) -> dt.timedelta:
+    """A DICOM TM (HH[MM[SS[.FFFFFF]]], or the old HH:MM:SS) as a time since midnight; a
+    ValueError when malformed or out of range."""
+    m = _TM.match(text.replace(":", ""))
+    if m is None:
+        raise ValueError(f"{text!r} is not a DICOM time (HHMMSS.FFFFFF)")
+    h, mi, se = int(m["h"]), int(m["m"] or 0), int(m["s"] or 0)
+    if h > 23 or mi > 59 or se > 60:
+        raise ValueError(f"{text!r} is not a DICOM time: {h:02d}:{mi:02d}:{se:02d} is out of range")
+    return dt.timedelta(hours=h, minutes=mi, seconds=se + (int(m["f"].ljust(6, "0")) * 1e-6 if m["f"] else 0.0))
+
+
+def _datetime(date: Any, time: Any, tz: dt.timezone | None = None, *, what: str = "a date and time",
+              ds: Any = None) -> dt.datetime | None:
+    """DICOM DA + TM (or a DT in ``date`` with ``time`` None) to a datetime; None when absent.
 
     Aware when the offset from UTC is known: a DT's own "+HHMM" suffix, else ``tz`` (the
-    dataset's TimezoneOffsetFromUTC); naive (the scanner's wall clock) otherwise.
+    dataset's TimezoneOffsetFromUTC); naive (the scanner's wall clock) otherwise. A value
+    without a time of day gives None (a date alone is no time to decay-correct to). A malformed
+    value is a ValueError naming ``what`` and the file: never read as another time (AcquisitionTime
+    "-10000" was read as 23:00 the day before).
     """
-    try:
-        zone = tz
-        if time is None:
-            text = str(date or "").strip()
-            if not text:
-                return None
-            m = _DT.match(text)
-            if m is None:
-                return None
-            if m["offset"]:
-                zone = _offset(m["offset"])
-                if zone is None:
-                    return None
-            date, time = m["date"], m["time"] or ""
-        date_s = str(date or "").strip()
-        time_s = str(time or "").strip()
-        if not date_s:
+    where = f"{getattr(ds, 'filename', '') or 'a file'}: " if ds is not None else ""
+    zone = tz
+    if time is None:
+        text = str(date or "").strip()
+        if not text:
             return None
-        day = dt.datetime.strptime(date_s[:8], "%Y%m%d")
-        if time_s:
-            hh = int(time_s[0:2])
-            mm = int(time_s[2:4]) if len(time_s) >= 4 else 0
-            ss = float(time_s[4:]) if len(time_s) > 4 else 0.0
-            day = day + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
-        return day.replace(tzinfo=zone) if zone is not None else day
-    except (ValueError, TypeError):
+        m = _DT.match(text)
+        if m is None:
+            raise ValueError(f"{where}{what} {text!r} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX)")
+        if m["offset"]:
+            try:
+                zone = _offset(m["offset"])
+            except ValueError as exc:
+                raise ValueError(f"{where}{what}: {exc}") from None
+        date, time = m["date"], m["time"] or ""
+    date_s = str(date or "").strip()
+    time_s = str(time or "").strip()
+    if not date_s or not time_s:
         return None
+    try:
+        day = dt.datetime.strptime(date_s, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"{where}{what}: {date_s!r} is not a DICOM date (YYYYMMDD)") from None
+    try:
+        moment = day + _time_of_day(time_s)
+    except ValueError as exc:
+        raise ValueError(f"{where}{what}: {exc}") from None
+    return moment.replace(tzinfo=zone) if zone is not None else moment
 
 
 def _earliest(times: Sequence[dt.datetime]) -> dt.datetime:
@@ -273,15 +305,21 @@ def _radiopharmaceutical(ds: Any) -> dict[str, Any]:
         "radionuclide_positron_fraction": _float(item, "RadionuclidePositronFraction"),
         "radionuclide_total_dose_bq": _float(item, "RadionuclideTotalDose"),
     }
-    start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None, _tz(ds))
+    start = _datetime(getattr(item, "RadiopharmaceuticalStartDateTime", None), None, _tz(ds),
+                      what="RadiopharmaceuticalStartDateTime (0018,1078)", ds=ds)
     out["radiopharmaceutical_start_datetime"] = start
     if start is None:
         # the older TM attribute has no date: kept as a time of day; putting it on the series
         # date would be wrong by a day for a next-day scan (23 % of Y-90 activity), so calibrate
         # decides, with the case file's date-time if it has one, and says so
         start_tm = getattr(item, "RadiopharmaceuticalStartTime", None)
-        day_time = _datetime("19000101", start_tm) if start_tm else None
-        out["radiopharmaceutical_start_time"] = day_time.time() if day_time is not None else None
+        if start_tm:
+            try:
+                since_midnight = _time_of_day(str(start_tm).strip())
+            except ValueError as exc:
+                raise ValueError(f"{getattr(ds, 'filename', '') or 'a file'}: RadiopharmaceuticalStartTime (0018,1072) "
+                                 f"{exc}") from None
+            out["radiopharmaceutical_start_time"] = (dt.datetime(1900, 1, 1) + since_midnight).time()
     codes = getattr(item, "RadionuclideCodeSequence", None)
     if codes:
         out["radionuclide"] = str(getattr(codes[0], "CodeMeaning", "")) or None
@@ -310,7 +348,8 @@ def _meta(ds: Any, files: Sequence[Path], acquisition: dt.datetime | None) -> Im
         series_description=str(getattr(ds, "SeriesDescription", "")) or None,
         manufacturer=str(getattr(ds, "Manufacturer", "")) or None,
         manufacturer_model=str(getattr(ds, "ManufacturerModelName", "")) or None,
-        series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None), _tz(ds)),
+        series_datetime=_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None), _tz(ds),
+                                  what="SeriesDate/SeriesTime (0008,0021/0031)", ds=ds),
         acquisition_datetime=acquisition,
         private_scan_datetime=_ge_scan_datetime(ds),
         frame_duration_s=None if duration_ms is None else duration_ms / 1000.0,
@@ -330,7 +369,7 @@ def _ge_scan_datetime(ds: Any) -> dt.datetime | None:
         value = block[0x0D].value
     except (KeyError, ValueError, TypeError):
         return None
-    return _datetime(value, None, _tz(ds)) if value else None
+    return _datetime(value, None, _tz(ds), what="GE private scan DateTime (0009,100D)", ds=ds) if value else None
 
 
 def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], durations_ms: Sequence[float | None],
@@ -359,10 +398,12 @@ def _with_slice_timing(meta: ImageMeta, starts: Sequence[dt.datetime | None], du
 def _acquisition_datetime(datasets: Sequence[Any]) -> dt.datetime | None:
     times = []
     for ds in datasets:
-        t = _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds))
+        t = _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds),
+                      what="AcquisitionDateTime (0008,002A)", ds=ds)
         if t is None:
             t = _datetime(getattr(ds, "AcquisitionDate", None) or getattr(ds, "SeriesDate", None),
-                          getattr(ds, "AcquisitionTime", None), _tz(ds))
+                          getattr(ds, "AcquisitionTime", None), _tz(ds),
+                          what="AcquisitionDate/AcquisitionTime (0008,0022/0032)", ds=ds)
             if getattr(ds, "AcquisitionTime", None) in (None, ""):
                 t = None
         if t is not None:
@@ -481,10 +522,35 @@ def _onto_grid(volume: NDArray[np.float32], stack: _Stack) -> NDArray[np.float32
     return (volume[lower] * (1 - w) + volume[upper] * w).astype(np.float32)
 
 
+def _rescale_factors(ds: Any, modality: str, where: str) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept of a slice or frame, checked: PET and CT must state the
+    slope (Type 1, PS3.3 C.8.9.4 and C.8.2.1); it must be a positive number; a PET's intercept
+    must be zero (C.8.9.4.1.3). NM images have none (pixel values are counts)."""
+    slope = _float(ds, "RescaleSlope")
+    intercept = _float(ds, "RescaleIntercept")
+    if slope is None:
+        if modality in ("PT", "CT"):
+            raise ValueError(f"{where}: RescaleSlope (0028,1053) is missing: a {modality} image must state it; "
+                             "re-export the series")
+        slope = 1.0
+    if not slope > 0:
+        raise ValueError(f"{where}: RescaleSlope (0028,1053) {slope:g} is not positive: the pixel values cannot be "
+                         "read; re-export the series")
+    intercept = 0.0 if intercept is None else intercept
+    if modality == "PT" and intercept != 0.0:
+        raise ValueError(f"{where}: RescaleIntercept (0028,1052) of a PET image must be 0 (PS3.3 C.8.9.4.1.3), got "
+                         f"{intercept:g}; re-export the series")
+    return slope, intercept
+
+
 def _rescale(ds: Any, pixels: NDArray[Any]) -> NDArray[np.float64]:
-    slope = _float(ds, "RescaleSlope", 1.0)
-    intercept = _float(ds, "RescaleIntercept", 0.0)
-    return pixels.astype(np.float64) * slope + intercept  # type: ignore[operator]
+    where = getattr(ds, "filename", "") or "a file"
+    slope, intercept = _rescale_factors(ds, str(getattr(ds, "Modality", "")).upper(), where)
+    values = pixels.astype(np.float64) * slope + intercept
+    if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ValueError(f"{where}: the pixel values times RescaleSlope {slope:g} are not finite in float32; "
+                         "re-export the series")
+    return values
 
 
 _NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit / Explicit VR Little Endian
@@ -673,9 +739,10 @@ def _enhanced(path: Path, header: Any) -> Image:
             raise GeometryError(f"{where}: frame {f + 1} has another orientation; a multi-orientation object is not a volume")
         positions.append(_floats(plane, "ImagePositionPatient", 3, f"{where} frame {f + 1}"))
         transform = _functional(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
-        slope = _float(transform, "RescaleSlope", 1.0) if transform is not None else 1.0
-        intercept = _float(transform, "RescaleIntercept", 0.0) if transform is not None else 0.0
-        slopes.append((slope, intercept))
+        if transform is None:
+            raise ValueError(f"{where}: frame {f + 1} has no PixelValueTransformationSequence (RescaleSlope); "
+                             "re-export the series")
+        slopes.append(_rescale_factors(transform, str(getattr(ds, "Modality", "")).upper(), f"{where} frame {f + 1}"))
     assert iop0 is not None and spacing_rc is not None
     row, col, normal = _orientation(iop0, where)
     pos = np.array(positions)
@@ -687,7 +754,8 @@ def _enhanced(path: Path, header: Any) -> Image:
         volume[k] = pixels[idx].astype(np.float64) * s + b
     volume = _onto_grid(volume, stack)
     direction = np.column_stack([row, col, normal])
-    meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds)))
+    meta = _meta(ds, [path], _datetime(getattr(ds, "AcquisitionDateTime", None), None, _tz(ds),
+                                       what="AcquisitionDateTime (0008,002A)", ds=ds))
     units = _units(ds)
     if str(getattr(ds, "Modality", "")).upper() == "PT":
         units, meta = _enhanced_pet_units_and_decay(ds, units, meta)
@@ -695,7 +763,8 @@ def _enhanced(path: Path, header: Any) -> Image:
                    _functional(ds, int(i), "PETFrameCorrectionFactorsSequence", "DecayFactor")) for i in order]
         meta = _with_slice_timing(
             meta,
-            [None if c is None else _datetime(getattr(c, "FrameAcquisitionDateTime", None), None, _tz(ds))
+            [None if c is None else _datetime(getattr(c, "FrameAcquisitionDateTime", None), None, _tz(ds),
+                                              what="FrameAcquisitionDateTime (0018,9074)", ds=ds)
              for c, _ in frames],
             [None if c is None else _float(c, "FrameAcquisitionDuration") for c, _ in frames],
             [None if f is None else _float(f, "DecayFactor") for _, f in frames],
@@ -717,7 +786,8 @@ def _enhanced_pet_units_and_decay(ds: Any, units: str, meta: ImageMeta) -> tuple
     if corr is not None and _float(corr, "DecayFactor") is not None:
         changes["decay_factor"] = _float(corr, "DecayFactor")
     decayed = str(getattr(ds, "DecayCorrected", "") or "").upper()
-    reference = _datetime(getattr(ds, "DecayCorrectionDateTime", None), None, _tz(ds))
+    reference = _datetime(getattr(ds, "DecayCorrectionDateTime", None), None, _tz(ds),
+                          what="DecayCorrectionDateTime (0018,9701)", ds=ds)
     if decayed == "NO":
         changes["decay_correction"] = "NONE"
     elif decayed == "YES":
