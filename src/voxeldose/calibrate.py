@@ -142,6 +142,18 @@ DECAY_FACTOR_TOLERANCE = 0.01
 #: give a warning (the case's is used).
 ADMINISTRATION_MISMATCH_S = 60.0
 
+#: Scans later than this after the administration get a caveat: post-treatment Y-90 imaging is
+#: usually done within a day of it, and a decay factor of more than 2.2 (72 h, 1.12 half-lives)
+#: is worth a look at the dates.
+SCAN_DELAY_CAVEAT_H = 72.0
+
+#: Scans later than this are refused for Y-90 PET, whose activity is decayed back over the interval:
+#: after 14 days (5.2 half-lives) 2.6 % of the activity is left, some 80 positrons/s per GBq
+#: administered, too few for an image, so the dates are wrong (a month or year typed wrongly
+#: multiplies every dose by 2 400 or 10^41). A SPECT's self-calibration does not use the interval: a
+#: caveat there.
+SCAN_DELAY_LIMIT_H = 14 * 24.0
+
 _LAMBDA_Y90 = C.Y90_DECAY_CONSTANT_PER_S
 
 
@@ -793,6 +805,28 @@ def _describe_header(image: Image, named: str | None, named_from: str | None, hl
     return "header: " + "; ".join(parts) if parts else "header: no radionuclide attributes"
 
 
+def _check_scan_delay(what: str, t_admin: _dt.datetime, admin_from: str, t_scan: _dt.datetime, rec: _Record, *,
+                      refuse: bool) -> None:
+    """A caveat when the scan is more than :data:`SCAN_DELAY_CAVEAT_H` after the administration; an
+    error (``refuse``) or a caveat beyond :data:`SCAN_DELAY_LIMIT_H`."""
+    delay_h = (t_scan - t_admin).total_seconds() / 3600.0
+    factor = math.exp(_LAMBDA_Y90 * delay_h * 3600.0)
+    text = (f"{what}: the scan starts {delay_h / 24.0:.1f} days ({delay_h:.0f} h) after the administration "
+            f"({t_admin.isoformat()}, {admin_from}; scan {t_scan.isoformat()})")
+    if delay_h > SCAN_DELAY_LIMIT_H:
+        if refuse:
+            raise CalibrationError(
+                f"{text}: more than {SCAN_DELAY_LIMIT_H / 24:.0f} days, when {100.0 / factor:.3g} % of the Y-90 is left "
+                f"and decaying back multiplies every activity by {factor:.3g}; the dates are almost certainly wrong: "
+                "check administration_datetime (case-file key administration_time) and the scan's date"
+            )
+        rec.warn(f"{text}: more than {SCAN_DELAY_LIMIT_H / 24:.0f} days (the self-calibration does not use the interval, "
+                 "but check the dates: is this the right scan for this case?)")
+    elif delay_h > SCAN_DELAY_CAVEAT_H:
+        rec.warn(f"{text}: later than the usual day, so the activity is decayed back by a factor {factor:.3g}; "
+                 "check the administration and scan dates")
+
+
 def _scan_start(image: Image, rec: _Record) -> _dt.datetime:
     m = image.meta
     if m.acquisition_datetime is not None:
@@ -895,6 +929,7 @@ def _calibrate_pet(
             f"{t_scan.isoformat()}; check administration_datetime (case-file key administration_time) and "
             "that both are on the scanner's clock"
         )
+    _check_scan_delay("Y-90 PET", t_admin, admin_from, t_scan, rec, refuse=True)
     corrected = tuple(c.upper() for c in m.corrected_image)
     if corrected and mode in ("START", "ADMIN") and "DECY" not in corrected:
         rec.warn(f"DecayCorrection is {mode} but CorrectedImage (0028,0051) {list(m.corrected_image)} lacks DECY")
@@ -1236,6 +1271,8 @@ def _calibrate_spect(
             f"{t_scan.isoformat()}; check administration_datetime (case-file key administration_time) and that "
             "both are on the scanner's clock"
         )
+    if t_admin is not None and t_scan is not None:
+        _check_scan_delay("SPECT", t_admin, admin_from, t_scan, rec, refuse=False)
 
     delivered_mbq = a_gbq * 1e3 * (1.0 - residual) * (1.0 - lsf)
     voi_weight = float(np.count_nonzero(weights > 0)) if weights is not None else float(values.size)
