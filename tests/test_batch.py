@@ -143,3 +143,75 @@ def test_a_killed_worker_fails_its_case_only(cohort, tmp_path):
     assert failures[0]["case_id"] == "killed" and failures[0]["error_kind"] == "WorkerError"
     assert not (tmp_path / "out" / "killed").exists()  # nothing half-written
     assert (tmp_path / "out" / "case_a" / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A cohort of one phantom export as ``voxeldose phantom liver`` writes it: PET, SPECT, CT,
+    RTSTRUCT and SEG in one folder."""
+    root = tmp_path_factory.mktemp("exports")
+    write_liver_case(root / "liver", case_id="liver", pet_spacing_xyz_mm=(6.0, 6.0, 6.0),
+                     spect_spacing_xyz_mm=(6.0, 6.0, 6.0), ct_spacing_xyz_mm=(6.0, 6.0, 6.0))
+    return root
+
+
+def test_a_phantom_export_is_a_case_folder_by_stated_rules(exports, tmp_path):
+    from voxeldose.io import list_series
+
+    series = {s.modality: s.series_instance_uid for s in list_series(exports / "liver")}
+    # by default: the PET, and the RTSTRUCT's VOIs, each choice a caveat
+    (spec,) = discover_cases(exports)
+    assert spec.error is None and spec.series_uid == series["PT"]
+    assert [os.path.basename(v) for v in spec.vois] == ["RTSTRUCT.dcm"]
+    assert len(spec.caveats) == 2 and "the PET" in spec.caveats[0] and "--scan-modality NM" in spec.caveats[0]
+    assert "not those of SEG.dcm" in spec.caveats[1] and "--voi-format SEG" in spec.caveats[1]
+    # chosen by the options: the SPECT and the SEG, no caveat (nothing was chosen for the user)
+    (spec,) = discover_cases(exports, scan_modality="NM", voi_format="SEG")
+    assert spec.series_uid == series["NM"] and [os.path.basename(v) for v in spec.vois] == ["SEG.dcm"]
+    assert spec.caveats == ()
+    # or by the case file; an option overrides it
+    case = tmp_path / "in" / "liver"
+    shutil.copytree(exports / "liver", case)
+    (case / "case.toml").write_text((case / "case.toml").read_text().replace(
+        'case_id = "liver"', 'case_id = "liver"\nscan_modality = "SPECT"'))
+    (spec,) = discover_cases(tmp_path / "in")
+    assert spec.series_uid == series["NM"] and len(spec.caveats) == 1  # the VOI rule's caveat
+    (spec,) = discover_cases(tmp_path / "in", scan_modality="PT")
+    assert spec.series_uid == series["PT"]
+    # a modality the folder does not hold fails the case, listing what it holds
+    shutil.rmtree(case / "SPECT")
+    (spec,) = discover_cases(tmp_path / "in")
+    assert spec.error and "no NM series for scan_modality 'NM'" in spec.error and "Y90 PET" in spec.error
+
+
+def test_batch_runs_phantom_exports_with_the_run_options(exports, tmp_path):
+    out = tmp_path / "out"
+    # the default rules: PET and RTSTRUCT, and their caveats reach the case's outputs
+    assert main(["-q", "batch", str(exports), "--out", str(out / "pet"), "--workers", "1"]) == 0
+    metrics = json.loads((out / "pet" / "liver" / "metrics.json").read_text())
+    assert sum(w.startswith("the case folder holds") for w in metrics["warnings"]) == 2
+    assert "PET" in metrics["provenance"]["calibration"]["method"]
+    # the SPECT and SEG, with options of run applied to every case over its case file
+    assert main(["-q", "batch", str(exports), "--out", str(out / "spect"), "--workers", "1", "--scan-modality", "NM",
+                 "--voi-format", "SEG", "--residual", "0.02", "--sphere-type", "resin",
+                 "--voi-role", "tumour_1=tumour"]) == 0
+    metrics = json.loads((out / "spect" / "liver" / "metrics.json").read_text())
+    assert "SPECT" in metrics["provenance"]["calibration"]["method"]
+    assert metrics["case"]["residual_fraction"] == 0.02 and metrics["case"]["sphere_type"] == "resin"
+    assert not [w for w in metrics["warnings"] if w.startswith("the case folder holds")]
+    rows = _read(out / "spect" / "cohort.csv")
+    assert {r["residual_fraction"] for r in rows} == {"0.02"}
+    # the SPECT self-calibration holds the delivered activity: 3 GBq x (1 - 0.02) x (1 - 0.1) in the liver
+    assert float(rows[0]["activity_vs_administered"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_batch_options_are_checked_before_any_case_runs(exports, tmp_path):
+    from voxeldose import InputError
+
+    with pytest.raises(InputError, match="one case's own values"):
+        run_batch(exports, tmp_path / "out", overrides={"administered_gbq": 3.0}, progress=False)
+    with pytest.raises(InputError, match="residual_fraction"):
+        run_batch(exports, tmp_path / "out", overrides={"residual_fraction": 2.0}, progress=False)
+    with pytest.raises(InputError, match="voi_format"):
+        run_batch(exports, tmp_path / "out", voi_format="NIFTI", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -825,3 +825,19 @@ def test_case_scan_values_must_agree_with_a_dicom_header(liver):
     result = quiet(calibrate, pet, Case("c", scan_units="BQML", decay_correction="START",
                                         scan_datetime=T_ADMIN + dt.timedelta(hours=20)))
     assert_recovers(result, liver.activity_mbq)
+
+
+def test_the_case_scan_modality_must_be_the_scans(liver):
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    # the case says SPECT, the scan is a PET: not the scan the case names
+    with pytest.raises(CalibrationError, match="scan_modality 'NM' \\(Case\\) contradicts the scan's Modality 'PT'"):
+        calibrate(pet, Case("c", scan_modality="SPECT"))
+    assert_recovers(quiet(calibrate, pet, Case("c", scan_modality="PET")), liver.activity_mbq)
+    # a header-less scan takes it (with the units), and PT in counts is a contradiction
+    bare = Image(pet.array, pet.spacing_mm, units="")
+    case = Case("nifti", scan_modality="PT", scan_units="BQML", scan_datetime=T_ADMIN + dt.timedelta(hours=20),
+                decay_correction="START", scanner_nuclide="Y-90", administration_datetime=T_ADMIN)
+    result = quiet(calibrate, bare, case)
+    assert result.image.meta.modality == "PT" and any("scan modality PT from Case" in n for n in result.provenance["notes"])
+    with pytest.raises(CalibrationError, match="scan_modality 'PT' .*in counts"):
+        calibrate(bare, dataclasses.replace(case, scan_units="CNTS"))

@@ -74,6 +74,11 @@ def test_administration_time_with_its_utc_offset(tmp_path):
     assert case.to_dict()["administration_time"] == "2024-03-05T10:30:00+01:00"
 
 
+def test_scan_modality_spellings(tmp_path):
+    for text, modality in (("PET", "PT"), ("pt", "PT"), ("SPECT", "NM"), ("NM", "NM")):
+        assert load_case(_write(tmp_path, f'case_id = "c1"\nscan_modality = "{text}"\n')).scan_modality == modality
+
+
 def test_time_as_iso_text_and_normalised_spellings(tmp_path):
     text = TOML.replace("2024-03-05T10:30:00", '"2024-03-05 10:30:00"').replace('"Y-90"', '"90Y"').replace(
         '"glass"', '"Glass"')
@@ -108,6 +113,7 @@ def test_unknown_keys_are_errors_listing_the_allowed_ones(tmp_path, text, fragme
     ('administration_time = "5 March 2024 10:30"', ["'administration_time'", "ISO 8601"]),
     ('sphere_type = "ceramic"', ["'sphere_type'", "'glass', 'resin'"]),
     ('scanner_nuclide = "FDG"', ["'scanner_nuclide'", "'F-18'"]),
+    ('scan_modality = "CT"', ["'scan_modality'", "'PT' (Y-90 PET) or 'NM'"]),
     ("[vois]\nliver = \"liver\"", ["'vois'", "role 'liver'", "'whole_liver'"]),
     ("vois = 3", ["'vois'", "table of VOI name -> role"]),
 ])

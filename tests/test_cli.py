@@ -117,6 +117,7 @@ def test_run_options_override_the_case_file(export, tmp_path):
         (["--voi-role", "liver"], ["NAME=ROLE"]),
         (["--voi-role", "livr=whole_liver"], ["'livr'", "--voi-role", "did you mean 'liver'"]),
         (["--case", "/nonexistent/case.toml"], ["case.toml"]),
+        (["--scan-modality", "NM"], ["scan_modality 'NM' (override) contradicts the scan's Modality 'PT'"]),
     ],
 )
 def test_run_bad_input_exits_2_and_leaves_no_output(export, tmp_path, capsys, extra, words):

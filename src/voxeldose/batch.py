@@ -13,9 +13,26 @@ default, or an existing scheduler), and writes:
 Case folders
 ------------
 Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
-``case.toml``). It is searched recursively: the PET (PT) or SPECT (NM) series is the scan (a CT
-beside it is allowed), RTSTRUCT and SEG files are the VOIs, and ``case.toml`` (or ``case.json``)
-is the case file. Two emission series in one folder is a failed case whose message lists them.
+``case.toml``). It is searched recursively: ``case.toml`` (or ``case.json``) is the case file, a
+CT beside the scan is allowed, and the scan and the VOI files are chosen by these rules, each
+stated in the case's caveats when it chose:
+
+- **The scan** is the folder's one emission series, PET (PT) or SPECT (NM). With several, the
+  case's ``scan_modality`` (the batch option ``--scan-modality``, else the case file's key)
+  keeps those of that modality; if no modality is given and the folder holds exactly one PET,
+  the PET is the scan (Y-90 PET is quantitative in Bq/mL, where a bremsstrahlung SPECT is only
+  scaled to the administered activity), with a caveat naming the series left out. Any other
+  case of several (two PETs) is a failed case whose message lists the series (choose in a
+  manifest with ``series_uid``).
+- **The VOIs** are the folder's RTSTRUCT and SEG files. A folder holding both kinds (a phantom
+  export, or a SEG converted from the RTSTRUCT) would define each VOI twice: the VOIs come from
+  the kind ``voi_format`` names (``--voi-format``), by default the RTSTRUCT, with a caveat
+  naming the files left out. A role in the case file that names a VOI only the other kind
+  defines is an error when the case runs, not a silently missing VOI.
+
+So ``voxeldose phantom liver --out COHORT/liver`` is a case folder as it is (its PET, its
+RTSTRUCT), and ``--scan-modality NM --voi-format SEG`` computes the same cases from their SPECT
+and SEG.
 
 Manifest
 --------
@@ -88,6 +105,8 @@ class CaseSpec:
     values: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_kind: str | None = None
+    #: What the case-folder rules chose (which series, which VOI files), for the case's caveats.
+    caveats: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +136,10 @@ def _safe_id(text: str) -> str:
     return keep[:64] or "case"
 
 
-def _case_folder(folder: Path) -> CaseSpec:
+def _case_folder(folder: Path, scan_modality: str | None = None, voi_format: str | None = None) -> CaseSpec:
+    """The case of one case folder, by the rules of the module documentation. ``scan_modality``
+    and ``voi_format`` are the batch's options (None: the case file's ``scan_modality``, and
+    the RTSTRUCT)."""
     from .io.dicom import list_series
 
     case_id = _safe_id(folder.name)
@@ -129,17 +151,35 @@ def _case_folder(folder: Path) -> CaseSpec:
         try:
             from .io.case_file import load_case
 
-            case_id = _safe_id(load_case(case_file).case_id)
+            case = load_case(case_file)
         except VoxelDoseError as exc:
             return CaseSpec(case_id, error=str(exc), error_kind=type(exc).__name__)
+        case_id = _safe_id(case.case_id)
+        scan_modality = scan_modality or case.scan_modality
     try:
         series = list_series(folder)
     except VoxelDoseError as exc:
         return CaseSpec(case_id, case_file=case_file, error=str(exc), error_kind=type(exc).__name__)
+    caveats: list[str] = []
     emission = [s for s in series if s.modality in ("PT", "NM")]
     if not emission:
         return CaseSpec(case_id, case_file=case_file, error=f"{folder}: no PET or SPECT series found",
                         error_kind="DicomError")
+    if scan_modality is not None:
+        chosen = [s for s in emission if s.modality == scan_modality]
+        if not chosen:
+            listing = "; ".join(s.line() for s in emission)
+            return CaseSpec(case_id, case_file=case_file, error_kind="DicomError",
+                            error=f"{folder}: no {scan_modality} series for scan_modality {scan_modality!r}; the "
+                                  f"folder holds {listing}")
+        emission = chosen
+    elif len(emission) > 1 and sum(s.modality == "PT" for s in emission) == 1:
+        pet = next(s for s in emission if s.modality == "PT")
+        others = "; ".join(s.line() for s in emission if s is not pet)
+        caveats.append(f"the case folder holds {len(emission)} emission series: the PET {pet.line()} is the scan (the "
+                       f"rule: Y-90 PET is quantitative), not {others}; set scan_modality = \"NM\" in the case file "
+                       "or --scan-modality NM to compute the SPECT")
+        emission = [pet]
     if len(emission) > 1:
         listing = "; ".join(s.line() for s in emission)
         return CaseSpec(case_id, case_file=case_file, error_kind="DicomError",
@@ -147,20 +187,29 @@ def _case_folder(folder: Path) -> CaseSpec:
                               "case in a manifest with its series_uid")
     images = {str(Path(f)) for s in series for f in s.files}
     try:
-        vois = tuple(str(p) for p in sorted(folder.rglob("*")) if p.is_file() and str(p) not in images and _voi_kind(p))
+        kinds = {str(p): kind for p in sorted(folder.rglob("*"))
+                 if p.is_file() and str(p) not in images and (kind := _voi_kind(p)) is not None}
     except VoxelDoseError as exc:
         return CaseSpec(case_id, case_file=case_file, error=str(exc), error_kind=type(exc).__name__)
-    return CaseSpec(case_id, scan=str(folder), vois=vois, case_file=case_file,
-                    series_uid=emission[0].series_instance_uid)
+    if len(set(kinds.values())) > 1:
+        keep = (voi_format or "RTSTRUCT").lower()
+        left_out = [Path(p).name for p, k in kinds.items() if k != keep]
+        if voi_format is None:
+            caveats.append(f"the case folder holds RTSTRUCT and SEG files: the VOIs are the RTSTRUCT's (the rule), "
+                           f"not those of {', '.join(left_out)}; use --voi-format SEG for the SEG's")
+        kinds = {p: k for p, k in kinds.items() if k == keep}
+    return CaseSpec(case_id, scan=str(folder), vois=tuple(kinds), case_file=case_file,
+                    series_uid=emission[0].series_instance_uid, caveats=tuple(caveats))
 
 
-def _voi_kind(path: Path) -> bool:
-    """True for RTSTRUCT and SEG files (headers only); a damaged DICOM file is an error."""
+def _voi_kind(path: Path) -> str | None:
+    """"rtstruct" or "seg" for RTSTRUCT and SEG files (headers only), None for other files; a
+    damaged DICOM file is an error."""
     from .io.vois import voi_file_kind
 
     if path.suffix.lower() in (".toml", ".json", ".txt", ".csv", ".md"):
-        return False
-    return voi_file_kind(path) is not None
+        return None
+    return voi_file_kind(path)
 
 
 def _manifest(path: Path) -> list[CaseSpec]:
@@ -232,8 +281,15 @@ def _manifest(path: Path) -> list[CaseSpec]:
     return specs
 
 
-def discover_cases(input_path: str | os.PathLike[str]) -> list[CaseSpec]:
-    """The cases of a batch: a manifest (CSV/TOML) or a folder whose sub-folders are cases."""
+def discover_cases(input_path: str | os.PathLike[str], *, scan_modality: str | None = None,
+                   voi_format: str | None = None) -> list[CaseSpec]:
+    """The cases of a batch: a manifest (CSV/TOML) or a folder whose sub-folders are cases
+    (``scan_modality`` "PT" or "NM" and ``voi_format`` "RTSTRUCT" or "SEG" choose in a case
+    folder, as the module documentation says)."""
+    if voi_format is not None and voi_format.upper() not in ("RTSTRUCT", "SEG"):
+        raise InputError(f"voi_format must be 'RTSTRUCT' or 'SEG', got {voi_format!r}")
+    if scan_modality is not None and scan_modality not in ("PT", "NM"):
+        raise InputError(f"scan_modality must be 'PT' or 'NM', got {scan_modality!r}")
     path = Path(input_path)
     if path.is_file():
         return _manifest(path)
@@ -242,7 +298,7 @@ def discover_cases(input_path: str | os.PathLike[str]) -> list[CaseSpec]:
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise InputError(f"{path} holds no case folders; give a folder of case folders or a manifest")
-    specs = [_case_folder(f) for f in folders]
+    specs = [_case_folder(f, scan_modality, voi_format and voi_format.upper()) for f in folders]
     ids = [s.case_id for s in specs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -322,6 +378,7 @@ def _warm_worker() -> None:
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
     """Run one case (on a worker). Never raises: a failure is returned as a row."""
     from .pipeline import run_case
+    from .result import Caveat
 
     out = Path(out_root) / spec.case_id
     t0 = time.perf_counter()
@@ -331,8 +388,9 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
                 spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
-    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables")
-                               if k in options and (k not in ("anonymize", "kernel_tables") or options[k])})
+    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables", "registered",
+                                                       "overrides", "voi_format")
+                               if k in options and (k in ("method", "tissue") or options[k])})
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
@@ -354,11 +412,15 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
     try:
         if spec.scan is None:  # pragma: no cover - specs without a scan carry an error
             raise InputError(f"case {spec.case_id}: no scan")
+        # the batch's options apply to every case and override its case file; a manifest row's
+        # values are the case's own and win over both
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
-            kernel_tables=options.get("kernel_tables"), anonymize=bool(options.get("anonymize", False)), force=True,
-            overrides={"case_id": spec.case_id, **spec.values},
+            kernel_tables=options.get("kernel_tables"), anonymize=bool(options.get("anonymize", False)),
+            registered=bool(options.get("registered", False)), force=True,
+            overrides={**dict(options.get("overrides") or {}), "case_id": spec.case_id, **spec.values},
+            caveats=[Caveat("batch", text) for text in spec.caveats],
             extra_provenance={"batch_input_hash": digest},
         )
         for caveat in result.caveats:  # the case's log lists its caveats, as the command line's does
@@ -448,6 +510,9 @@ def run_batch(
     tissue: str = "soft",
     kernel_tables: str | os.PathLike[str] | None = None,
     anonymize: bool = False,
+    registered: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    voi_format: str | None = None,
     force: bool = False,
     progress: bool = True,
     cases: Sequence[CaseSpec] | None = None,
@@ -474,6 +539,16 @@ def run_batch(
     anonymize : bool
         As in :func:`voxeldose.run_case`: RT Doses without patient identifiers (name and ID =
         case id) and no input folder paths in the metrics and reports.
+    registered : bool
+        As in :func:`voxeldose.run_case`, for every case.
+    overrides : mapping, optional
+        :class:`voxeldose.Case` fields for every case (what ``voxeldose run``'s options set that
+        is not one case's own: ``scanner_nuclide``, ``residual_fraction``, ``sphere_type``,
+        ``calibration_voi``, ``voi_roles``, ``scan_modality``, ``scan_units``,
+        ``decay_correction``); they override each case file, a manifest row's values override
+        them. ``scan_modality`` also chooses the series of a case folder.
+    voi_format : {"RTSTRUCT", "SEG"}, optional
+        The VOI files of a case folder holding both kinds (default the RTSTRUCT, with a caveat).
     force : bool
         Run every case again, even those whose outputs are up to date.
     progress : bool
@@ -500,14 +575,31 @@ def run_batch(
     n = workers or os.cpu_count() or 1
     if n < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    cohort = dict(overrides or {})
+    per_case = sorted(set(cohort) & {"case_id", "administered_gbq", "administration_datetime", "lung_shunt_fraction",
+                                      "scan_datetime", "accept_activity_mismatch"})
+    if per_case:
+        raise InputError(f"batch overrides {per_case} are one case's own values: give them in each case file or "
+                         "manifest row, not for the whole batch")
+    if voi_format is not None and voi_format.upper() not in ("RTSTRUCT", "SEG"):
+        raise InputError(f"voi_format must be 'RTSTRUCT' or 'SEG', got {voi_format!r}")
+    if cohort:
+        from .case import Case
+
+        checked = Case("check").with_overrides(**cohort)  # a bad value fails here, not once per case
+        if "scan_modality" in cohort:
+            cohort["scan_modality"] = checked.scan_modality  # "PET" -> "PT"
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize,
-                               "kernel_tables": None if kernel_tables is None else str(kernel_tables)}
+                               "kernel_tables": None if kernel_tables is None else str(kernel_tables),
+                               "registered": registered, "overrides": cohort,
+                               "voi_format": voi_format and voi_format.upper()}
     cluster = None
     # find the cases (reading DICOM headers) while the worker processes start
     with ThreadPoolExecutor(max_workers=1) as pool:
-        found = pool.submit(discover_cases, input_path) if cases is None else None
+        found = (pool.submit(discover_cases, input_path, scan_modality=cohort.get("scan_modality"),
+                             voi_format=voi_format) if cases is None else None)
         if scheduler:
             client = Client(scheduler)
         else:

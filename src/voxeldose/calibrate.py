@@ -451,6 +451,16 @@ def _described_by_case(image: Image, case: Case, rec: _Record) -> Image:
     must agree with the header's (a contradiction is an error, never a silent choice)."""
     m = image.meta
     changes: dict[str, Any] = {}
+    if case.scan_modality is not None:
+        if m.modality is None:
+            changes["modality"] = case.scan_modality
+            rec.notes.append(f"scan modality {case.scan_modality} from {case.source_of('scan_modality')}")
+        elif m.modality.upper() != case.scan_modality:
+            raise CalibrationError(
+                f"scan_modality {case.scan_modality!r} ({case.source_of('scan_modality')}) contradicts the scan's "
+                f"Modality {m.modality!r}: this is not the scan the case names; load the "
+                f"{'PET' if case.scan_modality == 'PT' else 'SPECT'} series or correct scan_modality"
+            )
     units = image.units
     if not units:
         if case.scan_units is None:
@@ -461,12 +471,17 @@ def _described_by_case(image: Image, case: Case, rec: _Record) -> Image:
             )
         units = case.scan_units
         rec.notes.append(f"scan units {units} from {case.source_of('scan_units')}")
-        if m.modality is None:
+        if m.modality is None and "modality" not in changes:
             changes["modality"] = {"BQML": "PT", "CNTS": "NM"}.get(units)
     elif case.scan_units is not None and case.scan_units != units.upper():
         raise CalibrationError(
             f"scan_units {case.scan_units!r} ({case.source_of('scan_units')}) contradicts the header's units {units!r}; "
             "remove scan_units (it is for scans read from NIfTI, NRRD or MetaImage files) or load the right series"
+        )
+    if case.scan_modality == "PT" and (units or "").upper() in ("CNTS", "CPS"):
+        raise CalibrationError(
+            f"scan_modality 'PT' ({case.source_of('scan_modality')}) but the scan is in counts ({units!r}): a Y-90 PET "
+            "is in Bq/mL; correct scan_modality (NM for a bremsstrahlung SPECT) or scan_units"
         )
     if case.scan_datetime is not None:
         header = m.acquisition_datetime or m.series_datetime

@@ -88,6 +88,9 @@ VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "
 #: Units a case file may give a scan read from a NIfTI, NRRD or MetaImage file.
 SCAN_UNITS: tuple[str, ...] = ("BQML", "CNTS", "MBQ")
 
+#: What ``scan_modality`` may say (DICOM Modality; "PET" and "SPECT" are accepted for them).
+SCAN_MODALITIES: Mapping[str, str] = MappingProxyType({"PT": "PT", "PET": "PT", "NM": "NM", "SPECT": "NM"})
+
 #: Microsphere products.
 SPHERE_TYPES: tuple[str, ...] = ("glass", "resin")
 
@@ -101,6 +104,7 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "sphere_type": "sphere_type",
     "scanner_nuclide": "scanner_nuclide",
     "accept_activity_mismatch": "accept_activity_mismatch",
+    "scan_modality": "scan_modality",
     "scan_units": "scan_units",
     "scan_time": "scan_datetime",
     "decay_correction": "decay_correction",
@@ -166,6 +170,12 @@ def _check_field(name: str, value: Any, where: str) -> Any:
                 "'Y-90', 'F-18', 'Ga-68' or 'Ge-68'"
             )
         return nuclide
+    if name == "scan_modality":
+        modality = SCAN_MODALITIES.get(value.strip().upper()) if isinstance(value, str) else None
+        if modality is None:
+            raise InputError(f"{where}: scan_modality must be 'PT' (Y-90 PET) or 'NM' (bremsstrahlung SPECT), "
+                             f"got {value!r}")
+        return modality
     if name == "scan_units":
         units = value.strip().upper() if isinstance(value, str) else None
         if units not in SCAN_UNITS:
@@ -263,6 +273,10 @@ class Case:
     accept_activity_mismatch : bool or None
         True: a calibrated activity more than a factor 2 from the administered one (net of shunt
         and residual) is a warning, not an error (:func:`voxeldose.calibrate`).
+    scan_modality : {"PT", "NM"} or None
+        Which scan the case is computed on, Y-90 PET or bremsstrahlung SPECT: it chooses the
+        emission series of a batch case folder that holds both, and the loaded scan's Modality
+        must agree with it (``"PET"`` and ``"SPECT"`` are accepted for them).
     scan_units, scan_datetime, decay_correction : str, datetime, str or None
         What a scan read from a NIfTI, NRRD or MetaImage file cannot say: its units ("BQML",
         "CNTS", "MBQ"), its acquisition start and (PET) its decay correction ("START", "ADMIN",
@@ -305,6 +319,7 @@ class Case:
     calibration_voi: str | None = None
     scanner_nuclide: str | None = None
     accept_activity_mismatch: bool | None = None
+    scan_modality: str | None = None
     scan_units: str | None = None
     scan_datetime: _dt.datetime | None = None
     decay_correction: str | None = None

@@ -66,7 +66,30 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
                 help="scanner resolution: Gaussian FWHM in mm applied to the activity (default none)")),
     "scanner_nuclide": (("--scanner-nuclide",), dict(default=None,
                         help="nuclide the PET scanner was set up for, confirmed by you (Y-90, F-18, Ga-68, Ge-68)")),
+    "residual": (("--residual",), dict(type=float, default=None,
+                 help="fraction of the activity left in the vial and lines, 0 <= r < 1")),
+    "sphere_type": (("--sphere-type",), dict(choices=("glass", "resin"), default=None, help="microsphere product")),
+    "calibration_voi": (("--calibration-voi",), dict(
+        default=None, help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")),
+    "voi_role": (("--voi-role",), dict(action="append", default=[], metavar="NAME=ROLE",
+                 help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")),
+    "scan_modality": (("--scan-modality",), dict(
+        choices=("PT", "NM"), default=None,
+        help="the scan is a Y-90 PET (PT) or a bremsstrahlung SPECT (NM); checked against the scan's Modality")),
+    "scan_units": (("--scan-units",), dict(
+        choices=("BQML", "CNTS", "MBQ"), default=None,
+        help="units of a scan read from a NIfTI, NRRD or MetaImage file: Bq/mL, counts, or MBq per voxel at "
+             "administration")),
+    "decay_correction": (("--decay-correction",), dict(choices=("START", "ADMIN", "NONE"), default=None,
+                         help="decay correction of such a PET (DICOM's terms)")),
+    "registered": (("--registered",), dict(
+        action="store_true", help="accept VOIs from another frame of reference (you state they are registered)")),
 }
+
+#: ``run`` options that ``batch`` applies to every case (the case's own values, from its case file
+#: or manifest row, are per case: administered activity, times, shunt, case id, series UID).
+_COHORT_OPTIONS = ("scanner_nuclide", "residual", "sphere_type", "calibration_voi", "voi_role", "scan_modality",
+                   "scan_units", "decay_correction")
 
 
 def _add(parser: argparse.ArgumentParser, name: str, **changes: object) -> None:
@@ -140,26 +163,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--administration-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
                      help="start of the administration, on the scanner's clock")
     _add(run, "lung_shunt")
-    run.add_argument("--residual", type=float, default=None,
-                     help="fraction of the activity left in the vial and lines, 0 <= r < 1")
-    run.add_argument("--sphere-type", choices=("glass", "resin"), default=None, help="microsphere product")
-    _add(run, "scanner_nuclide")
-    run.add_argument("--calibration-voi", default=None,
-                     help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")
-    run.add_argument("--voi-role", action="append", default=[], metavar="NAME=ROLE",
-                     help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")
-    run.add_argument("--scan-units", choices=("BQML", "CNTS", "MBQ"), default=None,
-                     help="units of a scan read from a NIfTI, NRRD or MetaImage file: Bq/mL, counts, or MBq per voxel "
-                          "at administration")
+    for name in _COHORT_OPTIONS:
+        _add(run, name)
     run.add_argument("--scan-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
-                     help="acquisition start of such a scan, on the scanner's clock")
-    run.add_argument("--decay-correction", choices=("START", "ADMIN", "NONE"), default=None,
-                     help="decay correction of such a PET (DICOM's terms)")
+                     help="acquisition start of a scan read from a NIfTI, NRRD or MetaImage file, on the scanner's "
+                          "clock")
     run.add_argument("--accept-activity-mismatch", action="store_true", default=None,
                      help="the calibrated activity may differ from the administered one (net of shunt and residual) by "
                           "more than a factor 2: a warning instead of an error")
-    run.add_argument("--registered", action="store_true",
-                     help="accept VOIs from another frame of reference (you state they are registered)")
+    _add(run, "registered")
     _add(run, "anonymize")
     _add(run, "force")
 
@@ -182,6 +194,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(batch, "method")
     _add(batch, "tissue")
     _add(batch, "kernel_tables")
+    for name in _COHORT_OPTIONS:
+        _add(batch, name)
+    batch.add_argument("--voi-format", choices=("RTSTRUCT", "SEG"), default=None,
+                       help="in a case folder holding both RTSTRUCT and SEG files, take the VOIs from these (default "
+                            "RTSTRUCT, with a caveat naming the files left out)")
+    _add(batch, "registered")
     _add(batch, "anonymize")
     _add(batch, "force", help="run every case again, even up-to-date ones")
 
@@ -309,9 +327,9 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
+def _cohort_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The case values of the options in :data:`_COHORT_OPTIONS`, as :class:`voxeldose.Case` fields."""
     from .errors import InputError
-    from .pipeline import run_case
 
     roles: dict[str, str] = {}
     for item in args.voi_role:
@@ -319,16 +337,23 @@ def _run(args: argparse.Namespace) -> int:
         if not sep or not name or not role:
             raise InputError(f"--voi-role {item!r}: expected NAME=ROLE, e.g. --voi-role liver=whole_liver")
         roles[name] = role
+    values: dict[str, object] = {
+        "residual_fraction": args.residual, "sphere_type": args.sphere_type, "scanner_nuclide": args.scanner_nuclide,
+        "calibration_voi": args.calibration_voi, "scan_modality": args.scan_modality, "scan_units": args.scan_units,
+        "decay_correction": args.decay_correction, "voi_roles": roles or None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import run_case
+
     overrides: dict[str, object] = {
         "case_id": args.case_id, "administered_gbq": args.administered_gbq,
         "administration_datetime": args.administration_time, "lung_shunt_fraction": args.lung_shunt,
-        "residual_fraction": args.residual, "sphere_type": args.sphere_type,
-        "scanner_nuclide": args.scanner_nuclide, "calibration_voi": args.calibration_voi,
-        "accept_activity_mismatch": args.accept_activity_mismatch, "scan_units": args.scan_units,
-        "scan_datetime": args.scan_time, "decay_correction": args.decay_correction,
+        "accept_activity_mismatch": args.accept_activity_mismatch, "scan_datetime": args.scan_time,
+        **_cohort_overrides(args),
     }
-    if roles:
-        overrides["voi_roles"] = roles
     result = run_case(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
                       kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
                       anonymize=args.anonymize, force=args.force, overrides=overrides, progress=_progress(args))
@@ -343,6 +368,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     result = run_batch(args.input, args.out, workers=args.workers, scheduler=args.scheduler, method=args.method,
                        tissue=args.tissue, kernel_tables=args.kernel_tables, anonymize=args.anonymize,
+                       registered=args.registered, overrides=_cohort_overrides(args), voi_format=args.voi_format,
                        force=args.force, progress=not args.quiet)
     print(f"{result.n_ok} case(s) done, {result.n_skipped} up to date, {result.n_failed} failed "
           f"in {result.elapsed_s:.1f} s; cohort table {result.out_dir / 'cohort.csv'}")

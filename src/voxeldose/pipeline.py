@@ -281,6 +281,7 @@ def run_case(
     overrides: Mapping[str, Any] | None = None,
     progress: "Callable[[str], None] | None" = None,
     extra_provenance: Mapping[str, Any] | None = None,
+    caveats: Sequence[Caveat] = (),
 ) -> CaseResult:
     """Read one exported case, compute it (:func:`compute_case`) and write its outputs into ``out``.
 
@@ -311,6 +312,8 @@ def run_case(
         Called with the name of each step as it starts.
     extra_provenance : mapping, optional
         Added to the provenance in metrics.json (e.g. the batch's input hash).
+    caveats : sequence of Caveat
+        Caveats the caller adds to the result's (e.g. the batch's choice of series).
 
     Returns
     -------
@@ -328,6 +331,7 @@ def run_case(
     out_dir = Path(out)
     check_out(out_dir, force)
     steps = _Steps(progress)
+    steps.caveats.extend(caveats)
     # the tables first: a wrong folder fails before minutes of reading
     tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None and not isinstance(kernel_tables, VsvTables)
               else kernel_tables)

@@ -34,7 +34,8 @@ class Caveat:
     Attributes
     ----------
     stage : str
-        "load", "vois", "roles", "calibrate", "dose", "dvh", "crosschecks" or "outputs".
+        "batch" (what a batch case folder's rules chose), "load", "vois", "roles", "calibrate", "dose",
+        "dvh", "crosschecks" or "outputs".
     message : str
         What the caveat is, with numbers and how to act on it.
     """
