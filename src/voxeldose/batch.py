@@ -382,10 +382,14 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
 
     out = Path(out_root) / spec.case_id
     t0 = time.perf_counter()
+    anonymize = bool(options.get("anonymize", False))
+    # an anonymized batch's failure messages lose their paths, dates and UIDs too
+    scrub = _scrubber() if anonymize else (lambda text: text)
     if spec.error:
-        _write_log(out, f"case {spec.case_id} not run: {spec.error}\n", failed=True)
+        error = scrub(spec.error)
+        _write_log(out, f"case {spec.case_id} not run: {error}\n", failed=True)
         return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None,
-                spec.error_kind or "InputError", spec.error), "seconds": 0.0, "timings": {}}
+                spec.error_kind or "InputError", error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
     digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables", "registered",
@@ -404,7 +408,9 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # an anonymized case's log holds no date: milliseconds since the worker started instead
+    handler.setFormatter(logging.Formatter("%(relativeCreated)10.0f ms %(levelname)s %(name)s: %(message)s"
+                                           if anonymize else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("voxeldose")
     package_logger.addHandler(handler)
     old_level = package_logger.level
@@ -417,7 +423,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         result = run_case(
             spec.scan, list(spec.vois), out, case=spec.case_file, series_uid=spec.series_uid,
             method=options.get("method", "kernel"), tissue=options.get("tissue", "soft"),
-            kernel_tables=options.get("kernel_tables"), anonymize=bool(options.get("anonymize", False)),
+            kernel_tables=options.get("kernel_tables"), anonymize=anonymize,
             registered=bool(options.get("registered", False)), force=True,
             overrides={**dict(options.get("overrides") or {}), "case_id": spec.case_id, **spec.values},
             caveats=[Caveat("batch", text) for text in spec.caveats],
@@ -433,14 +439,22 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         kind, message = type(exc).__name__, str(exc)
         stream.write(f"failed: {kind}: {message}\n")
     except Exception as exc:  # noqa: BLE001 - one case's crash must not stop the cohort
-        kind, message = "InternalError", f"{type(exc).__name__}: {exc}"
-        stream.write(traceback.format_exc())
+        kind, message = "InternalError", scrub(f"{type(exc).__name__}: {exc}")
+        stream.write(scrub(traceback.format_exc()))
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(old_level)
     _write_log(out, stream.getvalue(), failed=True)
     return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None, kind, message),
             "seconds": time.perf_counter() - t0, "timings": {}}
+
+
+def _scrubber() -> Any:
+    """Texts without paths, dates and UIDs (an anonymized batch's messages about a case that did
+    not produce a result to anchor its times on)."""
+    from .anonymize import Anonymizer
+
+    return Anonymizer(None).text
 
 
 def _peak_rss_mb() -> float | None:

@@ -55,8 +55,10 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
                            "Lanconelli 2012 database) to use at their voxel sizes instead of voxeldose's fitted "
                            "point kernel")),
     "anonymize": (("--anonymize",), dict(action="store_true",
-                  help="RT Dose without patient identifiers (name and ID = case id, new study); no input "
-                       "folder paths in metrics.json and report.html")),
+                  help="de-identified outputs (DICOM Basic Profile): RT Dose with name and ID = case id and "
+                       "mapped UIDs; every date shifted so that the administration is 2000-01-01 00:00 (intervals "
+                       "kept); UIDs mapped, identifiers, descriptions and input paths withheld in every file and "
+                       "log")),
     "force": (("--force",), dict(action="store_true", help="replace the results in OUT")),
     "out": (("--out",), dict(required=True, help="output folder")),
     "administered_gbq": (("--administered-gbq",), dict(type=_positive_float, default=None,
@@ -412,14 +414,20 @@ def _expected_ldm_means(truth: object) -> dict[str, float]:
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (ISO 8601, UTC), level, logger, message."""
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message. Anonymized runs
+    write the seconds since the start instead of the time (the date of a run dates the scan)."""
+
+    def __init__(self, anonymize: bool = False) -> None:
+        super().__init__()
+        self.anonymize = anonymize
 
     def format(self, record: logging.LogRecord) -> str:
         import datetime as dt
         import json
 
         entry = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            **({"elapsed_s": round(record.relativeCreated / 1000.0, 3)} if self.anonymize else
+               {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat()}),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -434,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_JsonFormatter(anonymize=bool(getattr(args, "anonymize", False))) if args.log_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("voxeldose")
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if args.quiet else logging.INFO)

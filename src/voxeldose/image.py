@@ -78,6 +78,8 @@ class ImageMeta:
     geometry_notes: tuple[str, ...] = ()
     identifiers: Mapping[str, str] = field(default_factory=dict, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # the UIDs are anonymized ones and the times shifted (voxeldose.anonymize): not to be mapped again
+    anonymized: bool = False
 
 
 @dataclass(frozen=True)

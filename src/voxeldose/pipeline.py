@@ -24,7 +24,7 @@ from ._version import __version__
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .case import Case
 from .dose import Engine, Method
-from .errors import InputError, VoiError, VoxelDoseWarning
+from .errors import InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
 from .kernels import Tissue, VsvTables, kernel_source
 from .result import CaseResult, Caveat
@@ -306,8 +306,12 @@ def run_case(
     registered : bool
         Accept VOIs from another frame of reference (the user states they are registered).
     anonymize : bool
-        Write the RT Dose without patient identifiers (the case id replaces them) and keep input
-        folder paths out of the metrics and the report.
+        De-identify every output (:mod:`voxeldose.anonymize`, after the DICOM Basic Profile):
+        the RT Dose without patient identifiers (the case id replaces them) and with mapped
+        UIDs; times shifted so that the administration is 2000-01-01 00:00 (intervals kept);
+        UIDs mapped, identifiers, descriptions and input paths withheld in the metrics, the
+        report, the log records of the run and the message of an error. The returned result is
+        the anonymized one.
     progress : callable, optional
         Called with the name of each step as it starts.
     extra_provenance : mapping, optional
@@ -325,6 +329,57 @@ def run_case(
     VoxelDoseError
         Bad input of any kind; nothing is written to ``out`` then.
     """
+    if not anonymize:
+        return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, False,
+                         force, overrides, progress, extra_provenance, caveats)
+    from .anonymize import Anonymizer
+
+    # until the case is known, texts lose their dates (no anchor), UIDs and paths
+    early = Anonymizer(None)
+    with _anonymized_logs(early):
+        try:
+            return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, True,
+                             force, overrides, progress, extra_provenance, caveats)
+        except VoxelDoseError as exc:
+            text = early.text(str(exc))
+            if text == str(exc):
+                raise
+            scrubbed = type(exc)(f"{text} (paths, dates and UIDs withheld: anonymize; run without it to see them)")
+            raise scrubbed from None
+
+
+class _LogAnonymizer(logging.Filter):
+    def __init__(self, anonymizer: Any) -> None:
+        super().__init__()
+        self.anonymizer = anonymizer
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.anonymizer.text(record.getMessage()), ()
+        return True
+
+
+@contextmanager
+def _anonymized_logs(anonymizer: Any) -> Iterator[None]:
+    """Log records that reach the handlers of voxeldose's logger and of the root logger (the
+    command line's, a batch case's log) pass through ``anonymizer`` while a case runs."""
+    handlers = {*logging.getLogger("voxeldose").handlers, *logging.getLogger().handlers}
+    f = _LogAnonymizer(anonymizer)
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(f)
+
+
+def _run_case(scan: "str | os.PathLike[str]", vois: Sequence["str | os.PathLike[str]"], out: "str | os.PathLike[str]",
+              case: "Case | str | os.PathLike[str] | None", method: Method, tissue: Tissue, engine: Engine,
+              kernel_tables: "str | os.PathLike[str] | VsvTables | None", series_uid: str | None, registered: bool,
+              anonymize: bool, force: bool, overrides: Mapping[str, Any] | None,
+              progress: "Callable[[str], None] | None", extra_provenance: Mapping[str, Any] | None,
+              caveats: Sequence[Caveat]) -> CaseResult:
+    from .anonymize import anonymize_result, anonymizer_for
     from .io import load_image, load_vois, load_vsv_tables
     from .io.results import check_out, write_result
 
@@ -353,8 +408,13 @@ def run_case(
                           caveats=steps.caveats, timings_s=steps.timings_s,
                           provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress)
     del image, masks
+    text = (lambda message: message)
+    if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
+        text = anonymizer_for(result).text
+        result = anonymize_result(result)
     with steps.step("outputs"):
         write_result(result, out_dir, force=force, anonymize=anonymize)
     timings = {**result.provenance["timings_s"], "outputs": steps.timings_s["outputs"]}
     return replace(result, provenance={**result.provenance, "timings_s": timings},
-                   caveats=result.caveats + tuple(c for c in steps.caveats if c.stage == "outputs"))
+                   caveats=result.caveats + tuple(Caveat(c.stage, text(c.message)) for c in steps.caveats
+                                                  if c.stage == "outputs"))

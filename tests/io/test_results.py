@@ -243,8 +243,15 @@ def test_rtdose_anonymized(tmp_path):
     raw = path.read_bytes()
     for value in ("Doe", "MRN123", "19600203", "ACC991", "Who^Doctor", "SIRT post", "20260115", STUDY_UID):
         assert value.encode() not in raw, value
-    assert ds.FrameOfReferenceUID == FRAME_UID  # still registers with the images
-    assert ds.StudyInstanceUID != STUDY_UID  # a new study: one study, one patient identity
+    # PS3.15 action U: the UIDs replaced, consistently (the same source UID, the same new one)
+    from voxeldose.anonymize import anonymous_uid
+
+    assert ds.FrameOfReferenceUID == anonymous_uid(FRAME_UID) != FRAME_UID
+    assert ds.StudyInstanceUID == anonymous_uid(STUDY_UID) and ds.StudyInstanceUID.startswith("2.25.")
+    assert len(ds.StudyInstanceUID) <= 64 and ds.LongitudinalTemporalInformationModified == "REMOVED"
+    again = pydicom.dcmread(write_rtdose(tmp_path / "again.dcm", dose, anonymize=True, case_id="tare-017"))
+    assert (again.StudyInstanceUID, again.FrameOfReferenceUID) == (ds.StudyInstanceUID, ds.FrameOfReferenceUID)
+    assert again.SOPInstanceUID != ds.SOPInstanceUID and again.SeriesInstanceUID != ds.SeriesInstanceUID
 
 
 def test_rtdose_errors_say_what_and_how(tmp_path):

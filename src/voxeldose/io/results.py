@@ -71,6 +71,7 @@ from .._version import __version__
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
+from ..anonymize import anonymize_result, anonymous_uid
 from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 from ._sitk import to_sitk
 
@@ -236,10 +237,15 @@ def write_rtdose(
         Write no patient identity. PatientName and PatientID become ``case_id``; birth date,
         sex, study date and time, accession number, referring physician, study ID and study
         description are empty or left out; PatientIdentityRemoved is YES; the content date and
-        time are left out. The FrameOfReferenceUID is kept, so that the dose still registers
-        with the images. The dose gets a new StudyInstanceUID: a study belongs to one patient,
-        and the original study UID next to a different patient identity would make an archive
-        merge or reject it (the study UID also links back to the hospital's records).
+        time are left out (LongitudinalTemporalInformationModified REMOVED). The
+        StudyInstanceUID and FrameOfReferenceUID are replaced by their
+        :func:`voxeldose.anonymize.anonymous_uid` (PS3.15 Basic Profile, action U): consistent,
+        so that the doses of one study share a study and the dose registers with its scan's
+        anonymized outputs, but no longer the source UIDs, which link back to the hospital's
+        records (and the source study UID beside another patient identity would make an archive
+        merge or reject it). Such a dose does not register with the source images: to load it
+        on them, write it without ``anonymize``. A dose whose metadata is anonymized already
+        (:func:`voxeldose.anonymize.anonymize_result`) keeps its UIDs.
     series_description : str
         SeriesDescription (at most 64 characters).
     case_id : str, optional
@@ -332,7 +338,13 @@ def write_rtdose(
         ds.PatientID = case
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = _DEIDENTIFICATION
-        ds.StudyInstanceUID = new_uid()
+        ds.LongitudinalTemporalInformationModified = "REMOVED"  # no dates or times in the RT Dose
+        # PS3.15 Basic Profile, action U: UIDs replaced consistently (the same study gives the
+        # same study UID in every case), unless the dose's metadata is anonymized already
+        study = meta.study_instance_uid or ids.get("StudyInstanceUID")
+        ds.StudyInstanceUID = (study if meta.anonymized else anonymous_uid(study)) if study else new_uid()
+        if not meta.anonymized and meta.frame_of_reference_uid:
+            frame_uid = anonymous_uid(frame_uid)
     else:
         for keyword in _PATIENT_STUDY:
             setattr(ds, keyword, ids.get(keyword, ""))
@@ -597,10 +609,10 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     study unless ``anonymize``); ``dvh.csv``; ``report.html``; ``metrics.json``
     (:meth:`CaseResult.to_dict`). Everything is written to a temporary folder beside ``out``
     and moved into place only when all files are complete; a previous result in ``out`` is
-    removed only after, and only with ``force``. ``anonymize`` writes the RT Dose without patient
-    identifiers (:func:`write_rtdose`); the metrics and the report hold what the result's
-    provenance holds (:func:`voxeldose.run_case` keeps input folder paths out of it when it
-    anonymizes).
+    removed only after, and only with ``force``. ``anonymize`` writes every output from
+    :func:`voxeldose.anonymize.anonymize_result` (UIDs mapped, times shifted so that the
+    administration is 2000-01-01 00:00, identifiers, descriptions and paths withheld) and the RT
+    Dose without patient identifiers (:func:`write_rtdose`).
 
     Returns
     -------
@@ -614,6 +626,8 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     """
     out_dir = Path(out)
     check_out(out_dir, force)
+    if anonymize:
+        result = anonymize_result(result)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"

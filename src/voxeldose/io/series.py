@@ -57,7 +57,7 @@ class SeriesHeader:
     Times are naive, in the scanner's local clock, like DICOM's DA/TM.
     """
 
-    patient_name: str = "Phantom^Liver"
+    patient_name: str = "Voxeldose^Phantom"
     patient_id: str = "VXD-PHANTOM-001"
     patient_birth_date: str = ""
     patient_sex: str = "O"

@@ -317,7 +317,7 @@ def write_phantom(name: str, out_dir: str | Path, **options: Any) -> dict[str, A
                                                    decay_correction=correction, nuclide=nuclide_name)
     nuclide = NUCLIDES[nuclide_name]
     header = SeriesHeader(study_datetime=scan, acquisition_datetime=scan, series_datetime=scan,
-                          series_description=f"Y90 PET {name}", patient_name=f"Phantom^{name}")
+                          series_description=f"Y90 PET {name}", patient_name=f"Voxeldose^Phantom {name}")
     total_mbq = float(ph.activity_mbq.sum())
     paths = write_pet_series(
         out / "PET", Image(ph.activity_mbq * (factor * 1e6 / ph.voxel_ml), ph.spacing_mm, ph.origin_mm, units="BQML"),
