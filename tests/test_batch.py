@@ -165,6 +165,7 @@ def test_a_phantom_export_is_a_case_folder_by_stated_rules(exports, tmp_path):
     assert [os.path.basename(v) for v in spec.vois] == ["RTSTRUCT.dcm"]
     assert len(spec.caveats) == 2 and "the PET" in spec.caveats[0] and "--scan-modality NM" in spec.caveats[0]
     assert "not those of SEG.dcm" in spec.caveats[1] and "--voi-format SEG" in spec.caveats[1]
+    assert spec.ct and all("/CT/" in f for f in spec.ct)  # the one CT series: the report's background
     # chosen by the options: the SPECT and the SEG, no caveat (nothing was chosen for the user)
     (spec,) = discover_cases(exports, scan_modality="NM", voi_format="SEG")
     assert spec.series_uid == series["NM"] and [os.path.basename(v) for v in spec.vois] == ["SEG.dcm"]
@@ -191,6 +192,8 @@ def test_batch_runs_phantom_exports_with_the_run_options(exports, tmp_path):
     metrics = json.loads((out / "pet" / "liver" / "metrics.json").read_text())
     assert sum(w.startswith("the case folder holds") for w in metrics["warnings"]) == 2
     assert "PET" in metrics["provenance"]["calibration"]["method"]
+    assert metrics["provenance"]["ct"]["coverage_of_the_grid"] > 0.99
+    assert "Over the CT" in (out / "pet" / "liver" / "report.html").read_text()
     # the SPECT and SEG, with options of run applied to every case over its case file
     assert main(["-q", "batch", str(exports), "--out", str(out / "spect"), "--workers", "1", "--scan-modality", "NM",
                  "--voi-format", "SEG", "--residual", "0.02", "--sphere-type", "resin",

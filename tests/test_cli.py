@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from voxeldose import __version__
@@ -179,3 +180,29 @@ def test_run_on_a_spect_self_calibrates_on_the_liver(tmp_path):
     # accuracy of the RTSTRUCT rasterisation (0.5 %)
     expected = truth["spect"]["vois"]["liver"]["ldm_mean_dose_voxelised_gy"]
     assert metrics["vois"]["liver"]["mean_gy"] == pytest.approx(expected, rel=0.005)
+
+
+def test_run_ct_draws_the_dose_over_the_ct(export, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--ct", str(export / "CT"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["ct"]["coverage_of_the_grid"] == 1.0
+    assert metrics["provenance"]["input"]["ct"] == str(export / "CT")
+    assert "Over the CT" in (out / "report.html").read_text()
+    plain = tmp_path / "plain"
+    assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--out", str(plain)]) == 0
+    assert json.loads((plain / "metrics.json").read_text())["vois"] == metrics["vois"]  # the CT enters no number
+    # the PET given as the CT: refused, nothing written
+    assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--ct", str(export / "PET"),
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "expected a CT in HU" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_compute_case_takes_a_ct_on_the_scan_grid_only(liver_4x3):
+    import voxeldose
+
+    ct = voxeldose.Image(np.zeros((2, 2, 2), np.float32), (4.0, 4.0, 3.0), units="HU")
+    with pytest.raises(voxeldose.GeometryError, match="load_ct"):
+        voxeldose.compute_case(liver_4x3.activity, {}, voxeldose.Case("c"), ct=ct)

@@ -235,3 +235,28 @@ def test_report_renders_in_chromium(report, tmp_path):
     # the amber warning box and the dark dose maps are on the page
     assert ((np.abs(rgb.astype(int) - [255, 247, 230]).sum(axis=2) < 12).mean() > 0.002)
     assert (rgb.max(axis=2) < 30).mean() > 0.01
+
+
+def _grey_fraction(report_path):
+    """The fraction of the planes figure's pixels that are grey (R = G = B, mid-level): the CT."""
+    from PIL import Image as PILImage
+
+    data = re.findall(r"src='data:image/png;base64,([^']+)'", report_path.read_text(encoding="utf-8"))[1]
+    with PILImage.open(io.BytesIO(base64.b64decode(data))) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    grey = (np.ptp(rgb, axis=2) <= 3) & (rgb[..., 0] > 60) & (rgb[..., 0] < 200)
+    return float(grey.mean())
+
+
+def test_report_draws_the_dose_over_the_ct(case, tmp_path):
+    from voxeldose.phantoms.export import _ct_image, _geometry  # the export's CT model
+
+    ct = _ct_image(case.dose.spacing_mm, _geometry())
+    assert ct.same_grid(case.dose)
+    with_ct = _write(tmp_path / "ct.html", case, images={**case.images, "ct": ct})
+    without = _write(tmp_path / "plain.html", case)
+    # the body (40 HU) is mid-grey in the W 400 / L 40 window (31 % of the figure's pixels here);
+    # without the CT only the grey outline and anti-aliased text are (1 %)
+    assert _grey_fraction(with_ct) > 0.15 > 0.03 > _grey_fraction(without)
+    text = with_ct.read_text(encoding="utf-8")
+    assert "Over the CT (grey, window -160 to 240 HU" in text and "Over the CT" not in without.read_text()

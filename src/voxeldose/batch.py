@@ -13,9 +13,9 @@ default, or an existing scheduler), and writes:
 Case folders
 ------------
 Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
-``case.toml``). It is searched recursively: ``case.toml`` (or ``case.json``) is the case file, a
-CT beside the scan is allowed, and the scan and the VOI files are chosen by these rules, each
-stated in the case's caveats when it chose:
+``case.toml``). It is searched recursively: ``case.toml`` (or ``case.json``) is the case file,
+and the scan, the VOI files and the CT are chosen by these rules, each stated in the case's
+caveats when it chose:
 
 - **The scan** is the folder's one emission series, PET (PT) or SPECT (NM). With several, the
   case's ``scan_modality`` (the batch option ``--scan-modality``, else the case file's key)
@@ -30,6 +30,9 @@ stated in the case's caveats when it chose:
   naming the files left out. A role in the case file that names a VOI only the other kind
   defines is an error when the case runs, not a silently missing VOI.
 
+- **The CT** is the folder's one CT series: the report draws the dose over it (several: none,
+  with a caveat).
+
 So ``voxeldose phantom liver --out COHORT/liver`` is a case folder as it is (its PET, its
 RTSTRUCT), and ``--scan-modality NM --voi-format SEG`` computes the same cases from their SPECT
 and SEG.
@@ -37,7 +40,7 @@ and SEG.
 Manifest
 --------
 CSV with columns ``case_id, scan`` and optionally ``vois`` (paths separated by ``;``),
-``case_file``, ``series_uid`` and any case-file key (``administered_gbq``, ``lung_shunt_fraction``,
+``case_file``, ``series_uid``, ``ct`` (the CT to draw the dose over) and any case-file key (``administered_gbq``, ``lung_shunt_fraction``,
 ``administration_time``, ...); or TOML with one ``[[cases]]`` table per case holding the same
 keys (``vois`` as a list). Relative paths are relative to the manifest.
 
@@ -107,6 +110,8 @@ class CaseSpec:
     error_kind: str | None = None
     #: What the case-folder rules chose (which series, which VOI files), for the case's caveats.
     caveats: tuple[str, ...] = ()
+    #: The CT's files (or a folder): the report draws the dose over it.
+    ct: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,8 +203,13 @@ def _case_folder(folder: Path, scan_modality: str | None = None, voi_format: str
             caveats.append(f"the case folder holds RTSTRUCT and SEG files: the VOIs are the RTSTRUCT's (the rule), "
                            f"not those of {', '.join(left_out)}; use --voi-format SEG for the SEG's")
         kinds = {p: k for p, k in kinds.items() if k == keep}
+    cts = [s for s in series if s.modality == "CT"]
+    if len(cts) > 1:
+        caveats.append(f"the case folder holds {len(cts)} CT series; the report draws the dose without a CT (give the "
+                       "case in a manifest with its ct to choose one)")
     return CaseSpec(case_id, scan=str(folder), vois=tuple(kinds), case_file=case_file,
-                    series_uid=emission[0].series_instance_uid, caveats=tuple(caveats))
+                    series_uid=emission[0].series_instance_uid, caveats=tuple(caveats),
+                    ct=cts[0].files if len(cts) == 1 else ())
 
 
 def _voi_kind(path: Path) -> str | None:
@@ -231,7 +241,7 @@ def _manifest(path: Path) -> list[CaseSpec]:
     if not records:
         raise InputError(f"manifest {path} lists no cases")
     specs, seen = [], set()
-    allowed = {"case_id", "scan", "vois", "case_file", "series_uid", *_MANIFEST_VALUES}
+    allowed = {"case_id", "scan", "vois", "case_file", "series_uid", "ct", *_MANIFEST_VALUES}
     for i, rec in enumerate(records, start=1):
         unknown = sorted(k for k, v in rec.items() if k not in allowed and v not in (None, ""))
         if unknown:
@@ -277,6 +287,7 @@ def _manifest(path: Path) -> list[CaseSpec]:
             case_id, scan=resolve(str(rec["scan"])), vois=tuple(resolve(str(v)) for v in vois),
             case_file=resolve(str(rec["case_file"])) if rec.get("case_file") else None,
             series_uid=str(rec["series_uid"]) if rec.get("series_uid") else None, values=values,
+            ct=(resolve(str(rec["ct"])),) if rec.get("ct") else (),
         ))
     return specs
 
@@ -319,7 +330,8 @@ def _files_of(path: str) -> list[Path]:
 def input_hash(spec: CaseSpec, options: Mapping[str, Any]) -> str:
     """SHA-256 over the case's input files' contents, its values and the run's options."""
     h = hashlib.sha256()
-    paths = ([*_files_of(spec.scan)] if spec.scan else []) + [f for v in spec.vois for f in _files_of(v)]
+    paths = (([*_files_of(spec.scan)] if spec.scan else []) + [f for v in spec.vois for f in _files_of(v)]
+             + [f for c in spec.ct for f in _files_of(c)])
     if spec.case_file:
         paths.append(Path(spec.case_file))
     for f in sorted(set(paths)):
@@ -426,7 +438,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
             kernel_tables=options.get("kernel_tables"), anonymize=anonymize,
             registered=bool(options.get("registered", False)), force=True,
             overrides={**dict(options.get("overrides") or {}), "case_id": spec.case_id, **spec.values},
-            caveats=[Caveat("batch", text) for text in spec.caveats],
+            caveats=[Caveat("batch", text) for text in spec.caveats], ct=list(spec.ct) or None,
             extra_provenance={"batch_input_hash": digest},
         )
         for caveat in result.caveats:  # the case's log lists its caveats, as the command line's does

@@ -154,6 +154,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--voi", action="append", default=[], metavar="VOI",
                      help="RTSTRUCT, SEG, 3D Slicer .seg.nrrd or label map (NIfTI/NRRD with a name table) file or "
                           "folder; repeatable")
+    run.add_argument("--ct", default=None, metavar="CT",
+                     help="CT series (folder or file, HU) of the PET/CT or SPECT/CT: the report draws the dose over it "
+                          "(it enters no number)")
     _add(run, "out")
     run.add_argument("--case", default=None, help="case file (TOML or JSON) with the values the headers lack")
     run.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
@@ -358,7 +361,8 @@ def _run(args: argparse.Namespace) -> int:
     }
     result = run_case(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
                       kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
-                      anonymize=args.anonymize, force=args.force, overrides=overrides, progress=_progress(args))
+                      anonymize=args.anonymize, force=args.force, overrides=overrides, progress=_progress(args),
+                      ct=args.ct)
     for caveat in result.caveats:
         logger.warning("%s: %s", caveat.stage, caveat.message)
     print(f"case {result.case_id}: outputs in {args.out}")
@@ -386,7 +390,7 @@ def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return None
     from tqdm import tqdm
 
-    steps = ["load", "vois", "calibrate", "dose", "dvh", "outputs"]
+    steps = ["load", "vois", *(["ct"] if getattr(args, "ct", None) else []), "calibrate", "dose", "dvh", "outputs"]
     bar = tqdm(total=len(steps), unit="step", file=sys.stderr, disable=None, leave=False,
                bar_format="{desc:<12}{bar:20} {n_fmt}/{total_fmt} [{elapsed}]")
 

@@ -24,7 +24,7 @@ from ._version import __version__
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .case import Case
 from .dose import Engine, Method
-from .errors import InputError, VoiError, VoxelDoseError, VoxelDoseWarning
+from .errors import GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
 from .kernels import Tissue, VsvTables, kernel_source
 from .result import CaseResult, Caveat
@@ -144,6 +144,7 @@ def compute_case(
     timings_s: Mapping[str, float] | None = None,
     provenance: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    ct: Image | None = None,
 ) -> CaseResult:
     """One case, from its scan, VOIs and case values in memory to its :class:`CaseResult`.
 
@@ -168,6 +169,9 @@ def compute_case(
         (e.g. the paths read, or the batch's input hash).
     progress : callable, optional
         Called with the name of each step as it starts.
+    ct : Image, optional
+        The CT (HU) on the scan's grid (:func:`voxeldose.io.load_ct`): the report draws the dose
+        over it; it is ``images["ct"]`` of the result and enters no number.
 
     Returns
     -------
@@ -187,6 +191,9 @@ def compute_case(
         raise InputError(f"compute_case needs the scan as a voxeldose Image, got {type(scan).__name__}")
     if not isinstance(case, Case):
         raise InputError(f"compute_case needs a voxeldose Case (voxeldose.load_case), got {type(case).__name__}")
+    if ct is not None and (not isinstance(ct, Image) or (ct.units or "").upper() != "HU" or not ct.same_grid(scan)):
+        raise GeometryError("compute_case: ct must be a CT image (units 'HU') on the scan's grid; resample it with "
+                            "voxeldose.io.load_ct(path, scan)")
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
     with steps.step("roles", timed=False):
@@ -242,7 +249,14 @@ def compute_case(
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
         **extra,
     }
-    return CaseResult(case=case, images={"activity": activity_map.image, "dose": dose}, vois=masks, roles=roles,
+    images = {"activity": activity_map.image, "dose": dose}
+    if ct is not None:
+        images["ct"] = ct
+        coverage = ct.meta.extra.get("coverage")
+        record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid, "use": "the report's background only",
+                        "resampling": "trilinear onto the scan's grid by world coordinates, -1000 HU outside",
+                        "coverage_of_the_grid": coverage, **dict(record.get("ct", {}) or {})}
+    return CaseResult(case=case, images=images, vois=masks, roles=roles,
                       dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
 
 
@@ -282,6 +296,7 @@ def run_case(
     progress: "Callable[[str], None] | None" = None,
     extra_provenance: Mapping[str, Any] | None = None,
     caveats: Sequence[Caveat] = (),
+    ct: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None,
 ) -> CaseResult:
     """Read one exported case, compute it (:func:`compute_case`) and write its outputs into ``out``.
 
@@ -318,6 +333,9 @@ def run_case(
         Added to the provenance in metrics.json (e.g. the batch's input hash).
     caveats : sequence of Caveat
         Caveats the caller adds to the result's (e.g. the batch's choice of series).
+    ct : path or sequence of paths, optional
+        The CT series (folder, file or files) to draw the dose over in the report
+        (:func:`voxeldose.io.load_ct`: same frame of reference as the scan unless ``registered``).
 
     Returns
     -------
@@ -331,7 +349,7 @@ def run_case(
     """
     if not anonymize:
         return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, False,
-                         force, overrides, progress, extra_provenance, caveats)
+                         force, overrides, progress, extra_provenance, caveats, ct)
     from .anonymize import Anonymizer
 
     # until the case is known, texts lose their dates (no anchor), UIDs and paths
@@ -339,7 +357,7 @@ def run_case(
     with _anonymized_logs(early):
         try:
             return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, True,
-                             force, overrides, progress, extra_provenance, caveats)
+                             force, overrides, progress, extra_provenance, caveats, ct)
         except VoxelDoseError as exc:
             text = early.text(str(exc))
             if text == str(exc):
@@ -378,9 +396,10 @@ def _run_case(scan: "str | os.PathLike[str]", vois: Sequence["str | os.PathLike[
               kernel_tables: "str | os.PathLike[str] | VsvTables | None", series_uid: str | None, registered: bool,
               anonymize: bool, force: bool, overrides: Mapping[str, Any] | None,
               progress: "Callable[[str], None] | None", extra_provenance: Mapping[str, Any] | None,
-              caveats: Sequence[Caveat]) -> CaseResult:
+              caveats: Sequence[Caveat],
+              ct_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None") -> CaseResult:
     from .anonymize import anonymize_result, anonymizer_for
-    from .io import load_image, load_vois, load_vsv_tables
+    from .io import load_ct, load_image, load_vois, load_vsv_tables
     from .io.results import check_out, write_result
 
     out_dir = Path(out)
@@ -402,12 +421,19 @@ def _run_case(scan: "str | os.PathLike[str]", vois: Sequence["str | os.PathLike[
                 if name in masks:
                     raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
                 masks[name] = mask
+    ct = None
+    if ct_path is not None:
+        with steps.step("ct"):
+            ct = load_ct(ct_path, image, registered=registered)
     # folder names of exports often hold the patient's name: with anonymize, no folder paths
     inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
+    if ct_path is not None:
+        inputs["ct"] = WITHHELD if anonymize else (
+            str(ct_path) if isinstance(ct_path, (str, os.PathLike)) else f"{len(ct_path)} file(s) in {Path(ct_path[0]).parent}")
     result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                           caveats=steps.caveats, timings_s=steps.timings_s,
-                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress)
-    del image, masks
+                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct)
+    del image, masks, ct
     text = (lambda message: message)
     if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
         text = anonymizer_for(result).text

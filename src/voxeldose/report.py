@@ -279,15 +279,23 @@ def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
     return int(best[0]), int(best[1]), int(best[2])
 
 
+#: The CT window under the dose (HU): the soft-tissue window, W 400 / L 40.
+CT_WINDOW_HU = (-160.0, 240.0)
+
+#: Dose below this fraction of the colour scale's top is not drawn over the CT (the anatomy shows).
+CT_DOSE_FLOOR = 0.02
+
+
 def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colours: Mapping[str, tuple[Any, str]],
-                   centre_name: str | None) -> tuple[str, str]:
-    """The three planes as a PNG (base64) and a caption."""
+                   centre_name: str | None, ct: Image | None = None) -> tuple[str, str]:
+    """The three planes as a PNG (base64) and a caption; over the CT (on the dose's grid) when given."""
     from matplotlib import patheffects
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     canon = _Canonical(dose)
     arr = canon.view(np.asarray(dose.array, dtype=np.float32))
+    hu = canon.view(np.asarray(ct.array, dtype=np.float32)) if ct is not None else None
     masks = {n: canon.view(m) for n, m in vois.items()}
     positive = arr[arr > 0]
     vmax = float(np.percentile(positive, 99.9)) if positive.size else 1.0
@@ -303,12 +311,13 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
 
     # (title, plane, masks, horizontal coords, vertical coords, horizontal axis, vertical axis,
     #  crosshair positions (h, v))
+    cuts: list[tuple[Any, Any, Any]] = [(kz, ys, xs), (zs, ky, xs), (zs, ys, kx)]
     planes = [
-        (f"axial   z = {cz[kz]:.1f} mm", arr[kz, ys, xs], {n: m[kz, ys, xs] for n, m in masks.items()},
+        (f"axial   z = {cz[kz]:.1f} mm", arr[cuts[0]], {n: m[cuts[0]] for n, m in masks.items()},
          cx[xs], cy[ys], "x", "y", (cx[kx], cy[ky])),
-        (f"coronal   y = {cy[ky]:.1f} mm", arr[zs, ky, xs], {n: m[zs, ky, xs] for n, m in masks.items()},
+        (f"coronal   y = {cy[ky]:.1f} mm", arr[cuts[1]], {n: m[cuts[1]] for n, m in masks.items()},
          cx[xs], cz[zs], "x", "z", (cx[kx], cz[kz])),
-        (f"sagittal   x = {cx[kx]:.1f} mm", arr[zs, ys, kx], {n: m[zs, ys, kx] for n, m in masks.items()},
+        (f"sagittal   x = {cx[kx]:.1f} mm", arr[cuts[2]], {n: m[cuts[2]] for n, m in masks.items()},
          cy[ys], cz[zs], "y", "z", (cy[ky], cz[kz])),
     ]
 
@@ -331,11 +340,18 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
     shown: set[str] = set()
     image = None
     halo = [patheffects.withStroke(linewidth=3, foreground="black")]
-    for ax, (title, section, plane_masks, hc, vc, h_axis, v_axis, (h_mark, v_mark)) in zip(axes, planes):
+    for ax, cut, (title, section, plane_masks, hc, vc, h_axis, v_axis, (h_mark, v_mark)) in zip(axes, cuts, planes):
         h0, h1 = span(hc)
         v0, v1 = span(vc)
-        image = ax.imshow(section, cmap="inferno", vmin=0.0, vmax=vmax, origin="lower", extent=(h0, h1, v0, v1),
-                          interpolation="nearest", aspect="equal")
+        if hu is None:
+            image = ax.imshow(section, cmap="inferno", vmin=0.0, vmax=vmax, origin="lower", extent=(h0, h1, v0, v1),
+                              interpolation="nearest", aspect="equal")
+        else:  # the anatomy in grey, the dose over it where it matters
+            ax.imshow(hu[cut], cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], origin="lower",
+                      extent=(h0, h1, v0, v1), interpolation="bilinear", aspect="equal")
+            image = ax.imshow(np.ma.masked_less(section, CT_DOSE_FLOOR * vmax), cmap="inferno", vmin=0.0, vmax=vmax,
+                              origin="lower", extent=(h0, h1, v0, v1), interpolation="nearest", aspect="equal",
+                              alpha=0.6)
         drawable = [n for n in order if (plane_masks[n] >= 0.5).any() and (plane_masks[n] < 0.5).any()]
         for n in drawable:  # dark halos first, under every outline: visible on the hottest dose
             ax.contour(hc, vc, plane_masks[n], levels=[0.5], colors=["black"], linewidths=3.6)
@@ -373,6 +389,9 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
     caption = (f"Planes through the {where}; thin white lines mark the other two planes. Outlines at half "
                f"coverage of each VOI. Colour scale 0 to {vmax:.0f} Gy (the 99.9th percentile of the dose; "
                f"hotter voxels show in the top colour). Patient coordinates (LPS, mm), radiological view.")
+    if hu is not None:
+        caption += (f" Over the CT (grey, window {CT_WINDOW_HU[0]:.0f} to {CT_WINDOW_HU[1]:.0f} HU, resampled onto the "
+                    f"dose grid); dose below {CT_DOSE_FLOOR:.0%} of the scale is not drawn.")
     if canon.oblique:
         caption += (f" The grid is oblique (an index axis is more than {_OBLIQUE_DEG:g}\u00b0 from the patient axes): "
                     "planes are index planes, labelled with their nearest patient directions.")
@@ -642,7 +661,7 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
 
     tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, roles=roles)
     dvh_png = _dvh_figure(dvhs, colours) if dvhs else ""
-    slices_png, slices_caption = _slices_figure(dose, masks, colours, tumour)
+    slices_png, slices_caption = _slices_figure(dose, masks, colours, tumour, result.images.get("ct"))
 
     run = provenance.get("run_datetime")
     run_text = str(run) if run else dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()

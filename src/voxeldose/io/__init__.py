@@ -3,7 +3,7 @@
 Only this subpackage touches pydicom, highdicom and SimpleITK file I/O.
 
 Readers: :func:`load_image` (DICOM PET, SPECT, CT), :func:`list_series`, :func:`load_vois`
-(RTSTRUCT, SEG, label maps), :func:`load_case` (case files), :func:`load_vsv_tables` (published
+(RTSTRUCT, SEG, label maps), :func:`load_ct` (a CT on the scan's grid, for the report), :func:`load_case` (case files), :func:`load_vsv_tables` (published
 voxel S-value tables a user holds).
 
 Writers: :func:`write_nifti`, :func:`write_rtdose`, :func:`write_dvh_csv`,
@@ -14,6 +14,7 @@ them: the phantoms' export and the tests use it).
 """
 
 from .case_file import load_case
+from .ct import load_ct
 from .dicom import list_series, load_image
 from .kernel_tables import load_vsv_tables, read_vsv_table
 from .results import (
@@ -32,6 +33,7 @@ __all__ = [
     "list_series",
     "load_vois",
     "load_case",
+    "load_ct",
     "load_vsv_tables",
     "read_vsv_table",
     "write_result",
