@@ -841,3 +841,15 @@ def test_the_case_scan_modality_must_be_the_scans(liver):
     assert result.image.meta.modality == "PT" and any("scan modality PT from Case" in n for n in result.provenance["notes"])
     with pytest.raises(CalibrationError, match="scan_modality 'PT' .*in counts"):
         calibrate(bare, dataclasses.replace(case, scan_units="CNTS"))
+
+
+def test_a_dicom_scan_in_mbq_is_refused(liver):
+    # MBQ is voxeldose's unit for activity maps, no DICOM unit: a PET header saying it (a corrupt
+    # or hand-edited Units) was taken as MBq per voxel at administration, 10^7 times too much here
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm)
+    dicom_mbq = Image(pet.array, pet.spacing_mm, units="MBQ",
+                      meta=dataclasses.replace(pet.meta, sop_class_uid="1.2.840.10008.5.1.4.1.1.128"))
+    with pytest.raises(CalibrationError, match="Units \\(0054,1001\\) 'MBQ', which is no DICOM unit"):
+        calibrate(dicom_mbq)
+    # an activity map (a phantom's, a NIfTI's) in MBQ passes through
+    quiet(calibrate, Image(liver.activity_mbq, liver.spacing_mm, units="MBQ"))

@@ -295,6 +295,11 @@ def calibrate(
     modality = (image.meta.modality or "").upper()
     rec = rec0
 
+    if units == "MBQ" and image.meta.sop_class_uid:
+        raise CalibrationError(
+            f"the DICOM {image.meta.modality or 'image'} says Units (0054,1001) 'MBQ', which is no DICOM unit (a PET is "
+            "in BQML, a SPECT in CNTS): its values cannot be taken as MBq per voxel at administration; re-export the "
+            "series (units 'MBQ' are for activity maps voxeldose or a NIfTI file holds)")
     if units == "MBQ":
         method = "passthrough: already activity (MBq per voxel at administration)"
         out = values
