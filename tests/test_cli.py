@@ -40,6 +40,10 @@ def test_demo_writes_the_outputs_and_prints_every_voi(tmp_path, capsys):
     assert "LDM Gy" in printed and "D70 Gy" in printed and "V100 %" in printed
     rows = [ln for ln in printed.splitlines() if ln.startswith(("liver", "normal_liver", "lung", "tumour"))]
     assert len(rows) >= 8 and all("\u2014" not in r for r in rows)  # every row has its LDM value
+    # the lung row compares like with like: its mean and its LDM value both at lung density
+    # (13.2 Gy measured against an LDM of 4.0 Gy in soft tissue was printed before)
+    lung = next(r for r in rows if r.startswith("lung")).split()
+    assert float(lung[3]) == pytest.approx(float(lung[2]), rel=0.10)
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["case_id"] == "demo-liver"

@@ -29,7 +29,6 @@ caveats when it chose:
   the kind ``voi_format`` names (``--voi-format``), by default the RTSTRUCT, with a caveat
   naming the files left out. A role in the case file that names a VOI only the other kind
   defines is an error when the case runs, not a silently missing VOI.
-
 - **The CT** is the folder's one CT series: the report draws the dose over it (several: none,
   with a caveat).
 
@@ -40,8 +39,8 @@ and SEG.
 Manifest
 --------
 CSV with columns ``case_id, scan`` and optionally ``vois`` (paths separated by ``;``),
-``case_file``, ``series_uid``, ``ct`` (the CT to draw the dose over) and any case-file key (``administered_gbq``, ``lung_shunt_fraction``,
-``administration_time``, ...); or TOML with one ``[[cases]]`` table per case holding the same
+``case_file``, ``series_uid``, ``ct`` (the CT to draw the dose over) and any case-file key
+(``administered_gbq``, ``lung_shunt_fraction``, ``administration_time``, ...); or TOML with one ``[[cases]]`` table per case holding the same
 keys (``vois`` as a list). Relative paths are relative to the manifest.
 
 Resuming

@@ -280,6 +280,8 @@ def _phantom(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import json
+
+    from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
     import tempfile
     from pathlib import Path
 
@@ -313,6 +315,8 @@ def _demo(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for name, m in result.metrics.items():
         ldm = expected.get(name)
+        if ldm is not None:  # the analytic mean is in soft tissue; the VOI's doses at its density (lung)
+            ldm *= SOFT_TISSUE_DENSITY_G_PER_CM3 / m["density_g_per_cm3"]
         print(
             f"{name:<14}{m['volume_ml']:10.1f}{m['mean_gy']:9.1f}"
             f"{(f'{ldm:8.1f}' if ldm is not None else f'{chr(8212):>8}')}"
@@ -320,8 +324,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
     print()
     print(
-        "LDM Gy: analytic mean dose if every decay's energy stayed where the spheres lodged (soft tissue, "
-        "1.04 g/cm3). The kernel mean is lower in small tumours and higher just outside them: electrons "
+        "LDM Gy: analytic mean dose if every decay's energy stayed where the spheres lodged, at the VOI's density "
+        "(soft tissue 1.04 g/cm3, lung 0.30 g/cm3). The kernel mean is lower in small tumours and higher just outside them: electrons "
         "cross the VOI surfaces. The dose map is soft tissue; the lung VOI's doses are at lung density "
         "(0.30 g/cm3: the soft-tissue dose x 1.04 / 0.30)."
     )
