@@ -306,6 +306,11 @@ def test_a_late_scan_is_a_caveat_and_a_scan_after_two_weeks_a_pet_error(liver):
         calibrate(scan.with_array(scan.array, series_datetime=scan.meta.series_datetime + dt.timedelta(days=31),
                                   acquisition_datetime=scan.meta.acquisition_datetime + dt.timedelta(days=31)),
                   administration_datetime=T_ADMIN)
+    # years apart (a year typed wrongly) is refused with a message, not an OverflowError of exp
+    with pytest.raises(CalibrationError, match=r"multiplies every activity by 10\^\d{3,}"):
+        calibrate(scan.with_array(scan.array, series_datetime=scan.meta.series_datetime + dt.timedelta(days=3650),
+                                  acquisition_datetime=scan.meta.acquisition_datetime + dt.timedelta(days=3650)),
+                  administration_datetime=T_ADMIN)
     # SPECT's self-calibration does not use the interval: a caveat, the activity right
     spect = spect_image(liver.activity_mbq, liver.spacing_mm, delay_h=360.0)
     with pytest.warns(VoxelDoseWarning, match="more than 14 days .*does not use the interval"):

@@ -830,14 +830,17 @@ def _check_scan_delay(what: str, t_admin: _dt.datetime, admin_from: str, t_scan:
     """A caveat when the scan is more than :data:`SCAN_DELAY_CAVEAT_H` after the administration; an
     error (``refuse``) or a caveat beyond :data:`SCAN_DELAY_LIMIT_H`."""
     delay_h = (t_scan - t_admin).total_seconds() / 3600.0
-    factor = math.exp(_LAMBDA_Y90 * delay_h * 3600.0)
+    log10_factor = _LAMBDA_Y90 * delay_h * 3600.0 / math.log(10.0)  # as a power of ten: years apart overflow exp
+    factor = 10.0 ** min(log10_factor, 300.0)
+    factor_text = f"{factor:.3g}" if log10_factor < 15 else f"10^{log10_factor:.0f}"
+    left_text = f"{100.0 / factor:.3g} %" if log10_factor < 15 else f"10^-{log10_factor - 2:.0f} %"
     text = (f"{what}: the scan starts {delay_h / 24.0:.1f} days ({delay_h:.0f} h) after the administration "
             f"({t_admin.isoformat()}, {admin_from}; scan {t_scan.isoformat()})")
     if delay_h > SCAN_DELAY_LIMIT_H:
         if refuse:
             raise CalibrationError(
-                f"{text}: more than {SCAN_DELAY_LIMIT_H / 24:.0f} days, when {100.0 / factor:.3g} % of the Y-90 is left "
-                f"and decaying back multiplies every activity by {factor:.3g}; the dates are almost certainly wrong: "
+                f"{text}: more than {SCAN_DELAY_LIMIT_H / 24:.0f} days, when {left_text} of the Y-90 is left "
+                f"and decaying back multiplies every activity by {factor_text}; the dates are almost certainly wrong: "
                 "check administration_datetime (case-file key administration_time) and the scan's date"
             )
         rec.warn(f"{text}: more than {SCAN_DELAY_LIMIT_H / 24:.0f} days (the self-calibration does not use the interval, "
