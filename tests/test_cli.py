@@ -52,6 +52,19 @@ def test_demo_writes_the_outputs_and_prints_every_voi(tmp_path, capsys):
     assert metrics["vois"]["liver"]["volume_ml"] == pytest.approx(1500, rel=0.01)
 
 
+def test_force_never_replaces_a_folder_holding_other_files(tmp_path, capsys):
+    # --force replaces a result folder as a whole: pointed at a folder of the user's files
+    # (--out ~/Documents), it would have deleted them
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.docx").write_text("years of work")
+    (out / "metrics.json").write_text("{}")
+    assert main(["-q", "demo", "--out", str(out), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "holds files voxeldose did not write (thesis.docx)" in err and "choose a new folder" in err
+    assert (out / "thesis.docx").read_text() == "years of work" and (out / "metrics.json").read_text() == "{}"
+
+
 def test_demo_does_not_overwrite_results_without_force(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()

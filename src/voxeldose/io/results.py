@@ -574,14 +574,31 @@ def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = Fa
 # --------------------------------------------------------------------------- one case's folder
 
 
+#: What a result folder holds (write_result's files, and a batch case's log): ``force`` replaces
+#: a folder holding only these.
+RESULT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html", "log.txt")
+
+
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an output folder that is a file, or that holds results (unless ``force``)."""
+    """Refuse an output folder that is a file, or that holds results (unless ``force``), or, even
+    with ``force``, that holds anything voxeldose did not write: replacing the folder would
+    delete it (``--out ~/Documents --force`` must not empty Documents)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is a file; choose a folder name")
-    if out.exists() and any(out.iterdir()) and not force:
+    if not out.exists():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not force:
         raise InputError(
             f"--out {out} already holds results; choose another folder, or pass --force to replace them "
             "(the old results are kept until the new ones are complete)"
+        )
+    foreign = [name for name in entries if name not in RESULT_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(
+            f"--out {out} holds files voxeldose did not write ({shown}); --force replaces only a folder of "
+            "voxeldose results, and replacing this one would delete them: choose a new folder for the results"
         )
 
 
