@@ -148,9 +148,9 @@ ADMINISTRATION_MISMATCH_S = 60.0
 SCAN_DELAY_CAVEAT_H = 72.0
 
 #: Scans later than this are refused for Y-90 PET, whose activity is decayed back over the interval:
-#: after 14 days (5.2 half-lives) 2.6 % of the activity is left, some 80 positrons/s per GBq
-#: administered, too few for an image, so the dates are wrong (a month or year typed wrongly
-#: multiplies every dose by 2 400 or 10^41). A SPECT's self-calibration does not use the interval: a
+#: after 14 days (5.2 half-lives) 2.6 % of the activity is left, some 830 positrons/s per GBq
+#: administered (x 31.86e-6), too few for an image, so the dates are wrong (a 30-day month or a
+#: year typed wrongly multiplies every dose by 2 400 or 10^41). A SPECT's self-calibration does not use the interval: a
 #: caveat there.
 SCAN_DELAY_LIMIT_H = 14 * 24.0
 
