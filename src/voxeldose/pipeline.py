@@ -26,6 +26,7 @@ from .case import Case
 from .dose import Engine, Method
 from .errors import GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
+from .io.results import OUTPUT_FILES
 from .kernels import Tissue, VsvTables, kernel_source
 from .result import CaseResult, Caveat
 
@@ -33,8 +34,6 @@ __all__ = ["compute_case", "run_case", "OUTPUT_FILES"]
 
 logger = logging.getLogger(__name__)
 
-#: File names in a case's output folder (a research pipeline depends on them).
-OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
 
 #: Negative doses smaller than this fraction of the largest are FFT round-off, not a caveat.
 NEGATIVE_DOSE_FRACTION = 1e-5
@@ -252,10 +251,9 @@ def compute_case(
     images = {"activity": activity_map.image, "dose": dose}
     if ct is not None:
         images["ct"] = ct
-        coverage = ct.meta.extra.get("coverage")
         record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid, "use": "the report's background only",
                         "resampling": "trilinear onto the scan's grid by world coordinates, -1000 HU outside",
-                        "coverage_of_the_grid": coverage, **dict(record.get("ct", {}) or {})}
+                        "coverage_of_the_grid": ct.meta.extra.get("coverage")}
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
                       dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
 

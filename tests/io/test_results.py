@@ -239,7 +239,8 @@ def test_rtdose_anonymized(tmp_path):
                     "ReferringPhysicianName", "StudyID"):
         assert ds[keyword].value in ("", None), keyword  # Type 2: present and empty
     assert "StudyDescription" not in ds and "ContentDate" not in ds and "InstanceCreationDate" not in ds
-    assert ds.PatientIdentityRemoved == "YES" and ds.DeidentificationMethod
+    assert ds.PatientIdentityRemoved == "YES" and "UIDs hashed" in ds.DeidentificationMethod  # what was done
+    assert "new study" not in ds.DeidentificationMethod and len(ds.DeidentificationMethod) <= 64
     raw = path.read_bytes()
     for value in ("Doe", "MRN123", "19600203", "ACC991", "Who^Doctor", "SIRT post", "20260115", STUDY_UID):
         assert value.encode() not in raw, value

@@ -1,7 +1,7 @@
 """The result files of one case: NIfTI maps, a DICOM RT Dose, the DVH table, the metrics, the report.
 
 - :func:`write_result`: every output of a :class:`~voxeldose.result.CaseResult` into a folder,
-  atomically (:data:`voxeldose.pipeline.OUTPUT_FILES`);
+  atomically (:data:`OUTPUT_FILES`);
 - :func:`write_nifti`: an image as NIfTI with its geometry.
 - :func:`write_rtdose`: the absorbed dose as a DICOM RT Dose in the frame of reference (and,
   unless anonymized, the patient and study) of the image it was computed from.
@@ -68,10 +68,10 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
+from ..anonymize import anonymize_result, anonymous_uid
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, VoxelDoseWarning
 from ..image import Image
-from ..anonymize import anonymize_result, anonymous_uid
 from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 from ._sitk import to_sitk
 
@@ -103,8 +103,12 @@ _MAX_STORED = 2**16 - 1
 _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                   "AccessionNumber", "ReferringPhysicianName", "StudyID")
 
-#: DeidentificationMethod (LO, at most 64 characters)
-_DEIDENTIFICATION = "voxeldose: name and ID = case id, identifiers removed, new study"
+#: DeidentificationMethod (LO, at most 64 characters): what write_rtdose(anonymize=True) does
+_DEIDENTIFICATION = "voxeldose: name/ID = case id; no dates, identifiers; UIDs hashed"
+
+#: File names in a case's output folder, as write_result writes them (a research pipeline
+#: depends on them).
+OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
 
 
 # --------------------------------------------------------------------------- files
@@ -576,7 +580,7 @@ def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = Fa
 
 #: What a result folder holds (write_result's files, and a batch case's log): ``force`` replaces
 #: a folder holding only these.
-RESULT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html", "log.txt")
+RESULT_FILES = (*OUTPUT_FILES, "log.txt")
 
 
 def check_out(out: Path, force: bool) -> None:
