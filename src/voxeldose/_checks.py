@@ -15,6 +15,48 @@ from .errors import GeometryError, InputError, VoxelDoseWarning
 #: Largest voxel edge accepted (mm): anything larger is a unit mistake (cm or m given as mm?).
 MAX_SPACING_MM = 50.0
 
+#: Smallest voxel edge accepted (mm): 10 micrometres, 20 times finer than the finest preclinical
+#: PET or micro-CT voxel; a smaller value is a unit mistake (m given as mm?) or a corrupt header.
+MIN_SPACING_MM = 0.01
+
+#: Most voxels in one array voxeldose allocates: 2**29 (537 million; 2 GiB as float32, e.g. a
+#: 512 x 512 x 2048 CT). Sizes are checked against it before anything is allocated, so that a
+#: header claiming 65535 x 65535 pixels, or a spacing that turns a kernel into billions of voxels,
+#: is a clear error instead of a MemoryError (or a machine swapping for minutes). Raise it with
+#: the environment variable ``VOXELDOSE_MAX_VOXELS`` on a machine with the memory for more.
+MAX_VOXELS = 2**29
+
+
+def max_voxels() -> int:
+    """The allocation limit in voxels: ``VOXELDOSE_MAX_VOXELS`` if set, else :data:`MAX_VOXELS`."""
+    import os
+
+    text = os.environ.get("VOXELDOSE_MAX_VOXELS", "").strip()
+    if not text:
+        return MAX_VOXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"VOXELDOSE_MAX_VOXELS must be a whole number of voxels, got {text!r}") from None
+    if value < 1:
+        raise InputError(f"VOXELDOSE_MAX_VOXELS must be positive, got {text!r}")
+    return value
+
+
+def check_allocation(n_voxels: int, what: str, fix: str = "") -> None:
+    """Raise an :class:`InputError` before allocating ``n_voxels`` voxels beyond :func:`max_voxels`.
+
+    ``what`` says what would be allocated and where the size comes from, e.g. ``"file X: a PET
+    series of 148 slices of 65535 x 65535 pixels"``; ``fix`` how to get under the limit.
+    """
+    limit = max_voxels()
+    if int(n_voxels) > limit:
+        raise InputError(
+            f"{what} needs {int(n_voxels):,} voxels, more than voxeldose's limit of {limit:,} "
+            f"({limit * 4 / 2**30:.1f} GiB as float32); {fix or 'is the header corrupt?'} "
+            "(a machine with the memory for more can raise the limit with VOXELDOSE_MAX_VOXELS)"
+        )
+
 
 def check_number(value: object, name: str, unit: str = "") -> float:
     """``value`` as a finite float, or an :class:`InputError` naming ``name`` (and ``unit``).
@@ -89,7 +131,13 @@ def check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, in
 
 
 def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> tuple[float, float, float]:
-    """Return a spacing ``name`` as three positive finite floats (x, y, z) in mm, or raise."""
+    """Return a spacing ``name`` as three positive finite floats (x, y, z) in mm, or raise.
+
+    Numbers only (not bools or text), each from :data:`MIN_SPACING_MM` to :data:`MAX_SPACING_MM`.
+    """
+    if isinstance(spacing_mm, (str, bytes)) or any(isinstance(s, (bool, np.bool_, str, bytes))
+                                                    for s in _items(spacing_mm)):
+        raise GeometryError(f"{name} must hold three numbers (x, y, z) in mm, got {spacing_mm!r}")
     try:
         values = tuple(float(s) for s in spacing_mm)
     except TypeError:
@@ -112,7 +160,20 @@ def check_spacing(spacing_mm: Sequence[float], *, name: str = "spacing_mm") -> t
                 f"{name} {axis} = {value!r} mm is larger than {MAX_SPACING_MM:g} mm: "
                 "is the spacing in cm or m? Pass it in mm"
             )
+        if value < MIN_SPACING_MM:
+            raise GeometryError(
+                f"{name} {axis} = {value!r} mm is smaller than {MIN_SPACING_MM:g} mm: "
+                "is the spacing in m? Pass it in mm"
+            )
     return values  # type: ignore[return-value]
+
+
+def _items(values: object) -> list[object]:
+    """The items of a sequence (for type checks), or [] for anything that is not iterable."""
+    try:
+        return list(values)  # type: ignore[call-overload]
+    except TypeError:
+        return []
 
 
 def check_origin(origin_mm: Sequence[float], *, name: str = "origin_mm") -> tuple[float, float, float]:

@@ -61,7 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import constants as C
-from ._checks import check_spacing
+from ._checks import check_allocation, check_spacing
 from ._resources import data_dir
 from .errors import KernelError
 
@@ -195,6 +195,10 @@ def _shell_weights(
     from ._loops import shell_cic_weights
 
     half = tuple(max(min_half, int(math.floor(float(r_mm.max()) / h)) + 2) for h in spacing_zyx_mm)
+    check_allocation(r_mm.size * math.prod(half),
+                     f"the Y-90 kernel for voxels of {' x '.join(f'{h:g}' for h in spacing_zyx_mm[::-1])} mm "
+                     f"({r_mm.size} radii over {' x '.join(str(n) for n in half[::-1])} voxels)",
+                     "resample the scan to voxels of at least 0.2 mm")
     out = np.zeros((r_mm.size, *half))
     dirs, dir_w = _octant_directions()
     shell_cic_weights(r_mm, dirs, dir_w, np.asarray(spacing_zyx_mm, float), out)

@@ -582,3 +582,71 @@ def test_image_files_other_than_one_3d_volume_are_refused(tmp_path):
     (tmp_path / "broken.nrrd").write_text("NRRD0004\nnot a header\n")
     with pytest.raises(voxeldose.InputError, match="cannot read the image"):
         load_image(tmp_path / "broken.nrrd")
+
+
+# --------------------------------------------------------------------------- issue 14: damaged files
+
+
+@pytest.mark.parametrize("which", [0, 3, -1], ids=["first", "middle", "last"])
+@pytest.mark.parametrize("keep", [0, 1, 100, 131, 132, 200, 400], ids=lambda n: f"{n}B")
+def test_a_cut_or_empty_slice_anywhere_is_an_error_naming_it(tmp_path, which, keep):
+    """A slice cut to its first bytes (or emptied) was skipped as 'not DICOM': at either end of
+    the stack the series lost a slice without a word, mid-stack the error named its neighbours."""
+    paths = sorted(_write_pet(tmp_path / "pet", _image(shape=(7, 6, 5)), names="ordered"))
+    bad = paths[which]
+    bad.write_bytes(bad.read_bytes()[:keep])
+    with pytest.raises(voxeldose.DicomError) as exc:
+        load_image(tmp_path / "pet")
+    assert bad.name in str(exc.value) and ("truncated" in str(exc.value) or "empty" in str(exc.value))
+
+
+def test_a_short_extensionless_slice_is_an_error_but_other_files_are_skipped(tmp_path):
+    paths = sorted(_write_pet(tmp_path / "pet", _image(shape=(4, 6, 5)), names="ordered"))
+    (tmp_path / "pet" / "notes.txt").write_text("exported by the scanner")
+    (tmp_path / "pet" / "thumbs.png").write_bytes(b"\x89PNG" + bytes(300))
+    assert load_image(tmp_path / "pet").shape == (4, 6, 5)
+    cut = tmp_path / "pet" / "IM00009"
+    cut.write_bytes(paths[0].read_bytes()[:60])
+    with pytest.raises(voxeldose.DicomError, match="IM00009.*too few"):
+        load_image(tmp_path / "pet")
+
+
+@pytest.mark.parametrize("rows", [3, 5, 7, 12])
+def test_rows_that_do_not_match_the_pixel_data_are_refused(tmp_path, rows):
+    """Rows = 71 for 142-row slices read half of every slice (141: sheared); only too few bytes
+    were an error. The pixel data must hold exactly the bytes the matrix describes."""
+    paths = _write_pet(tmp_path / "pet", _image(shape=(4, 6, 5)), names="ordered")
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.Rows = rows
+        ds.save_as(p)
+    with pytest.raises(voxeldose.DicomError, match=r"pixel data holds \d+ bytes.*(wrong Rows|truncated)"):
+        load_image(tmp_path / "pet")
+
+
+@pytest.mark.parametrize("frames", [5, 9, 0, -3])
+def test_spect_number_of_frames_must_match_the_pixel_data(tmp_path, frames):
+    """NumberOfFrames = 50 of a 100-frame SPECT loaded half the volume."""
+    image = Image(np.random.default_rng(1).integers(0, 3000, (10, 6, 7)).astype(float), (4.42,) * 3, units="CNTS")
+    path = write_nm_spect(tmp_path / "spect.dcm", image, SeriesHeader(acquisition_datetime=SCAN),
+                          radiopharmaceutical_start=ADMIN)
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = frames
+    ds.save_as(path)
+    with pytest.raises(voxeldose.DicomError, match="NumberOfFrames|pixel data holds"):
+        load_image(path)
+
+
+def test_an_image_larger_than_the_allocation_limit_is_refused_before_allocating(tmp_path, monkeypatch):
+    """A header claiming 65535 x 65535 pixels asked numpy for 2.3 TiB (MemoryError, exit 1)."""
+    paths = _write_pet(tmp_path / "pet", _image(shape=(4, 6, 5)), names="ordered")
+    monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", "100")  # the 4-slice series of 30 pixels is 120
+    with pytest.raises(voxeldose.InputError, match="4 slices of 6 x 5.*120 voxels.*limit of 100"):
+        load_image(tmp_path / "pet")
+    monkeypatch.delenv("VOXELDOSE_MAX_VOXELS")
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.Rows = ds.Columns = 65535
+        ds.save_as(p)
+    with pytest.raises(voxeldose.InputError, match="65535 x 65535.*limit of 536,870,912"):
+        load_image(tmp_path / "pet")

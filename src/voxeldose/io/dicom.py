@@ -131,6 +131,39 @@ def _is_image(ds: Any) -> bool:
     return modality in IMAGE_MODALITIES and "Rows" in ds and "Columns" in ds
 
 
+#: Storage SOP classes of the images voxeldose reads: a file that declares one in its file meta
+#: information but holds no image is a cut copy, not another kind of object.
+_IMAGE_SOPS = {PET_SOP, ENHANCED_PET_SOP, LEGACY_ENHANCED_PET_SOP, NM_SOP, CT_SOP, ENHANCED_CT_SOP}
+
+#: Extensions of DICOM files: a file so named that is not DICOM is a damaged copy.
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dic"}
+
+#: A DICOM file with a preamble is at least 132 bytes (128-byte preamble and "DICM", PS3.10 7.1).
+_PREAMBLE_BYTES = 132
+
+
+def _damaged(path: Path, ds: Any | None) -> str | None:
+    """Why a file that is no readable image is a damaged DICOM file (to refuse, naming it), or
+    None when it is simply not an image (to skip): a skipped slice at either end of a series is
+    undetectable, so an empty file, a file too short for DICOM's preamble that is named like a
+    DICOM file, or a DICOM file holding no data set after its file meta information is refused."""
+    size = path.stat().st_size
+    if ds is None:
+        if size == 0:
+            return "the file is empty (0 bytes)"
+        if path.suffix.lower() in _DICOM_SUFFIXES:
+            return f"the file is named {path.suffix} but is not DICOM ({size} bytes): truncated or damaged"
+        if size < _PREAMBLE_BYTES and not path.suffix:
+            return f"the file holds only {size} bytes, too few for a DICOM file: truncated"
+        return None
+    declared = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if len(ds) == 0:
+        return "the file holds its file meta information but no data set: truncated"
+    if declared in _IMAGE_SOPS and "PixelData" not in ds:
+        return "the file declares an image (MediaStorageSOPClassUID) but holds no pixel data: truncated"
+    return None
+
+
 def _scan(files: Iterable[Path]) -> dict[str, list[tuple[Path, Any]]]:
     series: dict[str, list[tuple[Path, Any]]] = {}
     skipped = 0
@@ -139,6 +172,10 @@ def _scan(files: Iterable[Path]) -> dict[str, list[tuple[Path, Any]]]:
             continue
         ds = _read_header(f)
         if ds is None or not _is_image(ds):
+            reason = _damaged(f, ds)
+            if reason is not None:
+                raise DicomError(f"{f}: {reason}; re-export or copy it again, or remove it if it is not part of "
+                                 "the export")
             skipped += 1
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", ""))
@@ -152,7 +189,7 @@ def _scan(files: Iterable[Path]) -> dict[str, list[tuple[Path, Any]]]:
 
 def _info(uid: str, items: list[tuple[Path, Any]]) -> SeriesInfo:
     ds = items[0][1]
-    frames = sum(_int(d, "NumberOfFrames", 1, str(f)) or 1 for f, d in items)
+    frames = sum(max(1, _int(d, "NumberOfFrames", 1, str(f))) for f, d in items)
     return SeriesInfo(uid, str(getattr(ds, "Modality", "")), str(getattr(ds, "SeriesDescription", "")),
                       len(items), frames, tuple(str(f) for f, _ in items))
 
@@ -573,20 +610,56 @@ def _native_pixels(ds: Any) -> NDArray[Any] | None:
     ):
         return None
     dtype = np.dtype(f"<{'i' if _int(ds, 'PixelRepresentation', 0) else 'u'}{bits // 8}")
-    frames = _int(ds, "NumberOfFrames", 1) or 1
-    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
-    data = ds.PixelData
-    expected = frames * rows * cols * dtype.itemsize
-    if len(data) < expected:
-        raise ValueError(f"pixel data holds {len(data)} bytes, {expected} expected: the file is truncated")
-    arr = np.frombuffer(data, dtype, count=frames * rows * cols)
+    frames, rows, cols = _frames(ds, ""), _int(ds, "Rows"), _int(ds, "Columns")
+    arr = np.frombuffer(ds.PixelData, dtype, count=frames * rows * cols)
     return arr.reshape(frames, rows, cols) if frames > 1 else arr.reshape(rows, cols)
 
 
+def _frames(ds: Any, where: str) -> int:
+    """NumberOfFrames (1 when absent); zero or negative is an error."""
+    n = _int(ds, "NumberOfFrames", 1, where)
+    if n < 1:
+        raise DicomError(f"{where or 'a file'}: NumberOfFrames (0028,0008) is {n}; it must be at least 1")
+    return n
+
+
+def _check_pixel_size(path: Path, ds: Any) -> None:
+    """Check the Image Pixel module before decoding: positive matrix, at most the allocation
+    limit, and (uncompressed syntaxes) exactly the bytes it describes, padded to an even length
+    (PS3.5 8.1.1). More bytes than described are not padding but a wrong Rows, Columns or
+    NumberOfFrames: read as described they shear or crop every slice."""
+    from .._checks import check_allocation
+
+    where = str(path)
+    rows, cols, frames = _int(ds, "Rows", None, where), _int(ds, "Columns", None, where), _frames(ds, where)
+    samples = _int(ds, "SamplesPerPixel", 1, where)
+    if rows < 1 or cols < 1 or samples < 1:
+        raise DicomError(f"{where}: Rows {rows}, Columns {cols}, SamplesPerPixel {samples}: each must be at least 1")
+    check_allocation(rows * cols * frames, f"{where}: an image of {frames} frame(s) of {rows} x {cols} pixels")
+    if "PixelData" not in ds:
+        raise DicomError(f"{where}: no PixelData (7FE0,0010)")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or getattr(syntax, "is_compressed", True):
+        return  # encapsulated: the decoder checks the frames it finds
+    bits = _int(ds, "BitsAllocated", None, where)
+    if bits not in (1, 8, 16, 32, 64):
+        raise DicomError(f"{where}: BitsAllocated (0028,0100) {bits} is not 8, 16 or 32")
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    length = len(ds.PixelData)
+    if length not in (expected, expected + expected % 2):
+        raise DicomError(
+            f"{where}: the pixel data holds {length} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) "
+            f"x {bits} bits describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns or NumberOfFrames'}; "
+            "re-export the series"
+        )
+
+
 def _pixels(path: Path, ds: Any) -> tuple[Any, NDArray[Any]]:
+    _check_pixel_size(path, ds)
+    frames, rows, cols = _frames(ds, str(path)), _int(ds, "Rows"), _int(ds, "Columns")
     try:
         native = _native_pixels(ds)
-        return ds, native if native is not None else ds.pixel_array
+        pixels = native if native is not None else ds.pixel_array
     except Exception as exc:
         ts = ""
         try:
@@ -598,6 +671,10 @@ def _pixels(path: Path, ds: Any) -> tuple[Any, NDArray[Any]]:
             "truncated, or compressed in a syntax no installed plugin decodes (reinstall voxeldose "
             "to get pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg and pyjpegls)"
         ) from exc
+    if pixels.shape != ((frames, rows, cols) if frames > 1 else (rows, cols)):
+        raise DicomError(f"{path}: pixel data decoded to shape {pixels.shape}, but the header describes {frames} "
+                         f"frame(s) of {rows} x {cols}; re-export the series")
+    return ds, pixels
 
 
 def _classic_series(items: list[tuple[Path, Any]]) -> Image:
@@ -635,6 +712,9 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     pos = np.array(positions)
     stack = _stack_geometry(pos, normal, [str(p) for p, _ in items])
     order, step = stack.order, stack.step
+    from .._checks import check_allocation
+
+    check_allocation(len(items) * rows * cols, f"{where0}: a series of {len(items)} slices of {rows} x {cols} pixels")
     volume = np.empty((len(items), rows, cols), np.float32)
     for k, idx in enumerate(order):
         path = items[idx][0]
@@ -683,7 +763,7 @@ def _nm_multiframe(path: Path, header: Any) -> Image:
     if step is None or step == 0:
         raise DicomError(f"{where}: neither SpacingBetweenSlices nor SliceThickness gives the slice step")
     ds, pixels = _pixels(path, header)
-    n_frames = _int(ds, "NumberOfFrames", 1, where) or 1
+    n_frames = _frames(ds, where)
     if pixels.ndim == 2:
         pixels = pixels[None]
     if pixels.shape[0] != n_frames or n_frames < 2:
@@ -719,7 +799,7 @@ def _enhanced(path: Path, header: Any) -> Image:
     """Enhanced (multi-frame) PET or CT: geometry and rescale from the functional groups."""
     where = str(path)
     ds, pixels = _pixels(path, header)
-    n = _int(ds, "NumberOfFrames", 1, where) or 1
+    n = _frames(ds, where)
     if pixels.ndim == 2:
         pixels = pixels[None]
     positions, slopes = [], []
@@ -880,7 +960,7 @@ def load_image(
 def _assemble(items: list[tuple[Path, Any]], where: str) -> Image:
     first_path, first = items[0]
     sop = str(getattr(first, "SOPClassUID", ""))
-    n_frames = _int(first, "NumberOfFrames", 1, str(first_path)) or 1
+    n_frames = _frames(first, str(first_path))
     if sop in (ENHANCED_PET_SOP, LEGACY_ENHANCED_PET_SOP, ENHANCED_CT_SOP) or (
         n_frames > 1 and "PerFrameFunctionalGroupsSequence" in first
     ):
@@ -891,7 +971,7 @@ def _assemble(items: list[tuple[Path, Any]], where: str) -> Image:
         if len(items) > 1:
             raise DicomError(f"{where}: the NM series has {len(items)} multi-frame files; expected one reconstructed volume")
         return _nm_multiframe(first_path, first)
-    multi = [str(p) for p, d in items if (_int(d, "NumberOfFrames", 1, str(p)) or 1) > 1]
+    multi = [str(p) for p, d in items if _frames(d, str(p)) > 1]
     if multi:
         raise DicomError(f"{multi[0]}: a multi-frame file inside a single-frame series; export one series per folder")
     return _classic_series(items)
