@@ -40,6 +40,38 @@ def test_spacing_in_the_wrong_unit_is_caught():
     assert check_spacing((4, 4, 3)) == (4.0, 4.0, 3.0)
     with pytest.raises(GeometryError, match="spacing_xyz_mm z = 300.0 mm is larger than 50 mm"):
         check_spacing((4.0, 4.0, 300.0), name="spacing_xyz_mm")
+    with pytest.raises(GeometryError, match="1e-30 mm is smaller than 0.01 mm"):
+        check_spacing((4.0, 1e-30, 3.0))
+
+
+@pytest.mark.parametrize("spacing", [True, (True, 4.0, 4.0), ("4", "4", "3"), "443", (4.0, np.bool_(True), 3.0)])
+def test_spacing_must_be_numbers(spacing):
+    """check_spacing accepted True (as 1 mm) and text ("4"), which `float` converts."""
+    with pytest.raises(GeometryError, match="spacing_mm"):
+        check_spacing(spacing)
+
+
+def test_the_allocation_limit_is_stated_and_configurable(monkeypatch):
+    from voxeldose._checks import MAX_VOXELS, check_allocation, max_voxels
+
+    assert max_voxels() == MAX_VOXELS == 2**29
+    check_allocation(MAX_VOXELS, "a full-size CT")
+    with pytest.raises(InputError, match=r"a header needs 536,870,913 voxels, more than .* limit of 536,870,912 \(2.0 GiB"):
+        check_allocation(MAX_VOXELS + 1, "a header")
+    monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", "10")
+    with pytest.raises(InputError, match="limit of 10 "):
+        check_allocation(11, "x")
+    monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", "lots")
+    with pytest.raises(InputError, match="VOXELDOSE_MAX_VOXELS must be a whole number"):
+        max_voxels()
+
+
+def test_a_kernel_at_a_tiny_spacing_is_refused_before_allocating():
+    """Spacing 0.05 mm asked for 50 GiB of shell weights (and ran out of memory)."""
+    from voxeldose.kernels import y90_kernel
+
+    with pytest.raises(InputError, match=r"the Y-90 kernel for voxels of 0.05 x 0.05 x 0.05 mm.*at least 0.2 mm"):
+        y90_kernel((0.05, 0.05, 0.05))
 
 
 def test_masks_are_checked_without_copying_a_valid_one():

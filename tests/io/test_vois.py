@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pydicom
 import pytest
+
+import voxeldose
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -743,7 +745,7 @@ def test_label_map_errors(tmp_path):
     data = path.read_bytes()
     bad = tmp_path / "cut.nii.gz"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(VoiError, match="unreadable label map") as err:
+    with pytest.raises(VoiError, match="cannot read the label map") as err:
         load_vois(bad, ref, label_names={1: "x"})
     assert str(bad) in str(err.value)
     with pytest.raises(VoiError, match="entirely outside the image"):
@@ -810,3 +812,98 @@ def test_slicer_segmentation_loads_every_layer_with_its_volume(taranis):
     # overlaps are kept: the tumours lie inside the liver (another layer)
     inside = float(np.minimum(vois["Tumor 1"].array, vois["liver"].array).sum()) / float(vois["Tumor 1"].array.sum())
     assert inside > 0.95
+
+
+# --------------------------------------------------------------------------- issue 14: corrupt VOI files
+
+
+def _two_rois(tmp_path):
+    ct = ct_series((5, 20, 20), (1.0, 1.0, 2.0), (-9.5, -9.5, -4.0))
+    polys = {"tumour_1": [square(-4, 0, -4, 0, z) for z in (-2.0, 0.0, 2.0)],
+             "tumour_2": [square(1, 4, 1, 4, z) for z in (-2.0, 0.0, 2.0)]}
+    return write_rtstruct(tmp_path / "rs.dcm", polys, ct), reference((5, 10, 10), (2.0, 2.0, 2.0), (-9.0, -9.0, -4.0))
+
+
+def test_rois_sharing_an_roi_number_are_an_error(tmp_path):
+    """Two ROIs with one ROINumber merged: tumour_1 vanished and tumour_2 took its contours."""
+    path, ref = _two_rois(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.StructureSetROISequence[1].ROINumber = ds.StructureSetROISequence[0].ROINumber
+    ds.save_as(path)
+    with pytest.raises(VoiError, match="'tumour_1' and 'tumour_2' share ROINumber"):
+        load_vois(path, ref)
+
+
+@pytest.mark.parametrize("order", ["same", "reversed"])
+def test_a_contour_exported_twice_is_an_error(tmp_path, order):
+    """Every contour duplicated left the liver at 1 % of itself by the even-odd rule, silently."""
+    path, ref = _two_rois(tmp_path)
+    ds = pydicom.dcmread(path)
+    contours = ds.ROIContourSequence[0].ContourSequence
+    copy = pydicom.Dataset()
+    copy.update(contours[1])
+    if order == "reversed":
+        pts = np.asarray(contours[1].ContourData, float).reshape(-1, 3)[::-1]
+        copy.ContourData = [f"{v:g}" for v in pts.ravel()]
+    contours.append(copy)
+    ds.save_as(path)
+    with pytest.raises(VoiError, match=r"'tumour_1' holds the same contour twice \(contours 2 and 4, 4 points"):
+        load_vois(path, ref)
+
+
+def test_a_contour_wider_than_any_scanner_is_an_error(tmp_path):
+    """A 20 m contour ran for 6 minutes and 11 GB."""
+    path, ref = _two_rois(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.ROIContourSequence[1].ContourSequence[0].ContourData = [
+        f"{v:g}" for v in square(-10000, 10000, -4, 4, -2.0).ravel()]
+    ds.save_as(path)
+    with pytest.raises(VoiError, match="'tumour_2' spans 2e\\+04 mm, more than 1000 mm"):
+        load_vois(path, ref)
+
+
+def test_more_vois_than_the_allocation_limit_are_refused_before_masks_are_made(tmp_path, monkeypatch):
+    """3,000 labels took 8 GB: the count times the grid is checked against the limit first."""
+    ref = reference((4, 5, 6), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.arange(1, 121, dtype=np.uint16).reshape(4, 5, 6)
+    path = write_label_map(tmp_path / "many.nii.gz", labels, (2.0,) * 3, (0.0,) * 3)
+    monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", str(100 * 120))
+    with pytest.raises(InputError, match="120 VOIs on the 4 x 5 x 6 image grid.*limit of 12,000"):
+        load_vois(path, ref, label_names={i: f"l{i}" for i in range(1, 121)})
+    with pytest.warns(voxeldose.VoxelDoseWarning, match="have no name and are skipped"):
+        assert len(load_vois(path, ref, label_names={i: f"l{i}" for i in range(1, 101)})) == 100
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_a_truncated_nifti_label_map_is_an_error(tmp_path, suffix, keep):
+    """ITK reads a NIfTI cut short as zeros: a label map truncated to half lost 89 % of the lung."""
+    ref = reference((20, 20, 20), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:18, 3:17, 4:16] = 1
+    path = write_label_map(tmp_path / f"l{suffix}", labels, (2.0,) * 3, (0.0,) * 3)
+    assert volume_ml(load_vois(path, ref, label_names={1: "lung"})["lung"], ref) == pytest.approx(16 * 14 * 12 * 8e-3)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(VoiError, match="truncated|cut short") as err:
+        load_vois(path, ref, label_names={1: "lung"})
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("pixdim", [0.0, float("nan"), -2.0, float("inf")])
+def test_a_nifti_voxel_size_of_zero_or_nan_is_an_error(tmp_path, pixdim):
+    """ITK replaces a pixdim of 0 or NaN by 1 mm (the liver came out 98 % small)."""
+    import struct
+
+    ref = reference((6, 6, 6), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    path = write_label_map(tmp_path / "l.nii", np.ones((6, 6, 6), np.uint8), (2.0,) * 3, (0.0,) * 3)
+    raw = bytearray(path.read_bytes())
+    assert struct.unpack_from("<i", raw, 0)[0] == 348  # NIfTI-1: pixdim[1] is the float32 at byte 80
+    struct.pack_into("<f", raw, 80, pixdim)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(VoiError, match="voxel size along x is .*pixdim in the NIfTI header"):
+        load_vois(path, ref, label_names={1: "liver"})
+    from voxeldose.io.image_file import load_image_file
+
+    with pytest.raises(InputError, match="image's voxel size along x"):
+        load_image_file(path)

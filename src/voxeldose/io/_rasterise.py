@@ -42,6 +42,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from .._checks import check_allocation
+
 __all__ = ["plane_coverage", "rasterise_contours", "end_extent", "SHAPE_PITCH_MM", "SHAPE_SAMPLES_PER_RADIUS",
            "MAX_SHAPE_SUB", "MAX_PHI_CURVATURE"]
 
@@ -107,6 +109,8 @@ def plane_coverage(rings: list[NDArray[np.float64]], n_sub: int) -> tuple[int, i
     s_hi = np.clip(s_hi, 0, n_lines)
     counts = np.maximum(s_hi - s_lo, 0)
     n_cross = int(counts.sum())
+    check_allocation(n_lines * (width + 1), f"rasterising a contour {width} x {height} voxels wide, sampled {n_sub} "
+                     "times per row", "is the contour far larger than the image?")
     cov = np.zeros((n_lines, width + 1))
     if n_cross:
         edge = np.repeat(np.arange(len(a)), counts)

@@ -6,14 +6,16 @@ SimpleITK's spacing, origin and direction are (x, y, z), as :class:`~voxeldose.I
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, VoxelDoseError
 from ..image import Image, ImageMeta
 
-__all__ = ["to_sitk", "from_sitk"]
+__all__ = ["to_sitk", "from_sitk", "read_image_file"]
 
 
 def to_sitk(image: Image) -> Any:
@@ -39,3 +41,101 @@ def from_sitk(image: Any, *, units: str = "", meta: ImageMeta | None = None, dty
     arr = sitk.GetArrayFromImage(image).astype(dtype, copy=False)
     return Image(arr, tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()),
                  units, meta or ImageMeta())
+
+
+def read_image_file(path: Path, error: type[VoxelDoseError], what: str) -> Any:
+    """Read a NIfTI, NRRD or MetaImage file with SimpleITK, checked before and after reading.
+
+    ITK reads a NIfTI file cut short without a word (the missing voxels are zeros: a label map
+    truncated to half lost 89 % of the lung) and replaces a voxel size of 0 or NaN by 1 mm. So,
+    before the pixels are read: the header's voxel sizes must be positive and finite, the size
+    within the allocation limit, and a NIfTI file must hold every byte its header describes
+    (a ``.nii.gz`` is decompressed once to check its length and CRC). Any failure is ``error``
+    naming the file, ``what`` it was read as and the fix.
+
+    Returns
+    -------
+    SimpleITK.Image
+    """
+    import SimpleITK as sitk
+
+    from .._checks import check_allocation
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise error(f"{path}: cannot read the {what} ({_itk_reason(exc)}); is it a complete NIfTI, NRRD or "
+                    "MetaImage file?") from None
+    size = [int(n) for n in reader.GetSize()]
+    spacing = [float(v) for v in reader.GetSpacing()]
+    keys = set(reader.GetMetaDataKeys())
+    nifti = "vox_offset" in keys and "bitpix" in keys
+    # ITK reports a NIfTI pixdim of 0 or NaN as 1 mm (in GetSpacing and in its metadata): read the header's own
+    declared = _nifti_pixdim(path, error, what) if nifti else spacing
+    for axis, value in zip("xyz", declared):
+        if not math.isfinite(value) or value <= 0:
+            where = " (pixdim in the NIfTI header)" if nifti else ""
+            raise error(f"{path}: the {what}'s voxel size along {axis} is {value:g}{where}; it must be a positive "
+                        "number of mm: the header is damaged, re-export the file")
+    check_allocation(math.prod(size) * reader.GetNumberOfComponents(),
+                     f"{path}: a {what} of {' x '.join(map(str, size))} voxels")
+    if nifti:
+        _check_nifti_length(path, reader, size, error, what)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise error(f"{path}: cannot read the {what}'s data ({_itk_reason(exc)}); the file may be truncated: "
+                    "re-export it") from None
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _check_nifti_length(path: Path, reader: Any, size: list[int], error: type[VoxelDoseError], what: str) -> None:
+    """A NIfTI file must hold vox_offset + voxels x bitpix / 8 bytes (decompressed for .nii.gz)."""
+    import gzip
+    import zlib
+
+    try:
+        needed = int(float(reader.GetMetaData("vox_offset"))) + math.prod(size) * reader.GetNumberOfComponents() * (
+            int(reader.GetMetaData("bitpix")) // 8)
+    except ValueError:
+        raise error(f"{path}: the NIfTI header's vox_offset or bitpix is not a number; re-export the file") from None
+    if path.name.lower().endswith(".gz"):
+        length = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    length += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise error(f"{path}: the compressed {what} is cut short or damaged ({exc}); copy or re-export "
+                        "it") from None
+    else:
+        length = path.stat().st_size
+    if length < needed:
+        raise error(f"{path}: the {what} holds {length:,} bytes but its header describes {needed:,}: the file is "
+                    "truncated; copy or re-export it")
+
+
+def _nifti_pixdim(path: Path, error: type[VoxelDoseError], what: str) -> list[float]:
+    """pixdim[1..3] as written in a NIfTI-1 (348-byte header, float32 at byte 76) or NIfTI-2
+    (540-byte header, float64 at byte 104) file, in either byte order."""
+    import gzip
+    import struct
+
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+    except (EOFError, OSError) as exc:
+        raise error(f"{path}: cannot read the {what}'s NIfTI header ({exc}); copy or re-export it") from None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(f"{order}i", head, 0)[0] == 348:
+            return list(struct.unpack_from(f"{order}3f", head, 80))
+        if len(head) >= 540 and struct.unpack_from(f"{order}i", head, 0)[0] == 540:
+            return list(struct.unpack_from(f"{order}3d", head, 112))
+    raise error(f"{path}: the {what}'s NIfTI header does not start with its size (348 or 540 bytes); the file is damaged")

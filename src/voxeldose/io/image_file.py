@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import Image, ImageMeta
-from ._sitk import from_sitk
+from ._sitk import from_sitk, read_image_file
 
 __all__ = ["load_image_file", "IMAGE_FILE_SUFFIXES", "is_image_file"]
 
@@ -39,26 +39,13 @@ def load_image_file(path: str | os.PathLike[str]) -> Image:
         The file cannot be read, or is not one 3-D scalar image (a 4-D series, a vector image:
         the message says how many dimensions and components it has).
     """
-    import SimpleITK as sitk
-
     p = Path(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
-    try:
-        reader.ReadImageInformation()
-        dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
-    except RuntimeError as exc:
-        raise InputError(f"{p}: cannot read the image ({str(exc).strip().splitlines()[-1]}); is it a complete "
-                         "NIfTI, NRRD or MetaImage file?") from None
+    image = read_image_file(p, InputError, "image")
+    dimension, components = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
     if dimension != 3 or components != 1:
         raise InputError(
             f"{p}: a {dimension}-D image with {components} component(s); a scan must be one 3-D scalar volume "
             "(give one frame of a dynamic series)"
         )
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"{p}: cannot read the image data ({str(exc).strip().splitlines()[-1]}); the file may be "
-                         "truncated") from None
     out = from_sitk(image, units="", meta=ImageMeta(source_files=(str(p),)), dtype=np.float32)
     return out

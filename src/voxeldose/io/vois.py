@@ -116,7 +116,7 @@ from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDose
 from ..image import Image
 from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
-from ._sitk import from_sitk, to_sitk
+from ._sitk import from_sitk, read_image_file, to_sitk
 
 __all__ = [
     "load_vois",
@@ -161,6 +161,15 @@ MAX_SUPERSAMPLING = 8
 
 #: Warn when more than this fraction of a VOI lies outside the image (below: rounding).
 OUTSIDE_WARN_FRACTION = 1e-4
+
+#: Largest in-plane extent (mm) of one contour: wider than any CT's field of view (bores are at
+#: most 85 cm). A larger contour is a unit mistake or a corrupt file (a 20 m contour took 6 min
+#: and 11 GB to rasterise).
+MAX_CONTOUR_EXTENT_MM = 1000.0
+
+#: Two contours of one ROI on one plane whose points agree within this (mm) are the same contour
+#: exported twice; by the even-odd rule they would cancel (the liver became 1 % of itself).
+DUPLICATE_CONTOUR_TOLERANCE_MM = 1e-3
 
 _CLOSED = {"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"}
 _RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -391,6 +400,16 @@ def _check_frame_of_reference(uid: str | None, reference: Image, registered: boo
     )
 
 
+def _check_voi_count(n: int, reference: Image, f: Path) -> None:
+    """Refuse, before any mask is made, more VOIs than the allocation limit holds on the
+    reference grid (each VOI is a float32 mask of the grid: 3,000 labels took 8 GB)."""
+    from .._checks import check_allocation
+
+    check_allocation(n * reference.array.size,
+                     f"{f}: {n} VOIs on the {' x '.join(map(str, reference.shape))} image grid",
+                     "load fewer VOIs (select the labels you need in the sidecar or the VOI list)")
+
+
 def _checked(item: _Loaded, f: Path, reference: Image) -> Mask | None:
     if item.inside <= 0.0 and item.outside_fraction <= 0.0:
         warnings.warn(f"VOI {item.name!r} in {f} is empty (zero volume); it is skipped", VoxelDoseWarning,
@@ -457,6 +476,7 @@ def _load_rtstruct(f: Path, reference: Image, registered: bool) -> list[_Loaded]
         raise DicomError(f"{f}: damaged RT Structure Set ({type(exc).__name__}: {exc}); re-export it") from exc
 
     drawn = [n for n in names if contours[n]]
+    _check_voi_count(len(drawn), reference, f)
     for number, (name, roi_for) in names.items():
         if number not in drawn:
             warnings.warn(f"{f}: ROI {name!r} has no closed planar contours; it is skipped", VoxelDoseWarning,
@@ -570,6 +590,11 @@ def _parse_rtstruct(
             raise DicomError(f"{f}: an item of StructureSetROISequence has no ROINumber (3006,0022)")
         name = str(getattr(item, "ROIName", "") or "").strip() or f"ROI_{int(item.ROINumber)}"
         roi_for = str(getattr(item, "ReferencedFrameOfReferenceUID", "") or "") or default_for
+        if int(item.ROINumber) in names:
+            raise VoiError(
+                f"{f}: ROIs {names[int(item.ROINumber)][0]!r} and {name!r} share ROINumber (3006,0022) "
+                f"{int(item.ROINumber)}, so their contours cannot be told apart; the file is inconsistent, re-export it"
+            )
         names[int(item.ROINumber)] = (name, roi_for)
 
     seen: dict[str, int] = {}
@@ -607,9 +632,34 @@ def _parse_rtstruct(
                 continue
             pts = _contour_points(c, f, name)
             if len(pts) >= 3:
+                extent = float(np.ptp(pts, axis=0).max())
+                if extent > MAX_CONTOUR_EXTENT_MM:
+                    raise VoiError(
+                        f"{f}: a contour of ROI {name!r} spans {extent:.4g} mm, more than {MAX_CONTOUR_EXTENT_MM:g} mm "
+                        "(wider than any scanner's field of view): are its coordinates in mm? The file may be "
+                        "damaged; re-export it"
+                    )
                 contours[number].append(pts)
-
+    for number, polys in contours.items():
+        _check_no_duplicates(polys, f, names[number][0])
     return names, contours
+
+
+def _check_no_duplicates(polys: list[NDArray[np.float64]], f: Path, name: str) -> None:
+    """Refuse an ROI holding one contour twice (same points, in any order or winding)."""
+    seen: dict[tuple[int, bytes], int] = {}
+    for c, p in enumerate(polys):
+        key_points = np.round(p / DUPLICATE_CONTOUR_TOLERANCE_MM).astype(np.int64)
+        key_points = key_points[np.lexsort(key_points.T[::-1])]
+        key = (len(p), key_points.tobytes())
+        if key in seen:
+            z = float(np.mean(p[:, 2]))
+            raise VoiError(
+                f"{f}: ROI {name!r} holds the same contour twice (contours {seen[key] + 1} and {c + 1}, {len(p)} "
+                f"points, at z = {z:.2f} mm); by the even-odd rule they would cancel into a hole. The export "
+                "duplicated it: remove one copy or re-export the ROI"
+            )
+        seen[key] = c
 
 
 def _plane_positions(
@@ -759,6 +809,11 @@ def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
         segments = [(int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "") or "").strip())
                     for item in seg.SegmentSequence]
+        from .._checks import check_allocation
+
+        check_allocation(int(getattr(ds, "NumberOfFrames", 1) or 1) * int(ds.Rows) * int(ds.Columns),
+                         f"{f}: a segmentation of {getattr(ds, 'NumberOfFrames', 1)} frames of {ds.Rows} x {ds.Columns}")
+        _check_voi_count(len(segments), reference, f)
         volume = seg.get_volume(combine_segments=False, rescale_fractional=True, dtype=np.float32,
                                 segment_numbers=[n for n, _ in segments])
         array = np.asarray(volume.array, np.float32)
@@ -863,11 +918,7 @@ def _sidecar_names(p: Path) -> dict[int, str] | None:
 def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | None) -> list[_Loaded]:
     import SimpleITK as sitk
 
-    try:
-        img = sitk.ReadImage(str(f))
-    except RuntimeError as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise VoiError(f"{f}: unreadable label map, damaged or truncated ({detail}); re-export it") from exc
+    img = read_image_file(f, VoiError, "label map")
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise VoiError(
             f"{f}: a label map must be a 3-D image of integer labels, got {img.GetDimension()}-D with "
@@ -907,6 +958,7 @@ def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | 
             VoxelDoseWarning,
             stacklevel=4,
         )
+    _check_voi_count(len(present & set(names)), reference, f)
     base = from_sitk(img, dtype=np.float32)
     out = []
     for value, name in names.items():
@@ -929,22 +981,15 @@ def _load_slicer_segmentation(f: Path, reference: Image) -> list[_Loaded]:
     """
     import SimpleITK as sitk
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(f))
-    try:
-        reader.ReadImageInformation()
-        keys = set(reader.GetMetaDataKeys())
-        img = reader.Execute()
-    except RuntimeError as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise VoiError(f"{f}: unreadable 3D Slicer segmentation, damaged or truncated ({detail}); re-export it") from exc
+    img = read_image_file(f, VoiError, "3D Slicer segmentation")
+    keys = set(img.GetMetaDataKeys())
     if img.GetDimension() != 3:
         raise VoiError(f"{f}: a Slicer segmentation must have three spatial axes, got {img.GetDimension()}")
     segments = []
     i = 0
     while f"Segment{i}_Name" in keys or f"Segment{i}_ID" in keys:
         def meta(key: str, default: str) -> str:
-            return reader.GetMetaData(f"Segment{i}_{key}").strip() if f"Segment{i}_{key}" in keys else default
+            return img.GetMetaData(f"Segment{i}_{key}").strip() if f"Segment{i}_{key}" in keys else default
 
         name = meta("Name", "") or meta("ID", f"segment_{i}")
         try:
@@ -956,6 +1001,7 @@ def _load_slicer_segmentation(f: Path, reference: Image) -> list[_Loaded]:
     if not segments:
         raise VoiError(f"{f}: no Segment0_Name in the header: not a 3D Slicer segmentation (a label map goes in a "
                        ".nrrd with a name table)")
+    _check_voi_count(len(segments), reference, f)
     layers = img.GetNumberOfComponentsPerPixel()
     array = sitk.GetArrayFromImage(img)
     if array.ndim == 3:
