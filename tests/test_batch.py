@@ -145,6 +145,24 @@ def test_a_killed_worker_fails_its_case_only(cohort, tmp_path):
     assert (tmp_path / "out" / "case_a" / "metrics.json").exists()
 
 
+def test_the_next_batch_removes_what_a_killed_worker_left(cohort, tmp_path):
+    """A worker killed while writing leaves its case's staging folder; no rerun removed it."""
+    import subprocess
+    import sys
+
+    from voxeldose.io.results import _host
+
+    good = [s for s in discover_cases(cohort) if s.case_id == "case_a"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / "out" / f".killed.partial-{dead.pid}-{_host()}-0123abcd"
+    left.mkdir(parents=True)
+    (left / "dose.nii.gz").write_bytes(b"half")
+    run_batch(cohort, tmp_path / "out", workers=1, progress=False, cases=good)
+    assert not left.exists()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """A cohort of one phantom export as ``voxeldose phantom liver`` writes it: PET, SPECT, CT,

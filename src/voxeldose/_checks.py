@@ -69,6 +69,8 @@ def check_number(value: object, name: str, unit: str = "") -> float:
         raise InputError(f"{name} must be a number{what}, got {value!r} ({type(value).__name__})")
     try:
         x = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer of hundreds of digits
+        raise InputError(f"{name} must be a finite number{what}, got an integer of {len(str(value))} digits") from None
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number{what}, got {value!r} ({type(value).__name__})") from None
     if not math.isfinite(x):

@@ -70,7 +70,6 @@ import logging
 import os
 import tempfile
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,11 +223,15 @@ def _voi_kind(path: Path) -> str | None:
 def _manifest(path: Path) -> list[CaseSpec]:
     base = path.parent
     if path.suffix.lower() == ".toml":
+        from .io._structured import parse
+
         try:
-            with path.open("rb") as binary:
-                records = tomllib.load(binary).get("cases", [])
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"manifest {path}: cannot read it ({exc})") from exc
+        records = parse(text, "toml", f"manifest {path}").get("cases", [])
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise InputError(f"manifest {path}: 'cases' must be an array of tables ([[cases]] entries)")
     elif path.suffix.lower() == ".csv":
         try:
             with path.open(newline="", encoding="utf-8") as fh:
@@ -482,15 +485,27 @@ def _write_log(out: Path, text: str, *, failed: bool) -> None:
     if failed and out.exists() and (out / "metrics.json").exists():
         # an earlier good result stays as it is; the failure is in failures.csv
         return
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "log.txt", text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "log.txt", text)
+    except (OSError, VoxelDoseError) as exc:  # a case's log is not worth stopping the batch for
+        logger.warning("case log %s not written: %s", out / "log.txt", exc)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all; a failure (disk full, read-only) is an OutputError."""
+    from .io.results import output_error
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise output_error(exc, path.parent, f"write {path.name}", len(text.encode("utf-8"))) from None
 
 
 # --------------------------------------------------------------------------- the batch
@@ -614,8 +629,14 @@ def run_batch(
         checked = Case("check").with_overrides(**cohort)  # a bad value fails here, not once per case
         if "scan_modality" in cohort:
             cohort["scan_modality"] = checked.scan_modality  # "PET" -> "PT"
+    from .io.results import output_error, clean_stale
+
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, out_dir, "create the batch's output folder") from None
+    clean_stale(out_dir)  # what killed workers left: unfinished case folders, a replaced result
     options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize,
                                "kernel_tables": None if kernel_tables is None else str(kernel_tables),
                                "registered": registered, "overrides": cohort,

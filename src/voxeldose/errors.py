@@ -15,6 +15,7 @@ __all__ = [
     "VoiError",
     "DicomError",
     "CalibrationError",
+    "OutputError",
     "VoxelDoseWarning",
 ]
 
@@ -45,6 +46,11 @@ class DicomError(VoxelDoseError, ValueError):
 
 class CalibrationError(VoxelDoseError, ValueError):
     """An image cannot be turned into activity: missing times, units or case values."""
+
+
+class OutputError(VoxelDoseError, OSError):
+    """The results cannot be written: the disk is full, the folder read-only, or another run is
+    writing the same folder (the message names the folder, and the space needed)."""
 
 
 class VoxelDoseWarning(UserWarning):

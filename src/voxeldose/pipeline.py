@@ -396,12 +396,23 @@ def _run_case(scan: "str | os.PathLike[str]", vois: Sequence["str | os.PathLike[
               progress: "Callable[[str], None] | None", extra_provenance: Mapping[str, Any] | None,
               caveats: Sequence[Caveat],
               ct_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None") -> CaseResult:
+    from .io.results import reserve_out
+
+    with reserve_out(out, force) as out_dir:  # a second run into ``out`` is refused now, not after computing
+        return _run_reserved(out_dir, scan, vois, case, series_uid=series_uid, method=method, tissue=tissue,
+                             engine=engine, kernel_tables=kernel_tables, registered=registered, anonymize=anonymize,
+                             force=force, overrides=overrides, progress=progress, extra_provenance=extra_provenance,
+                             caveats=caveats, ct_path=ct_path)
+
+
+def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, series_uid: str | None, method: Method,
+                  tissue: Tissue, engine: Engine, kernel_tables: Any, registered: bool, anonymize: bool, force: bool,
+                  overrides: Mapping[str, Any] | None, progress: "Callable[[str], None] | None",
+                  extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any) -> CaseResult:
     from .anonymize import anonymize_result, anonymizer_for
     from .io import load_ct, load_image, load_vois, load_vsv_tables
-    from .io.results import check_out, write_result
+    from .io.results import write_result
 
-    out_dir = Path(out)
-    check_out(out_dir, force)
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
     # the tables first: a wrong folder fails before minutes of reading

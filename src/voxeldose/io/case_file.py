@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from pathlib import Path
 
 from ..case import Case, case_from_dict
 from ..errors import InputError
+from ._structured import parse
 
 __all__ = ["load_case"]
 
@@ -55,10 +54,5 @@ def load_case(path: str | os.PathLike[str]) -> Case:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"case file {p} is not UTF-8 text: {exc}") from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"case file {p} is not valid TOML: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"case file {p} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    data = parse(text, suffix[1:], f"case file {p}")
     return case_from_dict(data, source=str(p))

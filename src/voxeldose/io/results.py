@@ -53,10 +53,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import glob
 import io
 import json
+import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import warnings
@@ -70,7 +73,7 @@ import numpy as np
 from .._version import __version__
 from ..anonymize import anonymize_result, anonymous_uid
 from ..dvh import DVH
-from ..errors import GeometryError, InputError, VoxelDoseWarning
+from ..errors import GeometryError, InputError, OutputError, VoxelDoseWarning
 from ..image import Image
 from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 from ._sitk import to_sitk
@@ -82,6 +85,8 @@ __all__ = [
     "write_result",
     "write_report",
     "check_out",
+    "reserve_out",
+    "clean_stale",
     "write_nifti",
     "write_rtdose",
     "write_dvh_csv",
@@ -89,6 +94,8 @@ __all__ = [
     "RTDOSE_SOP",
     "DVH_CSV_COLUMNS",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: SOP Class UID of RT Dose Storage.
 RTDOSE_SOP = "1.2.840.10008.5.1.4.1.1.481.2"
@@ -606,11 +613,163 @@ def check_out(out: Path, force: bool) -> None:
         )
 
 
+# --------------------------------------------------------------------------- reserving a folder
+
+#: Names of the working entries beside an output folder OUT: ``.OUT.partial-PID-HOST-HEX`` (the
+#: folder being written), ``.OUT.old-PID-HOST`` (the previous result while the new one is moved
+#: in) and ``.OUT.lock-PID-HOST`` (the run writing OUT).
+_WORKING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old|lock)-(?P<pid>\d+)-(?P<host>\w+)(?:-[0-9a-f]+)?$")
+
+#: Output folders this process holds (reserve_out is re-entrant: run_case reserves, write_result
+#: reserves again).
+_HELD: dict[Path, int] = {}
+
+
+def _host() -> str:
+    import socket
+
+    return re.sub(r"\W", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _tag() -> str:
+    return f"{os.getpid()}-{_host()}"
+
+
+def clean_stale(folder: Path, name: str | None = None) -> list[str]:
+    """Remove (or restore) what runs killed on this machine left beside the output folders in
+    ``folder`` (only those of ``name`` if given); return what was done, for the log.
+
+    A ``.OUT.partial-*`` folder of a dead process is an unfinished result: removed. A
+    ``.OUT.old-*`` of a dead process is the previous good result, moved aside when the run was
+    killed: put back as OUT when OUT is missing (the new one never arrived), removed when OUT is
+    there (the new one did). A dead process's lock is removed. Entries of live processes, or of
+    other machines (a shared disk), are left alone.
+    """
+    done: list[str] = []
+    if not folder.is_dir():
+        return done
+    host = _host()
+    entries = sorted(folder.iterdir(), key=lambda e: ("old" in e.name, e.name))  # restore after cleaning
+    for entry in entries:
+        m = _WORKING.match(entry.name)
+        if m is None or (name is not None and m["name"] != name) or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        out = folder / m["name"]
+        try:
+            if m["kind"] == "old" and not out.exists():
+                entry.rename(out)
+                done.append(f"restored the previous result {out} (a run was killed while replacing it)")
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+                done.append(f"removed {entry} (left by a run that was killed)")
+            else:
+                entry.unlink()
+                done.append(f"removed the stale lock {entry}")
+        except OSError as exc:
+            done.append(f"could not remove {entry}: {exc}")
+    for line in done:
+        logger.info("%s", line)
+    return done
+
+
+def _resolved(out: "str | os.PathLike[str]") -> Path:
+    """``out`` as an absolute path; refused when it is the working folder or holds it (a result
+    folder is replaced as a whole: ``--out .`` would replace the folder the run stands in)."""
+    out_dir = Path(os.path.abspath(out))
+    cwd = Path.cwd()
+    if out_dir == cwd or out_dir in cwd.parents or out_dir.parent == out_dir:
+        raise InputError(
+            f"--out {out} is {'the root folder' if out_dir.parent == out_dir else 'the current folder or one above it'}: "
+            "a result folder is written beside and then moved into place as a whole, so it must be a folder of its "
+            f"own, e.g. --out {Path(out) / 'results'}"
+        )
+    return out_dir
+
+
+@contextmanager
+def reserve_out(out: "str | os.PathLike[str]", force: bool) -> Iterator[Path]:
+    """Hold the output folder ``out`` for one run: checked (:func:`check_out`), the leftovers of
+    killed runs cleaned (:func:`clean_stale`), and locked, so that a second run into the same
+    folder is refused at once, not after computing for minutes. Yields the absolute folder."""
+    out_dir = _resolved(out)
+    if out_dir in _HELD:
+        _HELD[out_dir] += 1
+        try:
+            yield out_dir
+        finally:
+            _HELD[out_dir] -= 1
+        return
+    parent = out_dir.parent
+    clean_stale(parent, out_dir.name)
+    check_out(out_dir, force)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, parent, "create the folder for the results") from None
+    lock = parent / f".{out_dir.name}.lock-{_tag()}"
+    others = [e for e in parent.glob(f".{glob.escape(out_dir.name)}.lock-*") if _WORKING.match(e.name)]
+    if others:
+        raise OutputError(
+            f"--out {out_dir}: another voxeldose run is writing this folder ({others[0].name}); wait for it to finish "
+            "or choose another folder"
+        )
+    try:
+        lock.touch(exist_ok=False)
+    except OSError as exc:
+        raise output_error(exc, parent, "write in the folder of the results") from None
+    _HELD[out_dir] = 1
+    try:
+        others = [e for e in parent.glob(f".{glob.escape(out_dir.name)}.lock-*") if e != lock]
+        if others:  # two runs created their locks at once: the later name gives way
+            raise OutputError(f"--out {out_dir}: another voxeldose run is writing this folder ({others[0].name}); "
+                              "choose another folder")
+        yield out_dir
+    finally:
+        _HELD.pop(out_dir, None)
+        lock.unlink(missing_ok=True)
+
+
+def output_error(exc: OSError, folder: Path, doing: str, needed_bytes: int | None = None) -> OutputError:
+    """A clear error for a failed write: read-only folder, full disk (with the space needed), other."""
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot {doing} in {folder}: {exc.strerror or exc} (the folder or the disk is read-only "
+                           "for this user); choose another --out")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = -1
+        need = f"; the results need about {needed_bytes / 2**20:.0f} MiB" if needed_bytes else ""
+        have = f"{free / 2**20:.0f} MiB are free there" if free >= 0 else "the free space is unknown"
+        return OutputError(f"cannot {doing} in {folder}: the disk is full ({have}{need}); free some space or choose "
+                           "another --out. Nothing was written and a previous result there is kept")
+    return OutputError(f"cannot {doing} in {folder}: {exc}; nothing was written and a previous result there is kept")
+
+
+def _needed_bytes(result: "CaseResult") -> int:
+    """An upper bound of the size of a case's results: two float32 maps (uncompressed), the RT
+    Dose's 16-bit frames, and a margin for the report, the DVHs and the metrics."""
+    n = int(result.dose.array.size)
+    return n * 4 * 2 + n * 2 + 8 * 2**20
+
+
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished ``staging`` folder to ``out``; a previous ``out`` is removed only after."""
     backup = None
     if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        backup = out.with_name(f".{out.name}.old-{_tag()}")
         out.rename(backup)
     try:
         staging.rename(out)
@@ -620,6 +779,21 @@ def _publish(staging: Path, out: Path) -> None:
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _write_all(result: "CaseResult", staging: Path, anonymize: bool) -> None:
+    write_nifti(staging / "dose.nii.gz", result.dose)
+    write_nifti(staging / "activity.nii.gz", result.activity)
+    with warnings.catch_warnings():
+        # a caveat of the result already (stage "dose"), shown in the report: not again
+        warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
+                                category=VoxelDoseWarning)
+        warnings.filterwarnings("ignore", message=r"write_rtdose: neither the dose nor the reference image has a "
+                                "FrameOfReferenceUID", category=VoxelDoseWarning)
+        write_rtdose(staging / "rtdose.dcm", result.dose, anonymize=anonymize, case_id=result.case_id)
+    write_dvh_csv(staging / "dvh.csv", result.dvhs)
+    write_report(staging / "report.html", result)
+    write_metrics_json(staging / "metrics.json", result.to_dict())
 
 
 def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, anonymize: bool = False) -> Path:
@@ -645,31 +819,22 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     InputError
         ``out`` is a file, or holds results and not ``force``; nothing is written then.
     """
-    out_dir = Path(out)
-    check_out(out_dir, force)
-    if anonymize:
-        result = anonymize_result(result)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        write_nifti(staging / "dose.nii.gz", result.dose)
-        write_nifti(staging / "activity.nii.gz", result.activity)
-        with warnings.catch_warnings():
-            # a caveat of the result already (stage "dose"), shown in the report: not again
-            warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
-                                    category=VoxelDoseWarning)
-            warnings.filterwarnings("ignore", message=r"write_rtdose: neither the dose nor the reference image has a "
-                                    "FrameOfReferenceUID", category=VoxelDoseWarning)
-            write_rtdose(staging / "rtdose.dcm", result.dose, anonymize=anonymize, case_id=result.case_id)
-        write_dvh_csv(staging / "dvh.csv", result.dvhs)
-        write_report(staging / "report.html", result)
-        write_metrics_json(staging / "metrics.json", result.to_dict())
-        check_out(out_dir, force)  # nobody wrote there meanwhile
-        _publish(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with reserve_out(out, force) as out_dir:
+        if anonymize:
+            result = anonymize_result(result)
+        # mkdir, not mkdtemp: the published folder gets the user's umask permissions, not 0700
+        staging = out_dir.parent / f".{out_dir.name}.partial-{_tag()}-{secrets.token_hex(4)}"
+        try:
+            staging.mkdir()
+            _write_all(result, staging, anonymize)
+            check_out(out_dir, force)  # nobody wrote there meanwhile
+            _publish(staging, out_dir)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_error(exc, out_dir.parent, "write the results", _needed_bytes(result)) from None
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 

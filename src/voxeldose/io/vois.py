@@ -100,7 +100,6 @@ patient mm, CLOSED_PLANAR), C.8.20.2 Segmentation Image Module (FRACTIONAL, Maxi
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import tomllib
@@ -116,6 +115,7 @@ from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDose
 from ..image import Image
 from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
+from ._structured import parse
 from ._sitk import from_sitk, read_image_file, to_sitk
 
 __all__ = [
@@ -887,14 +887,14 @@ def _sidecar_names(p: Path) -> dict[int, str] | None:
     try:
         pairs: list[tuple[Any, Any]]
         if side.suffix == ".json":
-            data: Any = json.loads(side.read_text(encoding="utf-8"))
+            data: Any = parse(side.read_text(encoding="utf-8"), "json", f"label names {side}")
             if isinstance(data, dict) and isinstance(data.get("labels"), dict):
                 data = data["labels"]
             if not isinstance(data, dict):
                 raise ValueError("expected an object mapping label values to names")
             pairs = list(data.items())
         elif side.suffix == ".toml":
-            data = tomllib.loads(side.read_text(encoding="utf-8"))
+            data = parse(side.read_text(encoding="utf-8"), "toml", f"label names {side}")
             if isinstance(data.get("labels"), dict):
                 data = data["labels"]
             pairs = list(data.items())
