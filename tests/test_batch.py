@@ -133,6 +133,7 @@ class _KillsItsWorker(CaseSpec):
 
 def test_a_killed_worker_fails_its_case_only(cohort, tmp_path):
     import dask
+    import distributed  # noqa: F401 - its defaults loaded first: config.set's exit would drop them all
 
     good = [s for s in discover_cases(cohort) if s.case_id == "case_a"]
     killer = _KillsItsWorker("killed")
