@@ -650,3 +650,27 @@ def test_an_image_larger_than_the_allocation_limit_is_refused_before_allocating(
         ds.save_as(p)
     with pytest.raises(voxeldose.InputError, match="65535 x 65535.*limit of 536,870,912"):
         load_image(tmp_path / "pet")
+
+
+@pytest.mark.parametrize("keyword, value, which", [
+    ("Units", "CNTS", 0),  # the first file by name: it switched the whole series to SPECT self-calibration
+    ("Units", "BQML ", 2),  # padding only: the same value
+    ("DecayCorrection", "NONE", 3),
+    ("SeriesTime", "093000", 1),
+    ("item:RadionuclideTotalDose", "1.5e9", 4),
+])
+def test_series_values_must_agree_in_every_file(tmp_path, keyword, value, which):
+    """Units or DecayCorrection differing between slices were ignored: the value came from one file."""
+    paths = sorted(_write_pet(tmp_path / "pet", _image(shape=(5, 6, 5)), names="ordered"))
+    ds = pydicom.dcmread(paths[which])
+    if keyword.startswith("item:"):
+        setattr(ds.RadiopharmaceuticalInformationSequence[0], keyword[5:], value)
+    else:
+        setattr(ds, keyword, value)
+    ds.save_as(paths[which])
+    if value.strip() == "BQML":
+        assert load_image(tmp_path / "pet").units == "BQML"
+        return
+    with pytest.raises(voxeldose.DicomError, match=f"{keyword[5:] if ':' in keyword else keyword} is .* but .* of the "
+                       "same series"):
+        load_image(tmp_path / "pet")

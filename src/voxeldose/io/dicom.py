@@ -677,10 +677,51 @@ def _pixels(path: Path, ds: Any) -> tuple[Any, NDArray[Any]]:
     return ds, pixels
 
 
+#: Attributes of the series, not of a slice (PS3.3 C.8.9.1 PET Series and C.8.9.2 PET Isotope
+#: modules; General Series): read from one file, so every file must agree. A slice with Units CNTS
+#: in a BQML series, or another SeriesTime (the decay-correction reference of START), is a mixed
+#: or damaged series, not a detail.
+SERIES_WIDE = ("Units", "DecayCorrection", "CorrectedImage", "SeriesDate", "SeriesTime")
+SERIES_WIDE_ISOTOPE = ("RadiopharmaceuticalStartDateTime", "RadiopharmaceuticalStartTime", "RadionuclideTotalDose",
+                       "RadionuclideHalfLife", "RadionuclidePositronFraction")
+
+
+def _series_values(ds: Any) -> dict[str, str]:
+    def text(item: Any, keyword: str) -> str:
+        value = getattr(item, keyword, None)
+        if value is None:
+            return "(absent)"
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            return "\\".join(str(v).strip() for v in value)
+        return str(value).strip()
+
+    values = {k: text(ds, k) for k in SERIES_WIDE}
+    info = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
+    item = info[0] if info else None
+    values.update({f"RadiopharmaceuticalInformationSequence {k}": "(absent)" if item is None else text(item, k)
+                   for k in SERIES_WIDE_ISOTOPE})
+    return values
+
+
+def _check_series_wide(items: list[tuple[Path, Any]]) -> None:
+    """Every file of a one-file-per-slice series holds the same :data:`SERIES_WIDE` values."""
+    first_path, first = items[0]
+    expected = _series_values(first)
+    for path, ds in items[1:]:
+        for keyword, value in _series_values(ds).items():
+            if value != expected[keyword]:
+                raise DicomError(
+                    f"{path}: {keyword} is {value!r} but {expected[keyword]!r} in {first_path.name} of the same series: "
+                    "a value of the series must be the same in every file (slices of different series or a damaged "
+                    "export?); re-export the series"
+                )
+
+
 def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     """One file per slice (PET Image, CT Image, single-frame NM)."""
     first_path, first = items[0]
     where0 = str(first_path)
+    _check_series_wide(items)
     iop0 = _floats(first, "ImageOrientationPatient", 6, where0)
     row, col, normal = _orientation(iop0, where0)
     rows, cols = _int(first, "Rows", None, where0), _int(first, "Columns", None, where0)
