@@ -358,11 +358,17 @@ def test_unsupported_units(units, modality):
 
 @pytest.mark.parametrize("fill, match", [(0.0, "every voxel of the image is zero"),
                                          (np.nan, "all voxel values are NaN"),
-                                         (None, "1 of 8 voxel values are NaN")])
+                                         (None, "1 of 8 voxel values are NaN"),
+                                         # an all-negative image was calibrated to a negative activity
+                                         (-3.0, r"sum to -24 MBQ \(8 of 8 voxels negative.*no net activity"),
+                                         ("mostly", r"sum to -17 MBQ \(7 of 8 voxels negative, largest 4\)")])
 def test_empty_images_are_errors(fill, match):
     arr = np.ones((2, 2, 2), np.float32)
     if fill is None:
         arr[0, 0, 0] = np.nan
+    elif fill == "mostly":
+        arr[:] = -3.0
+        arr[0, 0, 0] = 4.0
     else:
         arr[:] = fill
     with pytest.raises(CalibrationError, match=match):

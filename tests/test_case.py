@@ -212,3 +212,35 @@ def test_property_json_round_trip(tmp_path_factory, values, when):
     p = tmp_path_factory.mktemp("rt") / "case.json"
     p.write_text(json.dumps(case.to_dict()))
     assert load_case(p) == case
+
+
+@pytest.mark.parametrize("gbq, words", [(1e-12, "less than 0.01 GBq"), (0.005, "is it in TBq"), (60.0, "is it in MBq")])
+def test_an_administered_activity_outside_any_vial_is_a_unit_mistake(gbq, words):
+    """administered_gbq = 1e-12 was accepted."""
+    with pytest.raises(InputError, match=words):
+        Case("c", administered_gbq=gbq)
+    assert Case("c", administered_gbq=0.01).administered_gbq == 0.01
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"case_id": "c", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"case_id": "c", "administered_gbq": ' + "9" * 400 + "}", r"integer 9+\.\.\. \(400 digits\) is too large"),
+    ('{"case_id": "c", "administered_gbq": NaN}', "NaN is not a number"),
+    ('{"case_id": "c", "administered_gbq": 1e400}', "finite number"),
+])
+def test_hostile_json_case_files_are_clear_errors(tmp_path, text, words):
+    """RecursionError on deep nesting and OverflowError on 400-digit integers were internal errors."""
+    path = tmp_path / "case.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=words):
+        load_case(path)
+
+
+def test_hostile_toml_case_files_are_clear_errors(tmp_path):
+    path = tmp_path / "case.toml"
+    path.write_text('case_id = "c"\nx = ' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_case(path)
+    path.write_text('case_id = "c"\nadministered_gbq = ' + "9" * 400 + "\n")
+    with pytest.raises(InputError, match=r"\(400 digits\) is too large"):
+        load_case(path)

@@ -234,3 +234,19 @@ def test_voi_metrics_density():
     assert lung.at_density(1.04).mean_gy == pytest.approx(h.mean_gy)  # and back
     with pytest.raises(voxeldose.InputError, match="density"):
         h.at_density(0.0)
+
+
+@pytest.mark.parametrize("spacing", [(1e-30, 4.0, 4.0), ("4", "4", "4"), (True, 4.0, 4.0)])
+def test_dvh_array_refuses_spacings_that_are_not_voxel_sizes(spacing):
+    """dvh accepted a spacing of 1e-30 mm (volumes of zero) and text."""
+    with pytest.raises(voxeldose.GeometryError, match="spacing_xyz_mm"):
+        dvh_array(np.ones((3, 3, 3)), np.ones((3, 3, 3)), spacing_xyz_mm=spacing)
+
+
+@pytest.mark.parametrize("n", [10**9, 1, True, 2.5])
+def test_a_dvh_curve_has_a_bounded_number_of_points(n):
+    """dvh.curve(10**9) tried to allocate 8 GB."""
+    h = dvh_array(np.arange(27.0).reshape(3, 3, 3), np.ones((3, 3, 3)), spacing_xyz_mm=(4.0, 4.0, 4.0))
+    with pytest.raises(voxeldose.InputError, match="n_points must be an integer from 2 to 1,000,000"):
+        h.curve(n)
+    assert h.curve(10**6)[0].size == 10**6

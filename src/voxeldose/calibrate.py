@@ -394,6 +394,13 @@ def _check_values(image: Image) -> NDArray[np.float64]:
             f"every voxel of the image is zero (shape {arr.shape}, units {image.units!r}); "
             "is it the right series?"
         )
+    total = float(values.sum())
+    if total <= 0.0:
+        raise CalibrationError(
+            f"the image's values sum to {total:.4g} {image.units or '(no units)'} ({int(np.count_nonzero(values < 0))} of "
+            f"{values.size} voxels negative, largest {float(values.max()):.4g}): it holds no net activity to "
+            "calibrate. Is it the right series, a difference image, or are its values inverted?"
+        )
     return values
 
 

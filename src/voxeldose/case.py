@@ -19,7 +19,7 @@ key                type                    meaning
 ================== ======================= ====================================================
 case_id            string, required        names output files (letters, digits, ``. _ -``; at
                                            most 64); never a patient name
-administered_gbq   number > 0 (GBq)        activity of the prepared Y-90 dose (vial) at the
+administered_gbq   0.01 to 50 (GBq)        activity of the prepared Y-90 dose (vial) at the
                                            administration time, before administration: what
                                            reached the patient is this x (1 - residual)
 administration_time ISO 8601 date-time    start of the administration, on the scanner's
@@ -118,6 +118,11 @@ _FIELD_TO_KEY = {v: k for k, v in CASE_FILE_KEYS.items()}
 #: so a larger number is a unit mistake (MBq written as GBq).
 MAX_ADMINISTERED_GBQ = 50.0
 
+#: Smallest plausible administered activity (GBq): 10 MBq, a tenth of the smallest clinical Y-90
+#: administration (a segmental dose to a small lesion, about 0.1 GBq); a smaller number is a unit
+#: mistake (TBq written as GBq) or a typing error (1e-12).
+MIN_ADMINISTERED_GBQ = 0.01
+
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # ---------------------------------------------------------------------------- field checks
@@ -146,6 +151,12 @@ def _check_field(name: str, value: Any, where: str) -> Any:
         x = _number(value, name, where, "GBq")
         if x <= 0.0:
             raise InputError(f"{where}: administered_gbq must be > 0 GBq, got {value!r}")
+        if x < MIN_ADMINISTERED_GBQ:
+            raise InputError(
+                f"{where}: administered_gbq = {value!r} GBq is less than {MIN_ADMINISTERED_GBQ:g} GBq "
+                f"({MIN_ADMINISTERED_GBQ * 1e3:g} MBq), a tenth of the smallest clinical Y-90 administration; "
+                "is it in TBq? Write GBq (2.5 for 2500 MBq)"
+            )
         if x > MAX_ADMINISTERED_GBQ:
             raise InputError(
                 f"{where}: administered_gbq = {value!r} GBq is more than any Y-90 vial holds "

@@ -48,6 +48,10 @@ from .image import Image, mask_image
 
 __all__ = ["DVH", "dvh", "dvh_array", "voi_metrics", "DEFAULT_D_PERCENTS", "DEFAULT_V_GY", "MASK_TOLERANCE"]
 
+#: Most points of a sampled DVH curve (:meth:`DVH.curve`): a million, far beyond any plot or
+#: table (the CSV has 501); more is a mistake that would allocate without bound.
+MAX_CURVE_POINTS = 1_000_000
+
 #: D metrics reported by default: the minimum dose (Gy) to the hottest x % of the VOI.
 DEFAULT_D_PERCENTS: tuple[float, ...] = (2, 5, 50, 70, 90, 95, 98)
 
@@ -163,8 +167,9 @@ class DVH:
         dose_gy, volume_fraction : ndarray, float64, shape (n_points,)
             Dose (Gy) and the fraction (0-1) of the volume receiving at least that dose.
         """
-        if not isinstance(n_points, (int, np.integer)) or n_points < 2:
-            raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
+        if isinstance(n_points, (bool, np.bool_)) or not isinstance(n_points, (int, np.integer)) or not (
+                2 <= n_points <= MAX_CURVE_POINTS):
+            raise InputError(f"n_points must be an integer from 2 to {MAX_CURVE_POINTS:,}, got {n_points!r}")
         top = max(self.max_gy, 0.0)
         dose = np.linspace(0.0, top, int(n_points))
         return dose, self._fraction(dose)
