@@ -674,3 +674,39 @@ def test_series_values_must_agree_in_every_file(tmp_path, keyword, value, which)
     with pytest.raises(voxeldose.DicomError, match=f"{keyword[5:] if ':' in keyword else keyword} is .* but .* of the "
                        "same series"):
         load_image(tmp_path / "pet")
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"BitsStored": 12}, "HighBit BitsStored - 1"),
+    ({"BitsStored": 12, "HighBit": 11}, r"stored pixel values run from .* outside the -2048 to 2047 that BitsStored"),
+    ({"BitsStored": 15, "HighBit": 14}, "outside the -16384 to 16383"),
+    ({"HighBit": 11}, "HighBit 11"),
+    ({"BitsStored": 17}, "BitsStored must be at most BitsAllocated"),
+    ({"SamplesPerPixel": 3}, "one sample per pixel"),
+    ({"PhotometricInterpretation": "RGB"}, "MONOCHROME2"),
+    ({"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7}, r"pixel data holds 60 bytes.*describe 30: a wrong Rows, Columns, NumberOfFrames or BitsAllocated"),
+])
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_bit_depths_that_do_not_describe_the_pixels_are_refused(tmp_path, changes, words, which):
+    """BitsStored 12 on a slice of 16-bit values: pydicom masked the high bits (activity changed
+    on that slice, negative on others); BitsAllocated = BitsStored = 8: -99.6 %."""
+    image = _image(shape=(4, 6, 5), scale=2e6)  # large values: the slope leaves big stored integers
+    paths = sorted(_write_pet(tmp_path / "pet", image, names="ordered"))
+    for p in paths[1:2] if which == "one" else paths:
+        ds = pydicom.dcmread(p)
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(p)
+    with pytest.raises(voxeldose.DicomError, match=words):
+        load_image(tmp_path / "pet")
+
+
+def test_bits_stored_below_bits_allocated_reads_values_that_fit(tmp_path):
+    """A CT's 12 stored bits of 16 are read as they are (no masking needed when the values fit)."""
+    hu = Image(np.random.default_rng(2).integers(-1000, 1000, (4, 5, 6)).astype(float), (1.0, 1.0, 2.5), units="HU")
+    paths = write_ct_series(tmp_path / "ct", hu, SeriesHeader(acquisition_datetime=SCAN))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.save_as(p)
+    np.testing.assert_allclose(load_image(tmp_path / "ct").array, hu.array, atol=1e-3)

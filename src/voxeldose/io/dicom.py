@@ -601,17 +601,31 @@ def _native_pixels(ds: Any) -> NDArray[Any] | None:
     except AttributeError:
         return None
     bits = _int(ds, "BitsAllocated", 0)
+    stored = _int(ds, "BitsStored", bits)
     if (
         syntax not in _NATIVE_LE
         or _int(ds, "SamplesPerPixel", 1) != 1
         or bits not in (8, 16, 32)
-        or _int(ds, "BitsStored", bits) != bits
+        or not 1 <= stored <= bits
         or "PixelData" not in ds
     ):
         return None
-    dtype = np.dtype(f"<{'i' if _int(ds, 'PixelRepresentation', 0) else 'u'}{bits // 8}")
+    signed = bool(_int(ds, "PixelRepresentation", 0))
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     frames, rows, cols = _frames(ds, ""), _int(ds, "Rows"), _int(ds, "Columns")
     arr = np.frombuffer(ds.PixelData, dtype, count=frames * rows * cols)
+    if stored < bits:
+        # pydicom masks the bits above HighBit away: a BitsStored of 12 in a slice of 16-bit values
+        # changed them silently. Values that fit in BitsStored read the same either way; others
+        # mean a wrong BitsStored (or overlay bits), and are refused.
+        lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+        vmin, vmax = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if vmin < lo or vmax > hi:
+            raise DicomError(
+                f"{getattr(ds, 'filename', '') or 'a file'}: stored pixel values run from {vmin} to {vmax}, outside "
+                f"the {lo} to {hi} that BitsStored (0028,0101) "
+                f"{stored} allows: BitsStored is wrong, or the unused high bits hold other data; re-export the series"
+            )
     return arr.reshape(frames, rows, cols) if frames > 1 else arr.reshape(rows, cols)
 
 
@@ -633,8 +647,19 @@ def _check_pixel_size(path: Path, ds: Any) -> None:
     where = str(path)
     rows, cols, frames = _int(ds, "Rows", None, where), _int(ds, "Columns", None, where), _frames(ds, where)
     samples = _int(ds, "SamplesPerPixel", 1, where)
-    if rows < 1 or cols < 1 or samples < 1:
-        raise DicomError(f"{where}: Rows {rows}, Columns {cols}, SamplesPerPixel {samples}: each must be at least 1")
+    if rows < 1 or cols < 1 or samples != 1:
+        raise DicomError(f"{where}: Rows {rows}, Columns {cols}, SamplesPerPixel {samples}: a PET, NM or CT image has "
+                         "one sample per pixel and at least one row and column")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(f"{where}: PhotometricInterpretation (0028,0004) {photometric!r}: a PET, NM or CT image is "
+                         "MONOCHROME2 (grey values); re-export the series")
+    allocated = _int(ds, "BitsAllocated", None, where)
+    stored = _int(ds, "BitsStored", allocated, where)
+    high = _int(ds, "HighBit", stored - 1, where)
+    if not 1 <= stored <= allocated or high != stored - 1:
+        raise DicomError(f"{where}: BitsAllocated {allocated}, BitsStored {stored}, HighBit {high}: BitsStored must be at "
+                         "most BitsAllocated and HighBit BitsStored - 1 (PS3.3 C.7.6.3); re-export the series")
     check_allocation(rows * cols * frames, f"{where}: an image of {frames} frame(s) of {rows} x {cols} pixels")
     if "PixelData" not in ds:
         raise DicomError(f"{where}: no PixelData (7FE0,0010)")
@@ -649,7 +674,7 @@ def _check_pixel_size(path: Path, ds: Any) -> None:
     if length not in (expected, expected + expected % 2):
         raise DicomError(
             f"{where}: the pixel data holds {length} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) "
-            f"x {bits} bits describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns or NumberOfFrames'}; "
+            f"x {bits} bits describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns, NumberOfFrames or BitsAllocated'}; "
             "re-export the series"
         )
 
@@ -660,6 +685,8 @@ def _pixels(path: Path, ds: Any) -> tuple[Any, NDArray[Any]]:
     try:
         native = _native_pixels(ds)
         pixels = native if native is not None else ds.pixel_array
+    except VoxelDoseError:
+        raise
     except Exception as exc:
         ts = ""
         try:
