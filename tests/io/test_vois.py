@@ -907,3 +907,21 @@ def test_a_nifti_voxel_size_of_zero_or_nan_is_an_error(tmp_path, pixdim):
 
     with pytest.raises(InputError, match="image's voxel size along x"):
         load_image_file(path)
+
+
+@pytest.mark.parametrize("slope, inter", [(2.0, 0.0), (1.0, 1.0), (0.0, 5.0), (float("nan"), 0.0)])
+def test_a_label_map_whose_header_scales_its_labels_is_an_error(tmp_path, slope, inter):
+    """ITK applies scl_slope and scl_inter: a slope of 2 turned the liver (1) into the tumour (2)."""
+    import struct
+
+    ref = reference((6, 6, 6), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.ones((6, 6, 6), np.uint8)
+    labels[2:4, 2:4, 2:4] = 2
+    path = write_label_map(tmp_path / "l.nii", labels, (2.0,) * 3, (0.0,) * 3)
+    names = {1: "liver", 2: "tumour"}
+    assert volume_ml(load_vois(path, ref, label_names=names)["tumour"], ref) == pytest.approx(0.064)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<2f", raw, 112, slope, inter)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(VoiError, match="header scales its values"):
+        load_vois(path, ref, label_names=names)

@@ -73,7 +73,7 @@ def read_image_file(path: Path, error: type[VoxelDoseError], what: str) -> Any:
     keys = set(reader.GetMetaDataKeys())
     nifti = "vox_offset" in keys and "bitpix" in keys
     # ITK reports a NIfTI pixdim of 0 or NaN as 1 mm (in GetSpacing and in its metadata): read the header's own
-    declared = _nifti_pixdim(path, error, what) if nifti else spacing
+    declared = _nifti_header(path, error, what)["pixdim"] if nifti else spacing
     for axis, value in zip("xyz", declared):
         if not math.isfinite(value) or value <= 0:
             where = " (pixdim in the NIfTI header)" if nifti else ""
@@ -121,9 +121,10 @@ def _check_nifti_length(path: Path, reader: Any, size: list[int], error: type[Vo
                     "truncated; copy or re-export it")
 
 
-def _nifti_pixdim(path: Path, error: type[VoxelDoseError], what: str) -> list[float]:
-    """pixdim[1..3] as written in a NIfTI-1 (348-byte header, float32 at byte 76) or NIfTI-2
-    (540-byte header, float64 at byte 104) file, in either byte order."""
+def _nifti_header(path: Path, error: type[VoxelDoseError], what: str) -> dict[str, list[float]]:
+    """pixdim[1..3] and scl_slope, scl_inter as written in a NIfTI-1 (348-byte header: float32
+    at bytes 80 and 112) or NIfTI-2 file (540-byte header: float64 at bytes 112 and 176), in
+    either byte order. ITK reports what it substitutes, not what the file says."""
     import gzip
     import struct
 
@@ -135,7 +136,18 @@ def _nifti_pixdim(path: Path, error: type[VoxelDoseError], what: str) -> list[fl
         raise error(f"{path}: cannot read the {what}'s NIfTI header ({exc}); copy or re-export it") from None
     for order in "<>":
         if len(head) >= 348 and struct.unpack_from(f"{order}i", head, 0)[0] == 348:
-            return list(struct.unpack_from(f"{order}3f", head, 80))
+            return {"pixdim": list(struct.unpack_from(f"{order}3f", head, 80)),
+                    "scaling": list(struct.unpack_from(f"{order}2f", head, 112))}
         if len(head) >= 540 and struct.unpack_from(f"{order}i", head, 0)[0] == 540:
-            return list(struct.unpack_from(f"{order}3d", head, 112))
+            return {"pixdim": list(struct.unpack_from(f"{order}3d", head, 112)),
+                    "scaling": list(struct.unpack_from(f"{order}2d", head, 176))}
     raise error(f"{path}: the {what}'s NIfTI header does not start with its size (348 or 540 bytes); the file is damaged")
+
+
+def nifti_scaling(path: Path, error: type[VoxelDoseError], what: str) -> tuple[float, float] | None:
+    """(scl_slope, scl_inter) of a NIfTI file, or None for other formats."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    slope, inter = _nifti_header(path, error, what)["scaling"]
+    return float(slope), float(inter)

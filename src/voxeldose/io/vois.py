@@ -116,7 +116,7 @@ from ..image import Image
 from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
 from ._structured import parse
-from ._sitk import from_sitk, read_image_file, to_sitk
+from ._sitk import from_sitk, nifti_scaling, read_image_file, to_sitk
 
 __all__ = [
     "load_vois",
@@ -919,6 +919,15 @@ def _load_label_map(f: Path, reference: Image, label_names: Mapping[int, str] | 
     import SimpleITK as sitk
 
     img = read_image_file(f, VoiError, "label map")
+    scaling = nifti_scaling(f, VoiError, "label map")
+    # ITK applies a NIfTI's scl_slope and scl_inter: a slope of 2 turns label 1 into 2, another VOI
+    # (a slope of 0 means no scaling in the NIfTI-1 standard, but ITK still adds the intercept)
+    if scaling is not None and (scaling[0] not in (0.0, 1.0) or scaling[1] != 0.0):
+        raise VoiError(
+            f"{f}: the label map's NIfTI header scales its values (scl_slope {scaling[0]:g}, scl_inter {scaling[1]:g}), "
+            "so the labels read are not the labels stored; a label map stores its labels unscaled (scl_slope 0 or 1, "
+            "scl_inter 0): re-export it"
+        )
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise VoiError(
             f"{f}: a label map must be a 3-D image of integer labels, got {img.GetDimension()}-D with "
