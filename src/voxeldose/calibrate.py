@@ -94,6 +94,7 @@ import json
 import logging
 import math
 import warnings
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -285,6 +286,25 @@ def calibrate(
     """
     if not isinstance(image, Image):
         raise InputError(f"calibrate needs a voxeldose Image, got {type(image).__name__}")
+    try:
+        return _calibrate(image, case, calibration_mask, overrides)
+    except CalibrationError as exc:
+        # a scan read from files: the message names them (the series' folder), as the readers' do
+        where = _source_of(image)
+        if where and where not in str(exc):
+            raise CalibrationError(f"scan {where}: {exc}") from exc
+        raise
+
+
+def _source_of(image: Image) -> str:
+    files = image.meta.source_files
+    if not files:
+        return ""
+    return str(Path(files[0]).parent) if len(files) > 1 else str(files[0])
+
+
+def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayLike | str | None,
+               overrides: dict[str, Any]) -> ActivityMap:
     case = _resolve_case(case, overrides)
     rec0 = _Record()
     image = _described_by_case(image, case, rec0)
@@ -357,7 +377,7 @@ def calibrate(
     }
     prov["result"].update(rec.result)
     for message in rec.warnings:
-        warnings.warn(message, VoxelDoseWarning, stacklevel=2)
+        warnings.warn(message, VoxelDoseWarning, stacklevel=3)
     log.debug("calibrated %s image of case %s: %.6g MBq in total", units, case.case_id, total)
     return ActivityMap(result, prov)
 
@@ -476,6 +496,10 @@ def _described_by_case(image: Image, case: Case, rec: _Record) -> Image:
     units = image.units
     if not units:
         if case.scan_units is None:
+            if m.sop_class_uid:
+                raise CalibrationError(
+                    f"the DICOM {m.modality or 'image'} has no Units (0054,1001), so what its values measure is "
+                    "unknown; re-export the series with its units, or give scan_units (case-file key, or --scan-units)")
             raise CalibrationError(
                 "the scan's units are not known (a NIfTI, NRRD or MetaImage file does not say them): give scan_units "
                 "(case-file key, or --scan-units): BQML for a Y-90 PET in Bq/mL, CNTS for a bremsstrahlung SPECT in "

@@ -73,12 +73,28 @@ def read_image_file(path: Path, error: type[VoxelDoseError], what: str) -> Any:
     keys = set(reader.GetMetaDataKeys())
     nifti = "vox_offset" in keys and "bitpix" in keys
     # ITK reports a NIfTI pixdim of 0 or NaN as 1 mm (in GetSpacing and in its metadata): read the header's own
-    declared = _nifti_header(path, error, what)["pixdim"] if nifti else spacing
+    header = _nifti_header(path, error, what) if nifti else None
+    declared = header["pixdim"] if header else spacing
+    if header and not path.name.lower().endswith((".hdr", ".img", ".hdr.gz", ".img.gz")):
+        offset, smallest = header["vox_offset"]
+        if not math.isfinite(offset) or offset < smallest:
+            raise error(f"{path}: the {what}'s NIfTI header puts the voxels at byte {offset:g} (vox_offset), inside the "
+                        f"header (a single-file NIfTI's voxels start at byte {smallest:g} or later): the header is damaged, "
+                        "re-export the file")
     for axis, value in zip("xyz", declared):
         if not math.isfinite(value) or value <= 0:
             where = " (pixdim in the NIfTI header)" if nifti else ""
             raise error(f"{path}: the {what}'s voxel size along {axis} is {value:g}{where}; it must be a positive "
                         "number of mm: the header is damaged, re-export the file")
+    from .._checks import check_direction, check_origin, check_spacing
+    from ..errors import GeometryError
+
+    try:
+        check_spacing(spacing[:3])
+        check_origin([float(v) for v in reader.GetOrigin()][:3])
+        check_direction([float(v) for v in reader.GetDirection()] if len(size) == 3 else np.eye(3).ravel())
+    except GeometryError as exc:
+        raise error(f"{path}: the {what}'s geometry is not usable: {exc}; re-export the file") from None
     check_allocation(math.prod(size) * reader.GetNumberOfComponents(),
                      f"{path}: a {what} of {' x '.join(map(str, size))} voxels")
     if nifti:
@@ -137,10 +153,12 @@ def _nifti_header(path: Path, error: type[VoxelDoseError], what: str) -> dict[st
     for order in "<>":
         if len(head) >= 348 and struct.unpack_from(f"{order}i", head, 0)[0] == 348:
             return {"pixdim": list(struct.unpack_from(f"{order}3f", head, 80)),
-                    "scaling": list(struct.unpack_from(f"{order}2f", head, 112))}
+                    "scaling": list(struct.unpack_from(f"{order}2f", head, 112)),
+                    "vox_offset": [struct.unpack_from(f"{order}f", head, 108)[0], 352.0]}
         if len(head) >= 540 and struct.unpack_from(f"{order}i", head, 0)[0] == 540:
             return {"pixdim": list(struct.unpack_from(f"{order}3d", head, 112)),
-                    "scaling": list(struct.unpack_from(f"{order}2d", head, 176))}
+                    "scaling": list(struct.unpack_from(f"{order}2d", head, 176)),
+                    "vox_offset": [float(struct.unpack_from(f"{order}q", head, 168)[0]), 544.0]}
     raise error(f"{path}: the {what}'s NIfTI header does not start with its size (348 or 540 bytes); the file is damaged")
 
 

@@ -798,6 +798,24 @@ def _supersample(source: Any, reference: Image, first_xyz: NDArray[np.int64], si
 # =========================================================================== SEG
 
 
+def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
+    """Every frame of a SEG belongs to a segment the file defines (a frame of segment 0 was
+    dropped without a word, and a plane of the liver with it), and NumberOfFrames counts them."""
+    groups = getattr(ds, "PerFrameFunctionalGroupsSequence", None) or []
+    n_frames = int(getattr(ds, "NumberOfFrames", 0) or 0)
+    if len(groups) != n_frames:
+        raise DicomError(f"{f}: NumberOfFrames (0028,0008) is {n_frames} but PerFrameFunctionalGroupsSequence holds "
+                         f"{len(groups)} frames; the file is inconsistent, re-export it")
+    for k, group in enumerate(groups, start=1):
+        ident = getattr(group, "SegmentIdentificationSequence", None)
+        number = getattr(ident[0], "ReferencedSegmentNumber", None) if ident else None
+        if number is None or int(number) not in numbers:
+            raise DicomError(
+                f"{f}: frame {k} belongs to segment {number} (ReferencedSegmentNumber (0062,000B)), which SegmentSequence "
+                f"does not define (segments {sorted(numbers)}); the file is inconsistent, re-export it"
+            )
+
+
 def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
     import highdicom as hd
 
@@ -814,6 +832,7 @@ def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
         check_allocation(int(getattr(ds, "NumberOfFrames", 1) or 1) * int(ds.Rows) * int(ds.Columns),
                          f"{f}: a segmentation of {getattr(ds, 'NumberOfFrames', 1)} frames of {ds.Rows} x {ds.Columns}")
         _check_voi_count(len(segments), reference, f)
+        _check_seg_frames(ds, f, {n for n, _ in segments})
         volume = seg.get_volume(combine_segments=False, rescale_fractional=True, dtype=np.float32,
                                 segment_numbers=[n for n, _ in segments])
         array = np.asarray(volume.array, np.float32)
