@@ -201,7 +201,15 @@ def _is_datetime(text: Any) -> bool:
 
 # =========================================================================== DICOM image headers
 
-from tests.io.test_header_mutations import series  # noqa: E402,F401 - the PET series fixture, and its baseline
+import tests.io.test_header_mutations as _pet  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pet_series(tmp_path_factory):
+    """The header-mutation campaign's PET series (16 slices as a scanner writes them), its case
+    and the unmutated activity."""
+    return _pet.series.__wrapped__(tmp_path_factory)
+
 
 TEXT_TAGS = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "RescaleSlope",
              "RescaleIntercept", "SeriesInstanceUID", "Modality", "SOPClassUID", "Units", "DecayCorrection", "DecayFactor",
@@ -272,9 +280,9 @@ HEADER_MUTATIONS = st.one_of(
 )
 
 
-def check_header(series, root: Path, mutation) -> None:
+def check_header(pet, root: Path, mutation) -> None:
     tag, value, files = mutation
-    folder, case, baseline = series
+    folder, case, baseline = pet
     mutated = root / "pet"
     if mutated.exists():
         shutil.rmtree(mutated)
@@ -300,8 +308,8 @@ def check_header(series, root: Path, mutation) -> None:
 
 
 @pytest.mark.parametrize("n", budgets("dicom"))
-def test_fuzz_dicom_image_headers(series, tmp_path, n):
-    _run(HEADER_MUTATIONS, lambda m: check_header(series, tmp_path, m), n)
+def test_fuzz_dicom_image_headers(pet_series, tmp_path, n):
+    _run(HEADER_MUTATIONS, lambda m: check_header(pet_series, tmp_path, m), n)
 
 
 # =========================================================================== RTSTRUCT
@@ -653,15 +661,13 @@ def test_fuzz_case_files(tmp_path, n):
 
 def main(n: int) -> None:  # pragma: no cover - run by hand for the README's counts
     """Run every reader's fuzz with ``n`` inputs and print the outcome counts."""
-    import tests.io.test_header_mutations as H
-
     class Factory:
         def mktemp(self, name):
             return Path(tempfile.mkdtemp(prefix=name))
 
     os.environ["VOXELDOSE_MAX_VOXELS"] = str(FUZZ_MAX_VOXELS)
     work = Path(tempfile.mkdtemp(prefix="fuzz"))
-    pet = H.series.__wrapped__(Factory())
+    pet = pet_series.__wrapped__(Factory())
     _run(HEADER_MUTATIONS, lambda m: check_header(pet, work, m), n)
     rs = rtstruct.__wrapped__(Factory())
     _run(RT_MUTATIONS, lambda m: check_rtstruct(rs, work, m), n)
