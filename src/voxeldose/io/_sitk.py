@@ -92,7 +92,7 @@ def read_image_file(path: Path, error: type[VoxelDoseError], what: str) -> Any:
     try:
         check_spacing(spacing[:3])
         check_origin([float(v) for v in reader.GetOrigin()][:3])
-        check_direction([float(v) for v in reader.GetDirection()] if len(size) == 3 else np.eye(3).ravel())
+        check_direction([float(v) for v in reader.GetDirection()] if len(size) == 3 else [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
     except GeometryError as exc:
         raise error(f"{path}: the {what}'s geometry is not usable: {exc}; re-export the file") from None
     check_allocation(math.prod(size) * reader.GetNumberOfComponents(),

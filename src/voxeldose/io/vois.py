@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import tomllib
 import warnings
@@ -111,7 +112,7 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import DicomError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
+from ..errors import DicomError, GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image
 from ._dicom_common import read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
@@ -806,6 +807,33 @@ def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
     if len(groups) != n_frames:
         raise DicomError(f"{f}: NumberOfFrames (0028,0008) is {n_frames} but PerFrameFunctionalGroupsSequence holds "
                          f"{len(groups)} frames; the file is inconsistent, re-export it")
+    rows, cols, bits = int(ds.Rows), int(ds.Columns), int(getattr(ds, "BitsAllocated", 0) or 0)
+    kind = str(getattr(ds, "SegmentationType", "")).upper()
+    if (kind, bits) not in (("BINARY", 1), ("FRACTIONAL", 8), ("LABELMAP", 8), ("LABELMAP", 16)):
+        raise DicomError(f"{f}: SegmentationType {kind or '(none)'} with BitsAllocated {bits}: a BINARY SEG has 1 bit per "
+                         "pixel and a FRACTIONAL one 8 (PS3.3 C.8.20.2); re-export it")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and not syntax.is_compressed and "PixelData" in ds:
+        expected = (n_frames * rows * cols * bits + 7) // 8
+        if len(ds.PixelData) not in (expected, expected + expected % 2):
+            raise DicomError(
+                f"{f}: the pixel data holds {len(ds.PixelData)} bytes but {n_frames} frames of Rows {rows} x Columns "
+                f"{cols} at {bits} bit(s) describe {expected}: a wrong Rows, Columns or NumberOfFrames, or a truncated "
+                "file; re-export it"
+            )
+    shared = (getattr(ds, "SharedFunctionalGroupsSequence", None) or [None])[0]
+    for k, group in enumerate([shared, *groups]):
+        measures = getattr(group, "PixelMeasuresSequence", None) if group is not None else None
+        if measures and "PixelSpacing" in measures[0]:
+            spacing = measures[0].PixelSpacing
+            values = list(spacing) if type(spacing).__name__ == "MultiValue" else [spacing]
+            try:
+                ok = len(values) == 2 and all(math.isfinite(float(v)) and float(v) > 0 for v in values)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise DicomError(f"{f}: PixelSpacing (0028,0030) {values!r} in the {'shared' if k == 0 else f'frame {k}'} "
+                                 "pixel measures must be two positive numbers; re-export it")
     for k, group in enumerate(groups, start=1):
         ident = getattr(group, "SegmentIdentificationSequence", None)
         number = getattr(ident[0], "ReferencedSegmentNumber", None) if ident else None
@@ -824,15 +852,16 @@ def _load_seg(f: Path, reference: Image, registered: bool) -> list[_Loaded]:
         raise DicomError(f"{f}: not a DICOM file")
     _check_frame_of_reference(str(getattr(ds, "FrameOfReferenceUID", "") or "") or None, reference, registered, str(f))
     try:
-        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        # sizes and references first, from the dataset: highdicom works through every frame
         segments = [(int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "") or "").strip())
-                    for item in seg.SegmentSequence]
+                    for item in ds.SegmentSequence]
         from .._checks import check_allocation
 
         check_allocation(int(getattr(ds, "NumberOfFrames", 1) or 1) * int(ds.Rows) * int(ds.Columns),
                          f"{f}: a segmentation of {getattr(ds, 'NumberOfFrames', 1)} frames of {ds.Rows} x {ds.Columns}")
         _check_voi_count(len(segments), reference, f)
         _check_seg_frames(ds, f, {n for n, _ in segments})
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
         volume = seg.get_volume(combine_segments=False, rescale_fractional=True, dtype=np.float32,
                                 segment_numbers=[n for n, _ in segments])
         array = np.asarray(volume.array, np.float32)
@@ -878,7 +907,10 @@ def _image_from_affine(array: NDArray[np.float32], affine: NDArray[np.float64], 
     direction = np.stack([unit[:, 2], unit[:, 1], unit[:, 0]], axis=1)  # columns: i (x), j (y), k (z)
     spacing = (float(spacing_kji[2]), float(spacing_kji[1]), float(spacing_kji[0]))
     origin = (float(affine[0, 3]), float(affine[1, 3]), float(affine[2, 3]))
-    return Image(np.ascontiguousarray(array), spacing, origin, tuple(float(v) for v in direction.reshape(-1)))
+    try:
+        return Image(np.ascontiguousarray(array), spacing, origin, tuple(float(v) for v in direction.reshape(-1)))
+    except GeometryError as exc:
+        raise DicomError(f"{f}: the segmentation's geometry is not usable: {exc}; re-export it") from None
 
 
 # =========================================================================== label maps
