@@ -925,3 +925,46 @@ def test_a_label_map_whose_header_scales_its_labels_is_an_error(tmp_path, slope,
     path.write_bytes(bytes(raw))
     with pytest.raises(VoiError, match="header scales its values"):
         load_vois(path, ref, label_names=names)
+
+
+def _small_seg(tmp_path):
+    """A SEG of two segments (each frame names its segment in its own functional group)."""
+    ct = ct_series((6, 8, 10), (2.0, 2.0, 2.0), (-10.0, -8.0, 0.0))
+    ref = series_image(ct)
+    liver = np.zeros(ref.shape, bool)
+    liver[1:5, 2:7, 2:9] = True
+    lesion = np.zeros(ref.shape, bool)
+    lesion[2:4, 3:5, 4:6] = True
+    return write_seg(tmp_path / "seg.dcm", {"liver": liver, "tumour_1": lesion}, ct), ref
+
+
+def test_a_one_segment_seg_names_its_segment_in_the_shared_groups(tmp_path):
+    ct = ct_series((6, 8, 10), (2.0, 2.0, 2.0), (-10.0, -8.0, 0.0))
+    ref = series_image(ct)
+    liver = np.zeros(ref.shape, bool)
+    liver[1:5, 2:7, 2:9] = True
+    path = write_seg(tmp_path / "seg.dcm", {"liver": liver}, ct)
+    ds = pydicom.dcmread(path)
+    assert "SegmentIdentificationSequence" in ds.SharedFunctionalGroupsSequence[0]
+    assert volume_ml(load_vois(path, ref)["liver"], ref) == pytest.approx(4 * 5 * 7 * 8e-3)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda ds: setattr(ds, "Rows", 1), r"pixel data holds \d+ bytes but 6 frames of Rows 1"),
+    (lambda ds: setattr(ds.PerFrameFunctionalGroupsSequence[1].SegmentIdentificationSequence[0],
+                        "ReferencedSegmentNumber", 0), "frame 2 belongs to segment 0"),
+    (lambda ds: setattr(ds, "NumberOfFrames", 3), "NumberOfFrames .* is 3 but PerFrameFunctionalGroupsSequence holds 6"),
+    (lambda ds: setattr(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0], "PixelSpacing", "1\\1\\"),
+     "PixelSpacing .* must be two positive numbers"),
+    (lambda ds: setattr(ds, "BitsAllocated", 8), "BINARY with BitsAllocated 8"),
+])
+def test_a_seg_whose_header_does_not_describe_its_frames_is_an_error(tmp_path, change, words):
+    """Found by the fuzz suite: a wrong Rows sheared the masks, a frame of segment 0 was dropped
+    (and a plane of the liver with it), a third PixelSpacing value was ignored."""
+    path, ref = _small_seg(tmp_path)
+    assert volume_ml(load_vois(path, ref)["liver"], ref) == pytest.approx(4 * 5 * 7 * 8e-3)
+    ds = pydicom.dcmread(path)
+    change(ds)
+    ds.save_as(path)
+    with pytest.raises(DicomError, match=words):
+        load_vois(path, ref)

@@ -834,8 +834,9 @@ def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
             if not ok:
                 raise DicomError(f"{f}: PixelSpacing (0028,0030) {values!r} in the {'shared' if k == 0 else f'frame {k}'} "
                                  "pixel measures must be two positive numbers; re-export it")
+    shared_ident = getattr(shared, "SegmentIdentificationSequence", None) if shared is not None else None
     for k, group in enumerate(groups, start=1):
-        ident = getattr(group, "SegmentIdentificationSequence", None)
+        ident = getattr(group, "SegmentIdentificationSequence", None) or shared_ident  # per frame, or shared by all
         number = getattr(ident[0], "ReferencedSegmentNumber", None) if ident else None
         if number is None or int(number) not in numbers:
             raise DicomError(
