@@ -491,9 +491,11 @@ def check_seg(seg, root: Path, mutation) -> None:
     def same(vois) -> bool:
         return vois.keys() == baseline.keys() and all(np.allclose(vois[k].array, baseline[k], atol=1e-6) for k in vois)
 
-    # any label, or none (the segment is then named segment_<number>); another pixel size
-    valid = field == "SegmentLabel" or field == "PixelSpacing" and (_numbers(value, 2) or [0]) and all(
-        x > 0 for x in (_numbers(value, 2) or [0]))
+    # any label, or none (the segment is then named segment_<number>); another pixel size; a frame
+    # given to the other segment (both are valid segmentations)
+    valid = (field == "SegmentLabel"
+             or field == "PixelSpacing" and all(x > 0 for x in (_numbers(value, 2) or [0]))
+             or field == "ReferencedSegmentNumber" and value in (1, 2, "1", "2"))
     _outcome("seg", lambda: voxeldose.load_vois(mutated, ref), same, valid, (str(mutated),))
 
 
