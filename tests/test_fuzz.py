@@ -260,18 +260,10 @@ def _valid_header(tag: str, value: Any, files: str) -> bool:
 
 
 def _mutate_header(ds, tag: str, value: Any) -> None:
-    target = ds
-    if tag.startswith("item:"):
-        tag = tag[5:]
-        target = ds.RadiopharmaceuticalInformationSequence[0]
-    if value is None:
-        if tag in target:
-            delattr(target, tag)
-        return
-    if tag == "PixelData":
+    if tag == "PixelData":  # cut by -value bytes, or extended by value
         ds.PixelData = ds.PixelData[: max(0, len(ds.PixelData) + value)] if value < 0 else ds.PixelData + bytes(value)
-        return
-    setattr(target, tag, value)
+    else:
+        _pet._mutate(ds, tag, value)  # the campaign's: delete on None, "item:" for the radiopharmaceutical item
 
 
 HEADER_MUTATIONS = st.one_of(
@@ -389,28 +381,40 @@ def _valid_rtstruct(field: str, value: Any) -> bool:
     return False
 
 
+def _write_mutated(path: Path, mutated: Path, reader: str, field: str, fraction: float,
+                   mutate: Callable[[Any], None]) -> bool:
+    """Write ``path`` mutated to ``mutated``: cut to ``fraction`` of its bytes (field "truncate"),
+    or read, changed by ``mutate`` and saved; False (counted) where pydicom refuses the value."""
+    if field == "truncate":
+        data = path.read_bytes()
+        mutated.write_bytes(data[: int(len(data) * fraction)])
+        return True
+    ds = pydicom.dcmread(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mutate(ds)
+            ds.save_as(mutated)
+    except Exception:  # noqa: BLE001 - pydicom refuses to write this value: not an input
+        OUTCOMES[(reader, "unwritable")] += 1
+        return False
+    return True
+
+
+def _same_vois(baseline: dict[str, np.ndarray]) -> Callable[[Any], bool]:
+    def same(vois) -> bool:
+        return vois.keys() == baseline.keys() and all(np.allclose(vois[k].array, baseline[k], atol=1e-6) for k in vois)
+
+    return same
+
+
 def check_rtstruct(rtstruct, root: Path, mutation) -> None:
     field, roi, contour, value, fraction = mutation
     path, ref, baseline = rtstruct
     mutated = root / "rs.dcm"
-    if field == "truncate":
-        data = path.read_bytes()
-        mutated.write_bytes(data[: int(len(data) * fraction)])
-    else:
-        ds = pydicom.dcmread(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _mutate_rtstruct(ds, field, roi, contour, value)
-                ds.save_as(mutated)
-        except Exception:  # noqa: BLE001 - pydicom refuses to write this value
-            OUTCOMES[("rtstruct", "unwritable")] += 1
-            return
-
-    def same(vois) -> bool:
-        return vois.keys() == baseline.keys() and all(np.allclose(vois[k].array, baseline[k], atol=1e-6) for k in vois)
-
-    _outcome("rtstruct", lambda: voxeldose.load_vois(mutated, ref), same, _valid_rtstruct(field, value), (str(mutated),))
+    if _write_mutated(path, mutated, "rtstruct", field, fraction, lambda ds: _mutate_rtstruct(ds, field, roi, contour, value)):
+        _outcome("rtstruct", lambda: voxeldose.load_vois(mutated, ref), _same_vois(baseline),
+                 _valid_rtstruct(field, value), (str(mutated),))
 
 
 @pytest.mark.parametrize("n", budgets("rtstruct"))
@@ -422,17 +426,10 @@ def test_fuzz_rtstruct(rtstruct, tmp_path, n):
 
 @pytest.fixture(scope="module")
 def seg(tmp_path_factory):
-    from tests.io.test_vois import ct_series, series_image
-    from voxeldose.io.write_vois import write_seg
+    """A binary SEG of two segments (liver, tumour_1) on a 6 x 8 x 10 CT grid, and its masks."""
+    from tests.io.test_vois import _small_seg
 
-    folder = tmp_path_factory.mktemp("seg")
-    ct = ct_series((6, 8, 10), (2.0, 2.0, 2.0), (-10.0, -8.0, 0.0))
-    ref = series_image(ct)
-    liver = np.zeros(ref.shape, bool)
-    liver[1:5, 2:7, 2:9] = True
-    lesion = np.zeros(ref.shape, bool)
-    lesion[2:4, 3:5, 4:6] = True
-    path = write_seg(folder / "seg.dcm", {"liver": liver, "tumour_1": lesion}, ct)
+    path, ref = _small_seg(tmp_path_factory.mktemp("seg"))
     return path, ref, {k: v.array for k, v in voxeldose.load_vois(path, ref).items()}
 
 
@@ -474,29 +471,14 @@ def check_seg(seg, root: Path, mutation) -> None:
     field, segment, frame, value, fraction = mutation
     path, ref, baseline = seg
     mutated = root / "seg.dcm"
-    if field == "truncate":
-        data = path.read_bytes()
-        mutated.write_bytes(data[: int(len(data) * fraction)])
-    else:
-        ds = pydicom.dcmread(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _mutate_seg(ds, field, segment, frame, value)
-                ds.save_as(mutated)
-        except Exception:  # noqa: BLE001 - pydicom refuses to write this value
-            OUTCOMES[("seg", "unwritable")] += 1
-            return
-
-    def same(vois) -> bool:
-        return vois.keys() == baseline.keys() and all(np.allclose(vois[k].array, baseline[k], atol=1e-6) for k in vois)
-
+    if not _write_mutated(path, mutated, "seg", field, fraction, lambda ds: _mutate_seg(ds, field, segment, frame, value)):
+        return
     # any label, or none (the segment is then named segment_<number>); another pixel size; a frame
     # given to the other segment (both are valid segmentations)
     valid = (field == "SegmentLabel"
              or field == "PixelSpacing" and all(x > 0 for x in (_numbers(value, 2) or [0]))
              or field == "ReferencedSegmentNumber" and value in (1, 2, "1", "2"))
-    _outcome("seg", lambda: voxeldose.load_vois(mutated, ref), same, valid, (str(mutated),))
+    _outcome("seg", lambda: voxeldose.load_vois(mutated, ref), _same_vois(baseline), valid, (str(mutated),))
 
 
 @pytest.mark.parametrize("n", budgets("seg"))
@@ -529,9 +511,14 @@ def label_map(tmp_path_factory):
 NIFTI_FIELDS = {"dim0": (40, "<h"), "dim1": (42, "<h"), "dim2": (44, "<h"), "dim3": (46, "<h"), "dim4": (48, "<h"),
                 "datatype": (70, "<h"), "bitpix": (72, "<h"), "pixdim0": (76, "<f"), "pixdim1": (80, "<f"),
                 "pixdim2": (84, "<f"), "pixdim3": (88, "<f"), "vox_offset": (108, "<f"), "scl_slope": (112, "<f"),
-                "scl_inter": (116, "<f"), "qform_code": (252, "<h"), "sform_code": (254, "<h"),
-                "quatern_b": (256, "<f"), "qoffset_x": (268, "<f"), "srow_x0": (280, "<f"), "srow_x3": (292, "<f"),
-                "sizeof_hdr": (0, "<i")}
+                "scl_inter": (116, "<f"), "qform_code": (252, "<h"), "sform_code": (254, "<h"), "sizeof_hdr": (0, "<i"),
+                **{f"quatern_{c}": (256 + 4 * i, "<f") for i, c in enumerate("bcd")},
+                **{f"qoffset_{c}": (268 + 4 * i, "<f") for i, c in enumerate("xyz")},
+                **{f"srow_{c}{j}": (280 + 16 * i + 4 * j, "<f") for i, c in enumerate("xyz") for j in range(4)}}
+
+#: The fields that place the voxels in space: another finite value is another valid geometry.
+GEOMETRY_FIELDS = {"pixdim0", *(f for f in NIFTI_FIELDS if f.startswith(("quatern", "qoffset", "srow"))),
+                   "qform_code", "sform_code"}
 LABEL_MUTATIONS = st.one_of(
     st.tuples(st.sampled_from(sorted(NIFTI_FIELDS)), st.one_of(_NUMBERS, _INTS), st.booleans()),
     st.tuples(st.just("truncate"), st.floats(0.0, 1.0), st.booleans()),
@@ -544,9 +531,24 @@ def _valid_label_map(field: str, value: Any) -> bool:
     (the qform's handedness, +-1 by the standard and taken as 1 otherwise)."""
     if field in ("pixdim1", "pixdim2", "pixdim3"):
         return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-    if field in ("quatern_b", "qoffset_x", "srow_x0", "srow_x3", "pixdim0", "qform_code", "sform_code"):
+    if field in GEOMETRY_FIELDS:
         return isinstance(value, (int, float)) and math.isfinite(value)
     return False
+
+
+def _header_fields(raw: bytes) -> dict[str, Any]:
+    return {name: struct.unpack_from(fmt, raw, offset)[0] for name, (offset, fmt) in NIFTI_FIELDS.items()}
+
+
+def _valid_flip(original: bytes, raw: bytes, offset: int) -> bool:
+    """A flipped byte is another valid file when it lies in the voxels (another label: an
+    unnamed one is skipped with a warning) or changes only fields of the valid geometry."""
+    if offset >= 352:
+        return True
+    before, after = _header_fields(original), _header_fields(raw)
+    changed = [name for name in NIFTI_FIELDS if not (before[name] == after[name] or before[name] != before[name]
+                                                     and after[name] != after[name])]
+    return bool(changed) and all(_valid_label_map(name, after[name]) for name in changed)
 
 
 def check_label_map(label_map, root: Path, mutation) -> None:
@@ -574,12 +576,9 @@ def check_label_map(label_map, root: Path, mutation) -> None:
     else:
         mutated.write_bytes(bytes(raw))
 
-    def same(vois) -> bool:
-        return vois.keys() == baseline.keys() and all(np.allclose(vois[k].array, baseline[k], atol=1e-6) for k in vois)
-
-    # a flipped data byte is another valid label (0 <-> 255): unnamed labels are skipped with a warning
-    _outcome("label map", lambda: voxeldose.load_vois(mutated, ref, label_names=names), same,
-             _valid_label_map(field, value) or (field == "flip-byte" and value % len(raw) >= 352), (str(mutated),))
+    valid = _valid_flip(data, bytes(raw), value % len(raw)) if field == "flip-byte" else _valid_label_map(field, value)
+    _outcome("label map", lambda: voxeldose.load_vois(mutated, ref, label_names=names), _same_vois(baseline), valid,
+             (str(mutated),))
 
 
 @pytest.mark.parametrize("n", budgets("label map"))

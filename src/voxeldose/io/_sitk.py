@@ -132,9 +132,10 @@ def _check_nifti_length(path: Path, reader: Any, size: list[int], error: type[Vo
                         "it") from None
     else:
         length = path.stat().st_size
-    if length < needed:
-        raise error(f"{path}: the {what} holds {length:,} bytes but its header describes {needed:,}: the file is "
-                    "truncated; copy or re-export it")
+    if length != needed:  # more bytes than described: a wrong dim or datatype, read sheared
+        raise error(f"{path}: the {what} holds {length:,} bytes but its header describes {needed:,} (vox_offset + "
+                    f"voxels x bitpix / 8): {'the file is truncated' if length < needed else 'a wrong dim or datatype'}; "
+                    "copy or re-export it")
 
 
 def _nifti_header(path: Path, error: type[VoxelDoseError], what: str) -> dict[str, list[float]]:
