@@ -968,3 +968,18 @@ def test_a_seg_whose_header_does_not_describe_its_frames_is_an_error(tmp_path, c
     ds.save_as(path)
     with pytest.raises(DicomError, match=words):
         load_vois(path, ref)
+
+
+def test_a_nifti_label_map_with_more_bytes_than_its_header_describes_is_an_error(tmp_path):
+    """Found by the fuzz suite: dim[1] = 5 for a 10-wide map read the labels sheared."""
+    import struct
+
+    ref = reference((6, 8, 10), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros((6, 8, 10), np.uint8)
+    labels[1:5, 2:7, 2:9] = 1
+    path = write_label_map(tmp_path / "l.nii", labels, (2.0,) * 3, (0.0,) * 3)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<h", raw, 42, 5)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(VoiError, match="holds 832 bytes but its header describes 592.*a wrong dim or datatype"):
+        load_vois(path, ref, label_names={1: "liver"})
