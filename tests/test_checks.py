@@ -56,7 +56,7 @@ def test_the_allocation_limit_is_stated_and_configurable(monkeypatch):
 
     assert max_voxels() == MAX_VOXELS == 2**29
     check_allocation(MAX_VOXELS, "a full-size CT")
-    with pytest.raises(InputError, match=r"a header needs 536,870,913 voxels, more than .* limit of 536,870,912 \(2.0 GiB"):
+    with pytest.raises(InputError, match=r"a header needs 536,870,913 voxels, more than .* limit of 536,870,912 \(2 GiB"):
         check_allocation(MAX_VOXELS + 1, "a header")
     monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", "10")
     with pytest.raises(InputError, match="limit of 10 "):

@@ -53,7 +53,7 @@ def check_allocation(n_voxels: int, what: str, fix: str = "") -> None:
     if int(n_voxels) > limit:
         raise InputError(
             f"{what} needs {int(n_voxels):,} voxels, more than voxeldose's limit of {limit:,} "
-            f"({limit * 4 / 2**30:.1f} GiB as float32); {fix or 'is the header corrupt?'} "
+            f"({limit * 4 / 2**30:.3g} GiB as float32); {fix or 'is the header corrupt?'} "
             "(a machine with the memory for more can raise the limit with VOXELDOSE_MAX_VOXELS)"
         )
 

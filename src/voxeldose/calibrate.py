@@ -335,7 +335,7 @@ def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayL
         out, t_admin = _calibrate_pet(values, image, case, calibration_mask, rec)
     else:
         raise CalibrationError(
-            f"cannot calibrate an image in units {image.units!r} (modality {image.meta.modality!r}): "
+            f"cannot calibrate an image in units {image.units!r} (Units (0054,1001); modality {image.meta.modality!r}): "
             "supported are Y-90 PET in Bq/mL (units 'BQML', modality 'PT'), bremsstrahlung SPECT in "
             "counts (units 'CNTS' or 'CPS', or modality 'NM'), and activity maps already in MBq per "
             "voxel (units 'MBQ'); a CT (HU) or a dose map cannot be calibrated"

@@ -620,7 +620,7 @@ def test_rows_that_do_not_match_the_pixel_data_are_refused(tmp_path, rows):
         ds = pydicom.dcmread(p)
         ds.Rows = rows
         ds.save_as(p)
-    with pytest.raises(voxeldose.DicomError, match=r"pixel data holds \d+ bytes.*(wrong Rows|truncated)"):
+    with pytest.raises(voxeldose.DicomError, match=r"PixelData \(7FE0,0010\) holds \d+ bytes.*(wrong Rows|truncated)"):
         load_image(tmp_path / "pet")
 
 
@@ -633,7 +633,7 @@ def test_spect_number_of_frames_must_match_the_pixel_data(tmp_path, frames):
     ds = pydicom.dcmread(path)
     ds.NumberOfFrames = frames
     ds.save_as(path)
-    with pytest.raises(voxeldose.DicomError, match="NumberOfFrames|pixel data holds"):
+    with pytest.raises(voxeldose.DicomError, match="NumberOfFrames|PixelData .* holds"):
         load_image(path)
 
 
@@ -684,7 +684,7 @@ def test_series_values_must_agree_in_every_file(tmp_path, keyword, value, which)
     ({"BitsStored": 17}, "BitsStored must be at most BitsAllocated"),
     ({"SamplesPerPixel": 3}, "one sample per pixel"),
     ({"PhotometricInterpretation": "RGB"}, "MONOCHROME2"),
-    ({"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7}, r"pixel data holds 60 bytes.*describe 30: a wrong Rows, Columns, NumberOfFrames or BitsAllocated"),
+    ({"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7}, r"PixelData \(7FE0,0010\) holds 60 bytes.*BitsAllocated 8 describe 30: a wrong Rows, Columns, NumberOfFrames or BitsAllocated"),
 ])
 @pytest.mark.parametrize("which", ["one", "all"])
 def test_bit_depths_that_do_not_describe_the_pixels_are_refused(tmp_path, changes, words, which):
@@ -710,3 +710,15 @@ def test_bits_stored_below_bits_allocated_reads_values_that_fit(tmp_path):
         ds.BitsStored, ds.HighBit = 12, 11
         ds.save_as(p)
     np.testing.assert_allclose(load_image(tmp_path / "ct").array, hu.array, atol=1e-3)
+
+
+@pytest.mark.parametrize("keyword", ["Rows", "Columns", "Modality"])
+def test_an_image_file_without_what_makes_it_an_image_is_an_error_not_skipped(tmp_path, keyword):
+    """Found by checking the fuzz suite's messages: a PET slice without Rows or Modality was
+    skipped as 'not an image', and the error that followed named its neighbours' spacing."""
+    paths = sorted(_write_pet(tmp_path / "pet", _image(shape=(5, 6, 5)), names="ordered"))
+    ds = pydicom.dcmread(paths[2])
+    delattr(ds, keyword)
+    ds.save_as(paths[2])
+    with pytest.raises(voxeldose.DicomError, match=f"{paths[2].name}: the file is a PET, NM or CT image .* no {keyword}"):
+        load_image(tmp_path / "pet")

@@ -159,8 +159,14 @@ def _damaged(path: Path, ds: Any | None) -> str | None:
     declared = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if len(ds) == 0:
         return "the file holds its file meta information but no data set: truncated"
-    if declared in _IMAGE_SOPS and "PixelData" not in ds:
-        return "the file declares an image (MediaStorageSOPClassUID) but holds no pixel data: truncated"
+    if declared in _IMAGE_SOPS or str(getattr(ds, "SOPClassUID", "")) in _IMAGE_SOPS:
+        # a PET, NM or CT image that lacks what makes it one: not another kind of file to skip
+        missing = [k for k in ("Modality", "Rows", "Columns", "PixelData") if k not in ds or ds.get(k) in (None, "")]
+        if missing:
+            return f"the file is a PET, NM or CT image (its SOP class) but has no {', '.join(missing)}: damaged"
+        modality = str(ds.Modality).upper()
+        if modality not in IMAGE_MODALITIES:
+            return f"the file is a PET, NM or CT image (its SOP class) but its Modality (0008,0060) is {modality!r}"
     return None
 
 
@@ -660,9 +666,10 @@ def _check_pixel_size(path: Path, ds: Any) -> None:
     if not 1 <= stored <= allocated or high != stored - 1:
         raise DicomError(f"{where}: BitsAllocated {allocated}, BitsStored {stored}, HighBit {high}: BitsStored must be at "
                          "most BitsAllocated and HighBit BitsStored - 1 (PS3.3 C.7.6.3); re-export the series")
-    check_allocation(rows * cols * frames, f"{where}: an image of {frames} frame(s) of {rows} x {cols} pixels")
-    if "PixelData" not in ds:
-        raise DicomError(f"{where}: no PixelData (7FE0,0010)")
+    check_allocation(rows * cols * frames,
+                     f"{where}: an image of {frames} frame(s) (NumberOfFrames) of {rows} x {cols} pixels (Rows x Columns)")
+    if "PixelData" not in ds or not ds.PixelData:
+        raise DicomError(f"{where}: no PixelData (7FE0,0010), or an empty one; re-export the series")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or getattr(syntax, "is_compressed", True):
         return  # encapsulated: the decoder checks the frames it finds
@@ -673,8 +680,8 @@ def _check_pixel_size(path: Path, ds: Any) -> None:
     length = len(ds.PixelData)
     if length not in (expected, expected + expected % 2):
         raise DicomError(
-            f"{where}: the pixel data holds {length} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) "
-            f"x {bits} bits describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns, NumberOfFrames or BitsAllocated'}; "
+            f"{where}: the PixelData (7FE0,0010) holds {length} bytes but Rows {rows} x Columns {cols} x NumberOfFrames "
+            f"{frames} x BitsAllocated {bits} describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns, NumberOfFrames or BitsAllocated'}; "
             "re-export the series"
         )
 
@@ -773,7 +780,8 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
         if np.abs(iop - iop0).max() > ORIENTATION_TOLERANCE:
             raise GeometryError(f"{where}: ImageOrientationPatient {iop.tolist()} differs from {where0}'s {iop0.tolist()}")
         if (_int(ds, "Rows", None, where), _int(ds, "Columns", None, where)) != (rows, cols):
-            raise GeometryError(f"{where}: matrix {ds.Rows}x{ds.Columns} differs from {where0}'s {rows}x{cols}")
+            raise GeometryError(f"{where}: matrix (Rows x Columns) {ds.Rows}x{ds.Columns} differs from {where0}'s "
+                                f"{rows}x{cols}")
         if np.abs(_floats(ds, "PixelSpacing", 2, where) - spacing_rc).max() > 1e-4:
             raise GeometryError(f"{where}: PixelSpacing differs from {where0}'s {spacing_rc.tolist()}")
         positions.append(_floats(ds, "ImagePositionPatient", 3, where))
@@ -782,7 +790,8 @@ def _classic_series(items: list[tuple[Path, Any]]) -> Image:
     order, step = stack.order, stack.step
     from .._checks import check_allocation
 
-    check_allocation(len(items) * rows * cols, f"{where0}: a series of {len(items)} slices of {rows} x {cols} pixels")
+    check_allocation(len(items) * rows * cols,
+                     f"{where0}: a series of {len(items)} slices of {rows} x {cols} pixels (Rows x Columns)")
     volume = np.empty((len(items), rows, cols), np.float32)
     for k, idx in enumerate(order):
         path = items[idx][0]
@@ -1009,7 +1018,7 @@ def load_image(
     elif len(series) > 1:
         listing = "\n  ".join(_info(u, i).line() for u, i in series.items())
         raise DicomError(
-            f"{where} holds {len(series)} image series; choose one with series_uid "
+            f"{where} holds {len(series)} image series (by SeriesInstanceUID); choose one with series_uid "
             f"(--series-uid on the command line):\n  {listing}"
         )
     else:
@@ -1041,5 +1050,6 @@ def _assemble(items: list[tuple[Path, Any]], where: str) -> Image:
         return _nm_multiframe(first_path, first)
     multi = [str(p) for p, d in items if _frames(d, str(p)) > 1]
     if multi:
-        raise DicomError(f"{multi[0]}: a multi-frame file inside a single-frame series; export one series per folder")
+        raise DicomError(f"{multi[0]}: a multi-frame file (NumberOfFrames > 1) inside a single-frame series; export one "
+                         "series per folder")
     return _classic_series(items)
