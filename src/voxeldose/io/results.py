@@ -720,8 +720,9 @@ def reserve_out(out: "str | os.PathLike[str]", force: bool) -> Iterator[Path]:
     others = [e for e in parent.glob(f".{glob.escape(out_dir.name)}.lock-*") if _WORKING.match(e.name)]
     if others:
         raise OutputError(
-            f"--out {out_dir}: another voxeldose run is writing this folder ({others[0].name}); wait for it to finish "
-            "or choose another folder"
+            f"--out {out_dir}: another voxeldose run is writing this folder (its lock {others[0].name} is beside it); "
+            "wait for it to finish or choose another folder (a lock left by a run on another machine that is no longer "
+            "running can be deleted)"
         )
     try:
         lock.touch(exist_ok=False)
@@ -730,7 +731,7 @@ def reserve_out(out: "str | os.PathLike[str]", force: bool) -> Iterator[Path]:
     _HELD[out_dir] = 1
     try:
         others = [e for e in parent.glob(f".{glob.escape(out_dir.name)}.lock-*") if e != lock]
-        if others:  # two runs created their locks at once: the later name gives way
+        if others:  # two runs created their locks at once: both refuse, neither writes
             raise OutputError(f"--out {out_dir}: another voxeldose run is writing this folder ({others[0].name}); "
                               "choose another folder")
         yield out_dir
