@@ -5,7 +5,8 @@ Hypothesis generates mutations of small valid inputs (seeded: ``derandomize=True
 database, so every run tries the same inputs). For each generated input the reader must end in
 one of these outcomes:
 
-- ``error``: a :class:`voxeldose.VoxelDoseError` whose message names the file (or its folder);
+- ``error``: a :class:`voxeldose.VoxelDoseError` whose message names the file (or its folder) and,
+  for an image header, a DICOM attribute (keyword or tag);
 - ``equal``: a result equal to the unmutated one;
 - ``warned``: a changed result explained by a :class:`voxeldose.VoxelDoseWarning` raised by the
   same call (a skipped contour, an unnamed label);
@@ -28,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -90,8 +92,10 @@ def _bounded(reader: str):
         signal.signal(signal.SIGALRM, old)
 
 
-def _outcome(reader: str, call: Callable[[], Any], same: Callable[[Any], bool], valid: bool, names: tuple[str, ...]) -> str:
-    """Run ``call`` and classify what it did (see the module docstring); fail on anything else."""
+def _outcome(reader: str, call: Callable[[], Any], same: Callable[[Any], bool], valid: bool, names: tuple[str, ...],
+             tag: re.Pattern[str] | None = None) -> str:
+    """Run ``call`` and classify what it did (see the module docstring); fail on anything else.
+    An error must name one of ``names`` (the file or its folder) and match ``tag`` if given."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -101,6 +105,7 @@ def _outcome(reader: str, call: Callable[[], Any], same: Callable[[Any], bool], 
             text = str(exc)
             assert text, f"{reader}: an error without a message"
             assert any(n in text for n in names), f"{reader}: the message does not name the file: {text}"
+            assert tag is None or tag.search(text), f"{reader}: the message names no DICOM attribute: {text}"
             outcome = "error"
         else:
             if same(result):
@@ -273,6 +278,15 @@ HEADER_MUTATIONS = st.one_of(
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _attribute() -> re.Pattern[str]:
+    """A DICOM keyword (pydicom's dictionary) or a tag as (gggg,eeee): what a header error names."""
+    from pydicom.datadict import keyword_dict
+
+    keywords = sorted((k for k in keyword_dict if len(k) > 3), key=len, reverse=True)
+    return re.compile(r"(\b(?:" + "|".join(keywords) + r")\b|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\))")
+
+
 def check_header(pet, root: Path, mutation) -> None:
     tag, value, files = mutation
     folder, case, baseline = pet
@@ -297,7 +311,7 @@ def check_header(pet, root: Path, mutation) -> None:
                 and np.allclose(result.array, baseline.array, rtol=1e-6, atol=1e-9 * float(np.abs(baseline.array).max())))
 
     _outcome("dicom", lambda: voxeldose.calibrate(voxeldose.load_image(mutated), case).image, same,
-             _valid_header(tag, value, files), (str(mutated),))
+             _valid_header(tag, value, files), (str(mutated),), _attribute())
 
 
 @pytest.mark.parametrize("n", budgets("dicom"))
