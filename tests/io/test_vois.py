@@ -983,3 +983,14 @@ def test_a_nifti_label_map_with_more_bytes_than_its_header_describes_is_an_error
     path.write_bytes(bytes(raw))
     with pytest.raises(VoiError, match="holds 832 bytes but its header describes 592.*a wrong dim or datatype"):
         load_vois(path, ref, label_names={1: "liver"})
+
+
+def test_a_seg_frame_placed_far_away_is_refused_before_the_volume_is_made(tmp_path, monkeypatch):
+    """Found by the fuzz suite: one frame at z = 77.6 m made highdicom build a volume of 38,819 planes."""
+    path, ref = _small_seg(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient = [0.0, 0.0, 77638.0]
+    ds.save_as(path)
+    monkeypatch.setenv("VOXELDOSE_MAX_VOXELS", str(2**20))
+    with pytest.raises(InputError, match=r"spanning 776\d\d mm in planes 2 mm apart .*ImagePositionPatient"):
+        load_vois(path, ref)

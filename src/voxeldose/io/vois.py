@@ -799,6 +799,30 @@ def _supersample(source: Any, reference: Image, first_xyz: NDArray[np.int64], si
 # =========================================================================== SEG
 
 
+def _check_seg_extent(ds: Any, f: Path, groups: Any, shared: Any, per_plane: int) -> None:
+    """The volume highdicom builds spans the frames' planes at their smallest spacing: a frame
+    placed 78 m away asks for tens of thousands of planes. Checked against the allocation limit."""
+    from .._checks import check_allocation
+
+    orient = getattr(shared, "PlaneOrientationSequence", None) if shared is not None else None
+    try:
+        iop = np.array([float(v) for v in orient[0].ImageOrientationPatient], float) if orient else None
+        positions = np.array([[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient] for g in groups], float)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return  # highdicom reports what is missing or malformed
+    if iop is None or iop.size != 6 or positions.ndim != 2 or positions.shape[1] != 3 or not np.isfinite(positions).all():
+        return
+    normal = np.cross(iop[:3], iop[3:])
+    planes = np.unique(np.round(positions @ normal, 3))
+    gaps = np.diff(planes)
+    gaps = gaps[gaps > 0.01]
+    if gaps.size:
+        n_planes = int(round(float(planes[-1] - planes[0]) / float(gaps.min()))) + 1
+        check_allocation(n_planes * per_plane, f"{f}: a segmentation spanning {float(planes[-1] - planes[0]):.6g} mm "
+                         f"in planes {float(gaps.min()):.4g} mm apart ({n_planes} planes)",
+                         "is a frame's ImagePositionPatient (0020,0032) wrong?")
+
+
 def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
     """Every frame of a SEG belongs to a segment the file defines (a frame of segment 0 was
     dropped without a word, and a plane of the liver with it), and NumberOfFrames counts them."""
@@ -834,6 +858,7 @@ def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
             if not ok:
                 raise DicomError(f"{f}: PixelSpacing (0028,0030) {values!r} in the {'shared' if k == 0 else f'frame {k}'} "
                                  "pixel measures must be two positive numbers; re-export it")
+    _check_seg_extent(ds, f, groups, shared, rows * cols * max(1, len(numbers)))
     shared_ident = getattr(shared, "SegmentIdentificationSequence", None) if shared is not None else None
     for k, group in enumerate(groups, start=1):
         ident = getattr(group, "SegmentIdentificationSequence", None) or shared_ident  # per frame, or shared by all
