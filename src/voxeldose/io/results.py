@@ -659,7 +659,8 @@ def clean_stale(folder: Path, name: str | None = None) -> list[str]:
     if not folder.is_dir():
         return done
     host = _host()
-    entries = sorted(folder.iterdir(), key=lambda e: ("old" in e.name, e.name))  # restore after cleaning
+    # backups last: a result is restored only after the unfinished folders beside it are gone
+    entries = sorted(folder.iterdir(), key=lambda e: (".old-" in e.name, e.name))
     for entry in entries:
         m = _WORKING.match(entry.name)
         if m is None or (name is not None and m["name"] != name) or m["host"] != host or _alive(int(m["pid"])):
@@ -813,12 +814,16 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     Returns
     -------
     Path
-        ``out``.
+        ``out``, as an absolute path.
 
     Raises
     ------
     InputError
-        ``out`` is a file, or holds results and not ``force``; nothing is written then.
+        ``out`` is a file, holds results and not ``force``, or is the working folder (or one above
+        it); nothing is written then.
+    OutputError
+        Another run is writing ``out``, or the disk is full or read-only (the message names the
+        folder and the space needed); nothing is published and a previous result is kept.
     """
     with reserve_out(out, force) as out_dir:
         if anonymize:
