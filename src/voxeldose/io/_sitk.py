@@ -97,7 +97,7 @@ def read_image_file(path: Path, error: type[VoxelDoseError], what: str) -> Any:
         raise error(f"{path}: the {what}'s geometry is not usable: {exc}; re-export the file") from None
     check_allocation(math.prod(size) * reader.GetNumberOfComponents(),
                      f"{path}: a {what} of {' x '.join(map(str, size))} voxels")
-    if nifti:
+    if nifti and path.name.lower().endswith((".nii", ".nii.gz")):  # single-file NIfTI: header and voxels
         _check_nifti_length(path, reader, size, error, what)
     try:
         return reader.Execute()
