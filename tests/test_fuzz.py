@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import struct
 import sys
@@ -291,26 +290,11 @@ def check_header(pet, root: Path, mutation) -> None:
     tag, value, files = mutation
     folder, case, baseline = pet
     mutated = root / "pet"
-    if mutated.exists():
-        shutil.rmtree(mutated)
-    shutil.copytree(folder, mutated)
-    paths = sorted(mutated.iterdir())
-    for p in paths[7:8] if files == "one" else paths:
-        ds = pydicom.dcmread(p)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _mutate_header(ds, tag, value)
-                ds.save_as(p)
-        except Exception:  # noqa: BLE001 - pydicom refuses to write this value: not an input
-            OUTCOMES[("dicom", "unwritable")] += 1
-            return
-
-    def same(result) -> bool:
-        return (result.shape == baseline.shape and result.same_grid(baseline)
-                and np.allclose(result.array, baseline.array, rtol=1e-6, atol=1e-9 * float(np.abs(baseline.array).max())))
-
-    _outcome("dicom", lambda: voxeldose.calibrate(voxeldose.load_image(mutated), case).image, same,
+    if not _pet.mutated_series(folder, mutated, files, lambda ds: _mutate_header(ds, tag, value)):
+        OUTCOMES[("dicom", "unwritable")] += 1
+        return
+    _outcome("dicom", lambda: voxeldose.calibrate(voxeldose.load_image(mutated), case).image,
+             lambda result: _pet.same_activity(result, baseline),
              _valid_header(tag, value, files), (str(mutated),), _attribute())
 
 

@@ -98,10 +98,11 @@ def _mutate(ds, tag: str, value):
     setattr(target, tag, value)
 
 
-def _run(series, tmp_path, tag, value, target) -> str:
-    """The outcome of one mutation: 'error', 'equal', 'undetectable' or 'unchanged' (nothing written)."""
-    folder, case, baseline = series
-    mutated = tmp_path / "pet"
+def mutated_series(folder: Path, mutated: Path, target: str, mutate) -> bool:
+    """Copy the series ``folder`` to ``mutated`` (replacing it) and apply ``mutate(ds)`` to one
+    file (the eighth) or to all; False where pydicom refuses to write the value."""
+    if mutated.exists():
+        shutil.rmtree(mutated)
     shutil.copytree(folder, mutated)
     files = sorted(mutated.iterdir())
     for f in files[7:8] if target == "one" else files:
@@ -109,10 +110,25 @@ def _run(series, tmp_path, tag, value, target) -> str:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _mutate(ds, tag, value)
+                mutate(ds)
                 ds.save_as(f)
         except Exception:  # noqa: BLE001 - pydicom refused this value: nothing to test
-            return "unchanged"
+            return False
+    return True
+
+
+def same_activity(result, baseline) -> bool:
+    """The same grid and the same activity to 1e-6 (relative) in every voxel."""
+    return (result.shape == baseline.shape and result.same_grid(baseline)
+            and np.allclose(result.array, baseline.array, rtol=1e-6, atol=1e-9 * float(np.abs(baseline.array).max())))
+
+
+def _run(series, tmp_path, tag, value, target) -> str:
+    """The outcome of one mutation: 'error', 'equal', 'undetectable' or 'unchanged' (nothing written)."""
+    folder, case, baseline = series
+    mutated = tmp_path / "pet"
+    if not mutated_series(folder, mutated, target, lambda ds: _mutate(ds, tag, value)):
+        return "unchanged"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a caveat does not excuse a changed number here
         try:
@@ -120,8 +136,7 @@ def _run(series, tmp_path, tag, value, target) -> str:
         except voxeldose.VoxelDoseError as exc:
             assert str(exc), "an error without a message"
             return "error"
-    same = (result.shape == baseline.shape and result.same_grid(baseline)
-            and np.allclose(result.array, baseline.array, rtol=1e-6, atol=1e-9 * float(np.abs(baseline.array).max())))
+    same = same_activity(result, baseline)
     if (tag, value, target) in UNDETECTABLE:
         assert not same, f"{tag} = {value!r} in {target} file(s) no longer changes the activity: drop it from UNDETECTABLE"
         return "undetectable"

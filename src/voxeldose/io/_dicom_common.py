@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import DicomError
 
-__all__ = ["ds_values", "new_uid", "file_meta", "pixel_module", "read_dicom", "read_datasets"]
+__all__ = ["ds_values", "new_uid", "file_meta", "pixel_module", "read_dicom", "read_datasets",
+           "native_pixel_bytes_match"]
 
 
 def ds_values(values: Any) -> Any:
@@ -127,3 +128,12 @@ def read_datasets(paths: Sequence[str | Path]) -> list[Any]:
             raise DicomError(f"{path} is not a DICOM file")
         out.append(ds)
     return out
+
+
+def native_pixel_bytes_match(length: int, rows: int, cols: int, frames: int, bits: int) -> tuple[bool, int]:
+    """Whether uncompressed pixel data of ``length`` bytes is exactly ``frames`` frames of ``rows``
+    x ``cols`` pixels of ``bits`` bits, padded to an even length (PS3.5 8.1.1, 8.2); and the
+    bytes they describe. More bytes are not padding but a wrong Rows, Columns or frame count:
+    read as described they shear or crop every frame."""
+    expected = (rows * cols * frames * bits + 7) // 8
+    return length in (expected, expected + expected % 2), expected

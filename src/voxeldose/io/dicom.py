@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, GeometryError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image, ImageMeta
-from ._dicom_common import read_dicom
+from ._dicom_common import native_pixel_bytes_match, read_dicom
 
 __all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE", "JUNCTION_TOLERANCE", "GRID_TOLERANCE_MM"]
 
@@ -673,12 +673,12 @@ def _check_pixel_size(path: Path, ds: Any) -> None:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None or getattr(syntax, "is_compressed", True):
         return  # encapsulated: the decoder checks the frames it finds
-    bits = _int(ds, "BitsAllocated", None, where)
+    bits = allocated
     if bits not in (1, 8, 16, 32, 64):
-        raise DicomError(f"{where}: BitsAllocated (0028,0100) {bits} is not 8, 16 or 32")
-    expected = (rows * cols * frames * samples * bits + 7) // 8
+        raise DicomError(f"{where}: BitsAllocated (0028,0100) {bits} is not 1, 8, 16, 32 or 64")
     length = len(ds.PixelData)
-    if length not in (expected, expected + expected % 2):
+    matches, expected = native_pixel_bytes_match(length, rows, cols, frames * samples, bits)
+    if not matches:
         raise DicomError(
             f"{where}: the PixelData (7FE0,0010) holds {length} bytes but Rows {rows} x Columns {cols} x NumberOfFrames "
             f"{frames} x BitsAllocated {bits} describe {expected}: {'the file is truncated' if length < expected else 'a wrong Rows, Columns, NumberOfFrames or BitsAllocated'}; "

@@ -114,7 +114,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image
-from ._dicom_common import read_dicom
+from ._dicom_common import native_pixel_bytes_match, read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
 from ._structured import parse
 from ._sitk import from_sitk, nifti_scaling, read_image_file, to_sitk
@@ -838,8 +838,8 @@ def _check_seg_frames(ds: Any, f: Path, numbers: set[int]) -> None:
                          "pixel and a FRACTIONAL one 8 (PS3.3 C.8.20.2); re-export it")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and not syntax.is_compressed and "PixelData" in ds:
-        expected = (n_frames * rows * cols * bits + 7) // 8
-        if len(ds.PixelData) not in (expected, expected + expected % 2):
+        matches, expected = native_pixel_bytes_match(len(ds.PixelData), rows, cols, n_frames, bits)
+        if not matches:
             raise DicomError(
                 f"{f}: the pixel data holds {len(ds.PixelData)} bytes but {n_frames} frames of Rows {rows} x Columns "
                 f"{cols} at {bits} bit(s) describe {expected}: a wrong Rows, Columns or NumberOfFrames, or a truncated "
