@@ -207,10 +207,22 @@ def test_run_ct_draws_the_dose_over_the_ct(export, tmp_path, capsys):
     assert metrics["provenance"]["ct"]["coverage_of_the_grid"] == 1.0
     assert metrics["provenance"]["input"]["ct"] == str(export / "CT")
     assert "Over the CT" in (out / "report.html").read_text()
+    assert (out / "density.nii.gz").exists() and metrics["provenance"]["dose"]["density"].startswith("from the CT")
+    assert metrics["provenance"]["density"]["hu_table"].startswith("Schneider et al. 2000")
     plain = tmp_path / "plain"
     assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
                  str(export / "case.toml"), "--out", str(plain)]) == 0
-    assert json.loads((plain / "metrics.json").read_text())["vois"] == metrics["vois"]  # the CT enters no number
+    without = json.loads((plain / "metrics.json").read_text())["vois"]
+    # The CT's densities enter the dose: the kernel method's dose is the soft-tissue kernel's times
+    # 1.04 / density. The phantom's liver is 60 HU, 1.0737 g/cm3 by Schneider 2000 (between 23 HU,
+    # 1.031 and 100 HU, 1.1199); its tumours 45 HU. The means agree with that ratio to 1 %: the
+    # boundary voxels of the 4 x 4 x 3 mm PET mix the neighbouring tissue's density in.
+    from voxeldose.density import SCHNEIDER2000
+
+    for name, hu in (("normal_liver", 60.0), ("tumour_1", 45.0)):
+        ratio = 1.04 / float(SCHNEIDER2000.density(hu))
+        assert metrics["vois"][name]["mean_gy"] == pytest.approx(without[name]["mean_gy"] * ratio, rel=0.01)
+        assert metrics["vois"][name]["density_g_per_cm3"] == pytest.approx(1.04 / ratio, rel=0.01)
     # the PET given as the CT: refused, nothing written
     assert main(["-q", "run", str(export / "PET"), "--voi", str(export / "RTSTRUCT.dcm"), "--ct", str(export / "PET"),
                  "--out", str(tmp_path / "bad")]) == 2

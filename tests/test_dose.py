@@ -222,7 +222,7 @@ def test_bad_options():
     a = np.ones((3, 3, 3))
     with pytest.raises(voxeldose.GeometryError, match="positive"):
         voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 0, 4))
-    with pytest.raises(voxeldose.InputError, match="method must be 'kernel' or 'local'"):
+    with pytest.raises(voxeldose.InputError, match="method must be one of 'local', 'kernel', 'scaled_kernel'"):
         voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4), method="mc")
     with pytest.raises(voxeldose.InputError, match="engine must be"):
         voxeldose.absorbed_dose_array(a, spacing_xyz_mm=(4, 4, 4), engine="gpu")

@@ -407,8 +407,10 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
     digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables", "registered",
-                                                       "overrides", "voi_format")
-                               if k in options and (k in ("method", "tissue") or options[k])})
+                                                       "overrides", "voi_format", "hu_table_sha256")
+                               if k in options and (k in ("method", "tissue") or options[k])}
+                        | ({"outside_body": options["outside_body"]} if options.get("outside_body", "exclude") != "exclude"
+                           else {}))
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
@@ -441,7 +443,8 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
             registered=bool(options.get("registered", False)), force=True,
             overrides={**dict(options.get("overrides") or {}), "case_id": spec.case_id, **spec.values},
             caveats=[Caveat("batch", text) for text in spec.caveats], ct=list(spec.ct) or None,
-            extra_provenance={"batch_input_hash": digest},
+            extra_provenance={"batch_input_hash": digest}, hu_table=options.get("hu_table"),
+            outside_body=options.get("outside_body", "exclude"),
         )
         for caveat in result.caveats:  # the case's log lists its caveats, as the command line's does
             stream.write(f"caveat ({caveat.stage}): {caveat.message}\n")
@@ -556,6 +559,8 @@ def run_batch(
     force: bool = False,
     progress: bool = True,
     cases: Sequence[CaseSpec] | None = None,
+    hu_table: str | os.PathLike[str] | None = None,
+    outside_body: str = "exclude",
 ) -> BatchResult:
     """Run every case of a batch on Dask and write the cohort tables.
 
@@ -593,6 +598,11 @@ def run_batch(
         Run every case again, even those whose outputs are up to date.
     progress : bool
         A progress bar over cases (on a terminal).
+    hu_table : path, optional
+        The CTs' HU-to-density calibration (:func:`voxeldose.io.load_hu_table`), seen by every
+        worker; its content is part of each case's input hash.
+    outside_body : {"exclude", "keep"}
+        As in :func:`voxeldose.run_case`.
     cases : sequence of CaseSpec, optional
         Use these instead of discovering them from ``input_path``.
 
@@ -637,10 +647,18 @@ def run_batch(
     except OSError as exc:
         raise output_error(exc, out_dir, "create the batch's output folder") from None
     clean_stale(out_dir)  # what killed workers left: unfinished case folders, a replaced result
+    hu_digest = None
+    if hu_table is not None:  # read now: a wrong path fails before the cluster starts
+        from .io import load_hu_table
+
+        load_hu_table(hu_table)
+        hu_digest = hashlib.sha256(Path(hu_table).read_bytes()).hexdigest()
     options: dict[str, Any] = {"method": method, "tissue": tissue, "anonymize": anonymize,
                                "kernel_tables": None if kernel_tables is None else str(kernel_tables),
                                "registered": registered, "overrides": cohort,
-                               "voi_format": voi_format and voi_format.upper()}
+                               "voi_format": voi_format and voi_format.upper(),
+                               "hu_table": None if hu_table is None else str(hu_table), "hu_table_sha256": hu_digest,
+                               "outside_body": outside_body}
     cluster = None
     # find the cases (reading DICOM headers) while the worker processes start
     with ThreadPoolExecutor(max_workers=1) as pool:

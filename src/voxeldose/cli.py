@@ -46,8 +46,16 @@ def _iso_datetime(text: str):  # type: ignore[no-untyped-def]
 #: The options several commands share, each defined once: flags, and the keyword arguments of
 #: ``add_argument`` (a command may give its own default). Units are in every help line.
 _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
-    "method": (("--method",), dict(choices=("kernel", "local"), default="kernel",
-               help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel)")),
+    "method": (("--method",), dict(choices=("kernel", "local", "scaled_kernel"), default="kernel",
+               help="kernel: Y-90 voxel S-value convolution (with a CT: times 1.04 / density); local: local energy "
+                    "deposition (with a CT: at each voxel's density); scaled_kernel: the kernel scaled by the density "
+                    "along each path (needs a CT) (default kernel)")),
+    "hu_table": (("--hu-table",), dict(default=None, metavar="FILE",
+                 help="the CT's HU-to-density calibration: a text file of two columns, HU and g/cm3 (default "
+                      "Schneider et al. 2000)")),
+    "outside_body": (("--outside-body",), dict(choices=("exclude", "keep"), default="exclude",
+                     help="with a CT: activity outside the body outline is left out of the dose (exclude, default) "
+                          "or kept; it is reported either way, and the dose outside the body is 0")),
     "tissue": (("--tissue",), dict(choices=("soft", "bone"), default="soft",
                help="medium of the kernel and of local deposition (default soft tissue, 1.04 g/cm3)")),
     "kernel_tables": (("--kernel-tables",), dict(default=None, metavar="DIR",
@@ -155,14 +163,16 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="RTSTRUCT, SEG, 3D Slicer .seg.nrrd or label map (NIfTI/NRRD with a name table) file or "
                           "folder; repeatable")
     run.add_argument("--ct", default=None, metavar="CT",
-                     help="CT series (folder or file, HU) of the PET/CT or SPECT/CT: the report draws the dose over it "
-                          "(it enters no number)")
+                     help="CT series (folder or file, HU) of the PET/CT or SPECT/CT: its densities enter the dose "
+                          "(see --method), the body outline comes from it, and the report draws the dose over it")
     _add(run, "out")
     run.add_argument("--case", default=None, help="case file (TOML or JSON) with the values the headers lack")
     run.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
     _add(run, "method")
     _add(run, "tissue")
     _add(run, "kernel_tables")
+    _add(run, "hu_table")
+    _add(run, "outside_body")
     run.add_argument("--series-uid", default=None, help="SeriesInstanceUID to load when SCAN holds several series")
     _add(run, "administered_gbq")
     run.add_argument("--administration-time", type=_iso_datetime, default=None, metavar="YYYY-MM-DDTHH:MM[:SS]",
@@ -199,6 +209,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(batch, "method")
     _add(batch, "tissue")
     _add(batch, "kernel_tables")
+    _add(batch, "hu_table")
+    _add(batch, "outside_body")
     for name in _COHORT_OPTIONS:
         _add(batch, name)
     batch.add_argument("--voi-format", choices=("RTSTRUCT", "SEG"), default=None,
@@ -366,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
     result = run_case(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
                       kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
                       anonymize=args.anonymize, force=args.force, overrides=overrides, progress=_progress(args),
-                      ct=args.ct)
+                      ct=args.ct, hu_table=args.hu_table, outside_body=args.outside_body)
     for caveat in result.caveats:
         logger.warning("%s: %s", caveat.stage, caveat.message)
     print(f"case {result.case_id}: outputs in {args.out}")
@@ -379,7 +391,8 @@ def _batch(args: argparse.Namespace) -> int:
     result = run_batch(args.input, args.out, workers=args.workers, scheduler=args.scheduler, method=args.method,
                        tissue=args.tissue, kernel_tables=args.kernel_tables, anonymize=args.anonymize,
                        registered=args.registered, overrides=_cohort_overrides(args), voi_format=args.voi_format,
-                       force=args.force, progress=not args.quiet)
+                       force=args.force, progress=not args.quiet, hu_table=args.hu_table,
+                       outside_body=args.outside_body)
     print(f"{result.n_ok} case(s) done, {result.n_skipped} up to date, {result.n_failed} failed "
           f"in {result.elapsed_s:.1f} s; cohort table {result.out_dir / 'cohort.csv'}")
     if result.n_failed:

@@ -14,11 +14,27 @@ dose is that number times the dose per decay.
   convolution (scipy.fft, all cores, fast lengths, cached kernel transform). Both work only on
   the bounding box of the activity plus the kernel's reach; they agree to float32 rounding
   (tests: max difference below 1e-5 of the maximum dose).
+* ``method="scaled_kernel"``: the kernel between each source and target voxel is that of a uniform
+  medium at the mean density along the path between them, by the scaling theorem
+  [OConnor1957]: ``S_rho(h) = (rho/rho0)^2 S_rho0(h rho/rho0)``. Needs a density map
+  (:mod:`voxeldose._scaled_kernel` has the algorithm and its brute-force reference).
+
+With a density map (``density=``, g/cm^3, e.g. :func:`voxeldose.density.density_from_ct`), every
+method uses each voxel's own density: ``local`` deposits E / (rho V) per decay, ``kernel`` is the
+soft-tissue kernel's dose times rho_soft / rho (the "soft-tissue kernel with density correction"
+of Mikell et al. 2015: the same energy over the voxel's real mass), ``scaled_kernel`` scales the
+kernel by the density along each path. With a body mask (``body=``), voxels outside the body
+get no dose (air is not tissue) and the scaled kernel's paths end there.
 
 References
 ----------
 .. [Bolch1999] Bolch WE et al. MIRD Pamphlet No. 17. J Nucl Med 40:11S-36S, 1999.
 .. [ICRP107] ICRP Publication 107, Ann ICRP 38(3), 2008. doi:10.1016/j.icrp.2008.10.004
+.. [OConnor1957] O'Connor JE. Phys Med Biol 1:352-369, 1957. doi:10.1088/0031-9155/1/4/305
+.. [Mikell2015] Mikell JK, Mahvash A, Siman W, Mourtada F, Kappadath SC. "Comparing voxel-based
+   absorbed dosimetry methods in tumors, liver, lung, and at the liver-lung interface for 90Y
+   microsphere selective internal radiation therapy." EJNMMI Phys 2:16, 2015.
+   doi:10.1186/s40658-015-0119-y
 """
 
 from __future__ import annotations
@@ -37,12 +53,27 @@ from .errors import InputError
 from .image import Image
 from .kernels import TISSUES, Tissue, VsvTables, y90_kernel
 
-__all__ = ["absorbed_dose", "absorbed_dose_array", "local_deposition_gy_per_mbq", "convolve_direct", "convolve_fft"]
+__all__ = ["absorbed_dose", "absorbed_dose_array", "local_deposition_gy_per_mbq", "convolve_direct", "convolve_fft",
+           "METHODS", "MIN_DENSITY_G_PER_CM3", "MAX_DENSITY_G_PER_CM3"]
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["kernel", "local"]
+Method = Literal["kernel", "local", "scaled_kernel"]
 Engine = Literal["auto", "direct", "fft"]
+
+#: The dose methods, with what each one is (for outputs and provenance).
+METHODS: dict[str, str] = {
+    "local": "local deposition: each decay's energy in its own voxel",
+    "kernel": "soft-tissue voxel S-value kernel (with a density map: times 1.04 / density, the same energy over "
+              "each voxel's mass)",
+    "scaled_kernel": "density-scaled kernel: the kernel of the mean density along each source-target path "
+                     "(scaling theorem)",
+}
+
+#: Densities outside these bounds (g/cm3) are refused: below, not matter (air is 0.0012); above,
+#: a unit mistake (kg/m3 or mg/cm3 given as g/cm3; the densest tissue, tooth enamel, is ~3).
+MIN_DENSITY_G_PER_CM3 = 1e-4
+MAX_DENSITY_G_PER_CM3 = 25.0
 
 # Cost model for the automatic engine choice, in seconds per unit of work, measured on the
 # 2-core development machine (benchmarks/bench_dose.py prints the figures behind them): the
@@ -75,6 +106,8 @@ def absorbed_dose(
     tissue: Tissue = "soft",
     engine: Engine = "auto",
     kernel_tables: VsvTables | None = None,
+    density: Image | None = None,
+    body: Image | None = None,
 ) -> Image:
     """Total absorbed dose of a permanent Y-90 implant, as an image on the activity's grid.
 
@@ -84,14 +117,20 @@ def absorbed_dose(
         Activity in each voxel at the time of administration (``units="MBQ"``, e.g. from
         :func:`voxeldose.calibrate`). Negative voxels (noise in a reconstruction) are kept and
         reported with a ``VoxelDoseWarning``.
-    method : {"kernel", "local"}
-        Voxel S-value convolution or local energy deposition.
+    method : {"kernel", "local", "scaled_kernel"}
+        Voxel S-value convolution, local energy deposition, or the density-scaled kernel (needs
+        ``density``); module docstring.
     tissue : {"soft", "bone"}
-        Medium of the kernel / of the local-deposition mass.
+        Medium of the kernel / of the local-deposition mass, without a density map.
     engine : {"auto", "direct", "fft"}
         Convolution implementation for ``method="kernel"``.
     kernel_tables : VsvTables, optional
         Published voxel S-value tables to use at their sizes (:func:`voxeldose.y90_kernel`).
+    density : Image, optional
+        Mass density (g/cm^3, units "G/CM3") on the activity's grid, e.g. from a CT
+        (:func:`voxeldose.density.density_from_ct`).
+    body : Image, optional
+        Body mask (units "MASK") on the activity's grid: no dose outside it.
 
     Returns
     -------
@@ -103,7 +142,8 @@ def absorbed_dose(
     ------
     InputError
         ``activity`` is not an Image in MBq (a bare array: use :func:`absorbed_dose_array`), NaN
-        or infinite activity, unknown method or engine.
+        or infinite activity, unknown method or engine, a density map that is not one (units,
+        grid, values), ``scaled_kernel`` without a density map.
 
     Examples
     --------
@@ -124,8 +164,19 @@ def absorbed_dose(
             f"{activity.units or 'no units'!r}; calibrate it first (voxeldose.calibrate), or build the Image "
             "with units='MBQ' if its values already are that"
         )
+    rho = body_mask = None
+    if density is not None:
+        if not isinstance(density, Image) or density.units.upper() != "G/CM3" or not density.same_grid(activity):
+            raise InputError("absorbed_dose: density must be an Image in g/cm3 (units 'G/CM3') on the activity's grid; "
+                             "make it with voxeldose.density.density_from_ct(ct, activity)")
+        rho = density.array
+    if body is not None:
+        if not isinstance(body, Image) or body.units != "MASK" or not body.same_grid(activity):
+            raise InputError("absorbed_dose: body must be a mask Image (units 'MASK') on the activity's grid; "
+                             "make it with voxeldose.density.body_mask(density)")
+        body_mask = body.array > 0.5
     dose = absorbed_dose_array(activity.array, spacing_xyz_mm=activity.spacing_mm, method=method, tissue=tissue,
-                               engine=engine, kernel_tables=kernel_tables)
+                               engine=engine, kernel_tables=kernel_tables, density=rho, body=body_mask)
     return activity.with_array(dose, units="GY")
 
 
@@ -137,6 +188,8 @@ def absorbed_dose_array(
     tissue: Tissue = "soft",
     engine: Engine = "auto",
     kernel_tables: VsvTables | None = None,
+    density: "NDArray[np.floating] | None" = None,
+    body: "NDArray[np.bool_] | None" = None,
 ) -> NDArray[np.float32]:
     """:func:`absorbed_dose` for a bare array: the dose (Gy, float32) on the same grid.
 
@@ -149,6 +202,10 @@ def absorbed_dose_array(
         named so that a spacing written in array order cannot pass unnoticed.
     method, tissue, engine, kernel_tables
         As in :func:`absorbed_dose`.
+    density : ndarray, [z, y, x], optional
+        Mass density in g/cm^3, same shape as ``activity_mbq``.
+    body : ndarray of bool, [z, y, x], optional
+        True inside the body; the dose outside is 0.
 
     Examples
     --------
@@ -162,13 +219,41 @@ def absorbed_dose_array(
     spacing = check_spacing(spacing_xyz_mm, name="spacing_xyz_mm")
     if tissue not in TISSUES:
         raise InputError(f"tissue must be one of {sorted(TISSUES)}, got {tissue!r}")
-    if method == "local":
-        voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
-        return (activity * local_deposition_gy_per_mbq(TISSUES[tissue][2] * voxel_ml)).astype(np.float32)
-    if method != "kernel":
-        raise InputError(f"method must be 'kernel' or 'local', got {method!r}")
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if engine not in ("auto", "direct", "fft"):
         raise InputError(f"engine must be 'auto', 'direct' or 'fft', got {engine!r}")
+    rho = None if density is None else _check_density(density, activity.shape)
+    inside = None if body is None else _check_body(body, activity.shape)
+    if rho is not None and tissue != "soft":
+        raise InputError(f"tissue={tissue!r} names a uniform medium; with a density map each voxel's medium is its "
+                         "density: leave tissue at 'soft' (the kernel's reference medium)")
+    if method == "scaled_kernel":
+        if rho is None:
+            raise InputError("method 'scaled_kernel' scales the kernel by the density along each path and needs a "
+                             "density map: pass density= (g/cm3, e.g. voxeldose.density.density_from_ct), or use "
+                             "method 'kernel' or 'local'")
+        if engine == "fft":
+            raise InputError("method 'scaled_kernel' has no FFT engine (the kernel differs per path); use engine "
+                             "'auto' or 'direct'")
+        if kernel_tables is not None:
+            raise InputError("method 'scaled_kernel' is built from the fitted point kernel at every density; "
+                             "published tables (kernel_tables) apply to 'kernel' only")
+        from ._scaled_kernel import scaled_kernel_dose
+
+        if info.nonzero_lo is None:
+            out = np.zeros(activity.shape, np.float32)
+        else:
+            out = scaled_kernel_dose(activity, rho, spacing[::-1], scale=C.Y90_MEAN_LIFE_S * 1e-3,
+                                     ends=None if inside is None else ~inside)
+        return _outside_body(out, inside)
+    if method == "local":
+        voxel_ml = spacing[0] * spacing[1] * spacing[2] * 1e-3
+        if rho is None:
+            out = (activity * local_deposition_gy_per_mbq(TISSUES[tissue][2] * voxel_ml)).astype(np.float32)
+        else:
+            out = (activity * local_deposition_gy_per_mbq(voxel_ml) / rho).astype(np.float32)
+        return _outside_body(out, inside)
     kernel = y90_kernel(spacing, tissue, tables=kernel_tables)
     out = np.zeros(activity.shape, np.float32)
     if info.nonzero_lo is None or info.nonzero_hi is None:
@@ -179,7 +264,46 @@ def absorbed_dose_array(
         out, activity, info.nonzero_lo, info.nonzero_hi, kernel,
         engine=engine, scale=scale, nonnegative=info.n_negative == 0, n_active=info.n_nonzero,
     )
-    return out
+    if rho is not None:  # the soft-tissue kernel's energy over each voxel's own mass
+        out *= (C.SOFT_TISSUE_DENSITY_G_PER_CM3 / rho).astype(np.float32)
+    return _outside_body(out, inside)
+
+
+def _check_density(density: object, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """The density map as float64, checked: same shape, finite, within the bounds of matter."""
+    arr = np.asarray(density)
+    if arr.shape != shape:
+        raise InputError(f"density must have the activity's shape {shape} ([z, y, x]), got {arr.shape}; resample it "
+                         "onto the activity's grid (voxeldose.density.density_from_ct)")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"density must be numbers (g/cm3), got an array of {arr.dtype}")
+    rho = arr.astype(np.float64)
+    bad = ~np.isfinite(rho)
+    if bad.any():
+        raise InputError(f"density has {int(bad.sum())} NaN or infinite voxel(s), the first at [z, y, x] "
+                         f"{tuple(int(i) for i in np.argwhere(bad)[0])}; every voxel needs a density")
+    lo, hi = float(rho.min()), float(rho.max())
+    if lo < MIN_DENSITY_G_PER_CM3 or hi > MAX_DENSITY_G_PER_CM3:
+        raise InputError(
+            f"density ranges from {lo:.4g} to {hi:.4g} g/cm3, outside [{MIN_DENSITY_G_PER_CM3:g}, "
+            f"{MAX_DENSITY_G_PER_CM3:g}]: not g/cm3 (kg/m3, where water is 1000, or HU?). Give the density in "
+            "g/cm3 (water 1.0, air 0.0012), e.g. from a CT by voxeldose.density.density_from_ct")
+    return rho
+
+
+def _check_body(body: object, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    arr = np.asarray(body)
+    if arr.shape != shape:
+        raise InputError(f"body must have the activity's shape {shape} ([z, y, x]), got {arr.shape}")
+    if arr.dtype != np.bool_:
+        raise InputError(f"body must be a boolean mask (True inside the body), got an array of {arr.dtype}")
+    return arr
+
+
+def _outside_body(dose: NDArray[np.float32], inside: NDArray[np.bool_] | None) -> NDArray[np.float32]:
+    if inside is not None:
+        dose[~inside] = 0.0
+    return dose
 
 
 def choose_engine(n_active: int, kernel_shape: Sequence[int], fft_shape: Sequence[int]) -> str:

@@ -23,11 +23,12 @@ import numpy as np
 from ._version import __version__
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .case import Case
-from .dose import Engine, Method
+from .dose import METHODS, Engine, Method
 from .errors import GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
 from .io.results import OUTPUT_FILES
 from .kernels import Tissue, VsvTables, kernel_source
+from .density import HuDensityTable
 from .result import CaseResult, Caveat
 
 __all__ = ["compute_case", "run_case", "OUTPUT_FILES"]
@@ -144,6 +145,8 @@ def compute_case(
     provenance: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     ct: Image | None = None,
+    density: Image | None = None,
+    outside_body: str = "exclude",
 ) -> CaseResult:
     """One case, from its scan, VOIs and case values in memory to its :class:`CaseResult`.
 
@@ -170,7 +173,18 @@ def compute_case(
         Called with the name of each step as it starts.
     ct : Image, optional
         The CT (HU) on the scan's grid (:func:`voxeldose.io.load_ct`): the report draws the dose
-        over it; it is ``images["ct"]`` of the result and enters no number.
+        over it; it is ``images["ct"]`` of the result.
+    density : Image, optional
+        Mass density (g/cm3) on the scan's grid, e.g. from the CT
+        (:func:`voxeldose.io.load_ct_density`): every dose method uses it
+        (:func:`voxeldose.absorbed_dose`), the body outline is drawn from it
+        (:func:`voxeldose.density.body_mask`), VOI masses are their voxels' masses; it is
+        ``images["density"]`` of the result. Without it, the tissue is soft tissue everywhere and
+        lung VOIs' DVHs are rescaled to lung density.
+    outside_body : {"exclude", "keep"}
+        With a density map: activity outside the body (noise, or a misregistration) is left out of
+        the dose, or kept. Either way it is reported (MBq and % of the total) and the dose
+        outside the body is 0 (air is not tissue).
 
     Returns
     -------
@@ -193,6 +207,15 @@ def compute_case(
     if ct is not None and (not isinstance(ct, Image) or (ct.units or "").upper() != "HU" or not ct.same_grid(scan)):
         raise GeometryError("compute_case: ct must be a CT image (units 'HU') on the scan's grid; resample it with "
                             "voxeldose.io.load_ct(path, scan)")
+    if density is not None and (not isinstance(density, Image) or (density.units or "").upper() != "G/CM3"
+                                or not density.same_grid(scan)):
+        raise GeometryError("compute_case: density must be a density image (units 'G/CM3') on the scan's grid; make "
+                            "it with voxeldose.io.load_ct_density(path, scan)")
+    if outside_body not in OUTSIDE_BODY_RULES:
+        raise InputError(f"outside_body must be one of {', '.join(map(repr, OUTSIDE_BODY_RULES))}, got {outside_body!r}")
+    if method == "scaled_kernel" and density is None:
+        raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
+                         "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
     with steps.step("roles", timed=False):
@@ -201,14 +224,36 @@ def compute_case(
         name = case.calibration_voi_name
         calibration_mask = masks.get(name) if name else None
         activity_map = calibrate(scan, case, calibration_mask=calibration_mask)
+    body = None
+    body_record: dict[str, Any] | None = None
+    dosed = activity_map.image
+    if density is not None:
+        with steps.step("body"):
+            body, dosed, body_record = _body(density, activity_map.image, masks, outside_body)
     with steps.step("dose"):
-        dose = absorbed_dose(activity_map.image, method=method, tissue=tissue, engine=engine,
-                             kernel_tables=kernel_tables)
+        if density is None and any(r == "lung" for r in roles.values()):
+            warnings.warn(
+                f"no CT: the dose ({method}) treats the lung as soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3), "
+                f"and the lung VOIs' DVHs are rescaled to {LUNG_DENSITY_G_PER_CM3:g} g/cm3, the same energy over the "
+                "lung's mass (for the kernel, the 'soft-tissue kernel with density correction', +20 % in the right "
+                "lung's mean dose against Monte Carlo in Mikell et al. 2015); the dose across the liver-lung interface "
+                "ignores the lung. Give the CT (--ct) for the tissue-aware methods (--method scaled_kernel)",
+                VoxelDoseWarning, stacklevel=2)
+        dose = absorbed_dose(dosed, method=method, tissue=tissue, engine=engine, kernel_tables=kernel_tables,
+                             density=density, body=body)
     with steps.step("dvh"):
         dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
-        # the dose map is energy per mass of soft tissue; a lung VOI's mass is mostly air
-        voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
-        dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
+        voi_densities: dict[str, float] = {}
+        if density is None:
+            # the dose map is energy per mass of soft tissue; a lung VOI's mass is mostly air
+            voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
+            dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
+        else:
+            # each voxel's dose is already its own (density map): the VOI's mass is its voxels' masses
+            rho = np.asarray(density.array, dtype=np.float64)
+            for n, m in masks.items():
+                w = np.asarray(m.array, dtype=np.float64)
+                dvhs[n] = replace(dvhs[n], density_g_per_cm3=float((w * rho).sum() / w.sum()))
     crosschecks: dict[str, Any] = {}
     with steps.step("crosschecks", timed=False):
         if case.administered_gbq is None:
@@ -238,24 +283,93 @@ def compute_case(
         "grid": {"shape_zyx": list(scan.shape), "spacing_mm": list(scan.spacing_mm),
                  "origin_mm": list(scan.origin_mm), "direction": list(scan.direction)},
         "calibration": dict(activity_map.provenance),
-        "dose": {"method": method, "tissue": tissue, "engine": engine,
-                 "kernel": kernel_source(scan.spacing_mm, tissue, tables=kernel_tables)
-                 if method == "kernel" else "local deposition",
+        "dose": {"method": method, "method_description": METHODS[method], "tissue": tissue, "engine": engine,
+                 "kernel": _kernel_record(method, scan, tissue, kernel_tables),
+                 "density": "from the CT (images 'density', density.nii.gz)" if density is not None
+                 else f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
                  "voi_densities_g_per_cm3": voi_densities,
                  "voi_density_rule": "the DVHs of these VOIs are those of the dose map (soft tissue, "
                                      f"{SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) times {SOFT_TISSUE_DENSITY_G_PER_CM3:g} / density: "
-                                     "the same energy over the VOI's mass (DVH.at_density)"},
+                                     "the same energy over the VOI's mass (DVH.at_density)" if density is None else
+                                     "each voxel's dose is that of its own density (CT); a VOI's mass is the sum of its "
+                                     "voxels' masses",
+                 "negative_activity_rule": "negative voxels (reconstruction noise) are kept: they cancel positive noise "
+                                           "on average, and clipping them would raise every mean dose"},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
         **extra,
     }
     images = {"activity": activity_map.image, "dose": dose}
     if ct is not None:
         images["ct"] = ct
-        record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid, "use": "the report's background only",
+        record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid,
+                        "use": "the report's background" + (" and the tissue density" if density is not None else ""),
                         "resampling": "trilinear onto the scan's grid by world coordinates, -1000 HU outside",
                         "coverage_of_the_grid": ct.meta.extra.get("coverage")}
+    if density is not None:
+        images["density"] = density
+        record["density"] = {k: v for k, v in density.meta.extra.items() if k != "coverage"}
+        record["body"] = body_record
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
                       dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
+
+
+#: What may happen to activity outside the body (:func:`compute_case`'s ``outside_body``).
+OUTSIDE_BODY_RULES = ("exclude", "keep")
+
+#: Activity outside the body above this share of the total (%) is a caveat.
+OUTSIDE_BODY_CAVEAT_PERCENT = 1.0
+
+#: A VOI with more than this share of its volume outside the body (%) is a caveat.
+VOI_OUTSIDE_BODY_CAVEAT_PERCENT = 1.0
+
+
+def _kernel_record(method: str, scan: Image, tissue: Tissue, kernel_tables: VsvTables | None) -> str:
+    if method == "kernel":
+        return kernel_source(scan.spacing_mm, tissue, tables=kernel_tables)
+    if method == "scaled_kernel":
+        return ("voxeldose DPK integration (fit to Lanconelli 2012), soft tissue, scaled to density classes 10 % apart "
+                f"by the scaling theorem, voxel {' x '.join(f'{h:g}' for h in scan.spacing_mm)} mm")
+    return "local deposition"
+
+
+def _body(density: Image, activity: Image, masks: Mapping[str, Image], rule: str
+          ) -> tuple[Image, Image, dict[str, Any]]:
+    """The body outline, the activity to dose (without what lies outside the body unless
+    ``rule`` is "keep"), and what was found outside it (warned as caveats)."""
+    from .density import BODY_THRESHOLD_G_PER_CM3, body_mask
+
+    body = body_mask(density)
+    inside = body.array > 0.5
+    a = np.asarray(activity.array, dtype=np.float64)
+    total = float(a.sum())
+    outside_mbq = float(a[~inside].sum())
+    percent = 100.0 * outside_mbq / total if total > 0 else 0.0
+    record: dict[str, Any] = {
+        "rule": f"the largest connected region denser than {BODY_THRESHOLD_G_PER_CM3:g} g/cm3, holes of each axial "
+                "slice filled; no dose outside it",
+        "volume_ml": float(inside.sum()) * activity.voxel_volume_ml,
+        "activity_outside_mbq": outside_mbq, "activity_outside_percent": percent,
+        "activity_outside": "excluded from the dose" if rule == "exclude" else "kept in the dose",
+        "vois_outside_percent": {},
+    }
+    if percent > OUTSIDE_BODY_CAVEAT_PERCENT:
+        warnings.warn(
+            f"{outside_mbq:.4g} MBq ({percent:.1f} % of the scan's activity) lie outside the body outline drawn from the "
+            f"CT: {'left out of' if rule == 'exclude' else 'kept in'} the dose. Much activity outside the body is a "
+            "misregistered CT or a scan with a large background; check the registration (--outside-body keep "
+            "to keep it)", VoxelDoseWarning, stacklevel=3)
+    dosed = activity
+    if rule == "exclude" and outside_mbq != 0.0:
+        dosed = activity.with_array(np.where(inside, a, 0.0).astype(np.float32))
+    for name, mask in masks.items():
+        w = np.asarray(mask.array, dtype=np.float64)
+        share = 100.0 * float(w[~inside].sum()) / float(w.sum()) if w.sum() > 0 else 0.0
+        record["vois_outside_percent"][name] = share
+        if share > VOI_OUTSIDE_BODY_CAVEAT_PERCENT:
+            warnings.warn(f"VOI {name!r}: {share:.1f} % of its volume lies outside the body outline drawn from the CT, "
+                          "where the dose is 0 (air): its DVH counts those voxels at 0 Gy. Check the CT's registration "
+                          "and the VOI", VoxelDoseWarning, stacklevel=3)
+    return body, dosed, record
 
 
 # --------------------------------------------------------------------------- one exported case
@@ -295,6 +409,8 @@ def run_case(
     extra_provenance: Mapping[str, Any] | None = None,
     caveats: Sequence[Caveat] = (),
     ct: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None,
+    hu_table: "str | os.PathLike[str] | HuDensityTable | None" = None,
+    outside_body: str = "exclude",
 ) -> CaseResult:
     """Read one exported case, compute it (:func:`compute_case`) and write its outputs into ``out``.
 
@@ -332,8 +448,14 @@ def run_case(
     caveats : sequence of Caveat
         Caveats the caller adds to the result's (e.g. the batch's choice of series).
     ct : path or sequence of paths, optional
-        The CT series (folder, file or files) to draw the dose over in the report
-        (:func:`voxeldose.io.load_ct`: same frame of reference as the scan unless ``registered``).
+        The CT series (folder, file or files) of the case (same frame of reference as the scan
+        unless ``registered``): the report draws the dose over it, and its densities
+        (:func:`voxeldose.io.load_ct_density`) enter the dose (:func:`compute_case`'s ``density``).
+    hu_table : path or HuDensityTable, optional
+        The CT's HU-to-density calibration (:func:`voxeldose.io.load_hu_table`); default
+        :data:`voxeldose.density.SCHNEIDER2000`.
+    outside_body : {"exclude", "keep"}
+        As in :func:`compute_case`.
 
     Returns
     -------
@@ -347,7 +469,7 @@ def run_case(
     """
     if not anonymize:
         return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, False,
-                         force, overrides, progress, extra_provenance, caveats, ct)
+                         force, overrides, progress, extra_provenance, caveats, ct, hu_table, outside_body)
     from .anonymize import Anonymizer
 
     # until the case is known, texts lose their dates (no anchor), UIDs and paths
@@ -355,7 +477,7 @@ def run_case(
     with _anonymized_logs(early):
         try:
             return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, True,
-                             force, overrides, progress, extra_provenance, caveats, ct)
+                             force, overrides, progress, extra_provenance, caveats, ct, hu_table, outside_body)
         except VoxelDoseError as exc:
             text = early.text(str(exc))
             if text == str(exc):
@@ -395,22 +517,25 @@ def _run_case(scan: "str | os.PathLike[str]", vois: Sequence["str | os.PathLike[
               anonymize: bool, force: bool, overrides: Mapping[str, Any] | None,
               progress: "Callable[[str], None] | None", extra_provenance: Mapping[str, Any] | None,
               caveats: Sequence[Caveat],
-              ct_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None") -> CaseResult:
+              ct_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None",
+              hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
     from .io.results import reserve_out
 
     with reserve_out(out, force) as out_dir:  # a second run into ``out`` is refused now, not after computing
         return _run_reserved(out_dir, scan, vois, case, series_uid=series_uid, method=method, tissue=tissue,
                              engine=engine, kernel_tables=kernel_tables, registered=registered, anonymize=anonymize,
                              force=force, overrides=overrides, progress=progress, extra_provenance=extra_provenance,
-                             caveats=caveats, ct_path=ct_path)
+                             caveats=caveats, ct_path=ct_path, hu_table=hu_table, outside_body=outside_body)
 
 
 def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, series_uid: str | None, method: Method,
                   tissue: Tissue, engine: Engine, kernel_tables: Any, registered: bool, anonymize: bool, force: bool,
                   overrides: Mapping[str, Any] | None, progress: "Callable[[str], None] | None",
-                  extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any) -> CaseResult:
+                  extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any,
+                  hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
     from .anonymize import anonymize_result, anonymizer_for
-    from .io import load_ct, load_image, load_vois, load_vsv_tables
+    from .density import SCHNEIDER2000, HuDensityTable
+    from .io import load_ct_density, load_hu_table, load_image, load_vois, load_vsv_tables
     from .io.results import write_result
 
     steps = _Steps(progress)
@@ -418,6 +543,11 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
     # the tables first: a wrong folder fails before minutes of reading
     tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None and not isinstance(kernel_tables, VsvTables)
               else kernel_tables)
+    hu = (hu_table if isinstance(hu_table, HuDensityTable) else
+          load_hu_table(hu_table) if hu_table is not None else SCHNEIDER2000)
+    if method == "scaled_kernel" and ct_path is None:
+        raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
+                         "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
     with steps.step("load"):
         image = load_image(scan, series_uid)
     record = _case_from(case, overrides or {}, image)
@@ -430,10 +560,10 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                 if name in masks:
                     raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
                 masks[name] = mask
-    ct = None
+    ct = density = None
     if ct_path is not None:
         with steps.step("ct"):
-            ct = load_ct(ct_path, image, registered=registered)
+            ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
     # folder names of exports often hold the patient's name: with anonymize, no folder paths
     inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
     if ct_path is not None:
@@ -441,8 +571,9 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
             str(ct_path) if isinstance(ct_path, (str, os.PathLike)) else f"{len(ct_path)} file(s) in {Path(ct_path[0]).parent}")
     result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                           caveats=steps.caveats, timings_s=steps.timings_s,
-                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct)
-    del image, masks, ct
+                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct,
+                          density=density, outside_body=outside_body)
+    del image, masks, ct, density
     text = (lambda message: message)
     if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
         text = anonymizer_for(result).text

@@ -14,7 +14,7 @@ them: the phantoms' export and the tests use it).
 """
 
 from .case_file import load_case
-from .ct import load_ct
+from .ct import load_ct, load_ct_density, load_hu_table
 from .dicom import list_series, load_image
 from .kernel_tables import load_vsv_tables, read_vsv_table
 from .results import (
@@ -34,6 +34,8 @@ __all__ = [
     "load_vois",
     "load_case",
     "load_ct",
+    "load_ct_density",
+    "load_hu_table",
     "load_vsv_tables",
     "read_vsv_table",
     "write_result",

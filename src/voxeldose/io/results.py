@@ -587,7 +587,7 @@ def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = Fa
 
 #: What a result folder holds (write_result's files, and a batch case's log): ``force`` replaces
 #: a folder holding only these.
-RESULT_FILES = (*OUTPUT_FILES, "log.txt")
+RESULT_FILES = (*OUTPUT_FILES, "density.nii.gz", "log.txt")
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -764,7 +764,7 @@ def _needed_bytes(result: "CaseResult") -> int:
     """An upper bound of the size of a case's results: two float32 maps (uncompressed), the RT
     Dose's 16-bit frames, and a margin for the report, the DVHs and the metrics."""
     n = int(result.dose.array.size)
-    return n * 4 * 2 + n * 2 + 8 * 2**20
+    return n * 4 * (3 if "density" in result.images else 2) + n * 2 + 8 * 2**20
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -786,6 +786,8 @@ def _publish(staging: Path, out: Path) -> None:
 def _write_all(result: "CaseResult", staging: Path, anonymize: bool) -> None:
     write_nifti(staging / "dose.nii.gz", result.dose)
     write_nifti(staging / "activity.nii.gz", result.activity)
+    if "density" in result.images:  # a case with a CT: the density the dose used
+        write_nifti(staging / "density.nii.gz", result.images["density"])
     with warnings.catch_warnings():
         # a caveat of the result already (stage "dose"), shown in the report: not again
         warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
@@ -802,7 +804,7 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     """Write every output of one case into the folder ``out`` (stable names).
 
     ``dose.nii.gz`` (Gy) and ``activity.nii.gz`` (MBq per voxel at administration) with the
-    scan's geometry; ``rtdose.dcm`` (:func:`write_rtdose`, in the scan's frame of reference and
+    scan's geometry, and ``density.nii.gz`` (g/cm3) when the dose used a CT; ``rtdose.dcm`` (:func:`write_rtdose`, in the scan's frame of reference and
     study unless ``anonymize``); ``dvh.csv``; ``report.html``; ``metrics.json``
     (:meth:`CaseResult.to_dict`). Everything is written to a temporary folder beside ``out``
     and moved into place only when all files are complete; a previous result in ``out`` is
