@@ -139,23 +139,24 @@ def scan_planes(a, n_bad, n_neg, n_nonzero, neg_sum, minimum, box):  # pragma: n
 
 
 @numba.njit(parallel=True, cache=True)
-def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, parent, link_mm, child_start, children, ktab,
+def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent, link_mm, child_start, children, ktab,
                    f_table, f_lo, f_inv_step, straightness, diagonal_mm, dead_mm, energy, scale, out):  # pragma: no cover
-    """Density-scaled kernel dose of voxel sources, scattered into ``out[chunk]``.
+    """Density-scaled kernel dose of voxel sources, scattered into ``out[chunk]`` (flat, C order).
 
-    The offsets (``off``, [n, 3], (z, y, x), the origin first) form a tree: ``parent[j]`` is the
-    lattice point one step back along the line from the origin to ``off[j]`` (``link_mm[j]``
-    away), and ``children[child_start[j]:child_start[j + 1]]`` are the offsets whose parent is
-    ``j``. For each source the tree is walked breadth first: at each offset the radiological
-    length ``lr`` and the length ``lg`` of the chain grow by the link times the mean density of
-    its two ends; the mean density ``lr / lg`` picks the kernel ``ktab[j, k]`` of the density
-    classes, interpolated linearly between classes ``k`` and ``k + 1`` at the fractional class
-    ``f`` read (linearly interpolated) from ``f_table`` (``f`` at densities ``f_lo + i /
-    f_inv_step``; clamped to the classes). A chain is not followed further once no descendant
-    can be dosed: ``lr * (straightness - diagonal_mm / lg) >= dead_mm`` (``straightness`` is the
-    smallest |d| / lg of the lattice, ``dead_mm`` the kernel's range at the reference density
-    times the class ratio). A chain that leaves the grid, or enters a voxel where ``ends`` is
-    true (air outside the body), ends there.
+    ``density`` and ``ends`` are [z, y, x]. The offsets (``off``, [n, 3], (z, y, x), the origin
+    first; ``step[j]`` the same offset in the flat C-order index of the grid) form a tree:
+    ``parent[j]`` is the lattice point one step back along the line from the origin to
+    ``off[j]`` (``link_mm[j]`` away), and ``children[child_start[j]:child_start[j + 1]]`` are the
+    offsets whose parent is ``j``. For each source the tree is walked breadth first: at each
+    offset the radiological length ``lr`` and the length ``lg`` of the chain grow by the link times
+    the mean density of its two ends; the mean density ``lr / lg`` picks the kernel
+    ``ktab[j, k]`` of the density classes, interpolated linearly between classes ``k`` and
+    ``k + 1`` at the fractional class ``f`` read (linearly interpolated) from ``f_table`` (``f``
+    at densities ``f_lo + i / f_inv_step``; clamped to the classes). A chain is not followed
+    further once no descendant can be dosed: ``lr * (straightness - diagonal_mm / lg) >=
+    dead_mm`` (``straightness`` is the smallest |d| / lg of the lattice, ``dead_mm`` the kernel's
+    range at the reference density times the class ratio). A chain that leaves the grid, or
+    enters a voxel where ``ends`` is true (air outside the body), ends there.
 
     Each source's doses are then scaled so that the energy they deposit (sum of dose x density)
     is ``energy``, the kernel's in a uniform medium, unless one of its chains ended at the grid or
@@ -165,20 +166,30 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, parent, link_
     """
     n_chunks = out.shape[0]
     nz, ny, nx = density.shape
+    rho_flat = density.ravel()
+    end_flat = ends.ravel()
     n_off = off.shape[0]
     n_src = src_z.shape[0]
     n_classes = ktab.shape[1]
     n_f = f_table.shape[0]
+    hz = 0
+    hy = 0
+    hx = 0
+    for j in range(n_off):
+        hz = max(hz, abs(off[j, 0]))
+        hy = max(hy, abs(off[j, 1]))
+        hx = max(hx, abs(off[j, 2]))
     for c in numba.prange(n_chunks):
-        lr = np.empty(n_off)
-        lg = np.empty(n_off)
-        rp = np.empty(n_off)
+        state = np.empty((n_off, 3))  # radiological length, chain length, density
         val = np.empty(n_off)
+        where = np.empty(n_off, np.int64)
         queue = np.empty(n_off, np.int64)
         for i in range(c, n_src, n_chunks):
             z0 = src_z[i]
             y0 = src_y[i]
             x0 = src_x[i]
+            base = (z0 * ny + y0) * nx + x0
+            interior = z0 >= hz and z0 + hz < nz and y0 >= hy and y0 + hy < ny and x0 >= hx and x0 + hx < nx
             deposited = 0.0
             edge = False
             queue[0] = 0
@@ -186,25 +197,35 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, parent, link_
             tail = 1
             while head < tail:
                 j = queue[head]
-                z = z0 + off[j, 0]
-                y = y0 + off[j, 1]
-                x = x0 + off[j, 2]
-                if z < 0 or z >= nz or y < 0 or y >= ny or x < 0 or x >= nx or (j > 0 and ends[z, y, x]):
-                    edge = True  # the chain leaves the grid or the body
+                if not interior:
+                    z = z0 + off[j, 0]
+                    y = y0 + off[j, 1]
+                    x = x0 + off[j, 2]
+                    if z < 0 or z >= nz or y < 0 or y >= ny or x < 0 or x >= nx:
+                        edge = True  # the chain leaves the grid
+                        val[head] = 0.0
+                        head += 1
+                        continue
+                t_flat = base + step[j]
+                where[head] = t_flat
+                if j > 0 and end_flat[t_flat]:
+                    edge = True  # the chain leaves the body
                     val[head] = 0.0
                     head += 1
                     continue
-                rho = density[z, y, x]
-                rp[j] = rho
+                rho = rho_flat[t_flat]
+                state[j, 2] = rho
                 if j == 0:
-                    lr[0] = 0.0
-                    lg[0] = 0.0
+                    lr = 0.0
+                    lg = 0.0
                     mean = rho
                 else:
                     p = parent[j]
-                    lr[j] = lr[p] + link_mm[j] * 0.5 * (rp[p] + rho)
-                    lg[j] = lg[p] + link_mm[j]
-                    mean = lr[j] / lg[j]
+                    lr = state[p, 0] + link_mm[j] * 0.5 * (state[p, 2] + rho)
+                    lg = state[p, 1] + link_mm[j]
+                    mean = lr / lg
+                state[j, 0] = lr
+                state[j, 1] = lg
                 g = (mean - f_lo) * f_inv_step
                 if g <= 0.0:
                     f = f_table[0]
@@ -227,7 +248,7 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, parent, link_
                 val[head] = v
                 deposited += v * rho
                 head += 1
-                if j == 0 or lr[j] * (straightness - diagonal_mm / lg[j]) < dead_mm:
+                if j == 0 or lr * (straightness - diagonal_mm / lg) < dead_mm:
                     for q in range(child_start[j], child_start[j + 1]):
                         queue[tail] = children[q]
                         tail += 1
@@ -238,5 +259,4 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, parent, link_
             for h in range(tail):
                 v = val[h]
                 if v != 0.0:
-                    j = queue[h]
-                    out[c, z0 + off[j, 0], y0 + off[j, 1], x0 + off[j, 2]] += a * v
+                    out[c, where[h]] += a * v

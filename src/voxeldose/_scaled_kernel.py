@@ -69,7 +69,7 @@ def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, 
     is the lattice point one Chebyshev step back along the line to the origin (a 3-D DDA ray),
     ``link_mm`` the distance to it; ``children[child_start[j]:child_start[j + 1]]`` the offsets
     whose parent is ``j``; ``straightness`` the smallest ratio of an offset's distance to the
-    length of its chain. Offsets are in the order of distance (the walk's order, for locality).
+    length of its chain. Offsets are numbered in the tree's breadth-first order.
     """
     h = np.asarray(spacing_zyx, float)
     axes = [np.arange(-n, n + 1) for n in half_zyx]
@@ -91,9 +91,24 @@ def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, 
         sel = np.flatnonzero(cheb == shell)
         chain[sel] = chain[parent[sel]] + link[sel]
     straightness = float(np.min(dist[1:] / chain[1:])) if d.shape[0] > 1 else 1.0
-    order = np.argsort(parent[1:], kind="stable") + 1
-    children = order.astype(np.int64)
-    child_start = np.searchsorted(parent[1:][order - 1], np.arange(d.shape[0] + 1)).astype(np.int64)
+    # number the offsets in the breadth-first order of the tree: a walk of any pruned tree then
+    # reads every per-offset array in increasing index (memory order)
+    kids = np.argsort(parent[1:], kind="stable") + 1
+    start = np.searchsorted(parent[1:][kids - 1], np.arange(d.shape[0] + 1))
+    bfs = np.empty(d.shape[0], np.int64)
+    bfs[0], tail = 0, 1
+    for head in range(d.shape[0]):
+        j = bfs[head]
+        c = kids[start[j]:start[j + 1]]
+        bfs[tail:tail + c.size] = c
+        tail += c.size
+    rank = np.empty_like(bfs)
+    rank[bfs] = np.arange(bfs.size)
+    d, link, parent = d[bfs], link[bfs], rank[parent[bfs]]
+    parent[0] = 0
+    kids = np.argsort(parent[1:], kind="stable") + 1
+    children = kids.astype(np.int64)
+    child_start = np.searchsorted(parent[1:][kids - 1], np.arange(d.shape[0] + 1)).astype(np.int64)
     out = (np.ascontiguousarray(d), parent, link, child_start, children)
     for x in out:
         x.setflags(write=False)
@@ -152,13 +167,15 @@ def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.float
     stop = np.zeros(rho.shape, np.bool_) if ends is None else np.ascontiguousarray(ends, dtype=np.bool_)
     a = np.ascontiguousarray(activity[z, y, x], dtype=np.float64)
     chunks = max(1, min(int(numba.get_num_threads()), z.size))
-    out = np.zeros((chunks, *activity.shape))
+    out = np.zeros((chunks, activity.size))
     diagonal = math.sqrt(sum(h * h for h in spacing_zyx))
     dead = DENSITY_CLASS_RATIO * dose_point_kernel("soft").range_mm * C.SOFT_TISSUE_DENSITY_G_PER_CM3
-    scaled_scatter(z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), a, rho, stop, off, parent, link,
+    _, ny, nx = activity.shape
+    step = (off[:, 0] * ny + off[:, 1]) * nx + off[:, 2]
+    scaled_scatter(z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), a, rho, stop, off, step, parent, link,
                    child_start, children, table, f_table, f_lo, f_inv, float(straightness), diagonal, dead,
                    _kernel_energy(spacing_zyx), float(scale), out)
-    return out.sum(axis=0).astype(np.float32)
+    return out.sum(axis=0).reshape(activity.shape).astype(np.float32)
 
 
 def scaled_kernel_reference(activity: NDArray[np.floating], density: NDArray[np.floating],
