@@ -125,8 +125,8 @@ def ct_density(ct: Image, reference: Image, *, table: HuDensityTable = SCHNEIDER
                                    for z in (lo[2], hi[2])]).T - np.reshape(reference.origin_mm, (3, 1)))
         step = min(ct.spacing_mm)
         start = corners.min(axis=1)
-        size = [int(np.ceil((corners[a].max() - start[a]) / step)) + 1 for a in range(3)]
-        origin = np.reshape(reference.origin_mm, 3) + d @ start
+        size = [max(1, int(np.ceil((corners[a].max() - start[a]) / step - 1e-6))) for a in range(3)]
+        origin = np.reshape(reference.origin_mm, 3) + d @ (start + 0.5 * step)  # the first voxel's centre
         grid = sitk.Image(size, sitk.sitkFloat32)
         grid.SetSpacing((step, step, step))
         grid.SetOrigin(tuple(float(v) for v in origin))
