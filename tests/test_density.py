@@ -100,7 +100,7 @@ def test_density_on_grid_conserves_mass():
 def test_voxels_outside_the_ct_are_air():
     # the CT spans -1 to 19 mm on every axis; the scan's voxel k spans 4k - 2 to 4k + 2 mm
     ct = Image(np.ones((10, 10, 10), np.float32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), units="G/CM3")
-    ref = Image(np.zeros((3, 3, 8), np.float32), (4.0, 4.0, 4.0), (4.0, 4.0, 0.0))
+    ref = Image(np.zeros((3, 3, 8), np.float32), (4.0, 4.0, 4.0), (0.0, 4.0, 4.0))
     rho, cover = density_on_grid(ct, ref)
     # voxel 0 is 3/4 inside: the mean over that part; 1-4 inside; 5 is 1/4 inside and 6, 7 outside: air
     assert cover[0, 0, 0] == pytest.approx(0.75) and cover[0, 0, 5] == pytest.approx(0.25)
