@@ -160,7 +160,7 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
 
     Each source's doses are then scaled so that the energy they deposit (sum of dose x density)
     is ``energy``, the kernel's in a uniform medium, unless one of its chains ended at the grid or
-    at ``ends`` (that energy leaves, as it does with the other methods). Sources are dealt to
+    at ``ends`` (that energy leaves, as it does with the other methods), or ``energy`` is 0. Sources are dealt to
     the chunks of ``out`` (``out.shape[0]``) in turn, one chunk per thread, so no two threads
     write the same array.
     """
@@ -253,7 +253,7 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
                         queue[tail] = children[q]
                         tail += 1
             factor = 1.0
-            if not edge and deposited > 0.0:
+            if energy > 0.0 and not edge and deposited > 0.0:
                 factor = energy / deposited
             a = src_a[i] * scale * factor
             for h in range(tail):

@@ -148,9 +148,10 @@ def _kernel_energy(spacing_zyx: Sequence[float]) -> float:
 
 def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.floating],
                        spacing_zyx: Sequence[float], *, scale: float,
-                       ends: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+                       ends: NDArray[np.bool_] | None = None, normalise: bool = True) -> NDArray[np.float32]:
     """``scale`` x the density-scaled kernel dose (mGy/(MBq s) x activity) on the activity's grid.
-    ``ends``: voxels where paths end (air outside the body): their energy leaves."""
+    ``ends``: voxels where paths end (air outside the body): their energy leaves.
+    ``normalise=False``: without the energy normalisation of each source (for the tests)."""
     import numba
 
     from ._loops import scaled_scatter
@@ -174,7 +175,7 @@ def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.float
     step = (off[:, 0] * ny + off[:, 1]) * nx + off[:, 2]
     scaled_scatter(z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), a, rho, stop, off, step, parent, link,
                    child_start, children, table, f_table, f_lo, f_inv, float(straightness), diagonal, dead,
-                   _kernel_energy(spacing_zyx), float(scale), out)
+                   _kernel_energy(spacing_zyx) if normalise else 0.0, float(scale), out)
     return out.sum(axis=0).reshape(activity.shape).astype(np.float32)
 
 
