@@ -8,7 +8,7 @@ writers), or all three with ``run_case`` and ``run_batch``.
 
 from __future__ import annotations
 
-from . import io, phantoms
+from . import density, io, phantoms
 from ._version import __version__
 from .batch import run_batch
 from .calibrate import ActivityMap, calibrate

@@ -139,30 +139,31 @@ def scan_planes(a, n_bad, n_neg, n_nonzero, neg_sum, minimum, box):  # pragma: n
 
 
 @numba.njit(parallel=True, cache=True)
-def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent, link_mm, child_start, children, ktab,
+def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent, link_mm, shell_start, ktab,
                    f_table, f_lo, f_inv_step, straightness, diagonal_mm, dead_mm, energy, scale, out):  # pragma: no cover
     """Density-scaled kernel dose of voxel sources, scattered into ``out[chunk]`` (flat, C order).
 
     ``density`` and ``ends`` are [z, y, x]. The offsets (``off``, [n, 3], (z, y, x), the origin
     first; ``step[j]`` the same offset in the flat C-order index of the grid) form a tree:
-    ``parent[j]`` is the lattice point one step back along the line from the origin to
-    ``off[j]`` (``link_mm[j]`` away), and ``children[child_start[j]:child_start[j + 1]]`` are the
-    offsets whose parent is ``j``. For each source the tree is walked breadth first: at each
-    offset the radiological length ``lr`` and the length ``lg`` of the chain grow by the link times
-    the mean density of its two ends; the mean density ``lr / lg`` picks the kernel
-    ``ktab[j, k]`` of the density classes, interpolated linearly between classes ``k`` and
-    ``k + 1`` at the fractional class ``f`` read (linearly interpolated) from ``f_table`` (``f``
-    at densities ``f_lo + i / f_inv_step``; clamped to the classes). A chain is not followed
-    further once no descendant can be dosed: ``lr * (straightness - diagonal_mm / lg) >=
-    dead_mm`` (``straightness`` is the smallest |d| / lg of the lattice, ``dead_mm`` the kernel's
-    range at the reference density times the class ratio). A chain that leaves the grid, or
-    enters a voxel where ``ends`` is true (air outside the body), ends there.
+    ``parent[j]`` is the lattice point one Chebyshev step back along the line from the origin to
+    ``off[j]``, ``link_mm[j]`` away. They are in breadth-first order, so Chebyshev shell by shell
+    (shell ``n`` is ``shell_start[n]:shell_start[n + 1]``) with every parent before its children.
+    For each source they are scanned in that order: at each offset the radiological length
+    ``lr`` and the length ``lg`` of the chain grow by the link times the mean density of its two
+    ends; the mean density ``lr / lg`` picks the kernel ``ktab[k, j]`` of the density classes,
+    interpolated linearly between classes ``k`` and ``k + 1`` at the fractional class ``f`` read
+    (linearly interpolated) from ``f_table`` (``f`` at densities ``f_lo + i / f_inv_step``;
+    clamped to the classes). A chain is not followed further once no descendant can be dosed:
+    ``lr * (straightness - diagonal_mm / lg) >= dead_mm`` (``straightness`` is the smallest
+    |d| / lg of the lattice, ``dead_mm`` the kernel's range at the reference density times the
+    class ratio); the scan ends after a shell where no chain goes on. A chain that leaves the
+    grid, or enters a voxel where ``ends`` is true (air outside the body), ends there.
 
     Each source's doses are then scaled so that the energy they deposit (sum of dose x density)
     is ``energy``, the kernel's in a uniform medium, unless one of its chains ended at the grid or
-    at ``ends`` (that energy leaves, as it does with the other methods), or ``energy`` is 0. Sources are dealt to
-    the chunks of ``out`` (``out.shape[0]``) in turn, one chunk per thread, so no two threads
-    write the same array.
+    at ``ends`` (that energy leaves, as it does with the other methods), or ``energy`` is 0.
+    Sources are dealt to the chunks of ``out`` (``out.shape[0]``) in turn, one chunk per thread,
+    so no two threads write the same array.
     """
     n_chunks = out.shape[0]
     nz, ny, nx = density.shape
@@ -170,8 +171,9 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
     end_flat = ends.ravel()
     n_off = off.shape[0]
     n_src = src_z.shape[0]
-    n_classes = ktab.shape[1]
+    n_classes = ktab.shape[0]
     n_f = f_table.shape[0]
+    n_shells = shell_start.shape[0] - 1
     hz = 0
     hy = 0
     hx = 0
@@ -180,10 +182,11 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
         hy = max(hy, abs(off[j, 1]))
         hx = max(hx, abs(off[j, 2]))
     for c in numba.prange(n_chunks):
-        state = np.empty((n_off, 3))  # radiological length, chain length, density
-        val = np.empty(n_off)
-        where = np.empty(n_off, np.int64)
-        queue = np.empty(n_off, np.int64)
+        lr_a = np.empty(n_off)
+        lg_a = np.empty(n_off)
+        rp = np.empty(n_off)
+        val = np.zeros(n_off)
+        go = np.zeros(n_off, np.bool_)
         for i in range(c, n_src, n_chunks):
             z0 = src_z[i]
             y0 = src_y[i]
@@ -192,71 +195,70 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
             interior = z0 >= hz and z0 + hz < nz and y0 >= hy and y0 + hy < ny and x0 >= hx and x0 + hx < nx
             deposited = 0.0
             edge = False
-            queue[0] = 0
-            head = 0
-            tail = 1
-            while head < tail:
-                j = queue[head]
-                if not interior:
-                    z = z0 + off[j, 0]
-                    y = y0 + off[j, 1]
-                    x = x0 + off[j, 2]
-                    if z < 0 or z >= nz or y < 0 or y >= ny or x < 0 or x >= nx:
-                        edge = True  # the chain leaves the grid
-                        val[head] = 0.0
-                        head += 1
+            last = 0
+            for shell in range(n_shells):
+                going = 0
+                for j in range(shell_start[shell], shell_start[shell + 1]):
+                    val[j] = 0.0
+                    go[j] = False
+                    if j > 0 and not go[parent[j]]:
                         continue
-                t_flat = base + step[j]
-                where[head] = t_flat
-                if j > 0 and end_flat[t_flat]:
-                    edge = True  # the chain leaves the body
-                    val[head] = 0.0
-                    head += 1
-                    continue
-                rho = rho_flat[t_flat]
-                state[j, 2] = rho
-                if j == 0:
-                    lr = 0.0
-                    lg = 0.0
-                    mean = rho
-                else:
-                    p = parent[j]
-                    lr = state[p, 0] + link_mm[j] * 0.5 * (state[p, 2] + rho)
-                    lg = state[p, 1] + link_mm[j]
-                    mean = lr / lg
-                state[j, 0] = lr
-                state[j, 1] = lg
-                g = (mean - f_lo) * f_inv_step
-                if g <= 0.0:
-                    f = f_table[0]
-                elif g >= n_f - 1:
-                    f = f_table[n_f - 1]
-                else:
-                    b = int(g)
-                    t = g - b
-                    f = (1.0 - t) * f_table[b] + t * f_table[b + 1]
-                if f <= 0.0:
-                    k = 0
-                    w = 0.0
-                elif f >= n_classes - 1:
-                    k = n_classes - 2
-                    w = 1.0
-                else:
-                    k = int(f)
-                    w = f - k
-                v = (1.0 - w) * ktab[j, k] + w * ktab[j, k + 1]
-                val[head] = v
-                deposited += v * rho
-                head += 1
-                if j == 0 or lr * (straightness - diagonal_mm / lg) < dead_mm:
-                    for q in range(child_start[j], child_start[j + 1]):
-                        queue[tail] = children[q]
-                        tail += 1
+                    if not interior:
+                        z = z0 + off[j, 0]
+                        y = y0 + off[j, 1]
+                        x = x0 + off[j, 2]
+                        if z < 0 or z >= nz or y < 0 or y >= ny or x < 0 or x >= nx:
+                            edge = True
+                            continue
+                    t_flat = base + step[j]
+                    if j > 0 and end_flat[t_flat]:
+                        edge = True
+                        continue
+                    rho = rho_flat[t_flat]
+                    rp[j] = rho
+                    if j == 0:
+                        lr = 0.0
+                        lg = 0.0
+                        mean = rho
+                    else:
+                        p = parent[j]
+                        lr = lr_a[p] + link_mm[j] * 0.5 * (rp[p] + rho)
+                        lg = lg_a[p] + link_mm[j]
+                        mean = lr / lg
+                    lr_a[j] = lr
+                    lg_a[j] = lg
+                    g = (mean - f_lo) * f_inv_step
+                    if g <= 0.0:
+                        f = f_table[0]
+                    elif g >= n_f - 1:
+                        f = f_table[n_f - 1]
+                    else:
+                        b = int(g)
+                        t = g - b
+                        f = (1.0 - t) * f_table[b] + t * f_table[b + 1]
+                    if f <= 0.0:
+                        k = 0
+                        w = 0.0
+                    elif f >= n_classes - 1:
+                        k = n_classes - 2
+                        w = 1.0
+                    else:
+                        k = int(f)
+                        w = f - k
+                    v = (1.0 - w) * ktab[k, j] + w * ktab[k + 1, j]
+                    val[j] = v
+                    deposited += v * rho
+                    if j == 0 or lr * (straightness - diagonal_mm / lg) < dead_mm:
+                        go[j] = True
+                        going += 1
+                last = shell_start[shell + 1]
+                if going == 0:
+                    break
             factor = 1.0
             if energy > 0.0 and not edge and deposited > 0.0:
                 factor = energy / deposited
             a = src_a[i] * scale * factor
-            for h in range(tail):
-                v = val[h]
+            for j in range(last):
+                v = val[j]
                 if v != 0.0:
-                    out[c, where[h]] += a * v
+                    out[c, base + step[j]] += a * v

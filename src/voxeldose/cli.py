@@ -251,6 +251,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="liver: CT voxel size in mm (default 2 2 3)")
     _add(ph, "fwhm_mm", help="liver: scanner resolution, Gaussian FWHM in mm, applied to PET and SPECT (default none)")
     ph.add_argument("--spect-noise", action="store_true", help="liver: Poisson noise on the SPECT counts")
+    ph.add_argument("--lung-interface", action="store_true",
+                    help="liver: the right lung rests on the liver (a flat interface, no gap; CT lung 0.28 g/cm3), "
+                         "instead of 20 mm above it")
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
     return parser
@@ -275,7 +278,7 @@ def _phantom(args: argparse.Namespace) -> int:
         options.update(administered_gbq=args.administered_gbq, lung_shunt_fraction=args.lung_shunt,
                        tumour_to_normal=args.tumour_to_normal, pet_spacing_xyz_mm=tuple(args.pet_spacing),
                        spect_spacing_xyz_mm=tuple(args.spect_spacing), ct_spacing_xyz_mm=tuple(args.ct_spacing),
-                       fwhm_mm=args.fwhm_mm, spect_noise=args.spect_noise)
+                       fwhm_mm=args.fwhm_mm, spect_noise=args.spect_noise, lung_interface=args.lung_interface)
     t0 = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -370,6 +370,18 @@ def _liver_geometry() -> dict[str, Any]:
         return tomllib.load(fh)
 
 
+def _ellipsoid_ml(semi_axes_mm: Sequence[float]) -> float:
+    return 4.0 / 3.0 * math.pi * math.prod(semi_axes_mm) * 1e-3
+
+
+def _cap_ml(semi_axes_mm: Sequence[float], z_mm: float, *, below: bool) -> float:
+    """Volume (mL) of the part of an ellipsoid below (or above) the plane ``z_mm`` from its centre:
+    a cap of height h has pi a b h^2 (3c - h) / (3 c^2)."""
+    a, b, c = semi_axes_mm
+    h = min(max(c + z_mm if below else c - z_mm, 0.0), 2 * c)
+    return math.pi * a * b * h * h * (3 * c - h) / (3 * c * c) * 1e-3
+
+
 def liver(
     *,
     spacing_xyz_mm: Sequence[float] = (4.42, 4.42, 4.42),
@@ -380,6 +392,7 @@ def liver(
     fwhm_mm: float | None = None,
     noise_counts_per_mbq: float | None = None,
     seed: int = 0,
+    lung_interface: bool = False,
 ) -> Phantom:
     """Ellipsoidal liver with five spherical tumours, and two lungs receiving the lung shunt.
 
@@ -406,6 +419,10 @@ def liver(
         Replace each voxel's activity by Poisson counts at this sensitivity, divided back.
     seed : int
         Seed of the noise.
+    lung_interface : bool
+        The right lung rests on the liver (``[interface]`` of ``liver.toml``): the liver's top and
+        the right lung's base are cut by one axial plane, a flat interface with no gap, so liver
+        activity doses the lung through the kernel. Default: the lungs 20 mm above the liver.
 
     Returns
     -------
@@ -449,7 +466,14 @@ def liver(
     liver_c = np.asarray(geo["liver"]["centre_mm"], float)
     liver_ax = geo["liver"]["semi_axes_mm"]
     masks: dict[str, NDArray[np.float64]] = {"liver": frac("liver", liver_c, liver_ax)}
-    analytic_ml: dict[str, float] = {"liver": 4.0 / 3.0 * math.pi * math.prod(liver_ax) * 1e-3}
+    analytic_ml: dict[str, float] = {"liver": _ellipsoid_ml(liver_ax)}
+    below = np.ones(shape_zyx)  # the share of each voxel below the interface plane
+    if lung_interface:
+        z0 = geo["interface"]["plane_z_mm"]
+        zc = origin[2] + spacing[2] * np.arange(shape_zyx[0])
+        below = np.clip((z0 - (zc - spacing[2] / 2)) / spacing[2], 0.0, 1.0)[:, None, None] * np.ones(shape_zyx)
+        masks["liver"] = masks["liver"] * below
+        analytic_ml["liver"] -= _cap_ml(liver_ax, z0 - liver_c[2], below=False)
     tumour_names = []
     tumours = np.zeros(shape_zyx)
     for t in geo["tumours"]:
@@ -466,8 +490,15 @@ def liver(
     lung = np.zeros(shape_zyx)
     analytic_ml["lung"] = 0.0
     for lu in geo["lungs"]:
-        lung += frac(lu["name"], lu["centre_mm"], lu["semi_axes_mm"])
-        analytic_ml["lung"] += 4.0 / 3.0 * math.pi * math.prod(lu["semi_axes_mm"]) * 1e-3
+        centre, axes = lu["centre_mm"], lu["semi_axes_mm"]
+        if lung_interface and lu["name"] == "right_lung":
+            centre = geo["interface"]["right_lung_centre_mm"]
+            z0 = geo["interface"]["plane_z_mm"]
+            lung += frac(lu["name"], centre, axes) * (1.0 - below)
+            analytic_ml["lung"] += (_ellipsoid_ml(axes) - _cap_ml(axes, z0 - centre[2], below=True))
+            continue
+        lung += frac(lu["name"], centre, axes)
+        analytic_ml["lung"] += _ellipsoid_ml(axes)
     masks["lung"] = np.clip(lung, 0.0, 1.0)
 
     vox_ml = {name: float(m.sum()) * voxel_ml for name, m in masks.items()}
@@ -522,7 +553,8 @@ def liver(
     }
     truth = {
         "phantom": "liver",
-        "description": geo.get("title", "liver phantom"),
+        "description": geo.get("title", "liver phantom") + (", right lung resting on the liver" if lung_interface else ""),
+        "lung_interface": bool(lung_interface),
         "spacing_mm": list(spacing),
         "shape_zyx": list(shape_zyx),
         "origin_mm": list(origin),

@@ -95,8 +95,8 @@ def _geometry() -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any]) -> Image:
-    ph = phantoms.liver(spacing_xyz_mm=spacing_xyz_mm)
+def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any], lung_interface: bool = False) -> Image:
+    ph = phantoms.liver(spacing_xyz_mm=spacing_xyz_mm, lung_interface=lung_interface)
     nz, ny, nx = ph.activity_mbq.shape
     sx, sy, _ = ph.spacing_mm
     ox, oy, _ = ph.origin_mm
@@ -104,7 +104,9 @@ def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any]) -> Image:
     y = oy + np.arange(ny) * sy
     (cx, cy), (ax, ay) = geo["body"]["centre_mm"], geo["body"]["semi_axes_mm"]
     body = (((x[None, :] - cx) / ax) ** 2 + ((y[:, None] - cy) / ay) ** 2) <= 1.0
-    hu_table = geo["ct_hu"]
+    hu_table = dict(geo["ct_hu"])
+    if lung_interface:
+        hu_table["lung"] = geo["interface"]["lung_hu"]
     hu = np.where(body, hu_table["body"], hu_table["outside"])[None].repeat(nz, axis=0).astype(np.float64)
     m = ph.masks
     for name, key in (("normal_liver", "liver"), ("tumours", "tumour"), ("lung", "lung")):
@@ -112,18 +114,27 @@ def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any]) -> Image:
     return Image(hu, ph.spacing_mm, ph.origin_mm, units="HU")
 
 
-def _contours(geo: dict[str, Any], plane_z_mm: Sequence[float]) -> dict[str, list[np.ndarray]]:
+def _contours(geo: dict[str, Any], plane_z_mm: Sequence[float], lung_interface: bool = False
+              ) -> dict[str, list[np.ndarray]]:
     from ..io.write_vois import ellipsoid_polygons
 
     liver_c = np.asarray(geo["liver"]["centre_mm"], float)
+    planes = np.asarray(plane_z_mm, float)
+    z0 = geo["interface"]["plane_z_mm"] if lung_interface else np.inf
     rois: dict[str, list[np.ndarray]] = {
-        "liver": ellipsoid_polygons(liver_c.tolist(), geo["liver"]["semi_axes_mm"], plane_z_mm)
+        "liver": ellipsoid_polygons(liver_c.tolist(), geo["liver"]["semi_axes_mm"], planes[planes < z0])
     }
     for t in geo["tumours"]:
         r = t["diameter_mm"] / 2.0
         centre = (liver_c + np.asarray(t["centre_mm"], float)).tolist()
         rois[t["name"]] = ellipsoid_polygons(centre, (r, r, r), plane_z_mm)
-    rois["lung"] = [p for lu in geo["lungs"] for p in ellipsoid_polygons(lu["centre_mm"], lu["semi_axes_mm"], plane_z_mm)]
+    rois["lung"] = []
+    for lu in geo["lungs"]:
+        if lung_interface and lu["name"] == "right_lung":  # on the liver: above the plane only
+            rois["lung"] += ellipsoid_polygons(geo["interface"]["right_lung_centre_mm"], lu["semi_axes_mm"],
+                                               planes[planes > z0])
+        else:
+            rois["lung"] += ellipsoid_polygons(lu["centre_mm"], lu["semi_axes_mm"], planes)
     return rois
 
 
@@ -146,6 +157,7 @@ def write_liver_case(
     seed: int = 0,
     case_id: str = "phantom-liver",
     write: Sequence[str] = ("PET", "SPECT", "CT", "RTSTRUCT", "SEG"),
+    lung_interface: bool = False,
 ) -> dict[str, Any]:
     """Write the liver phantom as a DICOM export with a case file and its truth.
 
@@ -170,6 +182,9 @@ def write_liver_case(
         Written to the case file (outputs are named by it).
     write : sequence of str
         Which objects to write.
+    lung_interface : bool
+        The variant with the right lung resting on the liver (:func:`voxeldose.phantoms.liver`),
+        its CT's lung at 0.28 g/cm3.
 
     Returns
     -------
@@ -193,16 +208,17 @@ def write_liver_case(
         return replace(study, series_instance_uid=new_uid(), series_number=number, series_description=description)
 
     truth: dict[str, Any] = {"case_id": case_id, "administration_datetime": ADMINISTRATION.isoformat(),
-                             "scan_datetime": scan.isoformat(), "delay_h": delay_h}
+                             "scan_datetime": scan.isoformat(), "delay_h": delay_h, "lung_interface": lung_interface}
 
     pet = phantoms.liver(spacing_xyz_mm=pet_spacing_xyz_mm, administered_gbq=administered_gbq,
-                         lung_shunt_fraction=lung_shunt_fraction, tumour_to_normal=tumour_to_normal)
+                         lung_shunt_fraction=lung_shunt_fraction, tumour_to_normal=tumour_to_normal,
+                         lung_interface=lung_interface)
     truth["phantom"] = dict(pet.truth)
     pet_datasets: list[Any] = []
     if "PET" in write or "SEG" in write:
         activity = pet.activity_mbq if fwhm_mm is None else phantoms.liver(
             spacing_xyz_mm=pet_spacing_xyz_mm, administered_gbq=administered_gbq, lung_shunt_fraction=lung_shunt_fraction,
-            tumour_to_normal=tumour_to_normal, fwhm_mm=fwhm_mm).activity_mbq
+            tumour_to_normal=tumour_to_normal, fwhm_mm=fwhm_mm, lung_interface=lung_interface).activity_mbq
         factor, decay_factor = pet_stored_per_activity(delay_s=delay_h * 3600, frame_s=pet_frame_s,
                                                        decay_correction=decay_correction, nuclide=scanner_nuclide)
         nuclide = NUCLIDES[scanner_nuclide]
@@ -228,7 +244,7 @@ def write_liver_case(
     if "SPECT" in write:
         spect = phantoms.liver(spacing_xyz_mm=spect_spacing_xyz_mm, administered_gbq=administered_gbq,
                                lung_shunt_fraction=lung_shunt_fraction, tumour_to_normal=tumour_to_normal,
-                               fwhm_mm=fwhm_mm)
+                               fwhm_mm=fwhm_mm, lung_interface=lung_interface)
         lam = C.Y90_DECAY_CONSTANT_PER_S
         decays_per_mbq = math.exp(-lam * delay_h * 3600) * _frame_average(lam, spect_frame_s) * spect_frame_s
         sensitivity = 60000.0 / (float(spect.activity_mbq.max()) * decays_per_mbq)
@@ -245,17 +261,22 @@ def write_liver_case(
 
     ct_datasets: list[Any] = []
     if "CT" in write or "RTSTRUCT" in write:
-        ct = _ct_image(ct_spacing_xyz_mm, geo)
+        ct = _ct_image(ct_spacing_xyz_mm, geo, lung_interface)
         header = series(1, "CT abdomen")
         paths = write_ct_series(out / "CT", ct, header)
         ct_datasets = read_datasets(paths)
-        truth["ct"] = {"series_instance_uid": header.series_instance_uid, "spacing_mm": list(ct.spacing_mm)}
+        from ..density import SCHNEIDER2000
+
+        hu = dict(geo["ct_hu"], **({"lung": geo["interface"]["lung_hu"]} if lung_interface else {}))
+        truth["ct"] = {"series_instance_uid": header.series_instance_uid, "spacing_mm": list(ct.spacing_mm),
+                       "hu": hu, "density_g_per_cm3": {k: float(SCHNEIDER2000.density(v)) for k, v in hu.items()},
+                       "density_table": SCHNEIDER2000.source}
 
     if "RTSTRUCT" in write:
         from ..io.write_vois import write_rtstruct
 
         planes = sorted(float(ds.ImagePositionPatient[2]) for ds in ct_datasets)
-        write_rtstruct(out / "RTSTRUCT.dcm", _contours(geo, planes), ct_datasets)
+        write_rtstruct(out / "RTSTRUCT.dcm", _contours(geo, planes, lung_interface), ct_datasets)
         if "CT" not in write:
             for p in (out / "CT").iterdir():
                 p.unlink()
