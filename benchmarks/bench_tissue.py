@@ -35,7 +35,6 @@ import numpy as np
 import voxeldose
 from voxeldose import constants as C
 from voxeldose import phantoms
-from voxeldose.image import Image
 
 # label: (scan spacing (x, y, z) mm, array shape [z, y, x]); the CT is always 2 x 2 x 3 mm
 CASES = {

@@ -104,7 +104,7 @@ def _ct_image(spacing_xyz_mm: Sequence[float], geo: dict[str, Any], lung_interfa
     y = oy + np.arange(ny) * sy
     (cx, cy), (ax, ay) = geo["body"]["centre_mm"], geo["body"]["semi_axes_mm"]
     body = (((x[None, :] - cx) / ax) ** 2 + ((y[:, None] - cy) / ay) ** 2) <= 1.0
-    hu_table = dict(geo["ct_hu"])
+    hu_table: dict[str, float] = {k: float(v) for k, v in geo["ct_hu"].items()}
     if lung_interface:
         hu_table["lung"] = geo["interface"]["lung_hu"]
     hu = np.where(body, hu_table["body"], hu_table["outside"])[None].repeat(nz, axis=0).astype(np.float64)
