@@ -87,4 +87,5 @@ __all__ = [
     "run_batch",
     "io",
     "phantoms",
+    "density",
 ]
