@@ -51,7 +51,7 @@ def test_batch_isolates_failures_and_resumes(cohort, tmp_path):
     assert (result.n_ok, result.n_skipped, result.n_failed) == (2, 0, 1) and not result.ok
     for case in ("case_a", "case_b"):
         names = {p.name for p in (out / case).iterdir()}
-        assert names == set(OUTPUT_FILES) | {"log.txt"}
+        assert names == set(OUTPUT_FILES) | {"log.txt", "density.nii.gz"}  # the case folder's CT: its density
     assert [p.name for p in (out / "broken").iterdir()] == ["log.txt"]
     rows = _read(out / "cohort.csv")
     assert {r["case_id"] for r in rows} == {"case_a", "case_b", "broken"}

@@ -173,6 +173,8 @@ def end_extent(areas: NDArray[np.float64], positions: NDArray[np.float64], fallb
         return fallback_step / 2.0
     t = (positions - positions[-1]) * (1.0 if positions[-1] > positions[0] else -1.0)  # <= 0, last at 0
     h = float(-t[-2])
+    if float(areas[-1]) > 0.0 and float(np.ptp(areas)) <= 1e-12 * float(np.max(np.abs(areas))):
+        return h / 2.0  # a constant area (a cylinder): no root; the fit below would find a round-off one
     coef = np.polyfit(t, areas, n - 1)  # exact fit through 2 or 3 points
     roots = np.roots(coef) if np.any(coef[:-1] != 0) else np.array([])
     # a double root (a cone's apex: the area ~ (c - t)**2) comes out as a complex pair with a
