@@ -260,3 +260,20 @@ def test_report_draws_the_dose_over_the_ct(case, tmp_path):
     assert _grey_fraction(with_ct) > 0.15 > 0.03 > _grey_fraction(without)
     text = with_ct.read_text(encoding="utf-8")
     assert "Over the CT (grey, window -160 to 240 HU" in text and "Over the CT" not in without.read_text()
+
+
+def test_report_shows_the_density_the_dose_used():
+    # with a density map: the Tissue section names the HU table and the body, and shows the
+    # density on three planes; without: it says the tissue was soft tissue everywhere
+    ph = phantoms.sphere(spacing_xyz_mm=(6.0, 6.0, 6.0))
+    rho = np.full(ph.activity.shape, 1.04, np.float32)
+    rho[:, :, :3] = 0.0012
+    meta = dataclasses.replace(ph.activity.meta, extra={"hu_table": "Schneider et al. 2000 (test)", "rule": "test"})
+    density = Image(rho, ph.activity.spacing_mm, ph.activity.origin_mm, units="G/CM3", meta=meta)
+    with_ct = render_report(voxeldose.compute_case(ph.activity, ph.vois, voxeldose.Case("d-1"), density=density))
+    tissue = with_ct[with_ct.index("<h2>Tissue</h2>"):with_ct.index("<h2>Clinical references</h2>")]
+    assert "Schneider et al. 2000 (test)" in tissue and "largest connected region" in tissue
+    assert "alt='mass density on three planes'" in tissue and "data:image/png;base64," in tissue
+    assert "mass = the sum of the VOI's voxel masses" in with_ct
+    plain = render_report(voxeldose.compute_case(ph.activity, ph.vois, voxeldose.Case("d-2")))
+    assert "No CT: every voxel is soft tissue" in plain and "lung VOIs 0.30 g/mL" in plain

@@ -398,6 +398,72 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
     return _png(fig), caption
 
 
+def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], centre_name: str | None,
+                    dose: Image) -> tuple[str, str]:
+    """The density the dose used, on three planes through the same point as the dose maps."""
+    from matplotlib.figure import Figure
+
+    canon = _Canonical(density)
+    rho = canon.view(np.asarray(density.array, dtype=np.float32))
+    if centre_name is not None:
+        kz, ky, kx = _centre(canon.view(vois[centre_name]))
+    else:
+        kz, ky, kx = (int(v) for v in np.unravel_index(int(np.argmax(_Canonical(dose).view(
+            np.asarray(dose.array, dtype=np.float32)))), rho.shape))
+    cz, cy, cx = canon.coords
+    planes = [(f"axial   z = {cz[kz]:.1f} mm", rho[kz], cx, cy, "x", "y"),
+              (f"coronal   y = {cy[ky]:.1f} mm", rho[:, ky], cx, cz, "x", "z"),
+              (f"sagittal   x = {cx[kx]:.1f} mm", rho[:, :, kx], cy, cz, "y", "z")]
+
+    def span(c: NDArray[np.float64]) -> tuple[float, float]:
+        half = abs(float(c[1] - c[0])) / 2 if len(c) > 1 else 0.5
+        return float(c[0]) - half, float(c[-1]) + half
+
+    ratios = [(span(p[2])[1] - span(p[2])[0]) / (span(p[3])[1] - span(p[3])[0]) for p in planes]
+    fig = Figure(figsize=(sum(ratios) * 3.0 + 2.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
+    image = None
+    for ax, (title, section, hc, vc, h_axis, v_axis) in zip(axes, planes):
+        h0, h1 = span(hc)
+        v0, v1 = span(vc)
+        image = ax.imshow(section, cmap="gray", vmin=0.0, vmax=2.0, origin="lower", extent=(h0, h1, v0, v1),
+                          interpolation="nearest", aspect="equal")
+        if v_axis == "y":
+            ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"{h_axis} (mm)", fontsize=9)
+        ax.set_ylabel(f"{v_axis} (mm)", fontsize=9)
+        ax.tick_params(labelsize=8)
+    cbar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.015, aspect=25)  # type: ignore[arg-type]
+    cbar.set_label("density (g/cm\u00b3)", fontsize=10)
+    caption = ("The mass density the dose used, on the dose grid, through the same point as the dose maps "
+               "(grey scale 0 to 2 g/cm\u00b3; density.nii.gz holds it).")
+    return _png(fig), caption
+
+
+def _tissue_html(result: "CaseResult") -> str:
+    """The section on the tissue: where the density came from, the body, the activity outside it."""
+    provenance = result.provenance
+    density = result.images.get("density")
+    if density is None:
+        return ("<p>No CT: every voxel is soft tissue (1.04 g/cm\u00b3) in the dose map; lung VOIs' doses are "
+                "rescaled to 0.30 g/cm\u00b3 (see the warnings).</p>")
+    record = provenance.get("density", {}) if isinstance(provenance.get("density"), Mapping) else {}
+    body = provenance.get("body", {}) if isinstance(provenance.get("body"), Mapping) else {}
+    masks = {str(n): m.array for n, m in result.vois.items()}
+    tumour = hottest_tumour({n: h for n, h in result.dvhs.items() if n in masks}, roles=result.roles)
+    png, caption = _density_figure(density, masks, tumour, result.dose)
+    rows = [("HU to density", record.get("hu_table")), ("rule", record.get("rule")),
+            ("body", body.get("rule")),
+            ("body volume", f"{body['volume_ml']:.0f} mL" if "volume_ml" in body else None),
+            ("activity outside the body",
+             f"{body['activity_outside_mbq']:.4g} MBq ({body['activity_outside_percent']:.2f} %), "
+             f"{body.get('activity_outside', '')}" if "activity_outside_mbq" in body else None)]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v)
+    return (f"<table class='info'>{cells}</table><figure><img alt='mass density on three planes' "
+            f"src='data:image/png;base64,{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -592,6 +658,16 @@ def _treatment(result: "CaseResult") -> list[tuple[str, Any]]:
     ]
 
 
+def _mass_note(result: "CaseResult") -> str:
+    if "density" in result.images:
+        return ("mass = the sum of the VOI's voxel masses from the CT's densities (the density column is its mean); "
+                "every voxel's dose is that of its own density (see Tissue).")
+    return ("mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL). The doses of lung "
+            "VOIs are at lung density: the soft-tissue dose × 1.04 / 0.30, the same energy over the lung's mass "
+            "(Mikell et al., EJNMMI Phys 2015;2:16: about 20 % above Monte Carlo for the mean lung dose, where the "
+            "plain soft-tissue dose is 60 % below). The dose maps, and the planes above, are in soft tissue.")
+
+
 def _header_table(case_id: str, run: str, version: str, dose: Image, provenance: Mapping[str, Any],
                   treatment: Sequence[tuple[str, Any]] = ()) -> str:
     d_raw = provenance.get("dose")
@@ -603,7 +679,8 @@ def _header_table(case_id: str, run: str, version: str, dose: Image, provenance:
     times = " \u00d7 "
     grid = f"{nx}{times}{ny}{times}{nz} voxels of {times.join(f'{s:.4g}' for s in dose.spacing_mm)} mm (x, y, z)"
     items = [("case", case_id), *treatment, ("run", run), ("voxeldose", version),
-             ("dose method", method), ("kernel", kernel), ("tissue", tissue), ("grid", grid)]
+             ("dose method", method), ("kernel", kernel), ("tissue", tissue), ("density", d.get("density")),
+             ("grid", grid)]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                     for k, v in items if v not in (None, ""))
     return f"<table class='info'>{cells}</table>"
@@ -695,10 +772,9 @@ src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption
 <h2>Metrics</h2>
 {_metrics_table(metrics, roles) if metrics else "<p>No metrics.</p>"}
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
-receiving at least <i>g</i> Gy; mass = volume × density (voxeldose: soft tissue, 1.04 g/mL; lung VOIs 0.30 g/mL).
-The doses of lung VOIs are at lung density: the soft-tissue dose × 1.04 / 0.30, the same energy over the lung's
-mass (Mikell et al., EJNMMI Phys 2015;2:16: about 20 % above Monte Carlo for the mean lung dose, where the plain
-soft-tissue dose is 60 % below). The dose maps, and the planes above, are in soft tissue.</p>
+receiving at least <i>g</i> Gy; {_mass_note(result)}</p>
+<h2>Tissue</h2>
+{_tissue_html(result)}
 <h2>Clinical references</h2>
 {_references_html(result.references)}
 <h2>Model cross-checks</h2>
