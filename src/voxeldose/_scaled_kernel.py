@@ -55,8 +55,11 @@ from .kernels import DENSITY_CLASS_RATIO, DensityKernels, density_kernels, dose_
 
 __all__ = ["scaled_kernel_dose", "scaled_kernel_reference"]
 
-def _classes(spacing_zyx: Sequence[float], density: NDArray[np.floating]) -> DensityKernels:
-    lo, hi = float(density.min()), float(density.max())
+def _classes(spacing_zyx: Sequence[float], density: NDArray[np.floating],
+             ends: NDArray[np.bool_] | None = None) -> DensityKernels:
+    """The density classes for the densities a path can cross (not those where paths end)."""
+    crossed = density if ends is None or ends.all() else density[~ends]
+    lo, hi = float(crossed.min()), float(crossed.max())
     return density_kernels(tuple(spacing_zyx[::-1]), lo, hi)
 
 
@@ -168,7 +171,7 @@ def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.float
     z, y, x = np.nonzero(activity)
     if z.size == 0:
         return np.zeros(activity.shape, np.float32)
-    kernels = _classes(spacing_zyx, rho)
+    kernels = _classes(spacing_zyx, rho, ends)
     half = tuple(int(v) for v in kernels.half_zyx[0])  # the lowest density reaches farthest
     off, parent, link, shell_start, straightness = _offsets(tuple(float(h) for h in spacing_zyx), half)
     table = _class_table(kernels, off)

@@ -138,7 +138,7 @@ def ct_density(ct: Image, reference: Image, *, table: HuDensityTable = SCHNEIDER
         native = Image(arr, (step, step, step), (ox, oy, oz), reference.direction, "G/CM3", ct.meta)
     density, cover = density_on_grid(native, reference)
     outside = int(np.count_nonzero(cover < MIN_VOXEL_COVERAGE))
-    extra = {**dict(ct.meta.extra), "hu_table": table.source,
+    extra = {"hu_table": table.source,
              "hu_table_points": [[h, r] for h, r in zip(table.hu, table.density_g_per_cm3)],
              "voxels_outside_ct": outside, "ct_voxels_above_table": above,
              "rule": "HU to density at the CT's resolution, then the volume-weighted mean over each scan voxel; "
