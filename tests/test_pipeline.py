@@ -326,6 +326,12 @@ def test_the_ct_density_enters_the_dose_and_the_result(interface):
     rho = np.asarray(density.array, np.float64)
     assert result.dvhs["lung"].density_g_per_cm3 == pytest.approx(float((lung * rho).sum() / lung.sum()))
     assert result.dvhs["lung"].mean_gy == pytest.approx(voxeldose.dvh(result.dose, result.vois["lung"]).mean_gy)
+    # the model cross-checks take their masses from the CT too, and compare the lung as it is
+    model = result.crosschecks["lung"]
+    assert model["mass_source"] == "lung at the CT's densities"
+    assert model["mass_kg"] == pytest.approx(float((lung * rho).sum()) * ph.voxel_ml * 1e-3)
+    assert model["voxel_mean_at_lung_density_gy"] == pytest.approx(result.dvhs["lung"].mean_gy)
+    assert result.crosschecks["masses"] == "at the CT's densities"
     record = result.provenance
     assert record["dose"]["method"] == "scaled_kernel" and record["dose"]["voi_densities_g_per_cm3"] == {}
     assert record["density"]["hu_table"].startswith("Schneider") and record["body"]["activity_outside_mbq"] == 0.0
@@ -400,3 +406,22 @@ def test_activity_outside_the_body_is_reported_and_excluded_or_kept(interface):
 def test_scaled_kernel_needs_the_ct(liver):
     with pytest.raises(voxeldose.InputError, match="needs the case's CT"):
         voxeldose.compute_case(liver.activity, {}, _liver_case(voi_roles={}), method="scaled_kernel")
+
+
+def test_a_body_voi_is_the_body_outline(liver):
+    # without a CT, a VOI of role body outlines the patient: activity outside it is reported and
+    # left out, and nothing outside it gets a dose
+    shape = liver.activity.shape
+    body = np.zeros(shape, np.float32)
+    body[:, 20:110, 10:118] = 1.0
+    a = np.array(liver.activity_mbq)
+    a[:, :5, :] += 0.01  # background in the air in front of the patient
+    scan = liver.activity.with_array(a)
+    vois = {"liver": liver.vois["liver"], "body": liver.activity.with_array(body, units="MASK")}
+    result = voxeldose.compute_case(scan, vois, _liver_case(voi_roles={"liver": "whole_liver", "body": "body"}),
+                                    method="local")
+    record = result.provenance["body"]
+    assert record["rule"].startswith("the VOI(s) of role body (body)")
+    assert record["activity_outside_mbq"] == pytest.approx(float(a[body < 0.5].sum()), rel=1e-5)
+    assert np.all(result.dose.array[body < 0.5] == 0.0)
+    assert "density" not in result.images and "body" not in record["vois_outside_percent"]

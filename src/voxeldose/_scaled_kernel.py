@@ -72,7 +72,7 @@ def _interpolate(kernels: DensityKernels, mean: NDArray[np.float64]) -> tuple[ND
     return k, f - k
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # one entry is ~40 bytes per offset: 14 MB at 4 x 4 x 3 mm
 def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, int]) -> tuple[Any, ...]:
     """The offsets of the box ``[-half, half]`` as a tree rooted at the origin.
 

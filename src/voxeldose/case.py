@@ -83,7 +83,7 @@ from .nuclides import normalise_nuclide
 __all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS"]
 
 #: Roles a VOI can have in a case.
-VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused")
+VOI_ROLES: tuple[str, ...] = ("tumour", "normal_liver", "whole_liver", "lung", "perfused", "body")
 
 #: Units a case file may give a scan read from a NIfTI, NRRD or MetaImage file.
 SCAN_UNITS: tuple[str, ...] = ("BQML", "CNTS", "MBQ")

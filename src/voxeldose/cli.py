@@ -82,7 +82,8 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "calibration_voi": (("--calibration-voi",), dict(
         default=None, help="VOI whose counts calibrate a SPECT (default: the perfused or whole-liver VOI)")),
     "voi_role": (("--voi-role",), dict(action="append", default=[], metavar="NAME=ROLE",
-                 help="role of a VOI: tumour, normal_liver, whole_liver, lung or perfused; repeatable")),
+                 help="role of a VOI: tumour, normal_liver, whole_liver, lung, perfused or body (the body outline, "
+                      "instead of the CT's); repeatable")),
     "scan_modality": (("--scan-modality",), dict(
         choices=("PT", "NM"), default=None,
         help="the scan is a Y-90 PET (PT) or a bremsstrahlung SPECT (NM); checked against the scan's Modality")),

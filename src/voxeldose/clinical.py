@@ -560,9 +560,14 @@ class _Case:
     a_patient_gbq: float
     lsf: float
     limit: float
+    density: NDArray[np.floating] | None = None  # g/cm3 from the CT: the masses are its
 
     def mass_kg(self, names: Sequence[str], density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
+        """Mass of the union of ``names``: at the CT's densities when the case has them, else at
+        ``density_g_per_cm3``."""
         union = union_of([self.masks[n] for n in names], self.activity.shape)
+        if self.density is not None:
+            return float((union * self.density).sum(dtype=np.float64)) * self.activity.voxel_volume_ml * 1e-3
         return float(union.sum(dtype=np.float64)) * self.activity.voxel_volume_ml * density_g_per_cm3 * 1e-3
 
     def voxel_mean(self, names: Sequence[str]) -> float:
@@ -668,8 +673,13 @@ def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
     voxel_lung_density = (float(np.dot([h.mean_gy for h in at_lung.values()], [h.volume_ml for h in at_lung.values()])
                                 / sum(h.volume_ml for h in at_lung.values())) if lung else None)
     voxel_lung = c.voxel_mean(lung) if lung else None
+    if c.density is not None and lung:  # the DVHs are at the voxels' own densities already
+        voxel_lung_density = voxel_lung
     if lung_mass_kg is not None:
         m_lung, source = lung_mass_kg, "given"
+    elif lung and c.density is not None:
+        m_lung = c.mass_kg(lung)
+        source = f"{' + '.join(lung)} at the CT's densities"
     elif lung:
         m_lung = c.mass_kg(lung, LUNG_DENSITY_G_PER_CM3)
         source = f"{' + '.join(lung)} at {LUNG_DENSITY_G_PER_CM3:g} g/mL"
@@ -683,6 +693,7 @@ def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
     return {"vois": lung, "mass_kg": m_lung, "mass_source": source, "model_mean_gy": d_lung,
             "voxel_mean_gy": voxel_lung, "voxel_density_g_per_cm3": [c.dvhs[n].density_g_per_cm3 for n in lung],
             "voxel_mean_at_lung_density_gy": voxel_lung_density,
+            "voxel_density": "the CT's" if c.density is not None else f"{LUNG_DENSITY_G_PER_CM3:g} g/mL",
             "relative_difference": _rel(voxel_lung_density, d_lung)}
 
 
@@ -697,6 +708,7 @@ def model_crosschecks(
     residual_fraction: float = 0.0,
     lung_mass_kg: float | None = None,
     tn_rule: TnRule = "core",
+    density: Image | None = None,
 ) -> dict[str, Any]:
     """The clinical models of a case beside its voxel mean doses; caveats as warnings.
 
@@ -742,6 +754,10 @@ def model_crosschecks(
         Measured lung mass (kg), > 0; overrides the lung VOI.
     tn_rule : {"core", "weighted"}
         How the T:N is measured (:func:`tumour_to_normal_ratio`).
+    density : Image, optional
+        The CT's densities (g/cm3) on the activity's grid, when the dose used them: every model
+        mass is then the VOI's mass at those densities, and the lung's voxel mean is compared as
+        it is (its DVH is at the voxels' own densities), not rescaled to 0.30 g/mL.
 
     Returns
     -------
@@ -811,7 +827,12 @@ def model_crosschecks(
             continue
         masks[name] = mask_image(activity, vois[name], name=name).array
         by_role[role].append(name)
-    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction)
+    rho = None
+    if density is not None:
+        if (density.units or "").upper() != "G/CM3" or not density.same_grid(activity):
+            raise InputError("model_crosschecks: density must be a density image (units 'G/CM3') on the activity's grid")
+        rho = np.asarray(density.array, dtype=np.float64)
+    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction, rho)
     notes: list[str] = []
     out: dict[str, Any] = {
         "activity_in_patient_gbq": a_patient,
@@ -821,6 +842,8 @@ def model_crosschecks(
         "mird_constant_gy_kg_per_gbq": MIRD_Y90_GY_KG_PER_GBQ,
         "tissue_density_g_per_cm3": SOFT_TISSUE_DENSITY_G_PER_CM3,
         "lung_density_g_per_cm3": LUNG_DENSITY_G_PER_CM3,
+        "masses": "at the CT's densities" if rho is not None else
+                  f"at {SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/mL (lung {LUNG_DENSITY_G_PER_CM3:g} g/mL)",
         "roles": {n: r for r, names in by_role.items() for n in names},
         "tumour_burden_fraction": None,
         "mird": _mird_check(c),

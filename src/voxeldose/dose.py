@@ -19,7 +19,7 @@ dose is that number times the dose per decay.
   [OConnor1957]: ``S_rho(h) = (rho/rho0)^2 S_rho0(h rho/rho0)``. Needs a density map
   (:mod:`voxeldose._scaled_kernel` has the algorithm and its brute-force reference).
 
-With a density map (``density=``, g/cm^3, e.g. :func:`voxeldose.density.density_from_ct`), every
+With a density map (``density=``, g/cm^3, e.g. :func:`voxeldose.io.load_ct_density`), every
 method uses each voxel's own density: ``local`` deposits E / (rho V) per decay, ``kernel`` is the
 soft-tissue kernel's dose times rho_soft / rho (the "soft-tissue kernel with density correction"
 of Mikell et al. 2015: the same energy over the voxel's real mass), ``scaled_kernel`` scales the
@@ -128,7 +128,7 @@ def absorbed_dose(
         Published voxel S-value tables to use at their sizes (:func:`voxeldose.y90_kernel`).
     density : Image, optional
         Mass density (g/cm^3, units "G/CM3") on the activity's grid, e.g. from a CT
-        (:func:`voxeldose.density.density_from_ct`).
+        (:func:`voxeldose.io.load_ct_density`).
     body : Image, optional
         Body mask (units "MASK") on the activity's grid: no dose outside it.
 
@@ -168,7 +168,7 @@ def absorbed_dose(
     if density is not None:
         if not isinstance(density, Image) or density.units.upper() != "G/CM3" or not density.same_grid(activity):
             raise InputError("absorbed_dose: density must be an Image in g/cm3 (units 'G/CM3') on the activity's grid; "
-                             "make it with voxeldose.density.density_from_ct(ct, activity)")
+                             "make it with voxeldose.io.load_ct_density(path, activity)")
         rho = density.array
     if body is not None:
         if not isinstance(body, Image) or body.units != "MASK" or not body.same_grid(activity):
@@ -231,7 +231,7 @@ def absorbed_dose_array(
     if method == "scaled_kernel":
         if rho is None:
             raise InputError("method 'scaled_kernel' scales the kernel by the density along each path and needs a "
-                             "density map: pass density= (g/cm3, e.g. voxeldose.density.density_from_ct), or use "
+                             "density map: pass density= (g/cm3, e.g. voxeldose.io.load_ct_density), or use "
                              "method 'kernel' or 'local'")
         if engine == "fft":
             raise InputError("method 'scaled_kernel' has no FFT engine (the kernel differs per path); use engine "
@@ -274,7 +274,7 @@ def _check_density(density: object, shape: tuple[int, ...]) -> NDArray[np.float6
     arr = np.asarray(density)
     if arr.shape != shape:
         raise InputError(f"density must have the activity's shape {shape} ([z, y, x]), got {arr.shape}; resample it "
-                         "onto the activity's grid (voxeldose.density.density_from_ct)")
+                         "onto the activity's grid (voxeldose.io.load_ct_density)")
     if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"density must be numbers (g/cm3), got an array of {arr.dtype}")
     rho = arr.astype(np.float64)
@@ -287,7 +287,7 @@ def _check_density(density: object, shape: tuple[int, ...]) -> NDArray[np.float6
         raise InputError(
             f"density ranges from {lo:.4g} to {hi:.4g} g/cm3, outside [{MIN_DENSITY_G_PER_CM3:g}, "
             f"{MAX_DENSITY_G_PER_CM3:g}]: not g/cm3 (kg/m3, where water is 1000, or HU?). Give the density in "
-            "g/cm3 (water 1.0, air 0.0012), e.g. from a CT by voxeldose.density.density_from_ct")
+            "g/cm3 (water 1.0, air 0.0012), e.g. from a CT by voxeldose.io.load_ct_density")
     return rho
 
 

@@ -111,7 +111,7 @@ def _resolve_vois(vois: Mapping[str, Image], case: Case) -> tuple[dict[str, Imag
             "no VOI has a role: no normal liver is derived, lung VOIs are not dosed at lung density, the model "
             "cross-checks have nothing to check, and a SPECT has no calibration VOI. Give roles in the case file "
             "([vois] liver = \"whole_liver\", ...) or with --voi-role NAME=ROLE (tumour, normal_liver, whole_liver, "
-            "lung, perfused)", VoxelDoseWarning, stacklevel=2)
+            "lung, perfused, body)", VoxelDoseWarning, stacklevel=2)
     else:
         unassigned = [n for n in masks if n not in roles]
         if unassigned:
@@ -182,9 +182,10 @@ def compute_case(
         ``images["density"]`` of the result. Without it, the tissue is soft tissue everywhere and
         lung VOIs' DVHs are rescaled to lung density.
     outside_body : {"exclude", "keep"}
-        With a density map: activity outside the body (noise, or a misregistration) is left out of
-        the dose, or kept. Either way it is reported (MBq and % of the total) and the dose
-        outside the body is 0 (air is not tissue).
+        With a density map or a VOI of role "body" (which is then the body outline instead of the
+        CT's): activity outside the body (noise, or a misregistration) is left out of the dose, or
+        kept. Either way it is reported (MBq and % of the total) and the dose outside the body is
+        0 (air is not tissue).
 
     Returns
     -------
@@ -227,9 +228,10 @@ def compute_case(
     body = None
     body_record: dict[str, Any] | None = None
     dosed = activity_map.image
-    if density is not None:
+    body_vois = [n for n, r in roles.items() if r == "body"]
+    if density is not None or body_vois:
         with steps.step("body"):
-            body, dosed, body_record = _body(density, activity_map.image, masks, outside_body)
+            body, dosed, body_record = _body(density, activity_map.image, masks, outside_body, body_vois)
     with steps.step("dose"):
         if density is None and any(r == "lung" for r in roles.values()):
             warnings.warn(
@@ -265,7 +267,8 @@ def compute_case(
         else:
             crosschecks = model_crosschecks(
                 activity_map.image, masks, roles, dvhs, administered_gbq=case.administered_gbq,
-                lung_shunt_fraction=case.lung_shunt_fraction or 0.0, residual_fraction=case.residual_fraction or 0.0)
+                lung_shunt_fraction=case.lung_shunt_fraction or 0.0, residual_fraction=case.residual_fraction or 0.0,
+                density=density)
     if not scan.meta.frame_of_reference_uid:
         steps.caveat("dose", "the scan has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets a new "
                              "one and registers with no image; the NIfTI maps keep the scan's geometry")
@@ -308,6 +311,7 @@ def compute_case(
     if density is not None:
         images["density"] = density
         record["density"] = {k: v for k, v in density.meta.extra.items() if k != "coverage"}
+    if body_record is not None:
         record["body"] = body_record
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
                       dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
@@ -332,21 +336,30 @@ def _kernel_record(method: str, scan: Image, tissue: Tissue, kernel_tables: VsvT
     return "local deposition"
 
 
-def _body(density: Image, activity: Image, masks: Mapping[str, Image], rule: str
-          ) -> tuple[Image, Image, dict[str, Any]]:
-    """The body outline, the activity to dose (without what lies outside the body unless
-    ``rule`` is "keep"), and what was found outside it (warned as caveats)."""
+def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], rule: str,
+          body_vois: Sequence[str] = ()) -> tuple[Image, Image, dict[str, Any]]:
+    """The body outline (the VOIs of role "body", else drawn from the density), the activity to
+    dose (without what lies outside the body unless ``rule`` is "keep"), and what was found
+    outside it (warned as caveats)."""
     from .density import BODY_THRESHOLD_G_PER_CM3, body_mask
 
-    body = body_mask(density)
+    if body_vois:
+        union = np.maximum.reduce([np.asarray(masks[n].array, dtype=np.float32) for n in body_vois])
+        body = activity.with_array((union >= 0.5).astype(np.float32), units="MASK")
+        how = f"the VOI(s) of role body ({', '.join(body_vois)}), voxels at least half inside; no dose outside it"
+    elif density is not None:
+        body = body_mask(density)
+        how = (f"the largest connected region denser than {BODY_THRESHOLD_G_PER_CM3:g} g/cm3, holes of each axial "
+               "slice filled; no dose outside it")
+    else:  # pragma: no cover - compute_case calls this with one or the other
+        raise InputError("the body outline needs a density map or a VOI of role body")
     inside = body.array > 0.5
     a = np.asarray(activity.array, dtype=np.float64)
     total = float(a.sum())
     outside_mbq = float(a[~inside].sum())
     percent = 100.0 * outside_mbq / total if total > 0 else 0.0
     record: dict[str, Any] = {
-        "rule": f"the largest connected region denser than {BODY_THRESHOLD_G_PER_CM3:g} g/cm3, holes of each axial "
-                "slice filled; no dose outside it",
+        "rule": how,
         "volume_ml": float(inside.sum()) * activity.voxel_volume_ml,
         "activity_outside_mbq": outside_mbq, "activity_outside_percent": percent,
         "activity_outside": "excluded from the dose" if rule == "exclude" else "kept in the dose",
@@ -354,21 +367,24 @@ def _body(density: Image, activity: Image, masks: Mapping[str, Image], rule: str
     }
     if percent > OUTSIDE_BODY_CAVEAT_PERCENT:
         warnings.warn(
-            f"{outside_mbq:.4g} MBq ({percent:.1f} % of the scan's activity) lie outside the body outline drawn from the "
-            f"CT: {'left out of' if rule == 'exclude' else 'kept in'} the dose. Much activity outside the body is a "
+            f"{outside_mbq:.4g} MBq ({percent:.1f} % of the scan's activity) lie outside the body outline "
+            f"({'the body VOI' if body_vois else 'drawn from the CT'}): "
+            f"{'left out of' if rule == 'exclude' else 'kept in'} the dose. Much activity outside the body is a "
             "misregistered CT or a scan with a large background; check the registration (--outside-body keep "
             "to keep it)", VoxelDoseWarning, stacklevel=3)
     dosed = activity
     if rule == "exclude" and outside_mbq != 0.0:
         dosed = activity.with_array(np.where(inside, a, 0.0).astype(np.float32))
     for name, mask in masks.items():
+        if name in body_vois:
+            continue
         w = np.asarray(mask.array, dtype=np.float64)
         share = 100.0 * float(w[~inside].sum()) / float(w.sum()) if w.sum() > 0 else 0.0
         record["vois_outside_percent"][name] = share
         if share > VOI_OUTSIDE_BODY_CAVEAT_PERCENT:
-            warnings.warn(f"VOI {name!r}: {share:.1f} % of its volume lies outside the body outline drawn from the CT, "
-                          "where the dose is 0 (air): its DVH counts those voxels at 0 Gy. Check the CT's registration "
-                          "and the VOI", VoxelDoseWarning, stacklevel=3)
+            warnings.warn(f"VOI {name!r}: {share:.1f} % of its volume lies outside the body outline, where the dose "
+                          "is 0 (air): its DVH counts those voxels at 0 Gy. Check the CT's registration and the VOI",
+                          VoxelDoseWarning, stacklevel=3)
     return body, dosed, record
 
 

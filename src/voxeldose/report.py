@@ -599,7 +599,8 @@ def _crosscheck_html(cc: Mapping[str, Any]) -> str:
         at_lung = lung.get("voxel_mean_at_lung_density_gy")
         voxel = _fmt_number(at_lung, "gy")
         if isinstance(at_lung, (int, float)):
-            voxel += f" at {_fmt_number(cc.get('lung_density_g_per_cm3', 0.3))} g/mL"
+            voxel += (" at the CT's densities" if lung.get("voxel_density") == "the CT's"
+                      else f" at {_fmt_number(cc.get('lung_density_g_per_cm3', 0.3))} g/mL")
         lsf = cc.get("lung_shunt_fraction")
         shunt = f" (shunt {lsf:.1%})" if isinstance(lsf, (int, float)) else ""
         row(f"lung{shunt}", names(lung.get("mass_source")), lung.get("mass_kg"), lung.get("model_mean_gy"), voxel,
