@@ -170,3 +170,21 @@ def test_paths_end_outside_the_body():
     assert float((dose * rho).sum()) < 0.9 * _kernel_energy(spacing_zyx)
     inside = scaled_kernel_dose(a, np.full(rho.shape, RHO0), spacing_zyx, scale=1.0)
     assert dose[10, 10, 11] == pytest.approx(inside[10, 10, 11], rel=1e-6)  # the self-dose is not rescaled
+
+
+def test_the_lung_tail_left_to_the_normalisation_changes_the_dose_by_little():
+    # paths below 0.9 g/cm3 stop at the radiological depth of the kernel's last 0.1 % of energy,
+    # which the normalisation puts back nearer: against following them to the kernel's end, no
+    # voxel moves by more than 0.2 % of the largest dose and each tissue's energy by 0.2 %
+    a, rho = (np.pad(x, 12, constant_values=v) for x, v in zip(_heterogeneous(), (0.0, RHO0)))
+    a[22:30, 22:30, 14:22] += 0.05  # sources throughout the lung ball too
+    spacing_zyx = (4.0, 4.0, 4.0)
+    cut = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0)
+    full = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, truncate=False)
+    assert np.abs(cut - full).max() < 2e-3 * full.max()
+    for region in (rho == 0.26, rho == RHO0):
+        assert float((cut * rho)[region].sum()) == pytest.approx(float((full * rho)[region].sum()), rel=2e-3)
+    # and soft tissue is never cut: the plain kernel exactly
+    soft = np.full(rho.shape, RHO0)
+    assert np.array_equal(scaled_kernel_dose(a, soft, spacing_zyx, scale=1.0),
+                          scaled_kernel_dose(a, soft, spacing_zyx, scale=1.0, truncate=False))

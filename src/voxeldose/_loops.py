@@ -140,7 +140,8 @@ def scan_planes(a, n_bad, n_neg, n_nonzero, neg_sum, minimum, box):  # pragma: n
 
 @numba.njit(parallel=True, cache=True)
 def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent, link_mm, shell_start, ktab,
-                   f_table, f_lo, f_inv_step, straightness, diagonal_mm, dead_mm, energy, scale, out):  # pragma: no cover
+                   f_table, f_lo, f_inv_step, straightness, diagonal_mm, dead_mm, tail_mm, tail_density, energy, scale,
+                   out):  # pragma: no cover
     """Density-scaled kernel dose of voxel sources, scattered into ``out[chunk]`` (flat, C order).
 
     ``density`` and ``ends`` are [z, y, x]. The offsets (``off``, [n, 3], (z, y, x), the origin
@@ -156,8 +157,10 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
     clamped to the classes). A chain is not followed further once no descendant can be dosed:
     ``lr * (straightness - diagonal_mm / lg) >= dead_mm`` (``straightness`` is the smallest
     |d| / lg of the lattice, ``dead_mm`` the kernel's range at the reference density times the
-    class ratio); the scan ends after a shell where no chain goes on. A chain that leaves the
-    grid, or enters a voxel where ``ends`` is true (air outside the body), ends there.
+    class ratio); the scan ends after a shell where no chain goes on. A chain whose mean density
+    is below ``tail_density`` is not followed beyond the radiological length ``tail_mm`` (the
+    kernel's last 0.1 % of energy, in lung spread over the outer half of its reach). A chain that
+    leaves the grid, or enters a voxel where ``ends`` is true (air outside the body), ends there.
 
     Each source's doses are then scaled so that the energy they deposit (sum of dose x density)
     is ``energy``, the kernel's in a uniform medium, unless one of its chains ended at the grid or
@@ -248,7 +251,8 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
                     v = (1.0 - w) * ktab[k, j] + w * ktab[k + 1, j]
                     val[j] = v
                     deposited += v * rho
-                    if j == 0 or lr * (straightness - diagonal_mm / lg) < dead_mm:
+                    if j == 0 or (lr * (straightness - diagonal_mm / lg) < dead_mm
+                                  and (mean >= tail_density or lr < tail_mm)):
                         go[j] = True
                         going += 1
                 last = shell_start[shell + 1]

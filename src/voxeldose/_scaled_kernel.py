@@ -25,7 +25,9 @@ costs O(1) per (source, target) pair. The kernel at ``rho_st`` is interpolated i
 between density classes 10 % apart (:func:`voxeldose.kernels.density_kernels`). A chain is
 followed until its radiological length guarantees that no target farther along it is reached
 (``voxeldose._loops.scaled_scatter``), so a source in soft tissue visits ~700 targets (4 x 4 x 3 mm
-voxels) and one in lung ~13,000.
+voxels); a path whose mean density is below 0.9 g/cm3 (lung) stops at the radiological depth of
+the kernel's last 0.1 % of energy (:data:`TAIL_ENERGY_FRACTION`), so a source in lung visits
+~4,000 targets instead of ~13,000.
 
 Energy. In the continuum this kernel conserves energy along every ray. On voxels it does not
 quite where a source lies at a strong interface: the kernel of the mean density assumes that
@@ -53,7 +55,17 @@ from numpy.typing import NDArray
 from . import constants as C
 from .kernels import DENSITY_CLASS_RATIO, DensityKernels, density_kernels, dose_point_kernel, y90_kernel
 
-__all__ = ["scaled_kernel_dose", "scaled_kernel_reference"]
+__all__ = ["scaled_kernel_dose", "scaled_kernel_reference", "TAIL_ENERGY_FRACTION", "TAIL_DENSITY_G_PER_CM3"]
+
+#: A path whose mean density is below :data:`TAIL_DENSITY_G_PER_CM3` is not followed beyond the
+#: radiological depth where the point kernel has deposited all but this fraction of its energy
+#: (8.96 mm of soft tissue). In lung that is the outer half of the kernel's reach, where three
+#: quarters of the pairs lie; the energy normalisation puts the 0.1 % back in nearer. Denser
+#: paths are followed to the end of the kernel, so a soft-tissue CT gives the plain kernel's dose
+#: exactly. On the interface phantom (4 x 4 x 3 mm) the lung's mean dose moves by 0.01 % and no voxel by
+#: more than 0.05 % of the largest dose; the dose takes 4.4 s instead of 8.5 to 14.
+TAIL_ENERGY_FRACTION = 1e-3
+TAIL_DENSITY_G_PER_CM3 = 0.9
 
 def _classes(spacing_zyx: Sequence[float], density: NDArray[np.floating],
              ends: NDArray[np.bool_] | None = None) -> DensityKernels:
@@ -151,6 +163,16 @@ def _fraction_table(kernels: DensityKernels) -> tuple[NDArray[np.float64], float
     return np.log(np.maximum(rho, lo) / lo) / math.log(DENSITY_CLASS_RATIO), lo, 1.0 / step
 
 
+@functools.lru_cache(maxsize=1)
+def _tail_depth_mm() -> float:
+    """Radius (mm of soft tissue) within which the point kernel deposits 1 - TAIL_ENERGY_FRACTION
+    of its energy."""
+    dpk = dose_point_kernel("soft")
+    r, f = dpk.r_mm, dpk.f_per_mm
+    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(r))])
+    return float(np.interp(1.0 - TAIL_ENERGY_FRACTION, cumulative / cumulative[-1], r))
+
+
 def _kernel_energy(spacing_zyx: Sequence[float]) -> float:
     """Sum of dose x density (mGy/(MBq s) x g/cm3) of the soft-tissue kernel: the energy a source
     deposits in a uniform medium (any density: the scaling theorem keeps it)."""
@@ -159,10 +181,13 @@ def _kernel_energy(spacing_zyx: Sequence[float]) -> float:
 
 def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.floating],
                        spacing_zyx: Sequence[float], *, scale: float,
-                       ends: NDArray[np.bool_] | None = None, normalise: bool = True) -> NDArray[np.float32]:
+                       ends: NDArray[np.bool_] | None = None, normalise: bool = True,
+                       truncate: bool = True) -> NDArray[np.float32]:
     """``scale`` x the density-scaled kernel dose (mGy/(MBq s) x activity) on the activity's grid.
     ``ends``: voxels where paths end (air outside the body): their energy leaves.
-    ``normalise=False``: without the energy normalisation of each source (for the tests)."""
+    ``normalise=False``: without the energy normalisation of each source; ``truncate=False``:
+    low-density paths followed to the end of the kernel (:data:`TAIL_ENERGY_FRACTION`; for the
+    tests and the benchmark)."""
     import numba
 
     from ._loops import scaled_scatter
@@ -184,9 +209,10 @@ def scaled_kernel_dose(activity: NDArray[np.floating], density: NDArray[np.float
     dead = DENSITY_CLASS_RATIO * dose_point_kernel("soft").range_mm * C.SOFT_TISSUE_DENSITY_G_PER_CM3
     _, ny, nx = activity.shape
     step = (off[:, 0] * ny + off[:, 1]) * nx + off[:, 2]
+    tail = _tail_depth_mm() * C.SOFT_TISSUE_DENSITY_G_PER_CM3 if truncate else math.inf
     scaled_scatter(z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), a, rho, stop, off, step, parent, link,
-                   shell_start, table, f_table, f_lo, f_inv, float(straightness), diagonal, dead,
-                   _kernel_energy(spacing_zyx) if normalise else 0.0, float(scale), out)
+                   shell_start, table, f_table, f_lo, f_inv, float(straightness), diagonal, dead, tail,
+                   TAIL_DENSITY_G_PER_CM3, _kernel_energy(spacing_zyx) if normalise else 0.0, float(scale), out)
     return out.sum(axis=0).reshape(activity.shape).astype(np.float32)
 
 
