@@ -286,6 +286,12 @@ CT_WINDOW_HU = (-160.0, 240.0)
 CT_DOSE_FLOOR = 0.02
 
 
+def _span(c: NDArray[np.float64]) -> tuple[float, float]:
+    """The extent (mm) of a row of voxel centres ``c``, half a voxel beyond each end."""
+    half = abs(float(c[1] - c[0])) / 2 if len(c) > 1 else 0.5
+    return float(c[0]) - half, float(c[-1]) + half
+
+
 def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colours: Mapping[str, tuple[Any, str]],
                    centre_name: str | None, ct: Image | None = None) -> tuple[str, str]:
     """The three planes as a PNG (base64) and a caption; over the CT (on the dose's grid) when given."""
@@ -321,14 +327,10 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
          cy[ys], cz[zs], "y", "z", (cy[ky], cz[kz])),
     ]
 
-    def span(c: NDArray[np.float64]) -> tuple[float, float]:
-        half = abs(float(c[1] - c[0])) / 2 if len(c) > 1 else 0.5
-        return float(c[0]) - half, float(c[-1]) + half
-
     ratios = []
     for plane in planes:
-        h0, h1 = span(plane[3])
-        v0, v1 = span(plane[4])
+        h0, h1 = _span(plane[3])
+        v0, v1 = _span(plane[4])
         ratios.append((h1 - h0) / (v1 - v0))
     panel_h = min(max(11.0 / sum(ratios), 3.0), 6.0)
     fig = Figure(figsize=(sum(ratios) * panel_h + 3.2, panel_h + 1.6), layout="constrained")
@@ -341,8 +343,8 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
     image = None
     halo = [patheffects.withStroke(linewidth=3, foreground="black")]
     for ax, cut, (title, section, plane_masks, hc, vc, h_axis, v_axis, (h_mark, v_mark)) in zip(axes, cuts, planes):
-        h0, h1 = span(hc)
-        v0, v1 = span(vc)
+        h0, h1 = _span(hc)
+        v0, v1 = _span(vc)
         if hu is None:
             image = ax.imshow(section, cmap="inferno", vmin=0.0, vmax=vmax, origin="lower", extent=(h0, h1, v0, v1),
                               interpolation="nearest", aspect="equal")
@@ -415,17 +417,13 @@ def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], ce
               (f"coronal   y = {cy[ky]:.1f} mm", rho[:, ky], cx, cz, "x", "z"),
               (f"sagittal   x = {cx[kx]:.1f} mm", rho[:, :, kx], cy, cz, "y", "z")]
 
-    def span(c: NDArray[np.float64]) -> tuple[float, float]:
-        half = abs(float(c[1] - c[0])) / 2 if len(c) > 1 else 0.5
-        return float(c[0]) - half, float(c[-1]) + half
-
-    ratios = [(span(p[2])[1] - span(p[2])[0]) / (span(p[3])[1] - span(p[3])[0]) for p in planes]
+    ratios = [(_span(p[2])[1] - _span(p[2])[0]) / (_span(p[3])[1] - _span(p[3])[0]) for p in planes]
     fig = Figure(figsize=(sum(ratios) * 3.0 + 2.0, 3.8), layout="constrained")
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
     image = None
     for ax, (title, section, hc, vc, h_axis, v_axis) in zip(axes, planes):
-        h0, h1 = span(hc)
-        v0, v1 = span(vc)
+        h0, h1 = _span(hc)
+        v0, v1 = _span(vc)
         image = ax.imshow(section, cmap="gray", vmin=0.0, vmax=2.0, origin="lower", extent=(h0, h1, v0, v1),
                           interpolation="nearest", aspect="equal")
         if v_axis == "y":
