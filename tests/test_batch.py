@@ -10,6 +10,7 @@ import shutil
 import pydicom
 import pytest
 
+import voxeldose
 from voxeldose.batch import CaseSpec, discover_cases, run_batch
 from voxeldose.cli import main
 from voxeldose.phantoms.export import write_liver_case
@@ -237,3 +238,29 @@ def test_batch_options_are_checked_before_any_case_runs(exports, tmp_path):
     with pytest.raises(InputError, match="voi_format"):
         run_batch(exports, tmp_path / "out", voi_format="NIFTI", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_path):
+    # every case of a batch folder uses its CT; --hu-table and --outside-body reach every case,
+    # and a changed table (its content, not its name) runs the cases again
+    input_dir = tmp_path / "in"
+    shutil.copytree(cohort / "case_a", input_dir / "case_a")
+    table = tmp_path / "scanner.csv"
+    table.write_text("hu,density\n-1000,0.0012\n0,1.0\n1000,1.6\n")
+    out = tmp_path / "out"
+    first = run_batch(input_dir, out, workers=1, progress=False, method="scaled_kernel", hu_table=table,
+                      outside_body="keep")
+    assert (first.n_ok, first.n_failed) == (1, 0)
+    metrics = json.loads((out / "case_a" / "metrics.json").read_text())
+    assert metrics["provenance"]["density"]["hu_table"] == "user table scanner.csv"
+    assert metrics["provenance"]["body"]["activity_outside"] == "kept in the dose"
+    assert metrics["provenance"]["dose"]["method"] == "scaled_kernel"
+    again = run_batch(input_dir, out, workers=1, progress=False, method="scaled_kernel", hu_table=table,
+                      outside_body="keep")
+    assert again.n_skipped == 1
+    table.write_text("hu,density\n-1000,0.0012\n0,1.0\n1000,1.7\n")
+    changed = run_batch(input_dir, out, workers=1, progress=False, method="scaled_kernel", hu_table=table,
+                        outside_body="keep")
+    assert (changed.n_ok, changed.n_skipped) == (1, 0)
+    with pytest.raises(voxeldose.InputError, match="cannot read the HU-to-density table"):
+        run_batch(input_dir, out, workers=1, progress=False, hu_table=tmp_path / "missing.csv")
