@@ -185,10 +185,9 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
         hy = max(hy, abs(off[j, 1]))
         hx = max(hx, abs(off[j, 2]))
     for c in numba.prange(n_chunks):
-        lr_a = np.empty(n_off)
-        lg_a = np.empty(n_off)
-        rp = np.empty(n_off)
+        st_a = np.empty((n_off, 3))
         val = np.zeros(n_off)
+        hit = np.empty(n_off, np.int64)
         go = np.zeros(n_off, np.bool_)
         for i in range(c, n_src, n_chunks):
             z0 = src_z[i]
@@ -198,11 +197,10 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
             interior = z0 >= hz and z0 + hz < nz and y0 >= hy and y0 + hy < ny and x0 >= hx and x0 + hx < nx
             deposited = 0.0
             edge = False
-            last = 0
+            n_hit = 0
             for shell in range(n_shells):
                 going = 0
                 for j in range(shell_start[shell], shell_start[shell + 1]):
-                    val[j] = 0.0
                     go[j] = False
                     if j > 0 and not go[parent[j]]:
                         continue
@@ -218,18 +216,18 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
                         edge = True
                         continue
                     rho = rho_flat[t_flat]
-                    rp[j] = rho
                     if j == 0:
                         lr = 0.0
                         lg = 0.0
                         mean = rho
                     else:
                         p = parent[j]
-                        lr = lr_a[p] + link_mm[j] * 0.5 * (rp[p] + rho)
-                        lg = lg_a[p] + link_mm[j]
+                        lr = st_a[p, 0] + link_mm[j] * 0.5 * (st_a[p, 2] + rho)
+                        lg = st_a[p, 1] + link_mm[j]
                         mean = lr / lg
-                    lr_a[j] = lr
-                    lg_a[j] = lg
+                    st_a[j, 0] = lr
+                    st_a[j, 1] = lg
+                    st_a[j, 2] = rho
                     g = (mean - f_lo) * f_inv_step
                     if g <= 0.0:
                         f = f_table[0]
@@ -249,20 +247,21 @@ def scaled_scatter(src_z, src_y, src_x, src_a, density, ends, off, step, parent,
                         k = int(f)
                         w = f - k
                     v = (1.0 - w) * ktab[k, j] + w * ktab[k + 1, j]
-                    val[j] = v
+                    val[n_hit] = v
+                    hit[n_hit] = t_flat
+                    n_hit += 1
                     deposited += v * rho
                     if j == 0 or (lr * (straightness - diagonal_mm / lg) < dead_mm
                                   and (mean >= tail_density or lr < tail_mm)):
                         go[j] = True
                         going += 1
-                last = shell_start[shell + 1]
                 if going == 0:
                     break
             factor = 1.0
             if energy > 0.0 and not edge and deposited > 0.0:
                 factor = energy / deposited
             a = src_a[i] * scale * factor
-            for j in range(last):
-                v = val[j]
+            for h in range(n_hit):
+                v = val[h]
                 if v != 0.0:
-                    out[c, base + step[j]] += a * v
+                    out[c, hit[h]] += a * v
