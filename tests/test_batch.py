@@ -240,7 +240,7 @@ def test_batch_options_are_checked_before_any_case_runs(exports, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_path):
+def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_path, monkeypatch):
     # every case of a batch folder uses its CT; --hu-table and --outside-body reach every case,
     # and a changed table (its content, not its name) runs the cases again
     input_dir = tmp_path / "in"
@@ -262,5 +262,14 @@ def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_pat
     changed = run_batch(input_dir, out, workers=1, progress=False, method="scaled_kernel", hu_table=table,
                         outside_body="keep")
     assert (changed.n_ok, changed.n_skipped) == (1, 0)
+    # results an older voxeldose wrote (another results revision) are not up to date: the revision
+    # is part of the stamp (the workers are other processes, so it is checked here, in this one)
+    import voxeldose.batch
+
+    spec = discover_cases(input_dir)[0]
+    options = {"method": "scaled_kernel", "tissue": "soft"}
+    stamp = voxeldose.batch.case_digest(spec, options)
+    monkeypatch.setattr(voxeldose.batch, "RESULTS_REVISION", voxeldose.batch.RESULTS_REVISION + 1)
+    assert voxeldose.batch.case_digest(spec, options) != stamp
     with pytest.raises(voxeldose.InputError, match="cannot read the HU-to-density table"):
         run_batch(input_dir, out, workers=1, progress=False, hu_table=tmp_path / "missing.csv")

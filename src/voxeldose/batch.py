@@ -329,6 +329,12 @@ def _files_of(path: str) -> list[Path]:
     return [p] if p.is_file() else []
 
 
+#: Part of every case's input hash; changed whenever the same inputs and options give other
+#: numbers, so that a batch run after an upgrade recomputes the cases an older voxeldose wrote
+#: instead of skipping them as up to date. 2: a case's CT enters the dose (its densities).
+RESULTS_REVISION = 2
+
+
 def input_hash(spec: CaseSpec, options: Mapping[str, Any]) -> str:
     """SHA-256 over the case's input files' contents, its values and the run's options."""
     h = hashlib.sha256()
@@ -344,6 +350,18 @@ def input_hash(spec: CaseSpec, options: Mapping[str, Any]) -> str:
     h.update(json.dumps({"values": dict(spec.values), "series_uid": spec.series_uid, "options": dict(options)},
                         sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def case_digest(spec: CaseSpec, options: Mapping[str, Any]) -> str:
+    """The input hash a case's results are stamped with: its inputs, the options that change its
+    numbers, and :data:`RESULTS_REVISION`."""
+    relevant = {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables", "registered", "overrides",
+                                        "voi_format", "hu_table_sha256")
+                if k in options and (k in ("method", "tissue") or options[k])}
+    if options.get("outside_body", "exclude") != "exclude":
+        relevant["outside_body"] = options["outside_body"]
+    relevant["results_revision"] = RESULTS_REVISION
+    return input_hash(spec, relevant)
 
 
 def _done(out: Path, digest: str) -> bool:
@@ -406,11 +424,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
                 spec.error_kind or "InputError", error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
-    digest = input_hash(spec, {k: options[k] for k in ("method", "tissue", "anonymize", "kernel_tables", "registered",
-                                                       "overrides", "voi_format", "hu_table_sha256")
-                               if k in options and (k in ("method", "tissue") or options[k])}
-                        | ({"outside_body": options["outside_body"]} if options.get("outside_body", "exclude") != "exclude"
-                           else {}))
+    digest = case_digest(spec, options)
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
