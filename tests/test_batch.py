@@ -10,7 +10,7 @@ import shutil
 import pydicom
 import pytest
 
-import voxeldose
+import voxeldose.batch
 from voxeldose.batch import CaseSpec, discover_cases, run_batch
 from voxeldose.cli import main
 from voxeldose.phantoms.export import write_liver_case
@@ -264,8 +264,6 @@ def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_pat
     assert (changed.n_ok, changed.n_skipped) == (1, 0)
     # results an older voxeldose wrote (another results revision) are not up to date: the revision
     # is part of the stamp (the workers are other processes, so it is checked here, in this one)
-    import voxeldose.batch
-
     spec = discover_cases(input_dir)[0]
     options = {"method": "scaled_kernel", "tissue": "soft"}
     stamp = voxeldose.batch.case_digest(spec, options)
