@@ -668,13 +668,13 @@ def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, A
 def _lung_check(c: _Case, lung_mass_kg: float | None) -> dict[str, Any]:
     """Lung dose from the shunt, with the lung VOI's mass at lung density (or a given mass, or 1 kg)."""
     lung = c.by_role["lung"]
-    # the voxel mean at lung density, whatever density the DVHs were given at (DVH.at_density)
-    at_lung = {n: c.dvhs[n].at_density(LUNG_DENSITY_G_PER_CM3) for n in lung}
-    voxel_lung_density = (float(np.dot([h.mean_gy for h in at_lung.values()], [h.volume_ml for h in at_lung.values()])
-                                / sum(h.volume_ml for h in at_lung.values())) if lung else None)
     voxel_lung = c.voxel_mean(lung) if lung else None
-    if c.density is not None and lung:  # the DVHs are at the voxels' own densities already
+    if c.density is not None or not lung:  # with a CT the DVHs are at the voxels' own densities already
         voxel_lung_density = voxel_lung
+    else:  # the voxel mean at lung density, whatever density the DVHs were given at (DVH.at_density)
+        at_lung = [c.dvhs[n].at_density(LUNG_DENSITY_G_PER_CM3) for n in lung]
+        voxel_lung_density = float(np.dot([h.mean_gy for h in at_lung], [h.volume_ml for h in at_lung])
+                                   / sum(h.volume_ml for h in at_lung))
     if lung_mass_kg is not None:
         m_lung, source = lung_mass_kg, "given"
     elif lung and c.density is not None:

@@ -30,8 +30,6 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -224,8 +222,3 @@ def body_mask(density: Image, *, threshold_g_per_cm3: float = BODY_THRESHOLD_G_P
         body[z] = ndimage.binary_fill_holes(body[z])
     body = ndimage.binary_fill_holes(body)
     return density.with_array(body.astype(np.float32), units="MASK")
-
-
-def table_points(table: HuDensityTable) -> Sequence[tuple[float, float]]:
-    """The (HU, g/cm3) points of ``table`` (for the provenance)."""
-    return list(zip(table.hu, table.density_g_per_cm3))

@@ -439,7 +439,7 @@ def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], ce
     return _png(fig), caption
 
 
-def _tissue_html(result: "CaseResult") -> str:
+def _tissue_html(result: "CaseResult", tumour: str | None) -> str:
     """The section on the tissue: where the density came from, the body, the activity outside it."""
     provenance = result.provenance
     density = result.images.get("density")
@@ -449,7 +449,6 @@ def _tissue_html(result: "CaseResult") -> str:
     record = provenance.get("density", {}) if isinstance(provenance.get("density"), Mapping) else {}
     body = provenance.get("body", {}) if isinstance(provenance.get("body"), Mapping) else {}
     masks = {str(n): m.array for n, m in result.vois.items()}
-    tumour = hottest_tumour({n: h for n, h in result.dvhs.items() if n in masks}, roles=result.roles)
     png, caption = _density_figure(density, masks, tumour, result.dose)
     rows = [("HU to density", record.get("hu_table")), ("rule", record.get("rule")),
             ("body", body.get("rule")),
@@ -773,7 +772,7 @@ src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
 receiving at least <i>g</i> Gy; {_mass_note(result)}</p>
 <h2>Tissue</h2>
-{_tissue_html(result)}
+{_tissue_html(result, tumour)}
 <h2>Clinical references</h2>
 {_references_html(result.references)}
 <h2>Model cross-checks</h2>
