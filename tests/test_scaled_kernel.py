@@ -188,3 +188,26 @@ def test_the_lung_tail_left_to_the_normalisation_changes_the_dose_by_little():
     soft = np.full(rho.shape, RHO0)
     assert np.array_equal(scaled_kernel_dose(a, soft, spacing_zyx, scale=1.0),
                           scaled_kernel_dose(a, soft, spacing_zyx, scale=1.0, truncate=False))
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_sources_walked_together_give_the_dose_of_one_at_a_time(monkeypatch, width):
+    # the engine walks up to TILE_WIDTH neighbouring sources through one offset tree, each with
+    # its own chains, reach, edges and normalisation: any width gives the same dose to the bit,
+    # here with runs of sources cut by gaps, sources at the grid's faces (x = 0 and the last x),
+    # paths ending in air and a lung ball
+    import voxeldose._scaled_kernel as sk
+
+    rng = np.random.default_rng(7)
+    rho = rng.uniform(0.2, 1.9, (14, 15, 17))
+    rho[:, :, 13:] = 0.0012
+    a = (rng.random(rho.shape) < 0.6) * rng.random(rho.shape)
+    a[3, 4, :] = 1.0  # a whole row, both faces
+    spacing_zyx = (3.0, 4.0, 2.5)
+    ends = rho < 0.01
+    z, y, x = (v.astype(np.int64) for v in np.nonzero(a))
+    assert sk._tiles(z, y, x, sk.TILE_WIDTH).size - 1 < z.size / 2  # most sources share a tile
+    wide = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, ends=ends)
+    monkeypatch.setattr(sk, "TILE_WIDTH", width)
+    narrow = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, ends=ends)
+    assert np.array_equal(wide, narrow)
