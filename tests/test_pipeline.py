@@ -425,3 +425,45 @@ def test_a_body_voi_is_the_body_outline(liver):
     assert record["activity_outside_mbq"] == pytest.approx(float(a[body < 0.5].sum()), rel=1e-5)
     assert np.all(result.dose.array[body < 0.5] == 0.0)
     assert "density" not in result.images and "body" not in record["vois_outside_percent"]
+
+
+def test_voxels_the_ct_does_not_cover_are_never_tissue(interface):
+    # a CT whose field of view stops short of the scan's (here 30 mm below the top of the liver):
+    # the scan's voxels it does not cover have no known density (they get air's). They are outside
+    # the body outline even where a body VOI covers them (air's density would give them ~900
+    # times the dose), and the activity in them is reported with a caveat
+    from voxeldose.image import Image
+    from voxeldose.io.ct import ct_density
+    from voxeldose.phantoms.export import _ct_image, _geometry
+
+    ph, _ = interface
+    ct = _ct_image((3.0, 3.0, 3.0), _geometry(), lung_interface=True)
+    liver = np.asarray(ph.masks["liver"]) > 0.5
+    top_mm = ph.activity.origin_mm[2] + ph.activity.spacing_mm[2] * (np.flatnonzero(liver.any(axis=(1, 2))).max() + 0.5)
+    keep = int((top_mm - 30.0 - ct.origin_mm[2]) / ct.spacing_mm[2])  # CT slices kept, from the bottom
+    cut = Image(np.ascontiguousarray(ct.array[:keep]), ct.spacing_mm, ct.origin_mm, ct.direction, "HU", ct.meta)
+    density = ct_density(cut, ph.activity)
+    unknown = density.meta.extra["outside_ct"]
+    a = np.asarray(ph.activity_mbq, np.float64)
+    assert (liver & unknown).sum() > 0.05 * liver.sum()  # the cut goes through the liver
+    body_voi = ph.activity.with_array(np.ones(ph.activity.shape, np.float32), units="MASK")
+    vois = {"liver": ph.vois["liver"], "body": body_voi}
+    case = _liver_case(voi_roles={"liver": "whole_liver", "body": "body"})
+    for method in ("local", "kernel"):
+        result = voxeldose.compute_case(ph.activity, vois, case, method=method, density=density)
+        record = result.provenance["body"]
+        assert record["activity_outside_ct_mbq"] == pytest.approx(float(a[unknown].sum()), rel=1e-5)
+        assert record["activity_outside_ct_mbq"] <= record["activity_outside_mbq"]
+        assert any(c.stage == "body" and "the CT does not cover" in c.message for c in result.caveats)
+        assert np.all(result.dose.array[unknown] == 0.0)
+        assert "outside_ct" not in result.provenance["density"]
+        # where the CT covers the liver, its dose is that of the whole CT's
+        full = voxeldose.compute_case(ph.activity, vois, case, method=method, density=interface[1])
+        deep = liver & ~ndimage_dilate(unknown, 4)
+        np.testing.assert_allclose(result.dose.array[deep], full.dose.array[deep], rtol=1e-5)
+
+
+def ndimage_dilate(mask, n):
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=n)

@@ -331,8 +331,9 @@ def _files_of(path: str) -> list[Path]:
 
 #: Part of every case's input hash; changed whenever the same inputs and options give other
 #: numbers, so that a batch run after an upgrade recomputes the cases an older voxeldose wrote
-#: instead of skipping them as up to date. 2: a case's CT enters the dose (its densities).
-RESULTS_REVISION = 2
+#: instead of skipping them as up to date. 2: a case's CT enters the dose (its densities). 3: voxels
+#: the CT does not cover are outside the body even inside a body VOI.
+RESULTS_REVISION = 3
 
 
 def input_hash(spec: CaseSpec, options: Mapping[str, Any]) -> str:

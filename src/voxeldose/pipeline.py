@@ -310,7 +310,7 @@ def compute_case(
                         "coverage_of_the_grid": ct.meta.extra.get("coverage")}
     if density is not None:
         images["density"] = density
-        record["density"] = {k: v for k, v in density.meta.extra.items() if k != "coverage"}
+        record["density"] = {k: v for k, v in density.meta.extra.items() if k not in ("coverage", "outside_ct")}
     if body_record is not None:
         record["body"] = body_record
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
@@ -356,12 +356,30 @@ def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], ru
     inside = body.array > 0.5
     a = np.asarray(activity.array, dtype=np.float64)
     total = float(a.sum())
+    unknown = None if density is None else density.meta.extra.get("outside_ct")
+    unknown_record: dict[str, Any] = {}
+    if unknown is not None and np.any(unknown):
+        # voxels the CT does not cover have no known density (they are given air's): never tissue,
+        # also where a body VOI covers them (air's density would give them ~900 times the dose)
+        inside = inside & ~unknown
+        body = body.with_array(inside.astype(np.float32))
+        how += "; voxels less than half inside the CT (density unknown) are outside it"
+        unknown_mbq = float(a[unknown].sum())
+        unknown_percent = 100.0 * unknown_mbq / total if total > 0 else 0.0
+        unknown_record = {"activity_outside_ct_mbq": unknown_mbq, "activity_outside_ct_percent": unknown_percent}
+        if unknown_percent > OUTSIDE_BODY_CAVEAT_PERCENT:
+            warnings.warn(
+                f"{unknown_mbq:.4g} MBq ({unknown_percent:.1f} % of the scan's activity) lie in voxels the CT does not "
+                f"cover, whose density is unknown: they are outside the body outline and "
+                f"{'left out of' if rule == 'exclude' else 'kept in'} the dose. "
+                "Give a CT that covers the scan's field of view", VoxelDoseWarning, stacklevel=3)
     outside_mbq = float(a[~inside].sum())
     percent = 100.0 * outside_mbq / total if total > 0 else 0.0
     record: dict[str, Any] = {
         "rule": how,
         "volume_ml": float(inside.sum()) * activity.voxel_volume_ml,
         "activity_outside_mbq": outside_mbq, "activity_outside_percent": percent,
+        **unknown_record,
         "activity_outside": "excluded from the dose" if rule == "exclude" else "kept in the dose",
         "vois_outside_percent": {},
     }

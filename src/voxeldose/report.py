@@ -455,7 +455,10 @@ def _tissue_html(result: "CaseResult", tumour: str | None) -> str:
             ("body volume", f"{body['volume_ml']:.0f} mL" if "volume_ml" in body else None),
             ("activity outside the body",
              f"{body['activity_outside_mbq']:.4g} MBq ({body['activity_outside_percent']:.2f} %), "
-             f"{body.get('activity_outside', '')}" if "activity_outside_mbq" in body else None)]
+             f"{body.get('activity_outside', '')}" if "activity_outside_mbq" in body else None),
+            ("of which where the CT does not reach",
+             f"{body['activity_outside_ct_mbq']:.4g} MBq ({body['activity_outside_ct_percent']:.2f} %)"
+             if "activity_outside_ct_mbq" in body else None)]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v)
     return (f"<table class='info'>{cells}</table><figure><img alt='mass density on three planes' "
             f"src='data:image/png;base64,{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")

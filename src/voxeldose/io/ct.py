@@ -104,7 +104,8 @@ def ct_density(ct: Image, reference: Image, *, table: HuDensityTable = SCHNEIDER
     mean density of the CT voxels inside it (:func:`voxeldose.density.density_on_grid`). A CT
     whose axes differ from the scan's is first resampled (nearest neighbour, at its own voxel
     size) onto the scan's axes. ``meta.extra`` records the table, the CT's coverage of the grid
-    and the voxels outside the CT (air) or above the table's last point (metal?).
+    and the voxels outside the CT (air; ``meta.extra["outside_ct"]``, a boolean [z, y, x] array)
+    or above the table's last point (metal?).
     """
     import SimpleITK as sitk
 
@@ -141,6 +142,8 @@ def ct_density(ct: Image, reference: Image, *, table: HuDensityTable = SCHNEIDER
     extra = {"hu_table": table.source,
              "hu_table_points": [[h, r] for h, r in zip(table.hu, table.density_g_per_cm3)],
              "voxels_outside_ct": outside, "ct_voxels_above_table": above,
+             # which voxels those are: their density is not known (the body outline leaves them out)
+             "outside_ct": _read_only(cover < MIN_VOXEL_COVERAGE),
              "rule": "HU to density at the CT's resolution, then the volume-weighted mean over each scan voxel; "
                      f"voxels less than {MIN_VOXEL_COVERAGE:.0%} inside the CT are air ({AIR_DENSITY:g} g/cm3)"}
     meta = dataclasses.replace(reference.meta, extra=extra, series_instance_uid=ct.meta.series_instance_uid,
@@ -194,3 +197,8 @@ def load_hu_table(path: "str | os.PathLike[str]") -> HuDensityTable:
         hu.append(values[0])
         rho.append(values[1])
     return HuDensityTable(tuple(hu), tuple(rho), source=f"user table {os.path.basename(p)}")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
