@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from .._checks import check_allocation
 
@@ -226,6 +225,8 @@ class _Run:
             del self._cache[key]
 
     def _field(self, rings: list[NDArray[np.float64]]) -> _Plane:
+        from scipy import ndimage  # here, not at import: scipy.ndimage costs ~0.25 s
+
         f = self.f
         # continuous sub-grid indices: reference pixel i spans sub-pixels f (i - i0) .. + f - 1
         sub = [np.column_stack([(r[:, 0] - self.i0 + 0.5) * f - 0.5, (r[:, 1] - self.j0 + 0.5) * f - 0.5])
