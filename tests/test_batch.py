@@ -91,9 +91,12 @@ def test_existing_scheduler_and_manifest(cohort, tmp_path):
         "case_id,scan,vois,case_file,lung_shunt_fraction\n"
         f"m1,{cohort / 'case_a' / 'PET'},{cohort / 'case_a' / 'RTSTRUCT.dcm'},{cohort / 'case_a' / 'case.toml'},0.2\n"
     )
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         result = run_batch(manifest, tmp_path / "out", scheduler=cluster.scheduler_address, progress=False)
     assert result.ok and result.n_ok == 1
+    # the scheduler's two single-threaded workers share the machine's cores, as --workers 2 would
+    # (before, each case kept numba's default, all the cores, however many workers shared them)
+    assert [r["threads"] for r in result.cases] == [max(1, voxeldose.batch._host_cores()[1] // 2)]
     rows = _read(tmp_path / "out" / "cohort.csv")
     assert {r["lung_shunt_fraction"] for r in rows} == {"0.2"}  # the manifest overrides the case file
 
@@ -271,3 +274,13 @@ def test_batch_passes_the_tissue_options_and_hashes_the_hu_table(cohort, tmp_pat
     assert voxeldose.batch.case_digest(spec, options) != stamp
     with pytest.raises(voxeldose.InputError, match="cannot read the HU-to-density table"):
         run_batch(input_dir, out, workers=1, progress=False, hu_table=tmp_path / "missing.csv")
+
+
+def test_workers_of_a_scheduler_share_their_machine():
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        shares = voxeldose.batch.threads_by_worker(client)
+    cores = voxeldose.batch._host_cores()[1]
+    assert len(shares) == 2 and set(shares.values()) == {max(1, cores // 2)}

@@ -239,7 +239,7 @@ def inspect_volume(
 ) -> VolumeInfo:
     """Validate a volume like :func:`check_volume` and return the bounds of its non-zero part.
 
-    One parallel pass over the data (numba) finds non-finite values, negative values and the
+    One pass over the data (numba) finds non-finite values, negative values and the
     bounding box of the non-zero voxels.
     """
     from ._loops import scan_planes

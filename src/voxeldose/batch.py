@@ -115,7 +115,7 @@ class CaseSpec:
 @dataclass(frozen=True)
 class BatchResult:
     """The outcome of :func:`run_batch`. ``cases`` holds one record per case: status, seconds,
-    the step timings and the worker's peak memory (MB)."""
+    the step timings, the worker's peak memory (MB) and its numba thread count."""
 
     out_dir: Path
     rows: list[dict[str, Any]]
@@ -431,6 +431,13 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),
                 "seconds": time.perf_counter() - t0, "timings": {}}
     threads = int(options.get("threads_per_case", 0) or 0)
+    if not threads and options.get("threads_by_worker"):  # an existing scheduler's workers
+        from distributed import get_worker
+
+        try:
+            threads = int(options["threads_by_worker"].get(get_worker().address, 1))
+        except ValueError:  # pragma: no cover - not on a worker (called directly)
+            threads = 0
     if threads > 0:
         # one case per worker process: share the cores between workers instead of each taking
         # all of them (numba's parallel loops and the FFT follow numba's thread count)
@@ -466,7 +473,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         _write_log(out, stream.getvalue(), failed=False)
         return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.to_dict()),
                 "seconds": time.perf_counter() - t0, "timings": dict(result.provenance["timings_s"]),
-                "peak_rss_mb": _peak_rss_mb()}
+                "peak_rss_mb": _peak_rss_mb(), "threads": _numba_threads()}
     except VoxelDoseError as exc:
         kind, message = type(exc).__name__, str(exc)
         stream.write(f"failed: {kind}: {message}\n")
@@ -487,6 +494,34 @@ def _scrubber() -> Any:
     from .anonymize import Anonymizer
 
     return Anonymizer(None).text
+
+
+def _numba_threads() -> int | None:
+    """The thread count numba's parallel loops (and the FFT) use in this thread, if numba is loaded."""
+    import sys
+
+    numba = sys.modules.get("numba")
+    return int(numba.get_num_threads()) if numba is not None else None
+
+
+def _host_cores() -> tuple[str, int]:
+    """This machine's name and the cores this process may use (run on each worker)."""
+    import socket
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return socket.gethostname(), cores
+
+
+def threads_by_worker(client: Any) -> dict[str, int]:
+    """Each worker's share of its machine's cores for one case: the cores over the task threads of
+    all the workers on that machine (at least 1), by worker address. With ``--scheduler`` the
+    workers are someone else's: this is what ``--workers`` sets for a local cluster."""
+    hosts = client.run(_host_cores)  # {address: (host, cores)}
+    info = client.scheduler_info().get("workers", {})
+    load: dict[str, int] = {}
+    for address, (host, _) in hosts.items():
+        load[host] = load.get(host, 0) + max(1, int(info.get(address, {}).get("nthreads", 1)))
+    return {address: max(1, cores // load[host]) for address, (host, cores) in hosts.items()}
 
 
 def _peak_rss_mb() -> float | None:
@@ -681,6 +716,11 @@ def run_batch(
                              voi_format=voi_format) if cases is None else None)
         if scheduler:
             client = Client(scheduler)
+            try:
+                options["threads_by_worker"] = threads_by_worker(client)
+            except BaseException:
+                client.close()
+                raise
         else:
             options["threads_per_case"] = max(1, (os.cpu_count() or 1) // n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
