@@ -250,3 +250,30 @@ def test_a_dvh_curve_has_a_bounded_number_of_points(n):
     with pytest.raises(voxeldose.InputError, match="n_points must be an integer from 2 to 1,000,000"):
         h.curve(n)
     assert h.curve(10**6)[0].size == 10**6
+
+
+def test_the_dvh_on_the_vois_box_is_the_whole_grids():
+    # the DVH reads the dose and the mask on the bounding box of the mask's voxels > 0: the same
+    # voxels in the same order as on the whole grid, so the same DVH to the last bit; a non-finite
+    # dose outside the box does not enter it, one inside still fails with its whole-grid index
+    from voxeldose.dvh import _dvh
+
+    rng = np.random.default_rng(3)
+    dose = rng.gamma(2.0, 40.0, (30, 40, 50)).astype(np.float32)
+    dose[dose < 20] = dose[0, 0, 0]  # ties
+    mask = np.zeros(dose.shape, np.float32)
+    mask[7:19, 11:30, 4:41] = rng.random((12, 19, 37)).astype(np.float32)
+    mask[mask < 0.3] = 0.0
+    whole = _dvh(dose, mask, 0.008, "v")
+    boxed = dvh_array(dose, mask, spacing_xyz_mm=(2, 2, 2), name="v")
+    assert (boxed.volume_ml, boxed.mean_gy, boxed.min_gy, boxed.max_gy) == (
+        whole.volume_ml, whole.mean_gy, whole.min_gy, whole.max_gy)
+    assert np.array_equal(boxed._dose_nodes_gy, whole._dose_nodes_gy)
+    assert np.array_equal(boxed._fraction_at_nodes, whole._fraction_at_nodes)
+    image = voxeldose.dvh(voxeldose.Image(dose, (2.0, 2.0, 2.0), units="GY"), mask, name="v")
+    assert np.array_equal(image._fraction_at_nodes, whole._fraction_at_nodes) and image.mean_gy == whole.mean_gy
+    dose[0, 0, 0] = np.nan  # outside the VOI's box
+    assert dvh_array(dose, mask, spacing_xyz_mm=(2, 2, 2)).mean_gy == whole.mean_gy
+    dose[10, 20, 30] = np.inf  # inside it
+    with pytest.raises(voxeldose.InputError, match=r"\(0, 0, 0\)"):  # the first on the whole grid
+        dvh_array(dose, mask, spacing_xyz_mm=(2, 2, 2))
