@@ -306,8 +306,8 @@ def _on_box(dose: NDArray[np.floating], weights: NDArray[np.floating],
     inside = weights > 0
     if not inside.any():
         raise _empty(name, dose.shape)
-    box = tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1])))
-                for a in (inside.any(axis=(1, 2)), inside.any(axis=(0, 2)), inside.any(axis=(0, 1))))
+    spans = [np.asarray(inside.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]  # z, y, x
+    box = tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1]))) for a in spans)
     part = np.ascontiguousarray(dose[box])
     try:
         checked = check_volume(part, name="dose_gy", warn_negative=False)
