@@ -150,3 +150,29 @@ def test_derived_masks_partition_the_liver(liver, a, b, p):
     np.testing.assert_allclose(union, np.clip(a + b, 0, 1), atol=1e-6)
     assert np.all(derived["perfused_normal_liver"] <= normal + 1e-7)
     assert np.all(derived["perfused_normal_liver"] <= p + 1e-7)
+
+
+def test_the_bounding_box_arithmetic_is_the_whole_grids():
+    # union, normal liver and the out-of-liver sums work on each mask's bounding box: the same
+    # numbers voxel by voxel as the whole-grid definitions (module rules), to the bit
+    from voxeldose.voi_sets import union_of
+
+    rng = np.random.default_rng(11)
+    shape = (20, 24, 28)
+    liver = np.zeros(shape, np.float32)
+    liver[2:18, 3:20, 4:25] = rng.random((16, 17, 21)).astype(np.float32)
+    tumours = []
+    for z, y, x in ((3, 4, 5), (8, 10, 12), (12, 15, 18)):
+        t = np.zeros(shape, np.float32)
+        t[z:z + 6, y:y + 7, x:x + 8] = rng.random((6, 7, 8)).astype(np.float32)
+        tumours.append(t)
+    tumours.append(np.zeros(shape, np.float32))  # an empty one
+    expected = np.clip(sum(t.astype(np.float64) for t in tumours), 0.0, 1.0).astype(np.float32)
+    assert np.array_equal(union_of(tumours, shape), expected)
+    derived, caveats = derive({"liver": liver, **{f"t{i}": t for i, t in enumerate(tumours[:3])}},
+                              whole_liver="liver", tumours=["t0", "t1", "t2"])
+    union = np.clip(sum(t.astype(np.float64) for t in tumours[:3]), 0.0, 1.0).astype(np.float32)
+    assert np.array_equal(derived["tumours"], union)
+    assert np.array_equal(derived["normal_liver"], np.clip(liver.astype(np.float64) - union, 0.0, 1.0).astype(np.float32))
+    outside = float(np.clip(tumours[0].astype(np.float64) - liver, 0.0, 1.0).sum())
+    assert any(c.startswith(f"tumour 't0': {outside:.2f} voxel(s)") for c in caveats)

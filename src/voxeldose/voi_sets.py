@@ -40,12 +40,21 @@ __all__ = ["derive_vois", "union_of", "difference", "intersection", "REPORT_THRE
 REPORT_THRESHOLD_VOXELS = 1e-3
 
 
-def union_of(masks: Sequence[NDArray[np.floating]], shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """Union of distinct VOIs (e.g. tumours): ``clip(sum, 0, 1)`` of the fractions (module rules)."""
+def union_of(masks: Sequence[NDArray[np.floating]], shape: tuple[int, ...], *,
+             boxes: Sequence[tuple[slice, ...] | None] | None = None) -> NDArray[np.float32]:
+    """Union of distinct VOIs (e.g. tumours): ``clip(sum, 0, 1)`` of the fractions (module rules).
+    Each mask is added on its bounding box (``boxes``, found when not given: the same sums voxel
+    by voxel as on the whole grid)."""
+    boxes = list(zip(masks, boxes if boxes is not None else [_bbox(m) for m in masks]))
     total = np.zeros(shape, np.float64)
-    for m in masks:
-        total += m
-    return np.clip(total, 0.0, 1.0).astype(np.float32)
+    for m, box in boxes:
+        if box is not None:
+            total[box] += m[box]
+    out = np.zeros(shape, np.float32)
+    hull = _hull([box for _, box in boxes])
+    if hull is not None:
+        out[hull] = np.clip(total[hull], 0.0, 1.0)
+    return out
 
 
 def difference(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -74,10 +83,20 @@ def _mask(vois: Mapping[str, Image], name: str, reference: Image | None) -> Imag
 
 
 def _bbox(m: NDArray[np.floating]) -> tuple[slice, ...] | None:
-    idx = np.nonzero(m)
-    if idx[0].size == 0:
+    """The bounding box of the non-zero voxels of ``m`` [z, y, x] (None when there are none)."""
+    nonzero = m != 0
+    spans = [np.asarray(nonzero.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+    if not spans[0].any():
         return None
-    return tuple(slice(int(a.min()), int(a.max()) + 1) for a in idx)
+    return tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1]))) for a in spans)
+
+
+def _hull(boxes: Sequence[tuple[slice, ...] | None]) -> tuple[slice, ...] | None:
+    """The smallest box holding every box given (None when none is)."""
+    real = [b for b in boxes if b is not None]
+    if not real:
+        return None
+    return tuple(slice(min(b[k].start for b in real), max(b[k].stop for b in real)) for k in range(3))
 
 
 def _intersect(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...] | None:
@@ -157,10 +176,10 @@ def derive_vois(
     liver_image = _mask(vois, whole_liver, None)
     liver = liver_image.array
     masks = {t: _mask(vois, t, liver_image).array for t in tumour_names}
-    union = union_of(list(masks.values()), liver.shape)
+    boxes = {t: _bbox(m) for t, m in masks.items()}
+    union = union_of(list(masks.values()), liver.shape, boxes=list(boxes.values()))
 
     # pairwise overlaps, on the intersection of bounding boxes
-    boxes = {t: _bbox(m) for t, m in masks.items()}
     for a in range(len(tumour_names)):
         for b in range(a + 1, len(tumour_names)):
             ta, tb = tumour_names[a], tumour_names[b]
@@ -185,7 +204,8 @@ def derive_vois(
         _caveat(f"tumour overlaps in all: {excess_all:.2f} voxel(s) counted once in 'tumours'")
 
     for t, m in masks.items():
-        out_of_liver = float(difference(m, liver).sum(dtype=np.float64))
+        box = boxes[t]  # m - liver is 0 or negative outside the tumour's box
+        out_of_liver = 0.0 if box is None else float(difference(m[box], liver[box]).sum(dtype=np.float64))
         if out_of_liver > REPORT_THRESHOLD_VOXELS:
             size = float(m.sum(dtype=np.float64))
             _caveat(
