@@ -45,13 +45,13 @@ def union_of(masks: Sequence[NDArray[np.floating]], shape: tuple[int, ...], *,
     """Union of distinct VOIs (e.g. tumours): ``clip(sum, 0, 1)`` of the fractions (module rules).
     Each mask is added on its bounding box (``boxes``, found when not given: the same sums voxel
     by voxel as on the whole grid)."""
-    boxes = list(zip(masks, boxes if boxes is not None else [_bbox(m) for m in masks]))
+    found = list(boxes) if boxes is not None else [_bbox(m) for m in masks]
     total = np.zeros(shape, np.float64)
-    for m, box in boxes:
+    for m, box in zip(masks, found):
         if box is not None:
             total[box] += m[box]
     out = np.zeros(shape, np.float32)
-    hull = _hull([box for _, box in boxes])
+    hull = _hull(found)
     if hull is not None:
         out[hull] = np.clip(total[hull], 0.0, 1.0)
     return out
