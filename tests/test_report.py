@@ -277,3 +277,193 @@ def test_report_shows_the_density_the_dose_used():
     assert "mass = the sum of the VOI's voxel masses" in with_ct
     plain = render_report(voxeldose.compute_case(ph.activity, ph.vois, voxeldose.Case("d-2")))
     assert "No CT: every voxel is soft tissue" in plain and "lung VOIs 0.30 g/mL" in plain
+
+
+# --------------------------------------------------------------------------- the figures
+# The figures are laid out by hand (no constrained layout) and draw their own ticks: what
+# they show is checked on the figure objects, against matplotlib where it has an answer.
+
+
+def _figures(case, *, ct=None, density=None):
+    """The report's three figures of ``case`` as matplotlib figures, drawn, by name."""
+    from voxeldose import report
+
+    masks = {str(n): m.array for n, m in case.vois.items()}
+    colours = report._colours(list(dict.fromkeys([*case.dvhs, *masks])))
+    tumour = hottest_tumour({n: h for n, h in case.dvhs.items() if n in masks}, roles=case.roles)
+    figures = {"dvh": report._dvh_figure(case.dvhs, colours),
+               "planes": report._slices_figure(case.dose, masks, colours, tumour, ct)[0]}
+    if density is not None:
+        figures["density"] = report._density_figure(density, masks, tumour, case.dose)[0]
+    for fig in figures.values():
+        fig.canvas.draw()
+    return figures
+
+
+@pytest.fixture(scope="module")
+def ct_and_density(case):
+    from voxeldose.phantoms.export import _ct_image, _geometry
+
+    ct = _ct_image(case.dose.spacing_mm, _geometry())
+    rho = np.where(np.asarray(ct.array) > -500, 1.04, 0.0012).astype(np.float32)
+    return ct, Image(rho, case.dose.spacing_mm, case.dose.origin_mm, case.dose.direction, units="G/CM3")
+
+
+@pytest.fixture(scope="module")
+def figures(case, ct_and_density):
+    ct, density = ct_and_density
+    return {"plain": _figures(case), "ct": _figures(case, ct=ct, density=density)}
+
+
+def _shown_texts(fig):
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+def test_figures_show_every_title_label_letter_and_legend_entry(case, figures):
+    hottest = max((n for n, r in ROLES.items() if r == "tumour"), key=lambda n: case.dvhs[n].mean_gy)
+    for kind, figs in figures.items():
+        planes = figs["planes"]
+        panels, cbar = planes.axes[:3], planes.axes[3]
+        assert [ax.get_title().split("   ")[0] for ax in panels] == ["axial", "coronal", "sagittal"]
+        assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in panels] == [
+            ("x (mm)   R \u2192 L", "y (mm)   P \u2192 A"), ("x (mm)   R \u2192 L", "z (mm)   I \u2192 S"),
+            ("y (mm)   A \u2192 P", "z (mm)   I \u2192 S")]
+        for ax, letters in zip(panels, ("RLAP", "RLSI", "APSI")):
+            assert sorted(t.get_text() for t in ax.texts if t.get_path_effects()) == sorted(letters)
+            assert len(ax.images) == (1 if kind == "plain" else 2)  # the dose (over the CT)
+            assert len(ax.lines) == 2 + 2  # the crosshair lines, the bottom and left tick marks
+        assert cbar.get_ylabel() == "absorbed dose (Gy)"
+        # the hottest tumour is outlined (a halo and a coloured line) on all three planes
+        assert all(len(ax.collections) == 2 for ax in panels)
+        legend = [t.get_text() for t in planes.legends[0].get_texts()]
+        assert len(legend) == len(case.vois) and all(any(t.startswith(n) for t in legend) for n in case.vois)
+        assert hottest in legend
+        dvh = figs["dvh"]
+        assert dvh.axes[0].get_xlabel() == "dose (Gy)"
+        assert dvh.axes[0].get_legend().get_title().get_text() == "VOI"
+        assert [t.get_text() for t in dvh.axes[0].get_legend().get_texts()] == [
+            f"{n}  (mean {h.mean_gy:.1f} Gy)" for n, h in case.dvhs.items()]
+        curves = [ln for ln in dvh.axes[0].lines if ln.get_linestyle() != "None"]  # not the tick marks
+        assert len(curves) == len(case.dvhs) and all(len(ln.get_xdata()) == 601 for ln in curves)
+    density = figures["ct"]["density"]
+    assert [ax.get_title().split("   ")[0] for ax in density.axes[:3]] == ["axial", "coronal", "sagittal"]
+    assert density.axes[3].get_ylabel() == "density (g/cm\u00b3)"
+
+
+def test_figure_ticks_are_matplotlibs(figures):
+    # each axis shows the ticks and labels matplotlib's own locator and formatter give an axes
+    # of the same size and limits
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    for figs in figures.values():
+        for fig in figs.values():
+            for ax in fig.axes:
+                ref_fig = Figure(figsize=fig.get_size_inches(), dpi=fig.dpi)
+                FigureCanvasAgg(ref_fig)
+                ref = ref_fig.add_axes(ax.get_position().bounds)
+                ref.set_xlim(ax.get_xlim())
+                ref.set_ylim(ax.get_ylim())
+                ref_fig.canvas.draw()
+                sides = {"bottom": (ref.xaxis, 0)} if ax.get_xlabel() or ax.get_title() else {}
+                sides["left" if ax.yaxis.get_label_position() == "left" else "right"] = (ref.yaxis, 1)
+                for side, (axis, coord) in sides.items():
+                    ours = [(t.get_text(), t.get_position()[coord]) for t in ax.texts
+                            if t.get_gid() == f"{side} tick label"]
+                    lo, hi = sorted(axis.get_view_interval())
+                    theirs = [(t.get_text(), t.get_position()[coord]) for t in axis.get_ticklabels()
+                              if lo <= t.get_position()[coord] <= hi]  # the ones drawn
+                    assert len(ours) >= 3 and ours == theirs, (fig.axes.index(ax), side)
+
+
+def test_figure_texts_are_inside_and_apart(figures):
+    # nothing is cut at the figure's edge; a panel's tick labels, axis labels and title do not
+    # reach into another panel, the colour bar, the legend or each other
+    for figs in figures.values():
+        for name, fig in figs.items():
+            renderer = fig.canvas.get_renderer()
+            width, height = fig.canvas.get_width_height()
+            for text in _shown_texts(fig):
+                box = text.get_window_extent(renderer)
+                assert box.x0 >= -0.5 and box.y0 >= -0.5 and box.x1 <= width + 0.5 and box.y1 <= height + 0.5, (
+                    name, text.get_text())
+            boxes = []  # (owner, kind, box)
+            for i, ax in enumerate(fig.axes):
+                boxes.append((i, "axes", ax.get_window_extent(renderer)))
+                for text in ax.texts:
+                    if text.get_gid():
+                        boxes.append((i, "tick", text.get_window_extent(renderer)))
+                for text in (ax.xaxis.label, ax.yaxis.label, ax.title):
+                    if text.get_text():
+                        boxes.append((i, "label", text.get_window_extent(renderer)))
+            for legend in fig.legends:
+                boxes.append((-1, "legend", legend.get_window_extent(renderer)))
+            for a, (owner_a, kind_a, box_a) in enumerate(boxes):
+                for owner_b, kind_b, box_b in boxes[a + 1:]:
+                    if owner_a == owner_b and "label" not in (kind_a, kind_b):
+                        continue  # an axes and its own tick labels, or two of them
+                    if owner_a == owner_b and {kind_a, kind_b} == {"label", "axes"}:
+                        continue  # a title or label touches its own axes' edge
+                    inter = box_a.intersection(box_a, box_b)
+                    assert inter is None or inter.width < 1 or inter.height < 1, (name, owner_a, kind_a, owner_b, kind_b)
+
+
+def test_png_encoding_round_trips():
+    from PIL import Image as PILImage
+
+    from voxeldose.report import _png_bytes
+
+    rng = np.random.default_rng(3)
+    flat = np.full((7, 9, 3), 200, np.uint8)
+    for pixels in (rng.integers(0, 256, (31, 17, 3), dtype=np.uint8), rng.integers(0, 256, (5, 40, 4), dtype=np.uint8),
+                   flat, np.zeros((1, 1, 3), np.uint8)):
+        with PILImage.open(io.BytesIO(_png_bytes(pixels))) as im:
+            assert im.mode == ("RGB" if pixels.shape[2] == 3 else "RGBA") and im.info["dpi"] == pytest.approx((100, 100), abs=0.01)
+            np.testing.assert_array_equal(np.asarray(im), pixels)
+
+
+def test_outline_helpers_agree_with_their_references(case):
+    # the VOI-sized fast paths give what the whole-grid scipy versions gave, to the voxel
+    from scipy import ndimage
+
+    from voxeldose.report import _centre, _neighbours6, _outline_styles
+
+    rng = np.random.default_rng(5)
+    for shape in ((1, 1, 1), (1, 4, 3), (6, 7, 8), (2, 9, 2)):
+        for p in (0.3, 0.8, 1.0):
+            a = rng.random(shape) < p
+            np.testing.assert_array_equal(_neighbours6(a, every=True), ndimage.binary_erosion(a))
+            np.testing.assert_array_equal(_neighbours6(a, every=False), ndimage.binary_dilation(a))
+
+    def styles_reference(masks):
+        seen, dashed = None, {}
+        for name in sorted(masks, key=lambda n: float(masks[n].sum())):
+            inside = masks[name] >= 0.5
+            boundary = inside & ~ndimage.binary_erosion(inside)
+            if not boundary.any() or seen is None:
+                dashed[name] = False
+                seen = boundary.copy() if seen is None and boundary.any() else seen
+                continue
+            dashed[name] = bool((boundary & ndimage.binary_dilation(seen)).sum() > 0.5 * boundary.sum())
+            seen |= boundary
+        return dashed
+
+    def centre_reference(mask):
+        inside = mask >= 0.5 if (mask >= 0.5).any() else mask > 0
+        idx = np.argwhere(inside)
+        w = mask[inside]
+        best = idx[int(np.argmin(((idx - (idx * w[:, None]).sum(axis=0) / w.sum()) ** 2).sum(axis=1)))]
+        return tuple(int(v) for v in best)
+
+    masks = {n: np.asarray(m.array) for n, m in case.vois.items()}
+    masks["touches the edge"] = np.zeros_like(masks["liver"])
+    masks["touches the edge"][:5, :, -3:] = 0.7
+    assert _outline_styles(masks, {n: float(m.sum()) for n, m in masks.items()}) == styles_reference(masks)
+    assert any(styles_reference(masks).values())  # the liver after its normal liver
+    for mask in masks.values():
+        assert _centre(mask) == centre_reference(mask)
+    partial = np.zeros((5, 6, 7))
+    partial[1:3, 2:5, 3] = 0.3  # nothing at 0.5 or more: the voxels above 0
+    assert _centre(partial) == centre_reference(partial)

@@ -27,10 +27,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import json
 import math
 import re
+import struct
+import zlib
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -85,13 +86,260 @@ _LOW_HIGH = {"x": ("R", "L"), "y": ("A", "P"), "z": ("I", "S")}
 # --------------------------------------------------------------------------- helpers
 
 
-def _png(fig: Any, dpi: int = 100) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+#: Resolution of the figures (pixels per inch): their pixel size is their size in inches x 100.
+_DPI = 100
 
+#: zlib level of the figures' PNGs: on these figures (flat colour and text) level 1 takes 40 %
+#: of the time of zlib's default 6 for ~10 % more bytes.
+_PNG_ZLIB_LEVEL = 1
+
+#: Clearance (inches) between a figure's edge, or a neighbouring panel, and the nearest text.
+_GAP_IN = 0.06
+
+
+def _new_figure(width_in: float, height_in: float) -> Any:
+    """A figure on its own Agg canvas (the caller's pyplot state and backend are left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=_DPI)
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})  # layout="constrained": no crop pass
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return fig
+
+
+def _png_bytes(pixels: NDArray[np.uint8], dpi: int = _DPI) -> bytes:
+    """A PNG of an 8-bit RGB or RGBA image [row, column, channel], its resolution ``dpi``.
+
+    Every row is "Up"-filtered (filter type 2 of the PNG specification, W3C 2003: the
+    difference from the row above, zero over flat colour) and the whole compressed at
+    ``_PNG_ZLIB_LEVEL``. PIL chooses a filter per row by trying all five, which takes ~3x as
+    long for the same size on these figures.
+    """
+    rows, columns, channels = pixels.shape
+    flat = pixels.reshape(rows, columns * channels)
+    filtered = np.empty((rows, columns * channels + 1), np.uint8)
+    filtered[:, 0] = 2  # the filter type of each row: Up
+    filtered[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG defines it
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    colour_type = {3: 2, 4: 6}[channels]  # RGB, RGBA
+    per_metre = round(dpi / 0.0254)
+    return b"".join([
+        b"\x89PNG\r\n\x1a\n",
+        chunk(b"IHDR", struct.pack(">IIBBBBB", columns, rows, 8, colour_type, 0, 0, 0)),
+        chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),
+        chunk(b"IDAT", zlib.compress(filtered.tobytes(), _PNG_ZLIB_LEVEL)),
+        chunk(b"IEND", b""),
+    ])
+
+
+def _png(fig: Any) -> str:
+    """The figure drawn once, as a PNG in base64 (RGB where it is opaque everywhere, as by default)."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    opaque = bool((rgba[..., 3] == 255).all())
+    pixels = np.ascontiguousarray(rgba[..., :3]) if opaque else rgba
+    return base64.b64encode(_png_bytes(pixels)).decode("ascii")
+
+
+# Fixed layout. Matplotlib's constrained layout measures every artist by drawing the figure
+# once more before the real draw (~0.4 s of the planes figure's ~0.75 s). These figures are
+# fixed in form (a row of equal-aspect panels with a colour bar, or one plot with its legend at
+# the right), so their margins are computed from the few texts that set them: tick labels
+# (from each axis's own locator and formatter), axis labels, titles, the legend, measured with
+# matplotlib's text layout (whose cache the draw then reuses). Then the ticks, axis-label and
+# title positions are fixed at what matplotlib would choose at the final size: left automatic,
+# matplotlib works them out again while drawing by measuring every tick label of the axes and
+# of its siblings (a third of the drawing time here). Sizes in inches; matplotlib's tick
+# lengths and pads are in points.
+
+
+def _pt_in(key: str) -> float:
+    """An rcParams length in points, in inches."""
+    import matplotlib
+
+    rc: Any = matplotlib.rcParams  # keys built at run time
+    return float(rc[key]) / 72.0
+
+
+def _extent_in(artist: Any) -> tuple[float, float]:
+    """The width and height (inches) of a text or legend as it will be drawn."""
+    box = artist.get_window_extent(artist.get_figure(root=True).canvas.get_renderer())
+    return box.width / _DPI, box.height / _DPI
+
+
+def _legend_pad_in(fontsize_pt: float) -> float:
+    """The space (inches) between a legend and its anchor: ``legend.borderaxespad`` font sizes."""
+    import matplotlib
+
+    return float(matplotlib.rcParams["legend.borderaxespad"]) * fontsize_pt / 72.0
+
+
+def _ticks_in_view(axis: Any) -> list[float]:
+    """The major tick locations ``axis`` draws at its present size (its locator's, within the view)."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = 1e-10 * (hi - lo)  # matplotlib's own tolerance (transforms._interval_contains_close)
+    return [float(v) for v in axis.get_majorticklocs() if lo - slack <= v <= hi + slack]
+
+
+def _text_size_in(figure: Any, labels: Sequence[str], size_pt: float,
+                  sizes: dict[tuple[str, float], tuple[float, float]]) -> tuple[float, float]:
+    """The widest and the tallest (inches) of ``labels`` in the tick-label font at ``size_pt``;
+    ``sizes`` keeps each label's size for the next call (the layout measures twice)."""
+    from matplotlib.text import Text
+
+    width = height = 0.0
+    for label in labels:
+        if (label, size_pt) not in sizes:
+            meter = Text(0, 0, label, fontsize=size_pt)  # a tick label's font: the draw reuses the measurement
+            meter.set_figure(figure)
+            box = meter.get_window_extent(figure.canvas.get_renderer())
+            sizes[label, size_pt] = box.width / _DPI, box.height / _DPI
+        w, h = sizes[label, size_pt]
+        width, height = max(width, w), max(height, h)
+    return width, height
+
+
+def _tick_text_in(axis: Any, size_pt: float, sizes: dict[tuple[str, float], tuple[float, float]]) -> tuple[float, float]:
+    """The widest and the tallest (inches) of the major tick labels ``axis`` draws at its present size."""
+    labels = axis.get_major_formatter().format_ticks(_ticks_in_view(axis))
+    return _text_size_in(axis.get_figure(root=True), labels, size_pt, sizes)
+
+
+def _tick_depth_in(axis_name: str) -> float:
+    """The space (inches) between an axes' edge and its tick labels along ``axis_name`` ("x" or "y")."""
+    return _pt_in(f"{axis_name}tick.major.size") + _pt_in(f"{axis_name}tick.major.pad")
+
+
+#: Per side of an axes: the axis ("x" or "y"), its tick row (1: bottom or left, 2: top or right)
+#: and the tick marker for each tick direction, as matplotlib's XTick and YTick draw them.
+_TICK_SIDES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "bottom": ("x", 1, {"out": 3, "in": 2, "inout": "|"}),  # TICKDOWN, TICKUP
+    "left": ("y", 1, {"out": 0, "in": 1, "inout": "_"}),  # TICKLEFT, TICKRIGHT
+    "right": ("y", 2, {"out": 1, "in": 0, "inout": "_"}),
+}
+
+
+def _draw_ticks(ax: Any, side: str, size_pt: float, sizes: dict[tuple[str, float], tuple[float, float]], *,
+                grid_alpha: float | None = None) -> tuple[float, float]:
+    """Draw the major ticks on one ``side`` of ``ax`` and return their labels' largest width and height (in).
+
+    The ticks are those matplotlib would draw at the axes' present size (its locator and
+    formatter, its rcParams for the marks), drawn as one line of tick marks, a text per label
+    and (with ``grid_alpha``) one collection of grid lines, instead of one matplotlib Tick of
+    five artists per tick (~1 ms each to make and draw: a third of these figures' time). The
+    labels' gid is "<side> tick label". Where the labels need an offset or a scale (e.g.
+    "+1.2e3" at the axis end), matplotlib's own ticks draw them.
+    """
+    import matplotlib
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.text import Text
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    name, row, markers = _TICK_SIDES[side]
+    axis = ax.xaxis if name == "x" else ax.yaxis
+    locs = _ticks_in_view(axis)
+    formatter = axis.get_major_formatter()
+    labels = formatter.format_ticks(locs)
+    if formatter.get_offset():
+        axis.set_major_locator(FixedLocator(locs))
+        axis.set_tick_params(labelsize=size_pt, grid_alpha=grid_alpha, gridOn=grid_alpha is not None)
+        return _tick_text_in(axis, size_pt, sizes)
+    axis.set_major_locator(NullLocator())
+    rc: Any = matplotlib.rcParams  # keys built at run time
+    size, direction = float(rc[f"{name}tick.major.size"]), rc[f"{name}tick.direction"]
+    pad_pt = float(rc[f"{name}tick.major.pad"]) + size * {"in": 0.0, "inout": 0.5, "out": 1.0}[direction]
+    colour = rc[f"{name}tick.color"]
+    label_colour = colour if str(rc[f"{name}tick.labelcolor"]) == "inherit" else rc[f"{name}tick.labelcolor"]
+    edge = [0.0 if row == 1 else 1.0] * len(locs)
+    xs, ys = (locs, edge) if name == "x" else (edge, locs)
+    get_transform = ax.get_xaxis_transform if name == "x" else ax.get_yaxis_transform
+    text_transform = getattr(ax, f"get_{name}axis_text{row}_transform")
+    zorder = axis.get_zorder()  # drawn where the axis would draw them
+    if grid_alpha is not None:
+        segments = [[(v, 0.0), (v, 1.0)] if name == "x" else [(0.0, v), (1.0, v)] for v in locs]
+        ax.add_collection(LineCollection(segments, colors=rc["grid.color"], linestyles=rc["grid.linestyle"],
+                                         linewidths=rc["grid.linewidth"], alpha=grid_alpha, zorder=zorder,
+                                         transform=get_transform(which="grid")), autolim=False)
+    ax.add_artist(Line2D(xs, ys, linestyle="none", marker=markers[direction], markersize=size,
+                         markeredgewidth=rc[f"{name}tick.major.width"], color=colour, markeredgecolor=colour,
+                         transform=get_transform(which=f"tick{row}"), zorder=zorder, clip_on=False))
+    transform, va, ha = text_transform(pad_pt)
+    for x, y, label in zip(xs, ys, labels):
+        ax.add_artist(Text(x, y, label, fontsize=size_pt, color=label_colour, va=va, ha=ha, transform=transform,
+                           zorder=zorder, clip_on=False, gid=f"{side} tick label"))
+    return _text_size_in(ax.get_figure(root=True), labels, size_pt, sizes)
+
+
+def _fix_positions(ax: Any, sizes: dict[tuple[str, float], tuple[float, float]], *, tick_pt: float,
+                   y_side: str = "left", grid_alpha: float | None = None) -> None:
+    """Draw ``ax``'s ticks (:func:`_draw_ticks`) and fix its axis labels beyond the tick labels
+    (``axes.labelpad`` from them, as matplotlib places them) and its title at the top, so that
+    drawing it measures nothing again."""
+    width_in, height_in = ax.get_position().size * ax.get_figure(root=True).get_size_inches()
+    label_pad = _pt_in("axes.labelpad")
+    _, x_h = _draw_ticks(ax, "bottom", tick_pt, sizes, grid_alpha=grid_alpha)
+    y_w, _ = _draw_ticks(ax, y_side, tick_pt, sizes, grid_alpha=grid_alpha)
+    if ax.xaxis.label.get_text():
+        ax.xaxis.set_label_coords(0.5, -(_tick_depth_in("x") + x_h + label_pad) / height_in)
+    if ax.yaxis.label.get_text():
+        offset = (_tick_depth_in("y") + y_w + label_pad) / width_in
+        ax.yaxis.set_label_coords(1.0 + offset if y_side == "right" else -offset, 0.5)
+    if ax.get_title() and not ax.yaxis.get_major_formatter().get_offset():
+        # where matplotlib puts it without ticks, labels or an offset text at the top
+        ax.title.set_y(1.0)
+        ax._autotitlepos = False  # what set_title(..., y=1.0) sets; the title's text is set already
+
+
+def _place_row(fig: Any, axes: Sequence[Any], ratios: Sequence[float], cbar: Any, *, tick_pt: float,
+               cbar_tick_pt: float, below_in: float = 0.0, cbar_shrink: float = 0.9,
+               cbar_aspect: float = 25.0) -> None:
+    """Place a row of equal-aspect panels (width / height ``ratios``) and a colour bar at their right.
+
+    The panels get the largest common height that leaves room for each one's y tick labels and
+    label at its left, x tick labels and label below and title above, for the colour bar
+    (``cbar_shrink`` of the panel height, ``cbar_aspect`` times as tall as wide) with its labels,
+    and for ``below_in`` at the bottom (a legend); the block is centred in what is left.
+    """
+    width_in, height_in = fig.get_size_inches()
+    label_pad, title_pad = _pt_in("axes.labelpad"), _pt_in("axes.titlepad")
+    sizes: dict[tuple[str, float], tuple[float, float]] = {}
+    # what does not depend on the panels' size: the axis labels and titles
+    y_label_w = [_extent_in(ax.yaxis.label)[0] for ax in axes]
+    below_ticks = max(label_pad + _extent_in(ax.xaxis.label)[1] + _GAP_IN for ax in axes)
+    above = max(title_pad + _extent_in(ax.title)[1] + _GAP_IN for ax in axes)
+    cbar_label_w = _extent_in(cbar.ax.yaxis.label)[0]
+    for _ in range(2):  # the tick labels depend on the panels' size (the locators fit ticks to it)
+        lefts, overhangs, below = [], [], 0.0
+        for ax, label_w in zip(axes, y_label_w):
+            y_w, _ = _tick_text_in(ax.yaxis, tick_pt, sizes)
+            x_w, x_h = _tick_text_in(ax.xaxis, tick_pt, sizes)
+            lefts.append(_GAP_IN + label_w + label_pad + y_w + _tick_depth_in("y"))
+            overhangs.append(x_w / 2)  # an x tick label at a panel's right edge reaches past it
+            below = max(below, _tick_depth_in("x") + x_h + below_ticks)
+        c_w, _ = _tick_text_in(cbar.ax.yaxis, cbar_tick_pt, sizes)
+        cbar_pad = max(0.15, overhangs[-1] + _GAP_IN)
+        cbar_right = _tick_depth_in("y") + c_w + label_pad + cbar_label_w + _GAP_IN
+        fixed_w = sum(lefts) + sum(overhangs[:-1]) + cbar_pad + cbar_right
+        band_h = height_in - below_in - below - above
+        scale = sum(ratios) + cbar_shrink / cbar_aspect  # widths per inch of panel height
+        panel_h = max(min(band_h, (width_in - fixed_w) / scale), 0.1)
+        x = max((width_in - fixed_w - panel_h * scale) / 2, 0.0)
+        y = below_in + below + max(band_h - panel_h, 0.0) / 2
+        for i, (ax, ratio) in enumerate(zip(axes, ratios)):
+            x += lefts[i]
+            ax.set_position((x / width_in, y / height_in, ratio * panel_h / width_in, panel_h / height_in))
+            x += ratio * panel_h + (overhangs[i] if i < len(axes) - 1 else 0.0)
+        cbar_h = cbar_shrink * panel_h
+        cbar.ax.set_position(((x + cbar_pad) / width_in, (y + (panel_h - cbar_h) / 2) / height_in,
+                              cbar_h / cbar_aspect / width_in, cbar_h / height_in))
+    for ax in axes:
+        _fix_positions(ax, sizes, tick_pt=tick_pt)
+    _fix_positions(cbar.ax, sizes, tick_pt=cbar_tick_pt, y_side="right")
 
 
 def _mpl_text(text: str) -> str:
@@ -191,12 +439,12 @@ class _Canonical:
 # --------------------------------------------------------------------------- figures
 
 
-def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]]) -> str:
-    from matplotlib.figure import Figure
+def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]]) -> Any:
+    """The cumulative DVHs of all VOIs on one plot, the legend (with mean doses) at its right."""
     from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(11.5, 5.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig = _new_figure(11.5, 5.2)
+    ax = fig.add_axes((0.1, 0.1, 0.6, 0.8))  # placed below, once the legend's width is known
     handles: list[Line2D] = []
     labels: list[str] = []
     top = 0.0
@@ -214,11 +462,27 @@ def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]])
     ax.set_ylabel("volume receiving at least the dose (%)", fontsize=11)
     ax.set_ylim(0, 102)
     ax.set_xlim(0, top * 1.03 if top > 0 else 1.0)
-    ax.grid(alpha=0.3)
-    ax.tick_params(labelsize=10)
-    ax.legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              title="VOI", title_fontsize=10, ncol=1 if len(labels) <= 22 else 2)
-    return _png(fig)
+    tick_pt = 10
+    legend_x, legend_pt = 1.01, 9  # the legend's anchor (axes widths) and its font size
+    legend = ax.legend(handles, labels, fontsize=legend_pt, loc="upper left", bbox_to_anchor=(legend_x, 1.0),
+                       frameon=False, title="VOI", title_fontsize=10, ncol=1 if len(labels) <= 22 else 2)
+    width_in, height_in = fig.get_size_inches()
+    legend_w = _extent_in(legend)[0] + _legend_pad_in(legend_pt)
+    label_pad = _pt_in("axes.labelpad")
+    sizes: dict[tuple[str, float], tuple[float, float]] = {}
+    y_label_w, x_label_h = _extent_in(ax.yaxis.label)[0], _extent_in(ax.xaxis.label)[1]
+    for _ in range(2):  # the tick labels depend on the axes' size (the locators fit ticks to it)
+        y_w, y_h = _tick_text_in(ax.yaxis, tick_pt, sizes)
+        x_w, x_h = _tick_text_in(ax.xaxis, tick_pt, sizes)
+        left = _GAP_IN + y_label_w + label_pad + y_w + _tick_depth_in("y")
+        bottom = _GAP_IN + x_label_h + label_pad + x_h + _tick_depth_in("x")
+        top_in = _GAP_IN + y_h / 2  # the top tick label reaches above the axes
+        # the legend (from legend_x axes widths) or the last x tick label, whichever reaches further right
+        plot_w = min((width_in - left - legend_w - _GAP_IN) / legend_x, width_in - left - x_w / 2 - _GAP_IN)
+        ax.set_position((left / width_in, bottom / height_in, plot_w / width_in,
+                         (height_in - bottom - top_in) / height_in))
+    _fix_positions(ax, sizes, tick_pt=tick_pt, grid_alpha=0.3)
+    return fig
 
 
 def _crop(canon_masks: Sequence[NDArray[Any]], dose: NDArray[np.floating], vmax: float,
@@ -241,39 +505,82 @@ def _crop(canon_masks: Sequence[NDArray[Any]], dose: NDArray[np.floating], vmax:
     return out
 
 
-def _outline_styles(masks: Mapping[str, NDArray[np.float64]]) -> dict[str, bool]:
+def _neighbours6(inside: NDArray[np.bool_], *, every: bool) -> NDArray[np.bool_]:
+    """Whether every (``every``) or any of each voxel's six face neighbours is set; outside the
+    array counts as not set: scipy.ndimage's binary erosion (or dilation, OR-ed with the voxel
+    itself) with its default cross and border 0, in a few array operations."""
+    out = inside.copy()
+    combine = np.logical_and if every else np.logical_or
+    for axis in range(inside.ndim):
+        n = inside.shape[axis]
+        lo = [slice(None)] * inside.ndim
+        hi = [slice(None)] * inside.ndim
+        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
+        combine(out[tuple(lo)], inside[tuple(hi)], out=out[tuple(lo)])  # the neighbour above
+        combine(out[tuple(hi)], inside[tuple(lo)], out=out[tuple(hi)])  # the neighbour below
+        if every:  # beyond the array's faces: not set
+            edge = [slice(None)] * inside.ndim
+            for index in (0, n - 1):
+                edge[axis] = slice(index, index + 1)
+                out[tuple(edge)] = False
+    return out
+
+
+def _outline_styles(masks: Mapping[str, NDArray[np.float64]], volumes: Mapping[str, float]) -> dict[str, bool]:
     """Which VOIs to outline dashed: those whose outline mostly coincides with smaller VOIs'.
 
     Going from the smallest VOI to the largest, a VOI whose boundary voxels lie for more than
     half within one voxel of the boundaries already seen is marked dashed (e.g. a whole liver
     after its normal liver, or a "tumours" union after its tumours). Drawn on top of the solid
-    outlines, the dashes let both colours show where outlines coincide.
+    outlines, the dashes let both colours show where outlines coincide. ``volumes``: each
+    mask's sum.
     """
-    from scipy import ndimage
-
     seen = None
     dashed: dict[str, bool] = {}
-    for name in sorted(masks, key=lambda n: float(masks[n].sum())):
-        inside = masks[name] >= 0.5
-        boundary = inside & ~ndimage.binary_erosion(inside)
+    for name in sorted(masks, key=lambda n: volumes[n]):
+        inside_all = masks[name] >= 0.5
+        # the VOI's bounding box and one voxel around it (the reach of the erosion and the
+        # dilation below): the same answer as on the whole region in work proportional to
+        # the VOI; beyond the region counts as outside in both
+        window = _box(inside_all, margin=1) or (slice(0, 0),) * 3
+        inside = inside_all[window]
+        boundary = inside & ~_neighbours6(inside, every=True)
         if not boundary.any():
             dashed[name] = False
             continue
         if seen is None:
             dashed[name] = False
-            seen = boundary.copy()
+            seen = np.zeros(inside_all.shape, bool)
+            seen[window] = boundary
             continue
-        near = ndimage.binary_dilation(seen, iterations=1)
+        near = _neighbours6(seen[window], every=False)
         dashed[name] = bool((boundary & near).sum() > 0.5 * boundary.sum())
-        seen |= boundary
+        seen[window] |= boundary
     return dashed
+
+
+def _box(inside: NDArray[np.bool_], margin: int = 0) -> tuple[slice, ...] | None:
+    """The bounding box of the set voxels and ``margin`` voxels around it (within the array);
+    None when none is set."""
+    box = []
+    for axis in range(inside.ndim):
+        idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + margin + 1))
+    return tuple(box)
 
 
 def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
     """The voxel of ``mask`` (>= 0.5, else > 0) nearest to its weighted centroid."""
-    inside = mask >= 0.5 if (mask >= 0.5).any() else mask > 0
-    idx = np.argwhere(inside)
-    w = mask[inside]
+    inside = mask >= 0.5
+    if not inside.any():
+        inside = mask > 0
+    # within the bounding box: the same voxels, weights and order as on the whole grid (the
+    # same sums to the bit), in work proportional to the VOI
+    box = _box(inside) or tuple(slice(0, n) for n in mask.shape)
+    idx = np.argwhere(inside[box]) + np.array([b.start for b in box])
+    w = mask[box][inside[box]]
     centroid = (idx * w[:, None]).sum(axis=0) / w.sum()
     best = idx[int(np.argmin(((idx - centroid) ** 2).sum(axis=1)))]
     return int(best[0]), int(best[1]), int(best[2])
@@ -292,11 +599,25 @@ def _span(c: NDArray[np.float64]) -> tuple[float, float]:
     return float(c[0]) - half, float(c[-1]) + half
 
 
+def _outline_paths(hc: NDArray[np.float64], vc: NDArray[np.float64], plane_mask: NDArray[Any]) -> Any:
+    """The outline of a VOI on a plane at half coverage: the path ``Axes.contour(..., levels=[0.5])`` draws."""
+    import contourpy
+    import matplotlib
+    from matplotlib.path import Path
+
+    generator = contourpy.contour_generator(
+        hc, vc, np.asarray(plane_mask, np.float64), name=matplotlib.rcParams["contour.algorithm"],
+        corner_mask=matplotlib.rcParams["contour.corner_mask"], line_type=contourpy.LineType.SeparateCode)
+    lines: Any = generator.lines(0.5)  # SeparateCode: (list of vertices, list of codes)
+    vertices, codes = lines
+    return Path(np.concatenate(vertices), np.concatenate(codes)) if vertices else Path(np.empty((0, 2)))
+
+
 def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colours: Mapping[str, tuple[Any, str]],
-                   centre_name: str | None, ct: Image | None = None) -> tuple[str, str]:
-    """The three planes as a PNG (base64) and a caption; over the CT (on the dose's grid) when given."""
+                   centre_name: str | None, ct: Image | None = None) -> tuple[Any, str]:
+    """The three planes as a figure and a caption; over the CT (on the dose's grid) when given."""
     from matplotlib import patheffects
-    from matplotlib.figure import Figure
+    from matplotlib.collections import PathCollection
     from matplotlib.lines import Line2D
 
     canon = _Canonical(dose)
@@ -333,15 +654,17 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
         v0, v1 = _span(plane[4])
         ratios.append((h1 - h0) / (v1 - v0))
     panel_h = min(max(11.0 / sum(ratios), 3.0), 6.0)
-    fig = Figure(figsize=(sum(ratios) * panel_h + 3.2, panel_h + 1.6), layout="constrained")
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
+    fig = _new_figure(sum(ratios) * panel_h + 3.2, panel_h + 1.6)
+    axes = [fig.add_axes((0.1 + 0.3 * i, 0.2, 0.25, 0.6)) for i in range(3)]  # placed by _place_row
     # solid outlines first (largest first), then the dashed ones on top (_outline_styles)
-    dashed = _outline_styles({n: m[zs, ys, xs] for n, m in masks.items()})  # the region shown
-    volume = {n: float(m.sum()) for n, m in masks.items()}
+    region = {n: m[zs, ys, xs] for n, m in masks.items()}  # the region shown: every VOI is inside it
+    volume = {n: float(m.sum()) for n, m in region.items()}
+    dashed = _outline_styles(region, volume)
     order = sorted(masks, key=lambda n: (dashed[n], -volume[n]))
     shown: set[str] = set()
     image = None
     halo = [patheffects.withStroke(linewidth=3, foreground="black")]
+    tick_pt = 9
     for ax, cut, (title, section, plane_masks, hc, vc, h_axis, v_axis, (h_mark, v_mark)) in zip(axes, cuts, planes):
         h0, h1 = _span(hc)
         v0, v1 = _span(vc)
@@ -355,13 +678,18 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
                               origin="lower", extent=(h0, h1, v0, v1), interpolation="nearest", aspect="equal",
                               alpha=0.6)
         drawable = [n for n in order if (plane_masks[n] >= 0.5).any() and (plane_masks[n] < 0.5).any()]
-        for n in drawable:  # dark halos first, under every outline: visible on the hottest dose
-            ax.contour(hc, vc, plane_masks[n], levels=[0.5], colors=["black"], linewidths=3.6)
-        for n in drawable:
-            colour, style = colours[n]
-            ax.contour(hc, vc, plane_masks[n], levels=[0.5], colors=[colour], linewidths=2.5,
-                       linestyles=[(0, (3, 2)) if dashed[n] else style])
-            shown.add(n)
+        # each outline traced once and drawn twice, in two collections (instead of two contour
+        # sets per VOI; zorder 2 as a contour set's): dark halos first, under every outline
+        # (visible on the hottest dose), then the coloured outlines in the same order
+        paths = [_outline_paths(hc, vc, plane_masks[n]) for n in drawable]
+        if paths:
+            ax.add_collection(PathCollection(paths, facecolors="none", edgecolors="black", linewidths=3.6,
+                                             zorder=2), autolim=False)
+            ax.add_collection(PathCollection(
+                paths, facecolors="none", edgecolors=[colours[n][0] for n in drawable], linewidths=2.5,
+                linestyles=[(0, (3, 2)) if dashed[n] else colours[n][1] for n in drawable], zorder=2),
+                autolim=False)
+        shown.update(drawable)
         ax.axvline(h_mark, color="white", lw=0.7, ls=(0, (4, 4)), alpha=0.45)
         ax.axhline(v_mark, color="white", lw=0.7, ls=(0, (4, 4)), alpha=0.45)
         if v_axis == "y":
@@ -379,15 +707,18 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
         ax.set_title(title, fontsize=11)
         ax.set_xlabel(f"{h_axis} (mm)   {lo_h} \u2192 {hi_h}", fontsize=10)
         ax.set_ylabel(f"{v_axis} (mm)   {bottom} \u2192 {top}", fontsize=10)
-        ax.tick_params(labelsize=9)
-    cbar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.015, aspect=25)  # type: ignore[arg-type]
+    cax = fig.add_axes((0.92, 0.2, 0.02, 0.6))  # placed by _place_row
+    cbar = fig.colorbar(image, cax=cax)  # type: ignore[arg-type]
     cbar.set_label("absorbed dose (Gy)", fontsize=11)
-    cbar.ax.tick_params(labelsize=9)
     names = list(masks)
     handles = [Line2D([0], [0], color=colours[n][0], ls=(0, (3, 2)) if dashed[n] else colours[n][1], lw=2.6)
                for n in names]
     labels = [_mpl_text(n if n in shown else f"{n} (not in these planes)") for n in names]
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(names), 6), fontsize=10, frameon=False)
+    legend_pt = 10
+    legend = fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 6), fontsize=legend_pt,
+                        frameon=False)
+    below_in = _extent_in(legend)[1] + _legend_pad_in(legend_pt)
+    _place_row(fig, axes, ratios, cbar, tick_pt=tick_pt, cbar_tick_pt=tick_pt, below_in=below_in)
     caption = (f"Planes through the {where}; thin white lines mark the other two planes. Outlines at half "
                f"coverage of each VOI. Colour scale 0 to {vmax:.0f} Gy (the 99.9th percentile of the dose; "
                f"hotter voxels show in the top colour). Patient coordinates (LPS, mm), radiological view.")
@@ -397,13 +728,14 @@ def _slices_figure(dose: Image, vois: Mapping[str, NDArray[np.floating]], colour
     if canon.oblique:
         caption += (f" The grid is oblique (an index axis is more than {_OBLIQUE_DEG:g}\u00b0 from the patient axes): "
                     "planes are index planes, labelled with their nearest patient directions.")
-    return _png(fig), caption
+    return fig, caption
 
 
 def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], centre_name: str | None,
-                    dose: Image) -> tuple[str, str]:
+                    dose: Image) -> tuple[Any, str]:
     """The density the dose used, on three planes through the same point as the dose maps."""
-    from matplotlib.figure import Figure
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
 
     canon = _Canonical(density)
     rho = canon.view(np.asarray(density.array, dtype=np.float32))
@@ -418,9 +750,10 @@ def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], ce
               (f"sagittal   x = {cx[kx]:.1f} mm", rho[:, :, kx], cy, cz, "y", "z")]
 
     ratios = [(_span(p[2])[1] - _span(p[2])[0]) / (_span(p[3])[1] - _span(p[3])[0]) for p in planes]
-    fig = Figure(figsize=(sum(ratios) * 3.0 + 2.0, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})
+    fig = _new_figure(sum(ratios) * 3.0 + 2.0, 3.8)
+    axes = [fig.add_axes((0.1 + 0.3 * i, 0.2, 0.25, 0.6)) for i in range(3)]  # placed by _place_row
     image = None
+    tick_pt = 8
     for ax, (title, section, hc, vc, h_axis, v_axis) in zip(axes, planes):
         h0, h1 = _span(hc)
         v0, v1 = _span(vc)
@@ -431,12 +764,14 @@ def _density_figure(density: Image, vois: Mapping[str, NDArray[np.floating]], ce
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{h_axis} (mm)", fontsize=9)
         ax.set_ylabel(f"{v_axis} (mm)", fontsize=9)
-        ax.tick_params(labelsize=8)
-    cbar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.015, aspect=25)  # type: ignore[arg-type]
+    cax = fig.add_axes((0.92, 0.2, 0.02, 0.6))  # placed by _place_row
+    cbar = fig.colorbar(image, cax=cax)  # type: ignore[arg-type]
     cbar.set_label("density (g/cm\u00b3)", fontsize=10)
+    cbar_tick_pt = FontProperties(size=matplotlib.rcParams["ytick.labelsize"]).get_size_in_points()
+    _place_row(fig, axes, ratios, cbar, tick_pt=tick_pt, cbar_tick_pt=cbar_tick_pt)
     caption = ("The mass density the dose used, on the dose grid, through the same point as the dose maps "
                "(grey scale 0 to 2 g/cm\u00b3; density.nii.gz holds it).")
-    return _png(fig), caption
+    return fig, caption
 
 
 def _tissue_html(result: "CaseResult", tumour: str | None) -> str:
@@ -449,7 +784,8 @@ def _tissue_html(result: "CaseResult", tumour: str | None) -> str:
     record = provenance.get("density", {}) if isinstance(provenance.get("density"), Mapping) else {}
     body = provenance.get("body", {}) if isinstance(provenance.get("body"), Mapping) else {}
     masks = {str(n): m.array for n, m in result.vois.items()}
-    png, caption = _density_figure(density, masks, tumour, result.dose)
+    figure, caption = _density_figure(density, masks, tumour, result.dose)
+    png = _png(figure)
     rows = [("HU to density", record.get("hu_table")), ("rule", record.get("rule")),
             ("body", body.get("rule")),
             ("body volume", f"{body['volume_ml']:.0f} mL" if "volume_ml" in body else None),
@@ -738,8 +1074,9 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
     colours = _colours(names)
 
     tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, roles=roles)
-    dvh_png = _dvh_figure(dvhs, colours) if dvhs else ""
-    slices_png, slices_caption = _slices_figure(dose, masks, colours, tumour, result.images.get("ct"))
+    dvh_png = _png(_dvh_figure(dvhs, colours)) if dvhs else ""
+    slices_figure, slices_caption = _slices_figure(dose, masks, colours, tumour, result.images.get("ct"))
+    slices_png = _png(slices_figure)
 
     run = provenance.get("run_datetime")
     run_text = str(run) if run else dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
