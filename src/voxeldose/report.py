@@ -137,12 +137,10 @@ def _png_bytes(pixels: NDArray[np.uint8], dpi: int = _DPI) -> bytes:
 
 
 def _png(fig: Any) -> str:
-    """The figure drawn once, as a PNG in base64 (RGB where it is opaque everywhere, as by default)."""
+    """The figure drawn once, as an RGBA PNG in base64 (the canvas's own pixels: dropping the
+    alpha of an opaque figure would cost a strided copy longer than compressing it)."""
     fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    opaque = bool((rgba[..., 3] == 255).all())
-    pixels = np.ascontiguousarray(rgba[..., :3]) if opaque else rgba
-    return base64.b64encode(_png_bytes(pixels)).decode("ascii")
+    return base64.b64encode(_png_bytes(np.asarray(fig.canvas.buffer_rgba()))).decode("ascii")
 
 
 # Fixed layout. Matplotlib's constrained layout measures every artist by drawing the figure
@@ -290,9 +288,9 @@ def _fix_positions(ax: Any, sizes: dict[tuple[str, float], tuple[float, float]],
         offset = (_tick_depth_in("y") + y_w + label_pad) / width_in
         ax.yaxis.set_label_coords(1.0 + offset if y_side == "right" else -offset, 0.5)
     if ax.get_title() and not ax.yaxis.get_major_formatter().get_offset():
-        # where matplotlib puts it without ticks, labels or an offset text at the top
-        ax.title.set_y(1.0)
-        ax._autotitlepos = False  # what set_title(..., y=1.0) sets; the title's text is set already
+        # at the top, where matplotlib puts it without ticks, labels or an offset text there; a
+        # given y turns its placement off (the title's other properties are matplotlib's defaults)
+        ax.set_title(ax.get_title(), fontsize=ax.title.get_fontsize(), y=1.0)
 
 
 def _place_row(fig: Any, axes: Sequence[Any], ratios: Sequence[float], cbar: Any, *, tick_pt: float,
