@@ -432,7 +432,10 @@ def _checked(item: _Loaded, f: Path, reference: Image) -> Mask | None:
             VoxelDoseWarning,
             stacklevel=3,
         )
-    return np.clip(item.mask, 0.0, 1.0).astype(np.float32, copy=False)
+    mask = item.mask
+    if mask.dtype == np.float32 and float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0:
+        return mask  # already fractions (the rasteriser's are): two reads, not a clipped copy of the grid
+    return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 # =========================================================================== RTSTRUCT
