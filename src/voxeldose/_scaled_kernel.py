@@ -70,8 +70,9 @@ TAIL_ENERGY_FRACTION = 1e-3
 TAIL_DENSITY_G_PER_CM3 = 0.9
 
 #: Sources walked together (neighbours along x): they read and write neighbouring voxels at every
-#: offset, one cache line where one at a time misses the cache at nearly every target. 8 measured
-#: fastest of 2 to 8 on the 2 mm interface phantom (benchmarks/bench_tissue.py).
+#: offset, one cache line where one at a time misses the cache at nearly every target. Of widths 2
+#: to 8 on a lung slab of the 2 mm interface phantom, 5 to 8 were fastest (within the machine's
+#: noise), 1.3-1.6 times one source at a time.
 TILE_WIDTH = 8
 
 

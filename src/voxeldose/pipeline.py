@@ -357,6 +357,9 @@ def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], ru
     a = np.asarray(activity.array, dtype=np.float64)
     total = float(a.sum())
     unknown = None if density is None else density.meta.extra.get("outside_ct")
+    if unknown is not None and np.shape(unknown) != activity.shape:
+        raise GeometryError(f"the density map's record of the voxels outside the CT has shape {np.shape(unknown)}, its "
+                            f"grid {activity.shape}: make the density with voxeldose.io.load_ct_density(path, scan)")
     unknown_record: dict[str, Any] = {}
     if unknown is not None and np.any(unknown):
         # voxels the CT does not cover have no known density (they are given air's): never tissue,
