@@ -467,3 +467,29 @@ def ndimage_dilate(mask, n):
     from scipy import ndimage
 
     return ndimage.binary_dilation(mask, iterations=n)
+
+
+def test_a_contrast_enhanced_liver_is_a_caveat(interface):
+    # Schneider 2000 turns to its bone line at 100 HU: a liver at 130 HU (portal-venous contrast)
+    # gets ~1.09 g/cm3 where its mass density is ~1.06; the caveat says so. An unenhanced liver
+    # (60 HU) or the user's own table gets none
+    import dataclasses
+
+    ph, density = interface
+    liver = np.asarray(ph.masks["liver"]) > 0.0  # every voxel the VOI touches
+    vois = {n: ph.vois[n] for n in ("liver", "lung")}
+    case = _liver_case(voi_roles={"liver": "whole_liver", "lung": "lung"})
+
+    def caveats(hu_liver, table_density=density):
+        ct = ph.activity.with_array(np.where(liver, hu_liver, -700.0).astype(np.float32), units="HU")
+        result = voxeldose.compute_case(ph.activity, vois, case, method="local", ct=ct, density=table_density)
+        return [c.message for c in result.caveats if c.stage == "tissue"]
+
+    enhanced = caveats(130.0)
+    assert len(enhanced) == 1 and enhanced[0].startswith("VOI 'liver': mean CT number 130 HU")
+    assert "contrast-enhanced CT?" in enhanced[0]
+    assert caveats(60.0) == []
+    own = density.with_array(density.array)
+    own = dataclasses.replace(own, meta=dataclasses.replace(
+        own.meta, extra={**dict(density.meta.extra), "hu_table": "user table mine.txt"}))
+    assert caveats(130.0, own) == []

@@ -256,6 +256,9 @@ def compute_case(
             for n, m in masks.items():
                 w = np.asarray(m.array, dtype=np.float64)
                 dvhs[n] = replace(dvhs[n], density_g_per_cm3=float((w * rho).sum() / w.sum()))
+    if ct is not None and density is not None:
+        with steps.step("tissue", timed=False):
+            _contrast_caveats(ct, density, masks, roles)
     crosschecks: dict[str, Any] = {}
     with steps.step("crosschecks", timed=False):
         if case.administered_gbq is None:
@@ -407,6 +410,38 @@ def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], ru
                           "is 0 (air): its DVH counts those voxels at 0 Gy. Check the CT's registration and the VOI",
                           VoxelDoseWarning, stacklevel=3)
     return body, dosed, record
+
+
+#: A liver or tumour VOI whose mean CT number is above this (HU) is a caveat when the density
+#: came from the default table: Schneider et al. 2000 turn from their soft-tissue line to their
+#: bone line at 100 HU. Unenhanced liver is ~50-65 HU; iodine contrast raises the CT number far
+#: more than the mass density (enhanced liver at 130 HU is ~1.06 g/cm3, the bone line gives 1.09).
+CONTRAST_CAVEAT_HU = 100.0
+
+
+def _contrast_caveats(ct: Image, density: Image, masks: Mapping[str, Image], roles: Mapping[str, str]) -> None:
+    """Warn for each liver or tumour VOI whose mean CT number suggests a contrast-enhanced CT,
+    where the default HU table gives too high a density (and too low a dose)."""
+    from .density import SCHNEIDER2000
+
+    if density.meta.extra.get("hu_table") != SCHNEIDER2000.source:
+        return  # the user's own table may be calibrated for the CT it is used with
+    hu = np.asarray(ct.array, dtype=np.float64)
+    for name, mask in masks.items():
+        if roles.get(name) not in ("whole_liver", "normal_liver", "tumour", "perfused"):
+            continue
+        w = np.asarray(mask.array, dtype=np.float64)
+        if w.sum() <= 0:
+            continue
+        mean_hu = float((w * hu).sum() / w.sum())
+        if mean_hu > CONTRAST_CAVEAT_HU:
+            rho = float((w * np.asarray(density.array, dtype=np.float64)).sum() / w.sum())
+            warnings.warn(
+                f"VOI {name!r}: mean CT number {mean_hu:.0f} HU, above the {CONTRAST_CAVEAT_HU:.0f} HU where the "
+                f"Schneider 2000 table turns from soft tissue to its bone line (density {rho:.3f} g/cm3 here): a "
+                "contrast-enhanced CT? Iodine raises the CT number far more than the mass density, so the density "
+                "is a few percent high and the dose as much low. Use an unenhanced CT, or a table calibrated for "
+                "this one (--hu-table)", VoxelDoseWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- one exported case
