@@ -150,3 +150,24 @@ def test_body_mask_fills_the_lungs_and_drops_the_couch():
     assert np.array_equal(mask.array > 0.5, body)  # lungs inside, couch and air outside
     with pytest.raises(voxeldose.InputError, match="no body"):
         body_mask(Image(np.full((2, 2, 2), 0.001, np.float32), (4.0, 4.0, 4.0), units="G/CM3"))
+
+
+def test_hole_filling_is_scipys():
+    # the body outline fills holes by labelling the background once (per axial slice, then in
+    # 3-D): the same voxels as scipy.ndimage.binary_fill_holes slice by slice and on the volume
+    from scipy import ndimage
+
+    from voxeldose.density import _fill_holes
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 13, 3))
+        mask = rng.random(shape) < rng.uniform(0.2, 0.8)
+        per_slice = np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
+        assert np.array_equal(_fill_holes(mask, per_slice=True), per_slice), shape
+        assert np.array_equal(_fill_holes(mask, per_slice=False), ndimage.binary_fill_holes(mask)), shape
+    # a ring in one slice is a hole in that slice, but not in 3-D (open above and below)
+    ring = np.zeros((5, 9, 9), bool)
+    ring[2, 2:7, 2:7] = True
+    ring[2, 3:6, 3:6] = False
+    assert _fill_holes(ring, per_slice=True)[2, 4, 4] and not _fill_holes(ring, per_slice=False)[2, 4, 4]

@@ -218,7 +218,30 @@ def body_mask(density: Image, *, threshold_g_per_cm3: float = BODY_THRESHOLD_G_P
                          "in it (is the CT of this patient, in HU?)")
     sizes = np.bincount(labels.ravel())[1:]
     body = labels == (int(np.argmax(sizes)) + 1)
-    for z in range(body.shape[0]):
-        body[z] = ndimage.binary_fill_holes(body[z])
-    body = ndimage.binary_fill_holes(body)
+    body = _fill_holes(body, per_slice=True)
+    body = _fill_holes(body, per_slice=False)
     return density.with_array(body.astype(np.float32), units="MASK")
+
+
+def _fill_holes(mask: NDArray[np.bool_], *, per_slice: bool) -> NDArray[np.bool_]:
+    """``scipy.ndimage.binary_fill_holes`` of ``mask`` [z, y, x] (of each axial slice with
+    ``per_slice``), the same voxels: the background is the part of the complement connected to
+    the array's border through face neighbours (in-plane with ``per_slice``); everything else
+    is filled. One labelling of the complement instead of binary_fill_holes's iterated
+    dilations (one per axial slice: ~0.3 s on a 148-slice grid)."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(3, 1)
+    if per_slice:
+        structure[0] = structure[2] = False  # no neighbour across slices
+    labels, n = ndimage.label(~mask, structure=structure)
+    if n == 0:
+        return mask.copy()
+    faces = [labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]]
+    if not per_slice:
+        faces += [labels[0], labels[-1]]
+    outside = np.zeros(n + 1, np.bool_)
+    for face in faces:
+        outside[face] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[labels]
