@@ -211,3 +211,27 @@ def test_sources_walked_together_give_the_dose_of_one_at_a_time(monkeypatch, wid
     monkeypatch.setattr(sk, "TILE_WIDTH", width)
     narrow = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, ends=ends)
     assert np.array_equal(wide, narrow)
+
+
+def test_tiles_at_the_end_of_the_grid_stay_inside_it(tmp_path):
+    # a tile's sources share each offset's row of results; where one source's target lies off the
+    # grid (its entry 0) nothing is written there. Sources on the grid's last row put such
+    # targets past the end of the array: run with numba's bounds checking on, in a process of its
+    # own (a fresh cache: the checked loop is compiled apart)
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from voxeldose._scaled_kernel import scaled_kernel_dose\n"
+        "rho = np.full((6, 6, 10), 1.04)\n"
+        "a = np.zeros(rho.shape)\n"
+        "a[5, 5, :] = 1.0\n"
+        "a[0, 0, :3] = 1.0\n"
+        "d = scaled_kernel_dose(a, rho, (4.0, 4.0, 4.0), scale=1.0)\n"
+        "assert np.isfinite(d).all() and d[5, 5].min() > 0\n"
+        "print('ok')\n")
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

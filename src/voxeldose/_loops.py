@@ -291,7 +291,9 @@ def scaled_scatter(tile_start, src_z, src_y, src_x, src_a, density, ends, off, s
             for h in range(n_hit):
                 t0 = base + hit[h]
                 for s in range(n):
-                    out[c, t0 + s] += amp[s] * val[h, s]
+                    v = val[h, s]
+                    if v != 0.0:  # 0 where source s did not reach this offset: t0 + s may lie off the grid
+                        out[c, t0 + s] += amp[s] * v
 
 
 @numba.njit(inline="always", cache=True)
