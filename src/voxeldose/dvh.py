@@ -309,6 +309,10 @@ def _on_box(dose: NDArray[np.floating], weights: NDArray[np.floating],
     spans = [np.asarray(inside.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]  # z, y, x
     box = tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1]))) for a in spans)
     part = np.ascontiguousarray(dose[box])
+    if not np.may_share_memory(part, dose):
+        # our copy, read-only as an Image's arrays are: numba's validation loop is compiled once
+        # for both (a writeable copy cost the first run after install another 0.3 s)
+        part.setflags(write=False)
     try:
         checked = check_volume(part, name="dose_gy", warn_negative=False)
     except InputError:
