@@ -354,3 +354,17 @@ def check_mask(mask: object, shape: tuple[int, ...] | None, *, what: str, fix_sh
     if lo < 0.0 or hi > 1.0:
         return np.clip(m, 0.0, 1.0)
     return m
+
+
+def nonzero_box(inside: NDArray[np.bool_], margin: int = 0) -> tuple[slice, ...] | None:
+    """The bounding box of the set voxels of ``inside`` (an index range per axis, half-open),
+    widened by ``margin`` voxels within the array; None when no voxel is set. One projection per
+    axis (``any`` over the others), not ``np.nonzero``'s index arrays."""
+    box = []
+    for axis in range(inside.ndim):
+        span = np.asarray(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+        if not span.any():
+            return None
+        lo, hi = int(np.argmax(span)), span.size - int(np.argmax(span[::-1]))
+        box.append(slice(max(lo - margin, 0), min(hi + margin, span.size)))
+    return tuple(box)

@@ -41,6 +41,7 @@ from ._checks import (
     check_positive,
     check_spacing,
     check_volume,
+    nonzero_box,
 )
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
 from .errors import InputError, VoiError
@@ -303,11 +304,9 @@ def _on_box(dose: NDArray[np.floating], weights: NDArray[np.floating],
     the dose checked there (finite; negative doses are kept: min_gy shows them). Only the VOI's
     voxels enter its DVH, in the same order as on the whole grid, so the DVH is the same; a
     1.5 L VOI on a 256 x 256 x 300 grid is then not a pass over the whole dose."""
-    inside = weights > 0
-    if not inside.any():
+    box = nonzero_box(weights > 0)
+    if box is None:
         raise _empty(name, dose.shape)
-    spans = [np.asarray(inside.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]  # z, y, x
-    box = tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1]))) for a in spans)
     part = np.ascontiguousarray(dose[box])
     if not np.may_share_memory(part, dose):
         # our copy, read-only as an Image's arrays are: numba's validation loop is compiled once

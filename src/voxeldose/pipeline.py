@@ -16,7 +16,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .io.results import OUTPUT_FILES
 from .kernels import Tissue, VsvTables, kernel_source
 from .density import HuDensityTable
 from .result import CaseResult, Caveat
+
+if TYPE_CHECKING:
+    from .dvh import DVH
 
 __all__ = ["compute_case", "run_case", "OUTPUT_FILES"]
 
@@ -258,7 +261,7 @@ def compute_case(
                 dvhs[n] = replace(dvhs[n], density_g_per_cm3=float((w * rho).sum() / w.sum()))
     if ct is not None and density is not None:
         with steps.step("tissue", timed=False):
-            _contrast_caveats(ct, density, masks, roles)
+            _contrast_caveats(ct, density, masks, roles, dvhs)
     crosschecks: dict[str, Any] = {}
     with steps.step("crosschecks", timed=False):
         if case.administered_gbq is None:
@@ -419,9 +422,11 @@ def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], ru
 CONTRAST_CAVEAT_HU = 100.0
 
 
-def _contrast_caveats(ct: Image, density: Image, masks: Mapping[str, Image], roles: Mapping[str, str]) -> None:
+def _contrast_caveats(ct: Image, density: Image, masks: Mapping[str, Image], roles: Mapping[str, str],
+                      dvhs: Mapping[str, DVH]) -> None:
     """Warn for each liver or tumour VOI whose mean CT number suggests a contrast-enhanced CT,
-    where the default HU table gives too high a density (and too low a dose)."""
+    where the default HU table gives too high a density (and too low a dose). ``dvhs`` carry
+    each VOI's mean density from the CT."""
     from .density import SCHNEIDER2000
 
     if density.meta.extra.get("hu_table") != SCHNEIDER2000.source:
@@ -435,7 +440,7 @@ def _contrast_caveats(ct: Image, density: Image, masks: Mapping[str, Image], rol
             continue
         mean_hu = float((w * hu).sum() / w.sum())
         if mean_hu > CONTRAST_CAVEAT_HU:
-            rho = float((w * np.asarray(density.array, dtype=np.float64)).sum() / w.sum())
+            rho = dvhs[name].density_g_per_cm3
             warnings.warn(
                 f"VOI {name!r}: mean CT number {mean_hu:.0f} HU, above the {CONTRAST_CAVEAT_HU:.0f} HU where the "
                 f"Schneider 2000 table turns from soft tissue to its bone line (density {rho:.3f} g/cm3 here): a "

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ._checks import nonzero_box
 from ._version import __version__
 from .dvh import DVH
 from .errors import InputError
@@ -540,7 +541,7 @@ def _outline_styles(masks: Mapping[str, NDArray[np.float64]], volumes: Mapping[s
         # the VOI's bounding box and one voxel around it (the reach of the erosion and the
         # dilation below): the same answer as on the whole region in work proportional to
         # the VOI; beyond the region counts as outside in both
-        window = _box(inside_all, margin=1) or (slice(0, 0),) * 3
+        window = nonzero_box(inside_all, margin=1) or (slice(0, 0),) * 3
         inside = inside_all[window]
         boundary = inside & ~_neighbours6(inside, every=True)
         if not boundary.any():
@@ -557,18 +558,6 @@ def _outline_styles(masks: Mapping[str, NDArray[np.float64]], volumes: Mapping[s
     return dashed
 
 
-def _box(inside: NDArray[np.bool_], margin: int = 0) -> tuple[slice, ...] | None:
-    """The bounding box of the set voxels and ``margin`` voxels around it (within the array);
-    None when none is set."""
-    box = []
-    for axis in range(inside.ndim):
-        idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
-        if idx.size == 0:
-            return None
-        box.append(slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + margin + 1))
-    return tuple(box)
-
-
 def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
     """The voxel of ``mask`` (>= 0.5, else > 0) nearest to its weighted centroid."""
     inside = mask >= 0.5
@@ -576,7 +565,7 @@ def _centre(mask: NDArray[np.float64]) -> tuple[int, int, int]:
         inside = mask > 0
     # within the bounding box: the same voxels, weights and order as on the whole grid (the
     # same sums to the bit), in work proportional to the VOI
-    box = _box(inside) or tuple(slice(0, n) for n in mask.shape)
+    box = nonzero_box(inside) or tuple(slice(0, n) for n in mask.shape)
     idx = np.argwhere(inside[box]) + np.array([b.start for b in box])
     w = mask[box][inside[box]]
     centroid = (idx * w[:, None]).sum(axis=0) / w.sum()

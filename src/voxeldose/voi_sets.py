@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ._checks import nonzero_box
 from .errors import InputError, VoiError, VoxelDoseWarning
 from .image import Image, mask_image
 
@@ -84,11 +85,7 @@ def _mask(vois: Mapping[str, Image], name: str, reference: Image | None) -> Imag
 
 def _bbox(m: NDArray[np.floating]) -> tuple[slice, ...] | None:
     """The bounding box of the non-zero voxels of ``m`` [z, y, x] (None when there are none)."""
-    nonzero = m != 0
-    spans = [np.asarray(nonzero.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
-    if not spans[0].any():
-        return None
-    return tuple(slice(int(np.argmax(a)), a.size - int(np.argmax(a[::-1]))) for a in spans)
+    return nonzero_box(m != 0)
 
 
 def _hull(boxes: Sequence[tuple[slice, ...] | None]) -> tuple[slice, ...] | None:
