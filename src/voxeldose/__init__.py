@@ -2,7 +2,8 @@
 
 The public API, by stage: read (:mod:`voxeldose.io`: ``load_image``, ``load_vois``,
 ``load_case``), compute (``calibrate``, ``absorbed_dose``, ``dvh``, ``derive_vois``, or the whole
-case with ``compute_case``), write (:mod:`voxeldose.io`: ``write_result`` and the single-file
+case with ``compute_case``; a predicted dose against the delivered one with
+``compare_doses``), write (:mod:`voxeldose.io`: ``write_result`` and the single-file
 writers), or all three with ``run_case`` and ``run_batch``.
 """
 
@@ -13,6 +14,7 @@ from ._version import __version__
 from .batch import run_batch
 from .calibrate import ActivityMap, calibrate
 from .case import Case
+from .compare import Comparison, compare_doses
 from .dose import absorbed_dose, absorbed_dose_array
 from .dvh import DVH, dvh, dvh_array
 from .errors import (
@@ -85,6 +87,8 @@ __all__ = [
     "write_report",
     "run_case",
     "run_batch",
+    "compare_doses",
+    "Comparison",
     "io",
     "phantoms",
     "density",

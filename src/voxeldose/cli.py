@@ -221,6 +221,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(batch, "anonymize")
     _add(batch, "force", help="run every case again, even up-to-date ones")
 
+    _compare_parser(sub)
+
     ph = sub.add_parser(
         "phantom",
         help="write a synthetic phantom as DICOM (PET, SPECT, CT, RTSTRUCT, SEG) with its case file and truth",
@@ -258,6 +260,130 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
     return parser
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _compare_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    cmp = sub.add_parser(
+        "compare",
+        help="predicted (voxeldose plan) against delivered (voxeldose run) dose: per-VOI metrics, DVH overlay, "
+             "dose difference, isodose overlap, gamma",
+        description=(
+            "Compare the predicted dose of a 'voxeldose plan' output folder (Tc-99m MAA SPECT) with the delivered "
+            "dose of a 'voxeldose run' output folder (post-treatment Y-90 PET or SPECT). The predicted dose is "
+            "interpolated (trilinear, by world coordinates; not dose conserving) onto the delivered dose's grid, "
+            "through --transform if given; the VOIs are loaded onto that grid. Writes into OUT: comparison.json, "
+            "dose_difference.nii.gz (delivered - predicted, Gy), predicted_on_common_grid.nii.gz, dvh_overlay.csv, "
+            "isodose_overlap.csv, report.html (and gamma.nii.gz with --gamma). Nothing is written unless the whole "
+            "comparison succeeds; existing results are kept unless --force."
+        ),
+    )
+    cmp.add_argument("predicted", metavar="PREDICTED", help="output folder of 'voxeldose plan' (or run): its "
+                     "dose.nii.gz (Gy) and metrics.json")
+    cmp.add_argument("delivered", metavar="DELIVERED", help="output folder of 'voxeldose run': its dose.nii.gz (Gy) "
+                     "and metrics.json; its grid is the common grid")
+    cmp.add_argument("--voi", action="append", default=[], metavar="VOI",
+                     help="RTSTRUCT, SEG, 3D Slicer .seg.nrrd or label map, loaded onto the delivered dose's grid; "
+                          "repeatable")
+    _add(cmp, "out")
+    cmp.add_argument("--transform", default=None, metavar="FILE",
+                     help="rigid registration, planning frame to post-treatment frame (p_post = M p_plan, mm, DICOM "
+                          "LPS): a text file of 4 rows of 4 numbers, or JSON with a \"matrix\" key (default: one "
+                          "patient frame)")
+    cmp.add_argument("--gamma", nargs=2, type=_positive_float, default=None, metavar=("DOSE_PCT", "DTA_MM"),
+                     help="also the global 3-D gamma index: dose criterion in %% of the delivered maximum and "
+                          "distance to agreement in mm (e.g. 5 3)")
+    cmp.add_argument("--gamma-cutoff", type=float, default=10.0, metavar="PCT",
+                     help="gamma: delivered voxels below this %% of the delivered maximum are not evaluated "
+                          "(default 10)")
+    cmp.add_argument("--isodose-reference", choices=("own", "delivered", "predicted"), default="own",
+                     help="isodose levels in %% of each map's own maximum (own, default), or of one map's maximum "
+                          "for both")
+    cmp.add_argument("--isodose-voi", default=None, metavar="NAME",
+                     help="take the isodose maxima and regions within this VOI (e.g. liver: a PET's maximum is one "
+                          "noisy voxel)")
+    cmp.add_argument("--accept-different-cases", action="store_true",
+                     help="compare folders whose metrics.json name different case ids")
+    _add(cmp, "registered", help="accept VOI files, or a predicted dose, from another frame of reference without "
+                                 "--transform (you state they are registered)")
+    _add(cmp, "force")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .compare import compare_doses
+    from typing import Any
+
+    from .errors import GeometryError, InputError, VoiError
+    from .image import Image
+    from .io import load_dose_result, load_transform, load_vois, write_comparison
+    from .io.comparison import COMPARISON_FILES
+    from .io.results import reserve_out
+
+    if not args.voi:
+        raise InputError("compare: give at least one --voi (RTSTRUCT, SEG or label map), e.g. the liver and tumours")
+    with reserve_out(args.out, args.force, known=COMPARISON_FILES):
+        predicted, p_metrics = load_dose_result(args.predicted, what="PREDICTED")
+        delivered, d_metrics = load_dose_result(args.delivered, what="DELIVERED")
+        p_case, d_case = str(p_metrics["case_id"]), str(d_metrics["case_id"])
+        if p_case != d_case and not args.accept_different_cases:
+            raise InputError(f"PREDICTED is case {p_case!r} and DELIVERED case {d_case!r}: the doses of two cases "
+                             "would be compared; check the folders, or pass --accept-different-cases")
+        transform = load_transform(args.transform) if args.transform else None
+        p_frame, d_frame = predicted.meta.frame_of_reference_uid, delivered.meta.frame_of_reference_uid
+        if transform is None and p_frame and d_frame and p_frame != d_frame and not args.registered:
+            raise GeometryError(
+                f"PREDICTED's frame of reference ({p_frame}) differs from DELIVERED's ({d_frame}): two patient "
+                "coordinate systems; give the registration with --transform, or pass --registered if both doses are "
+                "in one frame already")
+        vois: dict[str, Image] = {}
+        for path in args.voi:
+            for name, mask in load_vois(path, delivered, registered=args.registered).items():
+                if name in vois:
+                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); give each VOI once")
+                vois[name] = mask
+        if args.isodose_voi is not None and args.isodose_voi not in vois:
+            raise VoiError(f"--isodose-voi {args.isodose_voi!r} is not one of the VOIs ({', '.join(vois)})")
+
+        def densities(metrics: dict[str, Any]) -> dict[str, float]:
+            """The VOI densities a run reported its doses at (lung VOIs without a CT), for the VOIs given."""
+            provenance = metrics.get("provenance")
+            dose = provenance.get("dose") if isinstance(provenance, dict) else None
+            found = dose.get("voi_densities_g_per_cm3") if isinstance(dose, dict) else None
+            if not isinstance(found, dict):
+                return {}
+            return {str(k): float(v) for k, v in found.items()
+                    if k in vois and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+        gamma = None if args.gamma is None else (args.gamma[0], args.gamma[1], args.gamma_cutoff)
+        inputs: dict[str, Any] = {role: {"folder": str(Path(folder).resolve()), "case_id": m["case_id"],
+                         "method": ((m.get("provenance") or {}).get("dose") or {}).get("method")}
+                  for role, folder, m in (("predicted", args.predicted, p_metrics),
+                                          ("delivered", args.delivered, d_metrics))}
+        inputs["vois"] = [str(v) for v in args.voi]
+        inputs["transform"] = str(args.transform) if args.transform else None
+        comparison = compare_doses(
+            predicted, delivered, vois, transform=transform, isodose_reference=args.isodose_reference,
+            isodose_region=args.isodose_voi, gamma=gamma,
+            predicted_voi_densities_g_per_cm3=densities(p_metrics),
+            delivered_voi_densities_g_per_cm3=densities(d_metrics), provenance={"inputs": inputs})
+        write_comparison(comparison, args.out, force=args.force)
+    for caveat in comparison.caveats:
+        logger.warning("compare: %s", caveat)
+    for name, v in comparison.vois.items():
+        print(f"{name}: Dmean predicted {v.predicted['mean_gy']:.1f} Gy, delivered {v.delivered['mean_gy']:.1f} Gy "
+              f"({v.difference['mean_gy']:+.1f} Gy)")
+    if comparison.gamma is not None:
+        g = comparison.gamma
+        print(f"gamma {g.dose_pct:g} %/{g.dta_mm:g} mm: {g.pass_rate_pct:.1f} % pass")
+    print(f"comparison of {p_case} (predicted) and {d_case} (delivered): outputs in {args.out}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- phantom
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -486,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(args)
             if args.command == "batch":
                 return _batch(args)
+            if args.command == "compare":
+                return _compare(args)
     except VoxelDoseError as exc:
         print(f"voxeldose: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

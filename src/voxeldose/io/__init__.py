@@ -9,11 +9,14 @@ voxel S-value tables a user holds).
 Writers: :func:`write_nifti`, :func:`write_rtdose`, :func:`write_dvh_csv`,
 :func:`write_metrics_json`, :func:`write_report` and :func:`write_result` (every output of a
 :class:`~voxeldose.result.CaseResult`, atomically); :func:`write_rtstruct`, :func:`write_seg`
-(VOIs as DICOM); :mod:`voxeldose.io.series` (images as DICOM series, the way scanners export
+(VOIs as DICOM); :func:`write_comparison` (a predicted-against-delivered
+:class:`~voxeldose.compare.Comparison`, atomically), with :func:`load_dose_result` and
+:func:`load_transform` to read its inputs; :mod:`voxeldose.io.series` (images as DICOM series, the way scanners export
 them: the phantoms' export and the tests use it).
 """
 
 from .case_file import load_case
+from .comparison import load_dose_result, load_transform, write_comparison
 from .ct import load_ct, load_ct_density, load_hu_table
 from .dicom import list_series, load_image
 from .kernel_tables import load_vsv_tables, read_vsv_table
@@ -46,4 +49,7 @@ __all__ = [
     "write_metrics_json",
     "write_rtstruct",
     "write_seg",
+    "load_dose_result",
+    "load_transform",
+    "write_comparison",
 ]

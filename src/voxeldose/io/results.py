@@ -590,10 +590,11 @@ def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = Fa
 RESULT_FILES = (*OUTPUT_FILES, "density.nii.gz", "log.txt")
 
 
-def check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool, *, known: tuple[str, ...] = RESULT_FILES) -> None:
     """Refuse an output folder that is a file, or that holds results (unless ``force``), or, even
-    with ``force``, that holds anything voxeldose did not write: replacing the folder would
-    delete it (``--out ~/Documents --force`` must not empty Documents)."""
+    with ``force``, that holds anything voxeldose did not write (``known``: the files of this kind
+    of result): replacing the folder would delete it (``--out ~/Documents --force`` must not
+    empty Documents)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is a file; choose a folder name")
     if not out.exists():
@@ -604,7 +605,7 @@ def check_out(out: Path, force: bool) -> None:
             f"--out {out} already holds results; choose another folder, or pass --force to replace them "
             "(the old results are kept until the new ones are complete)"
         )
-    foreign = [name for name in entries if name not in RESULT_FILES]
+    foreign = [name for name in entries if name not in known]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputError(
@@ -698,10 +699,12 @@ def _resolved(out: "str | os.PathLike[str]") -> Path:
 
 
 @contextmanager
-def reserve_out(out: "str | os.PathLike[str]", force: bool) -> Iterator[Path]:
-    """Hold the output folder ``out`` for one run: checked (:func:`check_out`), the leftovers of
-    killed runs cleaned (:func:`clean_stale`), and locked, so that a second run into the same
-    folder is refused at once, not after computing for minutes. Yields the absolute folder."""
+def reserve_out(out: "str | os.PathLike[str]", force: bool, *,
+                known: tuple[str, ...] = RESULT_FILES) -> Iterator[Path]:
+    """Hold the output folder ``out`` for one run: checked (:func:`check_out`, ``known`` the files
+    that ``force`` may replace), the leftovers of killed runs cleaned (:func:`clean_stale`), and
+    locked, so that a second run into the same folder is refused at once, not after computing for
+    minutes. Yields the absolute folder."""
     out_dir = _resolved(out)
     if out_dir in _HELD:
         _HELD[out_dir] += 1
@@ -712,7 +715,7 @@ def reserve_out(out: "str | os.PathLike[str]", force: bool) -> Iterator[Path]:
         return
     parent = out_dir.parent
     clean_stale(parent, out_dir.name)
-    check_out(out_dir, force)
+    check_out(out_dir, force, known=known)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
