@@ -325,6 +325,7 @@ def folders(tmp_path_factory):
         (base / f"{name}.json").write_text(json.dumps({"1": name}))
         vois.append(path)
     _result(base / "other", tumour_to_normal=4.0, case_id="tare-002")
+    _result(base / "elsewhere", tumour_to_normal=3.0, frame="1.2.826.0.1.3680043.10.1.2")  # another scanner's frame
     return base, vois
 
 
@@ -393,6 +394,7 @@ def _transform_file(tmp_path, matrix):
     ("non-rigid", ["not rigid", "a scaling or shear"]),
     ("other case", ["case 'tare-001'", "case 'tare-002'", "--accept-different-cases"]),
     ("no voi", ["at least one --voi"]),
+    ("other frame", ["frame of reference (1.2.826.0.1.3680043.10.1.2) differs", "--transform", "--registered"]),
 ])
 def test_compare_bad_input_exits_2_and_writes_nothing(folders, tmp_path, capsys, kind, words):
     base, vois = folders
@@ -407,6 +409,8 @@ def test_compare_bad_input_exits_2_and_writes_nothing(folders, tmp_path, capsys,
         extra = ["--transform", str(_transform_file(tmp_path, np.diag([1.05, 1.0, 1.0, 1.0])))]
     elif kind == "other case":
         predicted = base / "other"
+    elif kind == "other frame":
+        predicted = base / "elsewhere"
     voi_args = [] if kind == "no voi" else _voi_args(vois)
     out = tmp_path / "cmp"
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -425,3 +429,13 @@ def test_compare_accepts_different_cases_when_told(folders, tmp_path):
     data = json.loads((out / "comparison.json").read_text())
     # the same activity (both T:N 4): the same dose, so no difference at all
     assert data["vois"]["tumour_1"]["difference"]["mean_gy"] == 0.0
+
+
+def test_compare_accepts_another_frame_when_registered_or_given_a_transform(folders, tmp_path):
+    base, vois = folders
+    for i, extra in enumerate((["--registered"], ["--transform", str(_transform_file(tmp_path, np.eye(4)))])):
+        out = tmp_path / f"cmp{i}"
+        assert main(["-q", "compare", str(base / "elsewhere"), str(base / "run"), *_voi_args(vois), "--out", str(out),
+                     *extra]) == 0
+        data = json.loads((out / "comparison.json").read_text())
+        assert data["transform"] == (None if i == 0 else np.eye(4).tolist())
