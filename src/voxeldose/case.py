@@ -47,6 +47,9 @@ decay_correction   "START", "ADMIN",       such a PET's decay correction (DICOM'
                    "NONE"
 vois               table name -> role      role of each VOI: "tumour", "normal_liver",
                                            "whole_liver", "lung" or "perfused"
+plan               table                   planning on an MAA SPECT (``voxeldose plan``):
+                                           planned activities, lung limits, model targets,
+                                           constraints (:mod:`voxeldose.planning`)
 ================== ======================= ====================================================
 
 Example (TOML)::
@@ -74,11 +77,14 @@ import difflib
 import re
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ._checks import check_fraction, check_number
 from .errors import InputError
 from .nuclides import normalise_nuclide
+
+if TYPE_CHECKING:
+    from .planning import PlanSettings
 
 __all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS"]
 
@@ -110,6 +116,7 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "decay_correction": "decay_correction",
     "calibration_voi": "calibration_voi",
     "vois": "voi_roles",
+    "plan": "plan",
 })
 
 _FIELD_TO_KEY = {v: k for k, v in CASE_FILE_KEYS.items()}
@@ -208,6 +215,10 @@ def _check_field(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{where}: calibration_voi must be a VOI name (a non-empty string), got {value!r}")
         return value
+    if name == "plan":
+        from .planning import plan_settings_from_dict
+
+        return plan_settings_from_dict(value, where=f"{where} [plan]")
     if name == "voi_roles":
         if not isinstance(value, Mapping):
             raise InputError(
@@ -334,6 +345,7 @@ class Case:
     scan_units: str | None = None
     scan_datetime: _dt.datetime | None = None
     decay_correction: str | None = None
+    plan: "PlanSettings | None" = field(default=None, hash=False)
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
     overridden_roles: tuple[str, ...] = field(default=(), compare=False)
@@ -400,6 +412,8 @@ class Case:
             value = getattr(self, name)
             if isinstance(value, _dt.datetime):
                 value = value.isoformat()
+            elif name == "plan":
+                value = None if value is None else value.to_dict()
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[key] = value

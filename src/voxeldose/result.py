@@ -69,6 +69,9 @@ class CaseResult:
         Every scientific caveat, in the order raised.
     provenance : mapping
         JSON-able: version, inputs, grid, every calibration factor, kernel, method, timings.
+    plan : mapping
+        A planning case's plan (:func:`voxeldose.plan.compute_plan`: the images are then the
+        predicted activity and dose), or ``{}``.
     """
 
     case: Case
@@ -79,6 +82,7 @@ class CaseResult:
     crosschecks: Mapping[str, Any] = field(default_factory=dict)
     caveats: tuple[Caveat, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one grid for everything a case holds: checked once, here, so that every output can rely on it
@@ -146,6 +150,7 @@ class CaseResult:
             "model_crosschecks": dict(self.crosschecks),
             "warnings": list(self.warnings),
             "provenance": dict(self.provenance),
+            **({"plan": dict(self.plan)} if self.plan else {}),
         }
 
     def table(self) -> list[dict[str, Any]]:

@@ -1,0 +1,105 @@
+"""Planning on an MAA SPECT (voxeldose.plan, voxeldose.planning): first tests with known answers."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import voxeldose
+from voxeldose import phantoms
+from voxeldose.constants import MIRD_Y90_GY_KG_PER_GBQ, Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ
+from voxeldose.plan import compute_plan
+from voxeldose.planning import plan_settings_from_dict, predicted_activity
+
+ROLES = {"liver": "whole_liver", "lung": "lung", **{f"tumour_{i}": "tumour" for i in range(1, 6)}}
+
+
+@pytest.fixture(scope="module")
+def maa():
+    ph = phantoms.liver(spacing_xyz_mm=(8.84, 8.84, 8.84), lung_shunt_fraction=0.1)
+    counts = voxeldose.Image(ph.activity.array * 1000.0, ph.activity.spacing_mm, ph.activity.origin_mm, units="CNTS")
+    return ph, counts, {n: ph.vois[n] for n in ROLES}
+
+
+def _plan(counts, vois, plan, method="local", **case):
+    c = voxeldose.Case("plan-1", voi_roles={n: r for n, r in ROLES.items() if n in vois}, plan=plan, **case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)
+        return compute_plan(counts, vois, c, method=method)
+
+
+def test_the_predicted_activity_puts_each_territorys_activity_where_its_counts_are(maa):
+    ph, counts, vois = maa
+    act, rec = predicted_activity(counts, {"liver": vois["liver"]}, {"liver": 2.0}, lung_shunt_fraction=0.1,
+                                  lung=vois["lung"])
+    # the liver holds 2 GBq x 0.9 and the lung 2 GBq x 0.1, exactly (float32 storage: 1e-6); the
+    # phantom's lungs lie 20 mm from the liver, so the voxels outside the lung mask hold the liver's
+    liver = float(act.array[vois["lung"].array == 0].sum(dtype=np.float64))
+    assert liver == pytest.approx(1800.0, rel=1e-6)
+    assert float(act.array.sum(dtype=np.float64)) == pytest.approx(2000.0, rel=1e-6)
+    assert rec["lung"]["activity_mbq"] == pytest.approx(200.0)
+
+
+def test_a_uniform_territory_plans_the_mird_activity(maa):
+    # uniform counts in the liver, one constraint: the liver's mean dose <= 120 Gy. With local
+    # deposition the voxel mean is exactly C A (1 - LSF) / M with the engine's C (ICRP-107,
+    # 49.77 Gy kg/GBq), so the voxel plan is the MIRD activity at that constant (1e-6: the activity
+    # map and the dose at 1 GBq are stored as float32)
+    # binary masks: a partly covered voxel would hold a share w of the counts and weigh w in the
+    # DVH's mean (w squared), which the single-compartment model has no term for
+    ph, counts, vois = maa
+    vois = {n: voxeldose.mask_image(counts, (m.array >= 0.5).astype(np.float32), name=n)
+            for n, m in vois.items() if n in ("liver", "lung")}
+    uniform = voxeldose.Image(vois["liver"].array * 100.0, counts.spacing_mm, counts.origin_mm, units="CNTS")
+    plan = {"mird_target_gy": 120.0, "constraints": [{"voi": "liver", "metric": "mean", "max_gy": 120.0}]}
+    r = _plan(uniform, vois, plan, lung_shunt_fraction=0.1)
+    t = r.plan["territories"]["liver"]
+    assert t["binding_constraint"] == "liver mean <= 120 Gy"
+    mird = t["models"]["mird"]["activity_gbq"]  # at 49.67 Gy kg/GBq (no sphere type)
+    assert t["activity_gbq"] == pytest.approx(mird * MIRD_Y90_GY_KG_PER_GBQ / Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ,
+                                              rel=1e-6)
+    assert mird == pytest.approx(120.0 * t["mass_kg"] / (49.67 * 0.9), rel=1e-12)
+
+
+def test_the_plans_metrics_equal_a_fresh_dose_at_its_activity(maa):
+    ph, counts, vois = maa
+    plan = {"constraints": [{"role": "normal_liver", "metric": "mean", "max_gy": 40.0},
+                            {"role": "tumour", "metric": "D70", "min_gy": 60.0}]}
+    r = _plan(counts, vois, plan, method="kernel", lung_shunt_fraction=0.1)
+    t = r.plan["territories"]["liver"]
+    assert t["binding_constraint"] == "normal_liver mean <= 40 Gy"
+    # the predicted dose (sum of activity x the dose at 1 GBq) equals the dose of the predicted
+    # activity computed afresh (float32 convolution round-off: 1e-5 of the maximum)
+    fresh = voxeldose.absorbed_dose(r.activity, method="kernel")
+    np.testing.assert_allclose(r.dose.array, fresh.array, atol=1e-5 * float(fresh.array.max()))
+    assert voxeldose.dvh(fresh, r.vois["normal_liver"]).mean_gy == pytest.approx(40.0, rel=1e-5)
+    assert t["metrics_at_plan"]["normal_liver"]["mean_gy"] == pytest.approx(40.0, rel=1e-9)
+
+
+def test_a_lower_bound_above_the_largest_activity_is_said(maa):
+    ph, counts, vois = maa
+    plan = {"constraints": [{"role": "normal_liver", "metric": "mean", "max_gy": 40.0},
+                            {"role": "tumour", "metric": "D70", "min_gy": 500.0}]}
+    r = _plan(counts, vois, plan, lung_shunt_fraction=0.1)
+    assert r.plan["territories"]["liver"]["meets_all_constraints"] is False
+    assert any("no activity meets every constraint" in c.message for c in r.caveats)
+
+
+@pytest.mark.parametrize("plan, match", [
+    ({"constraint": []}, "unknown \\[plan\\] key"),
+    ({"constraints": [{"voi": "liver", "metric": "D70", "max_pct": 3}]}, "use max_gy/min_gy"),
+    ({"constraints": [{"voi": "liver", "metric": "mean"}]}, "one bound"),
+    ({"prior_lung_dose_gy": 50.0}, "leaves no room"),
+    ({"activities_gbq": {"liver": 2000.0}}, "MBq"),
+])
+def test_bad_plan_settings_say_what_to_fix(plan, match):
+    with pytest.raises(voxeldose.InputError, match=match):
+        plan_settings_from_dict(plan)
+
+
+def test_a_post_treatment_scan_is_refused(maa):
+    ph, counts, vois = maa
+    pet = voxeldose.Image(counts.array, counts.spacing_mm, counts.origin_mm, units="BQML",
+                          meta=voxeldose.ImageMeta(modality="PT"))
+    with pytest.raises(voxeldose.InputError, match="voxeldose run"):
+        _plan(pet, vois, {})
