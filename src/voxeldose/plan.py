@@ -29,6 +29,7 @@ from .kernels import Tissue, VsvTables
 from .nuclides import normalise_nuclide, nuclide_of_code
 from .pipeline import _case_from, _kernel_record, _resolve_vois, _Steps
 from .planning import (
+    OUTSIDE_COUNTS_CAVEAT_PERCENT,
     Constraint,
     PlanSettings,
     bsa_lung_shunt_reduction,
@@ -235,12 +236,7 @@ def compute_plan(
     VoxelDoseError
         Bad input of any kind (the message says what and how to fix it).
     """
-    from .clinical import (
-        LUNG_DENSITY_G_PER_CM3,
-        body_surface_area_m2,
-        bsa_activity_gbq,
-        tumour_to_normal_ratio,
-    )
+    from .clinical import LUNG_DENSITY_G_PER_CM3, body_surface_area_m2
     from .dose import absorbed_dose
     from .dvh import dvh
     from .voi_sets import difference, union_of
@@ -310,10 +306,11 @@ def compute_plan(
         activity, act_record = predicted_activity(counts, territories, acts, lung_shunt_fraction=lsf, lung=lung_union)
         dose = Image(dose_arr.astype(np.float32), maa.spacing_mm, maa.origin_mm, maa.direction, "GY", meta=maa.meta)
         for t in territories:
-            plans[t]["metrics_at_plan"] = _metrics_at(
-                sum((acts[o] * unit_doses[o] for o in territories if o != t), np.zeros(shape, np.float64))
-                + plans[t]["activity_gbq"] * unit_doses[t] if math.isfinite(plans[t]["activity_gbq"]) else None,
-                masks, roles, maa)
+            a_plan = plans[t]["activity_gbq"]
+            at_plan = None
+            if math.isfinite(a_plan):  # the others at the predicted map's activities, this one at its plan
+                at_plan = dose_arr + (a_plan - acts[t]) * unit_doses[t]
+            plans[t]["metrics_at_plan"] = _metrics_at(at_plan, masks, roles)
         # together, at the activities of the predicted map
         combined: list[dict[str, Any]] = [{"constraint": tg.constraint.label(tg.voi),
                      "value": tg.metric(dose_arr, np.zeros(shape))(0.0)} for tg, _ in targets]
@@ -343,15 +340,14 @@ def compute_plan(
             if settings.height_m is not None and settings.weight_kg is not None else None)
         for t, m in territories.items():
             plans[t]["models"] = _models(t, m, normals[t], tumour_union, counts, lsf, settings, constant, convention,
-                                         case.sphere_type, bsa, liver_ml, whole, masks, tumour_names,
-                                         tumour_to_normal_ratio, bsa_activity_gbq)
+                                         case.sphere_type, bsa, liver_ml, whole, masks)
             plans[t]["counts"] = records[t]["territories"][t]["counts"]
             plans[t]["volume_ml"] = float(m.array.sum(dtype=np.float64)) * maa.voxel_volume_ml
             plans[t]["mass_kg"] = soft_mass_kg(m)
             plans[t]["planned_activity_gbq"] = planned.get(t)
 
     pct = act_record.get("counts_outside_percent")
-    if pct is not None and pct > 10.0:
+    if pct is not None and pct > OUTSIDE_COUNTS_CAVEAT_PERCENT:
         steps.caveat("plan", f"{pct:.1f} % of the MAA SPECT's counts lie outside every territory and the lungs "
                              "(extrahepatic uptake, free pertechnetate, blur, or a territory drawn too small): they get "
                              "no predicted activity; check the territories")
@@ -453,7 +449,7 @@ def _voxel_plan(t: str, base: np.ndarray, unit: np.ndarray, targets: Sequence[tu
     lower_name: str | None = None
     for tg, owner in targets:
         c = tg.constraint
-        if c.role == "perfused_normal" and tg.voi != f"{t} without tumours":
+        if c.role == "perfused_normal" and owner != t:
             f = tg.metric(base, unit)
             row_limit = None  # another territory's normal liver: checked, not solved for here
         elif c.lower is not None and owner is not None and owner != t:
@@ -496,8 +492,8 @@ def _voxel_plan(t: str, base: np.ndarray, unit: np.ndarray, targets: Sequence[tu
     return out
 
 
-def _metrics_at(dose_arr: np.ndarray | None, masks: Mapping[str, Image], roles: Mapping[str, str],
-                like: Image) -> dict[str, Any] | None:
+def _metrics_at(dose_arr: np.ndarray | None, masks: Mapping[str, Image],
+                roles: Mapping[str, str]) -> dict[str, Any] | None:
     from .dvh import voi_metrics
 
     if dose_arr is None:
@@ -508,8 +504,8 @@ def _metrics_at(dose_arr: np.ndarray | None, masks: Mapping[str, Image], roles: 
 
 def _models(t: str, territory: Image, normal: Image, tumour_union: np.ndarray, counts: Image, lsf: float,
             settings: PlanSettings, constant: float, convention: str, sphere_type: str | None, bsa: float | None,
-            liver_ml: float | None, whole: Sequence[str], masks: Mapping[str, Image], tumour_names: Sequence[str],
-            tn_ratio: Any, bsa_activity: Any) -> dict[str, Any]:
+            liver_ml: float | None, whole: Sequence[str], masks: Mapping[str, Image]) -> dict[str, Any]:
+    from .clinical import bsa_activity_gbq, tumour_to_normal_ratio
     from .voi_sets import intersection
 
     out: dict[str, Any] = {"dose_constant_gy_kg_per_gbq": constant, "convention": convention}
@@ -523,7 +519,7 @@ def _models(t: str, territory: Image, normal: Image, tumour_union: np.ndarray, c
     m_norm = soft_mass_kg(normal)
     if m_tum > 0 and m_norm > 0:
         try:
-            tn = float(tn_ratio(counts, tumours_in, normal.array))
+            tn = float(tumour_to_normal_ratio(counts, tumours_in, normal.array))
         except VoxelDoseError as exc:
             out["partition"] = {"note": f"T:N not measured: {exc}"}
         else:
@@ -547,7 +543,7 @@ def _models(t: str, territory: Image, normal: Image, tumour_union: np.ndarray, c
             liver = masks[whole[0]]
             v_tum = float(intersection(liver.array, tumour_union).sum(dtype=np.float64)) * liver.voxel_volume_ml
             v_norm = liver_ml - v_tum
-            a_whole = float(bsa_activity(bsa, v_tum, v_norm))
+            a_whole = float(bsa_activity_gbq(bsa, v_tum, v_norm))
             share = float(territory.array.sum(dtype=np.float64)) * territory.voxel_volume_ml / liver_ml
             reduction = bsa_lung_shunt_reduction(lsf)
             out["bsa"] = {"bsa_m2": bsa, "tumour_volume_ml": v_tum, "normal_liver_volume_ml": v_norm,
