@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 import warnings
@@ -221,6 +222,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(batch, "anonymize")
     _add(batch, "force", help="run every case again, even up-to-date ones")
 
+    _plan_parser(sub)
     _compare_parser(sub)
 
     ph = sub.add_parser(
@@ -260,6 +262,106 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
     return parser
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _plan_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    plan = sub.add_parser(
+        "plan",
+        help="plan a treatment on the Tc-99m MAA SPECT: predicted dose, MIRD/partition/BSA and voxel-based activities",
+        description=(
+            "Read the Tc-99m MAA SPECT SCAN (counts, or a quantitative SPECT in Bq/mL) and its VOIs; normalise "
+            "the counts of each perfused territory to its planned Y-90 activity x (1 - lung shunt), compute the "
+            "predicted dose with the same engines as 'run' (one dose computation per territory), and plan each "
+            "territory: the MIRD single-compartment, partition and (resin) BSA activities, and the largest "
+            "activity meeting every constraint of the case file's [plan] table, with the binding one. Writes "
+            "into OUT what 'run' writes (dose.nii.gz, activity.nii.gz, rtdose.dcm, dvh.csv, metrics.json with "
+            "'plan', report.html), for the predicted dose at the planned activities. Nothing is written unless "
+            "the whole case succeeds; existing results are kept unless --force."
+        ),
+    )
+    plan.add_argument("scan", metavar="SCAN", help="folder or file of the MAA SPECT series (DICOM NM), or a "
+                      "NIfTI/NRRD/MetaImage file (its units from the case file or --scan-units)")
+    plan.add_argument("--voi", action="append", default=[], metavar="VOI",
+                      help="RTSTRUCT, SEG, 3D Slicer .seg.nrrd or label map file or folder; repeatable. Roles "
+                           "(case file [vois] or --voi-role): perfused (one per territory) or whole_liver, tumour, "
+                           "lung, normal_liver")
+    _add(plan, "out")
+    plan.add_argument("--case", default=None, help="case file (TOML or JSON) with the roles and the [plan] table")
+    plan.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
+    _add(plan, "method", choices=("kernel", "local"),
+         help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel; planning "
+              "has no CT densities yet)")
+    _add(plan, "tissue")
+    _add(plan, "kernel_tables")
+    plan.add_argument("--series-uid", default=None, help="SeriesInstanceUID to load when SCAN holds several series")
+    plan.add_argument("--activity", action="append", default=[], metavar="TERRITORY=GBQ",
+                      help="planned Y-90 activity reaching the patient for a territory, in GBq (over the case "
+                           "file's [plan] activities_gbq); repeatable. A territory without one is shown at its voxel "
+                           "plan's activity")
+    _add(plan, "lung_shunt", help="the case's lung shunt fraction, 0 <= LSF < 1 (e.g. from planar MAA scintigraphy)")
+    plan.add_argument("--lung-shunt-from", choices=("case", "counts"), default=None,
+                      help="case: the case's lung shunt fraction; counts: measured on the SPECT's lung and liver VOIs "
+                           "(default: the case's when it has one, else counts)")
+    _add(plan, "sphere_type", help="microsphere product: glass (dose constant 50 Gy kg/GBq) or resin (49.67, and the "
+                                   "BSA method)")
+    _add(plan, "residual")
+    _add(plan, "voi_role")
+    _add(plan, "scan_units", choices=("CNTS", "BQML"),
+         help="units of an MAA SPECT read from a NIfTI, NRRD or MetaImage file: counts or Bq/mL")
+    _add(plan, "registered")
+    _add(plan, "force")
+
+
+def _activities(items: Sequence[str]) -> dict[str, float] | None:
+    """``--activity TERRITORY=GBQ`` items as a mapping (values checked by the plan settings)."""
+    from .errors import InputError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            gbq = float(value)
+        except ValueError:
+            gbq = math.nan
+        if not sep or not name or not math.isfinite(gbq):
+            raise InputError(f"--activity {item!r}: expected TERRITORY=GBQ, e.g. --activity 'right lobe=2.1'")
+        if name in out:
+            raise InputError(f"--activity: territory {name!r} is given twice")
+        out[name] = gbq
+    return out or None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import run_plan
+
+    roles = _voi_roles(args.voi_role) or None
+    overrides: dict[str, object] = {
+        "case_id": args.case_id, "lung_shunt_fraction": args.lung_shunt, "sphere_type": args.sphere_type,
+        "residual_fraction": args.residual, "scan_units": args.scan_units, "voi_roles": roles,
+    }
+    plan_overrides = {"activities_gbq": _activities(args.activity), "lung_shunt": args.lung_shunt_from}
+    result = run_plan(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
+                      kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
+                      force=args.force, overrides=overrides, plan_overrides=plan_overrides,
+                      progress=_progress(args, ["load", "vois", "dose", "plan", "dvh", "outputs"]))
+    for caveat in result.caveats:
+        logger.warning("%s: %s", caveat.stage, caveat.message)
+    plan = result.plan or {}
+    lsf = plan.get("lung_shunt", {})
+    print(f"case {result.case_id}: lung shunt {lsf.get('value', math.nan):.1%} ({lsf.get('used', '?')})")
+    for name, t in plan.get("territories", {}).items():
+        a = t.get("activity_gbq")
+        voxel = (f"{a:.3g} GBq, bound by {t.get('binding_constraint')}" if a is not None and math.isfinite(a)
+                 else "no upper bound")
+        models = t.get("models", {})
+        parts = [f"{key} {models[key]['activity_gbq']:.3g} GBq" for key in ("mird", "partition", "bsa")
+                 if isinstance(models.get(key), dict) and models[key].get("activity_gbq") is not None]
+        print(f"  {name}: voxel plan {voxel}" + (f"; {', '.join(parts)}" if parts else ""))
+    print(f"outputs in {args.out}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- compare
@@ -478,16 +580,22 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cohort_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The case values of the options in :data:`_COHORT_OPTIONS`, as :class:`voxeldose.Case` fields."""
+def _voi_roles(items: Sequence[str]) -> dict[str, str]:
+    """``--voi-role NAME=ROLE`` items as a mapping (roles checked by the case)."""
     from .errors import InputError
 
     roles: dict[str, str] = {}
-    for item in args.voi_role:
-        name, sep, role = item.partition("=")
+    for item in items:
+        name, sep, role = item.rpartition("=")
         if not sep or not name or not role:
             raise InputError(f"--voi-role {item!r}: expected NAME=ROLE, e.g. --voi-role liver=whole_liver")
         roles[name] = role
+    return roles
+
+
+def _cohort_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The case values of the options in :data:`_COHORT_OPTIONS`, as :class:`voxeldose.Case` fields."""
+    roles = _voi_roles(args.voi_role)
     values: dict[str, object] = {
         "residual_fraction": args.residual, "sphere_type": args.sphere_type, "scanner_nuclide": args.scanner_nuclide,
         "calibration_voi": args.calibration_voi, "scan_modality": args.scan_modality, "scan_units": args.scan_units,
@@ -531,13 +639,15 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A step reporter: a progress bar on a terminal (tqdm), nothing when quiet."""
+def _progress(args: argparse.Namespace, steps: Sequence[str] | None = None):  # type: ignore[no-untyped-def]
+    """A step reporter: a progress bar on a terminal (tqdm), nothing when quiet; ``steps`` are the
+    timed steps in order (default those of ``run``)."""
     if args.quiet:
         return None
     from tqdm import tqdm
 
-    steps = ["load", "vois", *(["ct"] if getattr(args, "ct", None) else []), "calibrate", "dose", "dvh", "outputs"]
+    if steps is None:
+        steps = ["load", "vois", *(["ct"] if getattr(args, "ct", None) else []), "calibrate", "dose", "dvh", "outputs"]
     bar = tqdm(total=len(steps), unit="step", file=sys.stderr, disable=None, leave=False,
                bar_format="{desc:<12}{bar:20} {n_fmt}/{total_fmt} [{elapsed}]")
 
@@ -612,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(args)
             if args.command == "batch":
                 return _batch(args)
+            if args.command == "plan":
+                return _plan(args)
             if args.command == "compare":
                 return _compare(args)
     except VoxelDoseError as exc:

@@ -292,8 +292,8 @@ def compute_case(
         "grid": {"shape_zyx": list(scan.shape), "spacing_mm": list(scan.spacing_mm),
                  "origin_mm": list(scan.origin_mm), "direction": list(scan.direction)},
         "calibration": dict(activity_map.provenance),
-        "dose": {"method": method, "method_description": METHODS[method], "tissue": tissue, "engine": engine,
-                 "kernel": _kernel_record(method, scan, tissue, kernel_tables),
+        "dose": {"method": method, "method_description": METHODS[method], "units": "GY", "tissue": tissue,
+                 "engine": engine, "kernel": _kernel_record(method, scan, tissue, kernel_tables),
                  "density": "from the CT (images 'density', density.nii.gz)" if density is not None
                  else f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
                  "voi_densities_g_per_cm3": voi_densities,

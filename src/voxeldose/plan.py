@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
@@ -40,6 +39,7 @@ from .planning import (
     soft_mass_kg,
     solve_activity,
     territories_of,
+    updated_plan_settings,
 )
 from .result import CaseResult, Caveat
 
@@ -382,8 +382,8 @@ def compute_plan(
         "calibration": {"method": "MAA counts of each territory normalised to its planned activity x (1 - LSF); the "
                                   "shunted activity uniform over the lung VOIs", "lung_shunt_fraction": lsf,
                         "times": {}},
-        "dose": {"method": method, "method_description": METHODS[method], "tissue": tissue, "engine": engine,
-                 "kernel": _kernel_record(method, maa, tissue, kernel_tables),
+        "dose": {"method": method, "method_description": METHODS[method], "units": "GY", "tissue": tissue,
+                 "engine": engine, "kernel": _kernel_record(method, maa, tissue, kernel_tables),
                  "density": f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
                  "voi_densities_g_per_cm3": voi_densities},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
@@ -574,13 +574,16 @@ def run_plan(
     registered: bool = False,
     force: bool = False,
     overrides: Mapping[str, Any] | None = None,
+    plan_overrides: Mapping[str, Any] | None = None,
     progress: "Callable[[str], None] | None" = None,
 ) -> CaseResult:
     """Read a planning case (the MAA SPECT and its VOIs), plan it (:func:`compute_plan`) and write
     its outputs into ``out`` like :func:`voxeldose.run_case` (``plan`` in ``metrics.json`` and the
     report).
 
-    Parameters are those of :func:`voxeldose.run_case`; ``case`` holds the ``[plan]`` table.
+    Parameters are those of :func:`voxeldose.run_case`; ``case`` holds the ``[plan]`` table, and
+    ``plan_overrides`` (``[plan]`` keys, e.g. ``{"activities_gbq": {"right lobe": 2.0}}``) replace
+    its values (:func:`voxeldose.planning.updated_plan_settings`).
 
     Raises
     ------
@@ -597,6 +600,8 @@ def run_plan(
         with steps.step("load"):
             image = load_image(scan, series_uid)
         record = _case_from(case, overrides or {}, image)
+        if plan_overrides:
+            record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
         with steps.step("vois"):
             masks: dict[str, Image] = {}
             for path in vois:
@@ -607,8 +612,9 @@ def run_plan(
         result = compute_plan(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                               caveats=steps.caveats, timings_s=steps.timings_s, progress=progress,
                               provenance={"input": {"scan": str(scan), "vois": [str(v) for v in vois]}})
-        t0 = time.perf_counter()
-        write_result(result, out_dir, force=force)
-        timings = {**result.provenance["timings_s"], "outputs": time.perf_counter() - t0}
-        return replace(result, provenance={**result.provenance, "timings_s": timings})
+        with steps.step("outputs"):
+            write_result(result, out_dir, force=force)
+        timings = {**result.provenance["timings_s"], "outputs": steps.timings_s["outputs"]}
+        return replace(result, provenance={**result.provenance, "timings_s": timings},
+                       caveats=result.caveats + tuple(c for c in steps.caveats if c.stage == "outputs"))
 

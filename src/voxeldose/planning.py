@@ -82,7 +82,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -98,6 +98,7 @@ __all__ = [
     "Constraint",
     "PlanSettings",
     "plan_settings_from_dict",
+    "updated_plan_settings",
     "dose_constant_gy_kg_per_gbq",
     "territories_of",
     "lung_shunt_from_counts",
@@ -549,3 +550,31 @@ def metric_of(h: Any, metric: str) -> float:
         return float(h.d(float(metric[1:])))
     return float(h.v(float(metric[1:])))
 
+
+def updated_plan_settings(settings: PlanSettings | None, changes: Mapping[str, Any], *,
+                          where: str = "command line") -> PlanSettings:
+    """``settings`` with the ``[plan]`` keys in ``changes`` replaced (command-line options over the
+    case file); ``activities_gbq`` is merged territory by territory. Each value is checked as in
+    :func:`plan_settings_from_dict`.
+
+    Raises
+    ------
+    InputError
+        A key or value that :func:`plan_settings_from_dict` refuses.
+    """
+    base = settings if settings is not None else PlanSettings()
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return base
+    checked = plan_settings_from_dict(changes, where=where)
+    values: dict[str, Any] = {k: getattr(checked, k) for k in changes}
+    if "activities_gbq" in values:
+        values["activities_gbq"] = MappingProxyType({**dict(base.activities_gbq), **dict(values["activities_gbq"])})
+    if "constraints" in values:
+        values["constraints"] = base.constraints + tuple(values["constraints"])
+    given = base.given + tuple(k for k in changes if k not in base.given)
+    out = replace(base, **values, given=given)
+    if out.lung_limit_effective_gy <= 0:
+        raise InputError(f"{where}: the prior lung dose {out.prior_lung_dose_gy:g} Gy leaves no room under the "
+                         f"cumulative lung limit {out.lung_cumulative_limit_gy:g} Gy: no activity can be planned")
+    return out

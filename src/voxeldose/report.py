@@ -960,6 +960,85 @@ def _crosscheck_html(cc: Mapping[str, Any]) -> str:
             f"<p class='meta'>{note}</p>")
 
 
+def _gbq(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
+        return "\u2014"
+    return f"{float(value):.3g}"
+
+
+def _plan_html(plan: Mapping[str, Any]) -> str:
+    """The plan of a planning case: per territory the model and voxel-based activities, the
+    constraints with the activity each allows, and the constraints at the predicted map's
+    activities."""
+    e = html.escape
+    lsf = plan.get("lung_shunt", {}) or {}
+    pm = plan.get("predicted_map", {}) or {}
+    measured = lsf.get("from_counts")
+    lines = [
+        f"Lung shunt fraction {_fmt_number(100.0 * float(lsf.get('value', math.nan)), 'pct')} % "
+        f"({e(str(lsf.get('used', '')))})" + (f"; measured on the SPECT: {100.0 * float(measured):.1f} %"
+                                                if isinstance(measured, (int, float)) else "") + ".",
+        f"{e(str(plan.get('convention', '')))}; {e(str(plan.get('activity_rule', '')))}.",
+        f"Counts outside every territory and the lungs: {_fmt_number(pm.get('counts_outside_percent'), 'pct')} % "
+        "of the SPECT's (no predicted activity).",
+        f"{e(str(plan.get('linearity', '')))}.",
+    ]
+    if plan.get("lung_model_dose_gy") is not None:
+        lines.append(f"Lung dose by the lung-shunt model ({_fmt_number(plan.get('lung_model_mass_kg'), 'kg')} kg) at "
+                     f"the predicted map's activities: {_fmt_number(plan.get('lung_model_dose_gy'), 'gy')} Gy.")
+    head = ("<tr><th class='name'>territory</th><th>volume (mL)</th><th>mass (kg)</th><th>T:N</th>"
+            "<th>MIRD (GBq)</th><th>partition (GBq)</th><th>BSA (GBq)</th><th>voxel plan (GBq)</th>"
+            "<th class='name'>binding constraint</th><th>planned (GBq)</th><th>predicted map (GBq)</th></tr>")
+    rows, details = [], []
+    at_map = plan.get("predicted_map_activities_gbq", {}) or {}
+    for name, t in (plan.get("territories", {}) or {}).items():
+        models = t.get("models", {}) or {}
+        part = models.get("partition", {}) or {}
+
+        def model(key: str) -> str:
+            m = models.get(key) or {}
+            a = m.get("activity_gbq")
+            target = (f" at {m['target_gy']:g} Gy" if key == "mird" and "target_gy" in m else
+                      f" at D<sub>N</sub> {m['normal_liver_target_gy']:g} Gy" if "normal_liver_target_gy" in m else "")
+            return f"{_gbq(a)}{target}" if a is not None else "\u2014"
+
+        flag = "" if t.get("meets_all_constraints", True) else " class='flag'"
+        rows.append(
+            f"<tr><td class='name'>{e(str(name))}</td><td>{_fmt_number(t.get('volume_ml'), 'ml')}</td>"
+            f"<td>{_fmt_number(t.get('mass_kg'), 'kg')}</td><td>{_fmt_number(part.get('tumour_to_normal'))}</td>"
+            f"<td>{model('mird')}</td><td>{model('partition')}</td><td>{model('bsa')}</td>"
+            f"<td{flag}>{_gbq(t.get('activity_gbq'))}</td>"
+            f"<td class='name'>{e(str(t.get('binding_constraint') or t.get('note') or ''))}</td>"
+            f"<td>{_gbq(t.get('planned_activity_gbq'))}</td><td>{_gbq(at_map.get(name))}</td></tr>")
+        crow = "".join(
+            f"<tr><td class='name'>{e(str(c.get('constraint')))}</td><td class='name'>{e(str(c.get('kind')))}</td>"
+            f"<td>{_gbq(c.get('activity_limit_gbq'))}</td><td class='name'>{e(str(c.get('source', '')))}</td></tr>"
+            for c in t.get("constraints", []) or [])
+        notes = "".join(f"<p class='meta'>{e(name)}: {e(str(m['note']))}</p>"
+                        for m in (models.get(k) or {} for k in ("partition", "bsa")) if m.get("note"))
+        if not t.get("meets_all_constraints", True):
+            notes += (f"<p class='meta flag'>{e(str(name))}: no activity meets every constraint: the lower bounds need "
+                      f"{_gbq(t.get('lowest_activity_for_lower_bounds_gbq'))} GBq.</p>")
+        details.append(f"<h3>{e(str(name))}: constraints</h3><div class='scroll'><table><thead><tr>"
+                       "<th class='name'>constraint</th><th class='name'>bound</th><th>activity it allows or needs "
+                       f"(GBq)</th><th class='name'>source</th></tr></thead><tbody>{crow}</tbody></table></div>{notes}")
+    combined = "".join(
+        f"<tr><td class='name'>{e(str(c.get('constraint')))}</td><td>{_fmt_number(c.get('value'))}</td>"
+        + ("<td>met</td></tr>" if c.get("met") else "<td class='flag'>NOT met</td></tr>")
+        for c in plan.get("constraints_at_predicted_map", []) or [])
+    return ("<p>" + "<br>".join(lines) + "</p>"
+            f"<div class='scroll'><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            "<p class='meta'>MIRD: A = D M / (C (1 \u2212 LSF)); partition: A = D<sub>N</sub> (T:N M<sub>T</sub> + "
+            "M<sub>N</sub>) / (C (1 \u2212 LSF)); BSA (resin): (BSA \u2212 0.2 + V<sub>T</sub>/V<sub>liver</sub>) "
+            "\u00d7 the territory's share of the liver, reduced for the lung shunt; voxel plan: the largest "
+            "activity meeting every upper-bound constraint, the other territories at their planned activities. "
+            "Activities reach the patient.</p>"
+            + "".join(details)
+            + ("<h3>All territories together, at the predicted map's activities</h3><div class='scroll'><table><thead>"
+               "<tr><th class='name'>constraint</th><th>value (Gy or %)</th><th>status</th></tr></thead>"
+               f"<tbody>{combined}</tbody></table></div>" if combined else ""))
+
+
 def _treatment(result: "CaseResult") -> list[tuple[str, Any]]:
     """The treatment parameters a physicist checks first: activity, shunt, residual, product, times."""
     case = result.case
@@ -972,6 +1051,15 @@ def _treatment(result: "CaseResult") -> list[tuple[str, Any]]:
     def pct(x: float | None) -> str | None:
         return None if x is None else f"{x:.1%}"
 
+    if result.plan:
+        acts = result.plan.get("predicted_map_activities_gbq", {}) or {}
+        lsf = (result.plan.get("lung_shunt", {}) or {}).get("value")
+        return [
+            ("predicted for", ", ".join(f"{t} {a:.3g} GBq" for t, a in acts.items()) or None),
+            ("lung shunt", pct(lsf)),
+            ("microspheres", case.sphere_type),
+            ("scan", "Tc-99m MAA SPECT (" + str((result.plan.get("scan", {}) or {}).get("nuclide", "")) + ")"),
+        ]
     return [
         ("administered", None if case.administered_gbq is None else f"{case.administered_gbq:.4g} GBq"),
         ("lung shunt", pct(case.lung_shunt_fraction)),
@@ -1067,7 +1155,8 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
 
     run = provenance.get("run_datetime")
     run_text = str(run) if run else dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
-    heading = title or "Y-90 radioembolization dosimetry"
+    heading = title or ("Y-90 radioembolization: predicted dosimetry (Tc-99m MAA plan)" if result.plan
+                        else "Y-90 radioembolization dosimetry")
     caveats = result.caveats
     if caveats:
         items = "".join(f"<li>{html.escape(c.message)} <span class='meta'>({html.escape(c.stage)})</span></li>"
@@ -1089,6 +1178,7 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
 <h1>{html.escape(heading)} \u2014 case {html.escape(str(case_id))}</h1>
 {_header_table(str(case_id), run_text, __version__, dose, provenance, _treatment(result))}
 {warn_html}
+{f"<h2>Plan</h2>{_plan_html(result.plan)}" if result.plan else ""}
 <h2>Dose-volume histograms</h2>
 {dvh_html}
 <h2>Dose maps</h2>
