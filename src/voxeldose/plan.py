@@ -26,7 +26,7 @@ from .errors import InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
 from .kernels import Tissue, VsvTables
 from .nuclides import normalise_nuclide, nuclide_of_code
-from .pipeline import _case_from, _kernel_record, _resolve_vois, _Steps
+from .pipeline import NEGATIVE_DOSE_FRACTION, _case_from, _kernel_record, _resolve_vois, _Steps
 from .planning import (
     OUTSIDE_COUNTS_CAVEAT_PERCENT,
     Constraint,
@@ -385,10 +385,21 @@ def compute_plan(
         "dose": {"method": method, "method_description": METHODS[method], "units": "GY", "tissue": tissue,
                  "engine": engine, "kernel": _kernel_record(method, maa, tissue, kernel_tables),
                  "density": f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
-                 "voi_densities_g_per_cm3": voi_densities},
+                 "voi_densities_g_per_cm3": voi_densities,
+                 "negative_activity_rule": "negative counts (reconstruction noise) are kept: they cancel positive "
+                                           "noise on average, and clipping them would raise every mean dose"},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
         **extra,
     }
+    # negative counts (reconstruction noise) are kept, as run keeps negative activity (module
+    # voxeldose.pipeline): they cancel positive noise on average; a negative dose beyond the
+    # FFT's round-off is said
+    peak = float(np.abs(dose.array).max()) if dose.array.size else 0.0
+    negative = int(np.count_nonzero(dose.array < -NEGATIVE_DOSE_FRACTION * peak))
+    if negative:
+        steps.caveat("dose", f"{negative} voxel(s) have a negative predicted dose, down to {float(dose.array.min()):.3g} "
+                             "Gy (negative counts in the MAA SPECT); the RT Dose stores them as 0, the NIfTI dose map "
+                             "keeps them")
     if not maa.meta.frame_of_reference_uid:
         steps.caveat("dose", "the MAA SPECT has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets "
                              "a new one and registers with no image; the NIfTI maps keep the scan's geometry")
