@@ -227,3 +227,26 @@ def test_a_planned_activity_on_the_command_line_sets_the_predicted_map(taranis_p
     row = plan["constraints_at_predicted_map"][0]
     assert row["met"] is False and row["value"] > 40.0
     assert any("is not met" in w for w in m["warnings"])
+
+
+@needs_taranis
+def test_an_anonymized_plan_names_no_input_path(taranis_plan, tmp_path, capsys):
+    # a folder named after the patient holds the case file: no output, and no log line, names it
+    _, _, case = taranis_plan
+    folder = tmp_path / "Doe^Johnathan_1962"
+    folder.mkdir()
+    (folder / "case.toml").write_text(case.read_text())
+    out = tmp_path / "o"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["--log-json", "plan", str(TARANIS / "patient_2_SPECT.nrrd"), "--voi",
+                     str(TARANIS / "patient_2_Segmentation.seg.nrrd"), "--case", str(folder / "case.toml"),
+                     "--out", str(out), "--anonymize"]) == 0
+    logs = capsys.readouterr()
+    assert "Johnathan" not in logs.err + logs.out and str(TARANIS) not in logs.err
+    for f in out.iterdir():
+        data = f.read_bytes()
+        assert b"Johnathan_1962" not in data and str(TARANIS).encode() not in data, f.name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["provenance"]["input"]["scan"].startswith("withheld")
+    assert m["plan"]["territories"]["perfused volume"]["binding_constraint"] is not None

@@ -330,4 +330,5 @@ def anonymize_result(result: "CaseResult") -> "CaseResult":
         crosschecks=a.value(dict(result.crosschecks)),
         caveats=tuple(Caveat(c.stage, a.text(c.message)) for c in result.caveats),
         provenance=provenance,
+        plan=a.value(dict(result.plan)) if result.plan else result.plan,
     )

@@ -312,6 +312,7 @@ def _plan_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     _add(plan, "scan_units", choices=("CNTS", "BQML"),
          help="units of an MAA SPECT read from a NIfTI, NRRD or MetaImage file: counts or Bq/mL")
     _add(plan, "registered")
+    _add(plan, "anonymize")
     _add(plan, "force")
 
 
@@ -345,7 +346,7 @@ def _plan(args: argparse.Namespace) -> int:
     plan_overrides = {"activities_gbq": _activities(args.activity), "lung_shunt": args.lung_shunt_from}
     result = run_plan(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
                       kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
-                      force=args.force, overrides=overrides, plan_overrides=plan_overrides,
+                      anonymize=args.anonymize, force=args.force, overrides=overrides, plan_overrides=plan_overrides,
                       progress=_progress(args, ["load", "vois", "dose", "plan", "dvh", "outputs"]))
     for caveat in result.caveats:
         logger.warning("%s: %s", caveat.stage, caveat.message)

@@ -547,14 +547,20 @@ def run_case(
     if not anonymize:
         return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, False,
                          force, overrides, progress, extra_provenance, caveats, ct, hu_table, outside_body)
+    return _anonymized(lambda: _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid,
+                                         registered, True, force, overrides, progress, extra_provenance, caveats, ct,
+                                         hu_table, outside_body))
+
+
+def _anonymized(call: Callable[[], CaseResult]) -> CaseResult:
+    """``call()`` with every log record and error message cleaned of dates, UIDs and paths (until
+    the case is known there is no anchor for dates: they are withheld)."""
     from .anonymize import Anonymizer
 
-    # until the case is known, texts lose their dates (no anchor), UIDs and paths
     early = Anonymizer(None)
     with _anonymized_logs(early):
         try:
-            return _run_case(scan, vois, out, case, method, tissue, engine, kernel_tables, series_uid, registered, True,
-                             force, overrides, progress, extra_provenance, caveats, ct, hu_table, outside_body)
+            return call()
         except VoxelDoseError as exc:
             text = early.text(str(exc))
             if text == str(exc):

@@ -583,6 +583,7 @@ def run_plan(
     kernel_tables: "str | os.PathLike[str] | VsvTables | None" = None,
     series_uid: str | None = None,
     registered: bool = False,
+    anonymize: bool = False,
     force: bool = False,
     overrides: Mapping[str, Any] | None = None,
     plan_overrides: Mapping[str, Any] | None = None,
@@ -592,7 +593,8 @@ def run_plan(
     its outputs into ``out`` like :func:`voxeldose.run_case` (``plan`` in ``metrics.json`` and the
     report).
 
-    Parameters are those of :func:`voxeldose.run_case`; ``case`` holds the ``[plan]`` table, and
+    Parameters are those of :func:`voxeldose.run_case` (``anonymize`` too: every output, log
+    and error message de-identified); ``case`` holds the ``[plan]`` table, and
     ``plan_overrides`` (``[plan]`` keys, e.g. ``{"activities_gbq": {"right lobe": 2.0}}``) replace
     its values (:func:`voxeldose.planning.updated_plan_settings`).
 
@@ -601,8 +603,27 @@ def run_plan(
     VoxelDoseError
         Bad input of any kind; nothing is written to ``out`` then.
     """
+    from .pipeline import _anonymized
+
+    def call(anonymized: bool) -> CaseResult:
+        return _run_plan(scan, vois, out, case=case, method=method, tissue=tissue, engine=engine,
+                         kernel_tables=kernel_tables, series_uid=series_uid, registered=registered,
+                         anonymize=anonymized, force=force, overrides=overrides, plan_overrides=plan_overrides,
+                         progress=progress)
+
+    return _anonymized(lambda: call(True)) if anonymize else call(False)
+
+
+def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Method, tissue: Tissue, engine: Engine,
+              kernel_tables: Any, series_uid: str | None, registered: bool, anonymize: bool, force: bool,
+              overrides: Mapping[str, Any] | None, plan_overrides: Mapping[str, Any] | None,
+              progress: "Callable[[str], None] | None") -> CaseResult:
+    from pathlib import Path
+
+    from .anonymize import anonymize_result, anonymizer_for
     from .io import load_image, load_vois, load_vsv_tables
     from .io.results import reserve_out, write_result
+    from .pipeline import WITHHELD
 
     with reserve_out(out, force) as out_dir:
         steps = _Steps(progress)
@@ -611,6 +632,8 @@ def run_plan(
         with steps.step("load"):
             image = load_image(scan, series_uid)
         record = _case_from(case, overrides or {}, image)
+        if anonymize and record.source_path:  # the provenance names the case file by its name only
+            record = replace(record, source_path=Path(record.source_path).name)
         if plan_overrides:
             record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
         with steps.step("vois"):
@@ -620,12 +643,18 @@ def run_plan(
                     if name in masks:
                         raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
                     masks[name] = mask
+        inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
         result = compute_plan(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                               caveats=steps.caveats, timings_s=steps.timings_s, progress=progress,
-                              provenance={"input": {"scan": str(scan), "vois": [str(v) for v in vois]}})
+                              provenance={"input": inputs})
+        del image, masks
+        text = (lambda message: message)
+        if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
+            text = anonymizer_for(result).text
+            result = anonymize_result(result)
         with steps.step("outputs"):
-            write_result(result, out_dir, force=force)
+            write_result(result, out_dir, force=force, anonymize=anonymize)
         timings = {**result.provenance["timings_s"], "outputs": steps.timings_s["outputs"]}
         return replace(result, provenance={**result.provenance, "timings_s": timings},
-                       caveats=result.caveats + tuple(c for c in steps.caveats if c.stage == "outputs"))
-
+                       caveats=result.caveats + tuple(Caveat(c.stage, text(c.message)) for c in steps.caveats
+                                                      if c.stage == "outputs"))
