@@ -340,10 +340,12 @@ def test_compare_command_writes_every_output(folders, tmp_path, capsys):
                  "--gamma", "5", "3", "--isodose-voi", "liver"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(COMPARISON_FILES)
     data = json.loads((out / "comparison.json").read_text())
-    assert set(data["vois"]) == {"liver", "tumour_1"}
+    # the roles both runs recorded (liver whole_liver, tumour_1 tumour) derive the normal liver as run does
+    assert set(data["vois"]) == {"liver", "tumour_1", "tumours", "normal_liver"}
+    assert data["provenance"]["inputs"]["roles"]["normal_liver"] == "normal_liver"
     plan = json.loads((base / "plan" / "metrics.json").read_text())["vois"]
     run = json.loads((base / "run" / "metrics.json").read_text())["vois"]
-    for name, tolerance in (("liver", 0.025), ("tumour_1", 0.05)):
+    for name, tolerance in (("liver", 0.025), ("tumour_1", 0.05), ("normal_liver", 0.025)):
         v = data["vois"][name]
         # one grid, the same maps: each side's mean is its run's, within the VOI's rasterisation (the label map holds
         # the voxels at least half inside, the run had the partial-volume mask: at 8.84 mm voxels, 1.3 % of the
@@ -439,3 +441,30 @@ def test_compare_accepts_another_frame_when_registered_or_given_a_transform(fold
                      *extra]) == 0
         data = json.loads((out / "comparison.json").read_text())
         assert data["transform"] == (None if i == 0 else np.eye(4).tolist())
+
+
+def test_compare_roles_come_from_the_runs_and_the_command_line(folders, tmp_path, capsys):
+    base, vois = folders
+    # --voi-role over the recorded roles: the liver as a plain VOI derives nothing
+    out = tmp_path / "a"
+    assert main(["-q", "compare", str(base / "plan"), str(base / "run"), *_voi_args(vois), "--out", str(out),
+                 "--voi-role", "liver=perfused"]) == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert set(data["vois"]) == {"liver", "tumour_1"}
+    # two runs that give a VOI different roles: refused, naming both, until --voi-role says which
+    other = base / "plan_roles"
+    if not other.exists():
+        import shutil
+
+        shutil.copytree(base / "plan", other)
+        m = json.loads((other / "metrics.json").read_text())
+        m["roles"]["tumour_1"] = "normal_liver"
+        (other / "metrics.json").write_text(json.dumps(m))
+    out = tmp_path / "b"
+    assert main(["-q", "compare", str(other), str(base / "run"), *_voi_args(vois), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'tumour_1': normal_liver in PREDICTED, tumour in DELIVERED" in err and "--voi-role" in err
+    assert not out.exists()
+    assert main(["-q", "compare", str(other), str(base / "run"), *_voi_args(vois), "--out", str(out),
+                 "--voi-role", "tumour_1=tumour"]) == 0
+    assert "normal_liver" in json.loads((out / "comparison.json").read_text())["vois"]

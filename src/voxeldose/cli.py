@@ -7,12 +7,13 @@ Exit codes: 0 success, 2 bad input (a VoxelDoseError, message on stderr), 1 inte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
 import time
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 from ._version import __version__
 from .errors import VoxelDoseError
@@ -409,16 +410,47 @@ def _compare_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                           "noisy voxel)")
     cmp.add_argument("--accept-different-cases", action="store_true",
                      help="compare folders whose metrics.json name different case ids")
+    _add(cmp, "voi_role", help="role of a VOI (tumour, normal_liver, whole_liver, lung, perfused), over the roles "
+                               "both folders' metrics.json record; with a whole liver and tumours, the normal liver "
+                               "(and the perfused normal liver) is derived as run derives it; repeatable")
     _add(cmp, "registered", help="accept VOI files, or a predicted dose, from another frame of reference without "
                                  "--transform (you state they are registered)")
     _add(cmp, "force")
+
+
+def _compare_roles(vois: dict[str, Any], p_metrics: dict[str, Any], d_metrics: dict[str, Any],
+                   given: dict[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The VOIs with roles (the folders' recorded roles of the VOIs given, then ``--voi-role``)
+    and the VOIs run derives from them (normal liver, tumours, perfused normal liver); the
+    warnings of the derivation as caveats."""
+    from .case import Case
+    from .errors import InputError
+    from .pipeline import _resolve_vois
+
+    def recorded(metrics: dict[str, Any]) -> dict[str, str]:
+        found = metrics.get("roles")
+        return {str(k): str(v) for k, v in found.items() if k in vois} if isinstance(found, dict) else {}
+
+    p_roles, d_roles = recorded(p_metrics), recorded(d_metrics)
+    clash = {n: (p_roles[n], d_roles[n]) for n in p_roles.keys() & d_roles.keys() if p_roles[n] != d_roles[n]}
+    clash = {n: v for n, v in clash.items() if n not in given}
+    if clash:
+        listed = "; ".join(f"{n!r}: {a} in PREDICTED, {b} in DELIVERED" for n, (a, b) in sorted(clash.items()))
+        raise InputError(f"the two folders give VOIs different roles ({listed}); say which with --voi-role NAME=ROLE")
+    roles = {**p_roles, **d_roles, **given}
+    roles = {n: r for n, r in roles.items() if r != "derived"}
+    if not roles:
+        return vois, {}, []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        masks, all_roles = _resolve_vois(vois, Case("compare", voi_roles=roles))
+    return masks, all_roles, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .compare import compare_doses
-    from typing import Any
 
     from .errors import GeometryError, InputError, VoiError
     from .image import Image
@@ -448,6 +480,7 @@ def _compare(args: argparse.Namespace) -> int:
                 if name in vois:
                     raise VoiError(f"VOI {name!r} is defined twice (again in {path}); give each VOI once")
                 vois[name] = mask
+        vois, roles, role_caveats = _compare_roles(vois, p_metrics, d_metrics, _voi_roles(args.voi_role))
         if args.isodose_voi is not None and args.isodose_voi not in vois:
             raise VoiError(f"--isodose-voi {args.isodose_voi!r} is not one of the VOIs ({', '.join(vois)})")
 
@@ -467,12 +500,15 @@ def _compare(args: argparse.Namespace) -> int:
                   for role, folder, m in (("predicted", args.predicted, p_metrics),
                                           ("delivered", args.delivered, d_metrics))}
         inputs["vois"] = [str(v) for v in args.voi]
+        inputs["roles"] = roles
         inputs["transform"] = str(args.transform) if args.transform else None
         comparison = compare_doses(
             predicted, delivered, vois, transform=transform, isodose_reference=args.isodose_reference,
             isodose_region=args.isodose_voi, gamma=gamma,
             predicted_voi_densities_g_per_cm3=densities(p_metrics),
             delivered_voi_densities_g_per_cm3=densities(d_metrics), provenance={"inputs": inputs})
+        if role_caveats:
+            comparison = dataclasses.replace(comparison, caveats=tuple(role_caveats) + comparison.caveats)
         write_comparison(comparison, args.out, force=args.force)
     for caveat in comparison.caveats:
         logger.warning("compare: %s", caveat)
