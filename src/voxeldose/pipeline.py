@@ -616,10 +616,8 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                   overrides: Mapping[str, Any] | None, progress: "Callable[[str], None] | None",
                   extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any,
                   hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
-    from .anonymize import anonymize_result, anonymizer_for
     from .density import SCHNEIDER2000, HuDensityTable
     from .io import load_ct_density, load_hu_table, load_image, load_vois, load_vsv_tables
-    from .io.results import write_result
 
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
@@ -657,6 +655,15 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                           provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct,
                           density=density, outside_body=outside_body)
     del image, masks, ct, density
+    return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)
+
+
+def _write_outputs(result: CaseResult, out_dir: Path, steps: _Steps, *, force: bool, anonymize: bool) -> CaseResult:
+    """Write a computed case into its reserved folder (anonymized when asked) and return it as
+    written, with the time of writing and the caveats raised while writing."""
+    from .anonymize import anonymize_result, anonymizer_for
+    from .io.results import write_result
+
     text = (lambda message: message)
     if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
         text = anonymizer_for(result).text

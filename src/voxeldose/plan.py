@@ -620,10 +620,9 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
               progress: "Callable[[str], None] | None") -> CaseResult:
     from pathlib import Path
 
-    from .anonymize import anonymize_result, anonymizer_for
     from .io import load_image, load_vois, load_vsv_tables
-    from .io.results import reserve_out, write_result
-    from .pipeline import WITHHELD
+    from .io.results import reserve_out
+    from .pipeline import WITHHELD, _write_outputs
 
     with reserve_out(out, force) as out_dir:
         steps = _Steps(progress)
@@ -648,13 +647,4 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
                               caveats=steps.caveats, timings_s=steps.timings_s, progress=progress,
                               provenance={"input": inputs})
         del image, masks
-        text = (lambda message: message)
-        if anonymize:  # the result as its outputs hold it, for the caller too (and its logs)
-            text = anonymizer_for(result).text
-            result = anonymize_result(result)
-        with steps.step("outputs"):
-            write_result(result, out_dir, force=force, anonymize=anonymize)
-        timings = {**result.provenance["timings_s"], "outputs": steps.timings_s["outputs"]}
-        return replace(result, provenance={**result.provenance, "timings_s": timings},
-                       caveats=result.caveats + tuple(Caveat(c.stage, text(c.message)) for c in steps.caveats
-                                                      if c.stage == "outputs"))
+        return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)
