@@ -280,6 +280,34 @@ def test_y86_code_value_with_y90_meaning_is_y90(liver):
     assert_recovers(result, liver.activity_mbq)
 
 
+def test_a_pet_naming_tc99m_is_refused_by_name(liver):
+    # Tc-99m (DICOM CID 18 C-163A8) is in the nuclide codes but not a PET setting: no positron
+    # fraction to undo. Refused by name, whether the header names it by code, by meaning or by its
+    # half-life only, and whether or not a scanner nuclide is confirmed; never "confirm it"
+    tc = voxeldose.nuclides.TC99M
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide=tc.code_meaning, radionuclide_code=tc.code_value,
+                    radionuclide_half_life_s=tc.half_life_s, radionuclide_positron_fraction=None)
+    variants = {
+        "code and meaning": pet,
+        "code only": pet.with_array(pet.array, radionuclide=None),
+        "SNOMED CT code only": pet.with_array(pet.array, radionuclide=None, radionuclide_code=tc.snomed_ct,
+                                              radionuclide_half_life_s=None),
+        "half-life only": pet.with_array(pet.array, radionuclide=None, radionuclide_code=None),
+    }
+    for what, image in variants.items():
+        for confirmed in (None, "Y-90", "Tc-99m"):
+            with pytest.raises(CalibrationError) as err:
+                calibrate(image, scanner_nuclide=confirmed)
+            msg = str(err.value)
+            assert "Tc-99m" in msg and "a single-photon nuclide that emits no positrons" in msg, (what, confirmed, msg)
+            assert "voxeldose plan" in msg and "scanner_nuclide='Tc-99m'" not in msg, (what, confirmed)
+    # a Y-90 PET with Tc-99m typed as the scanner nuclide: the confirmation is named
+    y90 = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide=None, radionuclide_code=None,
+                    radionuclide_half_life_s=None)
+    with pytest.raises(CalibrationError, match=r"scanner_nuclide='Tc-99m' \(override\), a single-photon"):
+        calibrate(y90, scanner_nuclide="Tc-99m")
+
+
 # ---------------------------------------------------------------------------- PET errors
 
 

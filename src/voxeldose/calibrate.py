@@ -106,7 +106,7 @@ from ._version import __version__
 from .case import Case
 from .errors import CalibrationError, InputError, VoxelDoseWarning
 from .image import Image, mask_image
-from .nuclides import NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
+from .nuclides import NUCLIDES, SPECT_NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
 
 __all__ = [
     "ActivityMap",
@@ -729,13 +729,38 @@ def _header_nuclide(image: Image, rec: _Record) -> tuple[str | None, str | None]
     return None, None
 
 
-def _match_half_life(half_life_s: float | None) -> str | None:
+def _match_half_life(half_life_s: float | None, table: Any = NUCLIDES) -> str | None:
+    """The nuclide of ``table`` (default the PET settings) whose half-life ``half_life_s`` (s) is."""
     if half_life_s is None or not half_life_s > 0:
         return None
-    for name, n in NUCLIDES.items():
+    for name, n in table.items():
         if abs(half_life_s / n.half_life_s - 1.0) <= HALF_LIFE_TOLERANCE:
             return name
     return None
+
+
+def _refuse_single_photon_setting(image: Image, case: Case, named: str | None, named_from: str | None,
+                                  hl: float | None) -> None:
+    """A PET whose header, or whose confirmed scanner nuclide, names a single-photon nuclide
+    (:data:`~voxeldose.nuclides.SPECT_NUCLIDES`, e.g. Tc-99m): no PET scanner is set to one, so
+    there is no positron fraction to undo; refused by name rather than as an unknown setting."""
+    by_half_life = _match_half_life(hl, SPECT_NUCLIDES) if named is None else None
+    fix = ("Is this the right series? A {nuclide} scan (the MAA SPECT of the planning) is for 'voxeldose plan'; "
+           "'voxeldose run' takes the Y-90 PET (or bremsstrahlung SPECT) after the treatment")
+    if named in SPECT_NUCLIDES:
+        nuclide, where = named, f"the header names {named} ({named_from})"
+    elif by_half_life is not None:
+        nuclide, where = by_half_life, f"the header's RadionuclideHalfLife (0018,1075) {hl:g} s is {by_half_life}'s"
+    elif case.scanner_nuclide in SPECT_NUCLIDES:
+        nuclide = case.scanner_nuclide
+        where = f"scanner_nuclide={nuclide!r} ({case.source_of('scanner_nuclide')})"
+        fix = "Pass the nuclide the PET scanner was set to (scanner_nuclide, e.g. 'Y-90', 'F-18')"
+    else:
+        return
+    raise CalibrationError(
+        f"Y-90 PET: {where}, a single-photon nuclide that emits no positrons, so no PET scanner is set to it "
+        f"({_describe_header(image, named, named_from, hl)}). " + fix.format(nuclide=nuclide)
+    )
 
 
 def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
@@ -746,6 +771,7 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         rec.warn(f"RadionuclideHalfLife (0018,1075) = {hl!r} is not a positive number; ignored")
         hl = None
     named, named_from = _header_nuclide(image, rec)
+    _refuse_single_photon_setting(image, case, named, named_from, hl)
     hl_differs = hl is not None and abs(hl / C.Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE
     other = hl_differs or (named is not None and named != "Y-90")
     unknown = named is None and hl is None
