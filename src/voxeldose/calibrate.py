@@ -48,6 +48,9 @@ that share their timing (``per_slice``), each with its total factor.
 
 Bremsstrahlung SPECT (units "CNTS" or "CPS", or modality "NM")
 --------------------------------------------------------------
+A SPECT whose header names another nuclide than Y-90 (RadionuclideCodeSequence, or a
+RadionuclideHalfLife that is not Y-90's), e.g. the Tc-99m MAA SPECT of the planning, is refused:
+its counts are not Y-90's. A header that names no nuclide is taken as Y-90 bremsstrahlung.
 Self-calibration: the counts in the calibration VOI's voxels (every voxel the VOI touches,
 ``mask > 0``) are set equal to the activity delivered to the liver,
 ``administered x (1 - residual) x (1 - LSF)``, decayed to the scan time; every voxel is then
@@ -256,8 +259,10 @@ def calibrate(
         If the units are not supported; a value the method needs is missing (the message names
         the option and case-file key); times are inconsistent (administration after the scan, a
         reference time after the scan); the scanner was set to another nuclide and the user has
-        not confirmed it, or the confirmation contradicts the header; the SPECT counts in the
-        calibration VOI are not positive; or the image is empty, all zero or has NaN/inf.
+        not confirmed it, or the confirmation contradicts the header; a PET names a single-photon
+        nuclide (Tc-99m); a SPECT's header names a nuclide other than Y-90 (a Tc-99m MAA SPECT is
+        for :func:`voxeldose.plan.compute_plan`); the SPECT counts in the calibration VOI are not
+        positive; or the image is empty, all zero or has NaN/inf.
     InputError
         If ``image`` is not an :class:`~voxeldose.image.Image` or an override is unknown or out
         of range.
@@ -327,6 +332,7 @@ def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayL
         rec.notes.append("image units are MBQ: taken as activity at administration, unchanged")
     elif units in ("CNTS", "CPS") or (modality == "NM" and units in ("", "BQML")):
         method = "bremsstrahlung SPECT self-calibration to the administered activity net of lung shunt and residual"
+        _refuse_spect_of_another_nuclide(image)
         out, t_admin = _calibrate_spect(values, image, case, calibration_mask, rec)
     elif units == "BQML" and modality in ("PT", ""):
         method = "Y-90 PET: Bq/mL to MBq per voxel, decay-corrected to the administration with Y-90's half-life"
@@ -1287,6 +1293,50 @@ def _required(case: Case, name: str, what: str) -> float:
             f"SPECT self-calibration needs {what}; pass {name}= (case-file key {name})"
         )
     return float(value)
+
+
+def _refuse_spect_of_another_nuclide(image: Image) -> None:
+    """Refuse a SPECT whose header names a nuclide other than Y-90.
+
+    Self-calibration takes counts for Y-90 bremsstrahlung whatever they are: a Tc-99m MAA SPECT
+    (the planning scan) given in its place would give Y-90 doses of the MAA distribution, wrong
+    and silent. The header names the nuclide by RadionuclideCodeSequence (0054,0300), its
+    CodeMeaning first (as for a PET: a CodeValue once mistyped for Y-90's is outvoted by
+    ^90^Yttrium), and by RadionuclideHalfLife (0018,1075), which must then be Y-90's within
+    :data:`HALF_LIFE_TOLERANCE`. A header that names no nuclide is accepted (as before: many
+    bremsstrahlung SPECT exports carry none).
+    """
+    m = image.meta
+    code = (m.radionuclide_code or "").strip()
+    by_meaning = normalise_nuclide(m.radionuclide) or nuclide_of_code(m.radionuclide)
+    by_code = nuclide_of_code(code) or normalise_nuclide(code)
+    hl = m.radionuclide_half_life_s
+    if hl is not None and not (math.isfinite(hl) and hl > 0):
+        hl = None
+    hl_other = hl is not None and abs(hl / C.Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE
+    by_half_life = _match_half_life(hl, {**NUCLIDES, **SPECT_NUCLIDES}) if hl_other else None
+    if by_meaning is not None:
+        named, where = by_meaning, "RadionuclideCodeSequence (0054,0300) CodeMeaning"
+    elif by_code is not None:
+        named, where = by_code, "RadionuclideCodeSequence (0054,0300) CodeValue"
+    elif hl_other:
+        named, where = by_half_life or "a nuclide other than Y-90", "RadionuclideHalfLife (0018,1075)"
+    else:
+        return
+    named = f"{named}, not Y-90"
+    if named.startswith("Y-90,"):
+        if not hl_other:
+            return
+        named = f"Y-90 by its {where.split()[-1]} but {by_half_life or 'another nuclide'} by its half-life"
+        where = f"{where} and RadionuclideHalfLife (0018,1075)"
+    said = [f"CodeValue {code!r}, CodeMeaning {m.radionuclide!r}" if (code or m.radionuclide) else "",
+            f"RadionuclideHalfLife {hl:g} s = {hl / 3600:.4g} h" if hl is not None else ""]
+    raise CalibrationError(
+        f"the SPECT's header names {named} ({where}: {'; '.join(x for x in said if x)}). calibrate turns a "
+        "Y-90 bremsstrahlung SPECT into Y-90 activity; counts of another nuclide calibrated as Y-90 would give wrong "
+        "doses. A Tc-99m MAA SPECT, the planning scan, is for 'voxeldose plan'; for the dose of the treatment give "
+        "the Y-90 PET or bremsstrahlung SPECT"
+    )
 
 
 def _calibrate_spect(
