@@ -280,6 +280,34 @@ def test_y86_code_value_with_y90_meaning_is_y90(liver):
     assert_recovers(result, liver.activity_mbq)
 
 
+def test_a_pet_naming_tc99m_is_refused_by_name(liver):
+    # Tc-99m (DICOM CID 18 C-163A8) is in the nuclide codes but not a PET setting: no positron
+    # fraction to undo. Refused by name, whether the header names it by code, by meaning or by its
+    # half-life only, and whether or not a scanner nuclide is confirmed; never "confirm it"
+    tc = voxeldose.nuclides.TC99M
+    pet = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide=tc.code_meaning, radionuclide_code=tc.code_value,
+                    radionuclide_half_life_s=tc.half_life_s, radionuclide_positron_fraction=None)
+    variants = {
+        "code and meaning": pet,
+        "code only": pet.with_array(pet.array, radionuclide=None),
+        "SNOMED CT code only": pet.with_array(pet.array, radionuclide=None, radionuclide_code=tc.snomed_ct,
+                                              radionuclide_half_life_s=None),
+        "half-life only": pet.with_array(pet.array, radionuclide=None, radionuclide_code=None),
+    }
+    for what, image in variants.items():
+        for confirmed in (None, "Y-90", "Tc-99m"):
+            with pytest.raises(CalibrationError) as err:
+                calibrate(image, scanner_nuclide=confirmed)
+            msg = str(err.value)
+            assert "Tc-99m" in msg and "a single-photon nuclide that emits no positrons" in msg, (what, confirmed, msg)
+            assert "voxeldose plan" in msg and "scanner_nuclide='Tc-99m'" not in msg, (what, confirmed)
+    # a Y-90 PET with Tc-99m typed as the scanner nuclide: the confirmation is named
+    y90 = pet_image(liver.activity_mbq, liver.spacing_mm, radionuclide=None, radionuclide_code=None,
+                    radionuclide_half_life_s=None)
+    with pytest.raises(CalibrationError, match=r"scanner_nuclide='Tc-99m' \(override\), a single-photon"):
+        calibrate(y90, scanner_nuclide="Tc-99m")
+
+
 # ---------------------------------------------------------------------------- PET errors
 
 
@@ -468,6 +496,75 @@ def test_spect_self_calibration_recovers_the_phantom():
     assert names == ["administered_mbq", "one_minus_residual", "one_minus_lung_shunt", "per_voi_counts",
                      "decay_to_scan", "decay_back_to_administration"]
     json.dumps(result.provenance)
+
+
+_SPECT_CASE = dict(administered_gbq=3.0, residual_fraction=0.0, lung_shunt_fraction=0.10,
+                   administration_datetime=T_ADMIN)
+
+
+@pytest.mark.parametrize("header", [
+    {"radionuclide": "^99m^Technetium", "radionuclide_code": "C-163A8", "radionuclide_half_life_s": 21654.0},
+    {"radionuclide_code": "C-163A8"},
+    {"radionuclide_code": "72454006"},
+    {"radionuclide": "^99m^Technetium"},
+    {"radionuclide": "Tc-99m"},
+    {"radionuclide_half_life_s": 6.015 * 3600},
+    {"radionuclide_code": "C-111A1", "radionuclide": "^18^Fluorine"},
+], ids=["code, meaning, half-life", "SRT code", "SCT code", "meaning", "name", "half-life only", "F-18"])
+def test_a_spect_naming_another_nuclide_is_refused(header):
+    # a Tc-99m MAA SPECT given where a Y-90 bremsstrahlung SPECT belongs was self-calibrated as
+    # Y-90: a silent wrong dose. The message names what the header says, where, and the fix
+    ph = phantoms.liver()
+    spect = spect_image(ph.activity_mbq, ph.spacing_mm, **header)
+    with pytest.raises(CalibrationError) as err:
+        calibrate(spect, calibration_mask=ph.masks["liver"] > 0, **_SPECT_CASE)
+    msg = str(err.value)
+    expected = "F-18" if "C-111A1" in header.values() else "Tc-99m"
+    assert f"the SPECT's header names {expected}, not Y-90" in msg, msg
+    where = "RadionuclideHalfLife (0018,1075)" if list(header) == ["radionuclide_half_life_s"] else \
+        "RadionuclideCodeSequence (0054,0300)"
+    assert where in msg and "voxeldose plan" in msg and "MAA" in msg, msg
+    if "radionuclide_half_life_s" in header:
+        assert "RadionuclideHalfLife 21654 s = 6.015 h" in msg, msg
+
+
+def test_a_spect_naming_y90_or_nothing_is_accepted_and_a_contradiction_refused():
+    ph = phantoms.liver()
+    mask = ph.masks["liver"] > 0
+    y90 = voxeldose.nuclides.Y90
+    for header in ({}, {"radionuclide": y90.code_meaning, "radionuclide_code": y90.code_value},
+                   {"radionuclide_code": y90.snomed_ct, "radionuclide_half_life_s": y90.half_life_s},
+                   # C-162A3 (Y-86) once written for Y-90: the meaning decides, as for a PET
+                   {"radionuclide": y90.code_meaning, "radionuclide_code": "C-162A3"}):
+        spect = spect_image(ph.activity_mbq, ph.spacing_mm, **header)
+        assert_recovers(quiet(calibrate, spect, calibration_mask=mask, **_SPECT_CASE), ph.activity_mbq)
+    # Y-90 by its code, Tc-99m by its half-life: which counts these are is not known
+    spect = spect_image(ph.activity_mbq, ph.spacing_mm, radionuclide_code=y90.code_value,
+                        radionuclide_half_life_s=6.015 * 3600)
+    with pytest.raises(CalibrationError, match=r"names Y-90 by its CodeValue but Tc-99m by its half-life \("
+                                               r"RadionuclideCodeSequence \(0054,0300\) CodeValue and RadionuclideHalfLife"):
+        calibrate(spect, calibration_mask=mask, **_SPECT_CASE)
+
+
+def test_a_tc99m_spect_file_is_refused(tmp_path):
+    # the DICOM round trip: the NM writer's Tc-99m file, read back by the loader, named by its folder
+    from voxeldose.io.series import SeriesHeader, write_nm_spect
+    from voxeldose.io.dicom import load_image
+
+    ph = phantoms.liver()
+    counts = np.round(ph.activity_mbq / ph.activity_mbq.max() * 5000.0)
+    write_nm_spect(tmp_path / "MAA" / "maa.dcm", Image(counts, ph.spacing_mm, ph.origin_mm, units="CNTS"),
+                   SeriesHeader(acquisition_datetime=T_ADMIN + dt.timedelta(hours=1)), radiopharmaceutical_start=T_ADMIN,
+                   nuclide="Tc-99m", radiopharmaceutical="Tc-99m MAA")
+    spect = load_image(tmp_path / "MAA")
+    assert spect.units == "CNTS" and spect.meta.modality == "NM"
+    with pytest.raises(CalibrationError) as err:
+        calibrate(spect, calibration_mask=ph.masks["liver"] > 0, **_SPECT_CASE)
+    msg = str(err.value)
+    assert str(tmp_path / "MAA" / "maa.dcm") in msg  # where: the file
+    assert "the SPECT's header names Tc-99m, not Y-90 (RadionuclideCodeSequence (0054,0300) CodeMeaning: " \
+           "CodeValue 'C-163A8', CodeMeaning '^99m^Technetium'; RadionuclideHalfLife 21654 s = 6.015 h)" in msg, msg
+    assert "A Tc-99m MAA SPECT, the planning scan, is for 'voxeldose plan'" in msg
 
 
 def test_spect_partly_covered_voxels_count_whole():

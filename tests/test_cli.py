@@ -184,6 +184,30 @@ def test_help_of_every_command(command):
     assert "mm" in proc.stdout or "GBq" in proc.stdout
 
 
+def test_run_refuses_a_tc99m_spect_and_writes_nothing(tmp_path, capsys):
+    # the export's SPECT written again as a Tc-99m SPECT (same counts, same frame of reference):
+    # 'run' would have self-calibrated it as Y-90 bremsstrahlung; it must refuse, exit 2, write nothing
+    from voxeldose import load_image
+    from voxeldose.io.series import SeriesHeader, write_nm_spect
+
+    export = tmp_path / "export"
+    write_liver_case(export, write=("SPECT", "CT", "RTSTRUCT"), ct_spacing_xyz_mm=(4.0, 4.0, 5.0))
+    spect = load_image(export / "SPECT")
+    m = spect.meta
+    header = SeriesHeader(study_instance_uid=m.study_instance_uid, frame_of_reference_uid=m.frame_of_reference_uid,
+                          acquisition_datetime=m.acquisition_datetime, series_number=9)
+    write_nm_spect(export / "TC" / "tc.dcm", spect, header, radiopharmaceutical_start=m.radiopharmaceutical_start_datetime,
+                   nuclide="Tc-99m", radiopharmaceutical="Tc-99m MAA")
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(["-q", "run", str(export / "TC"), "--voi", str(export / "RTSTRUCT.dcm"), "--case",
+                 str(export / "case.toml"), "--out", str(out), "--method", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "names Tc-99m, not Y-90 (RadionuclideCodeSequence (0054,0300)" in err and "voxeldose plan" in err, err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging folder left either
+
+
 def test_run_on_a_spect_self_calibrates_on_the_liver(tmp_path):
     export = tmp_path / "export"
     truth = write_liver_case(export, write=("SPECT", "CT", "RTSTRUCT"), ct_spacing_xyz_mm=(4.0, 4.0, 5.0))

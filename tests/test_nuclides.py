@@ -1,4 +1,4 @@
-"""The one nuclide table against its sources: ICRP-107 decay data and DICOM CID 4020."""
+"""The nuclide tables against their sources: ICRP-107 decay data and DICOM CID 4020 and CID 18."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from voxeldose import constants as C
 from voxeldose.nuclides import (
     NUCLIDES,
     RADIONUCLIDE_CODES,
+    SPECT_NUCLIDES,
+    TC99M,
     Y90,
     normalise_nuclide,
     nuclide_of_code,
@@ -74,3 +76,42 @@ def test_y86_code_is_not_y90():
 ])
 def test_nuclide_names(text, expected):
     assert normalise_nuclide(text) == expected
+
+
+# ---------------------------------------------------------------------------- SPECT nuclides
+
+
+@pytest.mark.parametrize("name", sorted(SPECT_NUCLIDES))
+def test_spect_half_life_and_photopeak_are_icrp107s(name):
+    record = _icrp107(name)
+    half_life_s = float(record["half_life"]) * _UNIT_S[record["time_unit"]]
+    assert SPECT_NUCLIDES[name].half_life_s == pytest.approx(half_life_s, rel=1e-9)
+    # the photopeak is the most intense gamma line (ICRP-107 in MeV); the table prints 4 digits of the yield
+    energy_mev, yield_per_decay = max(record["emissions"]["gamma"], key=lambda line: line[1])
+    assert SPECT_NUCLIDES[name].photopeak_kev == pytest.approx(energy_mev * 1e3, abs=5e-4)
+    assert SPECT_NUCLIDES[name].photopeak_yield == pytest.approx(yield_per_decay, abs=5e-5)
+    assert record["emissions"]["beta+"] == []  # a single-photon nuclide: no PET setting
+
+
+def test_tc99m_is_a_spect_nuclide_not_a_pet_setting():
+    assert "Tc-99m" not in NUCLIDES  # calibration's table of PET settings
+    assert SPECT_NUCLIDES["Tc-99m"] is TC99M
+    assert not set(SPECT_NUCLIDES) & set(NUCLIDES)
+    # DICOM CID 18: C-163A8 (SNOMED CT 72454006) is ^99m^Technetium
+    assert nuclide_of_code("C-163A8") == nuclide_of_code("72454006") == nuclide_of_code(" C-163A8 ") == "Tc-99m"
+    assert normalise_nuclide(TC99M.code_meaning) == "Tc-99m"
+
+
+@pytest.mark.parametrize("nuclide", [*NUCLIDES.values(), *SPECT_NUCLIDES.values()], ids=lambda n: n.name)
+def test_codes_are_pydicoms_snomed_mapping(nuclide):
+    # pydicom's tables of DICOM PS3.16 (CID 18, CID 4020, and the SNOMED-RT to SNOMED CT map),
+    # an independent copy of the standard: each pair of codes and its meaning
+    from pydicom.sr import _snomed_dict
+    from pydicom.sr.codedict import codes
+
+    assert _snomed_dict.mapping["SRT"][nuclide.code_value] == nuclide.snomed_ct
+    assert _snomed_dict.mapping["SCT"][nuclide.snomed_ct] == nuclide.code_value
+    cids = (codes.cid18, codes.cid4020)
+    keyword = "_" + "".join(nuclide.code_meaning.split("^")[1:])  # ^99m^Technetium -> _99mTechnetium
+    found = [getattr(cid, keyword) for cid in cids if keyword in dir(cid)]
+    assert found and all(c.value == nuclide.snomed_ct and c.meaning == nuclide.code_meaning for c in found)

@@ -48,6 +48,9 @@ that share their timing (``per_slice``), each with its total factor.
 
 Bremsstrahlung SPECT (units "CNTS" or "CPS", or modality "NM")
 --------------------------------------------------------------
+A SPECT whose header names another nuclide than Y-90 (RadionuclideCodeSequence, or a
+RadionuclideHalfLife that is not Y-90's), e.g. the Tc-99m MAA SPECT of the planning, is refused:
+its counts are not Y-90's. A header that names no nuclide is taken as Y-90 bremsstrahlung.
 Self-calibration: the counts in the calibration VOI's voxels (every voxel the VOI touches,
 ``mask > 0``) are set equal to the activity delivered to the liver,
 ``administered x (1 - residual) x (1 - LSF)``, decayed to the scan time; every voxel is then
@@ -106,7 +109,7 @@ from ._version import __version__
 from .case import Case
 from .errors import CalibrationError, InputError, VoxelDoseWarning
 from .image import Image, mask_image
-from .nuclides import NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
+from .nuclides import NUCLIDES, SPECT_NUCLIDES, Y90, normalise_nuclide, nuclide_of_code
 
 __all__ = [
     "ActivityMap",
@@ -256,8 +259,10 @@ def calibrate(
         If the units are not supported; a value the method needs is missing (the message names
         the option and case-file key); times are inconsistent (administration after the scan, a
         reference time after the scan); the scanner was set to another nuclide and the user has
-        not confirmed it, or the confirmation contradicts the header; the SPECT counts in the
-        calibration VOI are not positive; or the image is empty, all zero or has NaN/inf.
+        not confirmed it, or the confirmation contradicts the header; a PET names a single-photon
+        nuclide (Tc-99m); a SPECT's header names a nuclide other than Y-90 (a Tc-99m MAA SPECT is
+        for :func:`voxeldose.plan.compute_plan`); the SPECT counts in the calibration VOI are not
+        positive; or the image is empty, all zero or has NaN/inf.
     InputError
         If ``image`` is not an :class:`~voxeldose.image.Image` or an override is unknown or out
         of range.
@@ -327,6 +332,7 @@ def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayL
         rec.notes.append("image units are MBQ: taken as activity at administration, unchanged")
     elif units in ("CNTS", "CPS") or (modality == "NM" and units in ("", "BQML")):
         method = "bremsstrahlung SPECT self-calibration to the administered activity net of lung shunt and residual"
+        _refuse_spect_of_another_nuclide(image)
         out, t_admin = _calibrate_spect(values, image, case, calibration_mask, rec)
     elif units == "BQML" and modality in ("PT", ""):
         method = "Y-90 PET: Bq/mL to MBq per voxel, decay-corrected to the administration with Y-90's half-life"
@@ -729,13 +735,38 @@ def _header_nuclide(image: Image, rec: _Record) -> tuple[str | None, str | None]
     return None, None
 
 
-def _match_half_life(half_life_s: float | None) -> str | None:
+def _match_half_life(half_life_s: float | None, table: Any = NUCLIDES) -> str | None:
+    """The nuclide of ``table`` (default the PET settings) whose half-life ``half_life_s`` (s) is."""
     if half_life_s is None or not half_life_s > 0:
         return None
-    for name, n in NUCLIDES.items():
+    for name, n in table.items():
         if abs(half_life_s / n.half_life_s - 1.0) <= HALF_LIFE_TOLERANCE:
             return name
     return None
+
+
+def _refuse_single_photon_setting(image: Image, case: Case, named: str | None, named_from: str | None,
+                                  hl: float | None) -> None:
+    """A PET whose header, or whose confirmed scanner nuclide, names a single-photon nuclide
+    (:data:`~voxeldose.nuclides.SPECT_NUCLIDES`, e.g. Tc-99m): no PET scanner is set to one, so
+    there is no positron fraction to undo; refused by name rather than as an unknown setting."""
+    by_half_life = _match_half_life(hl, SPECT_NUCLIDES) if named is None else None
+    fix = ("Is this the right series? A {nuclide} scan (the MAA SPECT of the planning) is for 'voxeldose plan'; "
+           "'voxeldose run' takes the Y-90 PET (or bremsstrahlung SPECT) after the treatment")
+    if named in SPECT_NUCLIDES:
+        nuclide, where = named, f"the header names {named} ({named_from})"
+    elif by_half_life is not None:
+        nuclide, where = by_half_life, f"the header's RadionuclideHalfLife (0018,1075) {hl:g} s is {by_half_life}'s"
+    elif case.scanner_nuclide in SPECT_NUCLIDES:
+        nuclide = case.scanner_nuclide
+        where = f"scanner_nuclide={nuclide!r} ({case.source_of('scanner_nuclide')})"
+        fix = "Pass the nuclide the PET scanner was set to (scanner_nuclide, e.g. 'Y-90', 'F-18')"
+    else:
+        return
+    raise CalibrationError(
+        f"Y-90 PET: {where}, a single-photon nuclide that emits no positrons, so no PET scanner is set to it "
+        f"({_describe_header(image, named, named_from, hl)}). " + fix.format(nuclide=nuclide)
+    )
 
 
 def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
@@ -746,6 +777,7 @@ def _scanner(image: Image, case: Case, rec: _Record) -> _Scanner:
         rec.warn(f"RadionuclideHalfLife (0018,1075) = {hl!r} is not a positive number; ignored")
         hl = None
     named, named_from = _header_nuclide(image, rec)
+    _refuse_single_photon_setting(image, case, named, named_from, hl)
     hl_differs = hl is not None and abs(hl / C.Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE
     other = hl_differs or (named is not None and named != "Y-90")
     unknown = named is None and hl is None
@@ -1261,6 +1293,50 @@ def _required(case: Case, name: str, what: str) -> float:
             f"SPECT self-calibration needs {what}; pass {name}= (case-file key {name})"
         )
     return float(value)
+
+
+def _refuse_spect_of_another_nuclide(image: Image) -> None:
+    """Refuse a SPECT whose header names a nuclide other than Y-90.
+
+    Self-calibration takes counts for Y-90 bremsstrahlung whatever they are: a Tc-99m MAA SPECT
+    (the planning scan) given in its place would give Y-90 doses of the MAA distribution, wrong
+    and silent. The header names the nuclide by RadionuclideCodeSequence (0054,0300), its
+    CodeMeaning first (as for a PET: a CodeValue once mistyped for Y-90's is outvoted by
+    ^90^Yttrium), and by RadionuclideHalfLife (0018,1075), which must then be Y-90's within
+    :data:`HALF_LIFE_TOLERANCE`. A header that names no nuclide is accepted (as before: many
+    bremsstrahlung SPECT exports carry none).
+    """
+    m = image.meta
+    code = (m.radionuclide_code or "").strip()
+    by_meaning = normalise_nuclide(m.radionuclide) or nuclide_of_code(m.radionuclide)
+    by_code = nuclide_of_code(code) or normalise_nuclide(code)
+    hl = m.radionuclide_half_life_s
+    if hl is not None and not (math.isfinite(hl) and hl > 0):
+        hl = None
+    hl_other = hl is not None and abs(hl / C.Y90_HALF_LIFE_S - 1.0) > HALF_LIFE_TOLERANCE
+    by_half_life = _match_half_life(hl, {**NUCLIDES, **SPECT_NUCLIDES}) if hl_other else None
+    if by_meaning is not None:
+        named, where = by_meaning, "RadionuclideCodeSequence (0054,0300) CodeMeaning"
+    elif by_code is not None:
+        named, where = by_code, "RadionuclideCodeSequence (0054,0300) CodeValue"
+    elif hl_other:
+        named, where = by_half_life or "a nuclide other than Y-90", "RadionuclideHalfLife (0018,1075)"
+    else:
+        return
+    named = f"{named}, not Y-90"
+    if named.startswith("Y-90,"):
+        if not hl_other:
+            return
+        named = f"Y-90 by its {where.split()[-1]} but {by_half_life or 'another nuclide'} by its half-life"
+        where = f"{where} and RadionuclideHalfLife (0018,1075)"
+    said = [f"CodeValue {code!r}, CodeMeaning {m.radionuclide!r}" if (code or m.radionuclide) else "",
+            f"RadionuclideHalfLife {hl:g} s = {hl / 3600:.4g} h" if hl is not None else ""]
+    raise CalibrationError(
+        f"the SPECT's header names {named} ({where}: {'; '.join(x for x in said if x)}). calibrate turns a "
+        "Y-90 bremsstrahlung SPECT into Y-90 activity; counts of another nuclide calibrated as Y-90 would give wrong "
+        "doses. A Tc-99m MAA SPECT, the planning scan, is for 'voxeldose plan'; for the dose of the treatment give "
+        "the Y-90 PET or bremsstrahlung SPECT"
+    )
 
 
 def _calibrate_spect(

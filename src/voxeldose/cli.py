@@ -232,8 +232,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Write phantom NAME as a clinic would export it into a new folder OUT: for 'liver', a Y-90 PET "
             "series (Bq/mL), a bremsstrahlung SPECT (counts), a CT, an RTSTRUCT drawn on the CT, a SEG on "
-            "the PET grid, case.toml and truth.json; for the other phantoms, the PET, a SEG, case.toml and "
-            "truth.json. OUT must not exist (or be empty); nothing is left behind if writing fails."
+            "the PET grid, case.toml and truth.json (with --maa also a Tc-99m MAA SPECT); for the other phantoms, "
+            "the PET, a SEG, case.toml and truth.json. OUT must not exist (or be empty); nothing is left behind if "
+            "writing fails."
         ),
     )
     ph.add_argument("name", choices=("liver", "sphere", "uniform", "point_source"), metavar="NAME",
@@ -260,6 +261,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--lung-interface", action="store_true",
                     help="liver: the right lung rests on the liver (a flat interface, no gap; CT lung 0.28 g/cm3), "
                          "instead of 20 mm above it")
+    ph.add_argument("--maa", action="store_true",
+                    help="liver: also write the Tc-99m MAA SPECT of the planning (counts) into OUT/MAA, on the same "
+                         "frame of reference (150 MBq MAA, scanned 1 h after injection)")
+    ph.add_argument("--maa-tumour-to-normal", type=_positive_float, default=None, metavar="X",
+                    help="liver, --maa: the MAA's tumour-to-normal uptake ratio (default --tumour-to-normal)")
+    ph.add_argument("--maa-lung-shunt", type=float, default=None, metavar="F",
+                    help="liver, --maa: the MAA's lung shunt fraction, 0 <= F < 1 (default --lung-shunt)")
+    ph.add_argument("--maa-cold-tumour", default=None, metavar="NAME",
+                    help="liver, --maa: a tumour that takes up no MAA (tumour_1 ... tumour_5; default none)")
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--case-id", default=None, help="case id written to case.toml (default phantom-NAME)")
     return parser
@@ -531,8 +541,15 @@ def _phantom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .errors import InputError
-    from .phantoms.export import write_phantom
+    from .phantoms.export import WRITE_DEFAULT, write_phantom
 
+    maa_options = {"--maa-tumour-to-normal": args.maa_tumour_to_normal, "--maa-lung-shunt": args.maa_lung_shunt,
+                   "--maa-cold-tumour": args.maa_cold_tumour}
+    given = [flag for flag, value in maa_options.items() if value is not None]
+    if (args.maa or given) and args.name != "liver":
+        raise InputError(f"--maa and its options are for the liver phantom, not {args.name!r}")
+    if given and not args.maa:
+        raise InputError(f"{', '.join(given)} describe the MAA SPECT: add --maa to write it")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not an empty folder; choose a new --out")
@@ -545,6 +562,9 @@ def _phantom(args: argparse.Namespace) -> int:
                        tumour_to_normal=args.tumour_to_normal, pet_spacing_xyz_mm=tuple(args.pet_spacing),
                        spect_spacing_xyz_mm=tuple(args.spect_spacing), ct_spacing_xyz_mm=tuple(args.ct_spacing),
                        fwhm_mm=args.fwhm_mm, spect_noise=args.spect_noise, lung_interface=args.lung_interface)
+        if args.maa:
+            options.update(write=(*WRITE_DEFAULT, "MAA"), maa_tumour_to_normal=args.maa_tumour_to_normal,
+                           maa_lung_shunt_fraction=args.maa_lung_shunt, maa_cold_tumour=args.maa_cold_tumour)
     t0 = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

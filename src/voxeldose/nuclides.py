@@ -1,4 +1,4 @@
-"""The radionuclides of Y-90 imaging: one table of half-lives, positron fractions and DICOM codes.
+"""The radionuclides of Y-90 imaging and planning: one table of half-lives, positron fractions and DICOM codes.
 
 A PET scanner that images Y-90 is often configured for another nuclide (F-18, Ga-68 or
 Ge-68, whose calibration sources are at hand): it converts its positron rate to activity with
@@ -13,6 +13,11 @@ Ge-68 decays by electron capture and emits no positron itself: calibration sourc
 secular equilibrium with its positron-emitting daughter Ga-68, so scanner settings for Ge-68
 combine Ga-68's positron fraction with Ge-68's half-life.
 
+:data:`SPECT_NUCLIDES` is a separate table, of the single-photon nuclides of planning (Tc-99m of
+the MAA SPECT): they emit no positron, so they are never a PET scanner's setting and calibration
+(:data:`NUCLIDES`) does not accept them; their codes are recognised (:func:`nuclide_of_code`), so
+that a scan naming one is refused by name.
+
 References
 ----------
 .. [ICRP107] ICRP Publication 107, "Nuclear decay data for dosimetric calculations", Ann. ICRP
@@ -21,6 +26,8 @@ References
    doi:10.1016/j.apradiso.2006.08.009 (Y-90 internal-pair-production yield 31.86e-6).
 .. [CID4020] DICOM PS3.16, CID 4020 "PET Radionuclide" (SNOMED-RT code values and their SNOMED
    CT equivalents); C-162A7 is ^90^Yttrium, C-162A3 is ^86^Yttrium.
+.. [CID18] DICOM PS3.16, CID 18 "Radionuclide" (Isotopes in Radiopharmaceuticals): C-163A8
+   (SNOMED CT 72454006) is ^99m^Technetium.
 """
 
 from __future__ import annotations
@@ -32,7 +39,17 @@ from typing import Mapping
 
 from . import constants as C
 
-__all__ = ["Nuclide", "NUCLIDES", "Y90", "RADIONUCLIDE_CODES", "normalise_nuclide", "nuclide_of_code"]
+__all__ = [
+    "Nuclide",
+    "NUCLIDES",
+    "Y90",
+    "SpectNuclide",
+    "SPECT_NUCLIDES",
+    "TC99M",
+    "RADIONUCLIDE_CODES",
+    "normalise_nuclide",
+    "nuclide_of_code",
+]
 
 
 @dataclass(frozen=True)
@@ -98,19 +115,78 @@ NUCLIDES: Mapping[str, Nuclide] = MappingProxyType({
 #: Y-90 itself.
 Y90: Nuclide = NUCLIDES["Y-90"]
 
+
+@dataclass(frozen=True)
+class SpectNuclide:
+    """A single-photon nuclide of planning scans (no positron: never a PET scanner's setting).
+
+    Attributes
+    ----------
+    name : str
+        ``"Tc-99m"``.
+    half_life_s : float
+        Physical half-life (s).
+    half_life_source : str
+    photopeak_kev : float
+        Energy of the gamma ray a camera images (keV).
+    photopeak_yield : float
+        Photons of that energy per decay.
+    photopeak_source : str
+    code_value, code_meaning : str
+        RadionuclideCodeSequence (0054,0300) CodeValue (SNOMED-RT, scheme "SRT") and
+        CodeMeaning of DICOM CID 18.
+    snomed_ct : str
+        The SNOMED CT code value of the same nuclide (scheme "SCT").
+    """
+
+    name: str
+    half_life_s: float
+    half_life_source: str
+    photopeak_kev: float
+    photopeak_yield: float
+    photopeak_source: str
+    code_value: str
+    code_meaning: str
+    snomed_ct: str
+
+
+#: The single-photon nuclides of planning SPECT, by name. Not PET settings: see the module notes.
+#: Tc-99m's half-life is ICRP-107's 6.015 h, like every half-life here (DDEP and NNDC give 6.0067 h,
+#: 0.14 % shorter: the decay over a 1 h injection-to-scan delay changes by 1.6e-4).
+SPECT_NUCLIDES: Mapping[str, SpectNuclide] = MappingProxyType({
+    "Tc-99m": SpectNuclide(
+        "Tc-99m", 6.015 * 3600.0, "ICRP-107 (6.015 h)",
+        140.511, 0.8906, "ICRP-107 (gamma 140.511 keV, 89.06 %)",
+        "C-163A8", "^99m^Technetium", "72454006",
+    ),
+})
+
+#: Tc-99m, the nuclide of the MAA SPECT.
+TC99M: SpectNuclide = SPECT_NUCLIDES["Tc-99m"]
+
 #: Code values that name a nuclide voxeldose holds no data for (recognised, to refuse clearly).
 _OTHER_CODES: Mapping[str, str] = MappingProxyType({"C-162A3": "Y-86", "10738001": "Y-86"})
 
-#: RadionuclideCodeSequence code value (SNOMED-RT or SNOMED CT) -> nuclide name.
+#: RadionuclideCodeSequence code value (SNOMED-RT or SNOMED CT) -> nuclide name: the PET nuclides,
+#: the SPECT nuclides and the recognised others. A name here need not be a PET setting: check
+#: :data:`NUCLIDES` for that.
 RADIONUCLIDE_CODES: Mapping[str, str] = MappingProxyType({
     **{n.code_value: n.name for n in NUCLIDES.values()},
     **{n.snomed_ct: n.name for n in NUCLIDES.values()},
+    **{n.code_value: n.name for n in SPECT_NUCLIDES.values()},
+    **{n.snomed_ct: n.name for n in SPECT_NUCLIDES.values()},
     **_OTHER_CODES,
 })
 
 
 def nuclide_of_code(code: str | None) -> str | None:
-    """The nuclide a RadionuclideCodeSequence code value names (CID 4020), or None."""
+    """The nuclide a RadionuclideCodeSequence code value names (CID 4020, CID 18), or None.
+
+    Example
+    -------
+    >>> nuclide_of_code("C-162A7"), nuclide_of_code("C-163A8"), nuclide_of_code("72454006")
+    ('Y-90', 'Tc-99m', 'Tc-99m')
+    """
     return RADIONUCLIDE_CODES.get((code or "").strip())
 
 

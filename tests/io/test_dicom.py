@@ -295,6 +295,90 @@ def test_nm_projections_are_refused(tmp_path):
         load_image(path)
 
 
+def _nm_pair(tmp_path, **kwargs):
+    """The same counts written as a Y-90 (default) and as a Tc-99m SPECT."""
+    image = Image(np.random.default_rng(3).integers(0, 3000, (6, 7, 8)).astype(float), (4.42,) * 3, units="CNTS")
+    header = SeriesHeader(acquisition_datetime=SCAN)
+    y90 = write_nm_spect(tmp_path / "y90.dcm", image, header, radiopharmaceutical_start=ADMIN, **kwargs)
+    tc = write_nm_spect(tmp_path / "tc.dcm", image, header, radiopharmaceutical_start=ADMIN, nuclide="Tc-99m",
+                        radiopharmaceutical="Tc-99m MAA", **kwargs)
+    return y90, tc
+
+
+def _nm_nuclide_attributes(path):
+    ds = pydicom.dcmread(path)
+    window = ds.EnergyWindowInformationSequence[0]
+    rng = window.EnergyWindowRangeSequence[0]
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    code = item.RadionuclideCodeSequence[0]
+    return {"window": (float(rng.EnergyWindowLowerLimit), float(rng.EnergyWindowUpperLimit), window.EnergyWindowName),
+            "agent": item.Radiopharmaceutical, "half_life_s": item.get("RadionuclideHalfLife"),
+            "code": (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning)}
+
+
+def test_nm_spect_y90_is_the_default_and_unchanged(tmp_path):
+    # what the writer wrote before it took a nuclide (byte for byte, checked once against the
+    # previous writer with fixed UIDs): the bremsstrahlung window, the Y-90 code, no half-life
+    image, header = Image(np.ones((3, 4, 5)), (4.42,) * 3, units="CNTS"), SeriesHeader()
+    default = write_nm_spect(tmp_path / "a.dcm", image, header, radiopharmaceutical_start=ADMIN)
+    y90 = write_nm_spect(tmp_path / "b.dcm", image, header, radiopharmaceutical_start=ADMIN, nuclide="Y-90")
+    assert _nm_nuclide_attributes(default) == _nm_nuclide_attributes(y90) == {
+        "window": (90.0, 125.0, "BREMS"), "agent": "Y-90 microspheres", "half_life_s": None,
+        "code": ("C-162A7", "SRT", "^90^Yttrium")}
+    a, b = pydicom.dcmread(default), pydicom.dcmread(y90)
+    assert [e.tag for e in a] == [e.tag for e in b]
+    assert all(a[t].value == b[t].value for t in (e.tag for e in a) if t != 0x00080018)  # but the SOPInstanceUID
+
+
+def test_nm_spect_tc99m_names_its_nuclide_and_photopeak_window(tmp_path):
+    from voxeldose.nuclides import TC99M, nuclide_of_code
+
+    _, tc = _nm_pair(tmp_path)
+    # 140.5 keV +- 10 % (a 20 % photopeak window); the code of DICOM CID 18; ICRP-107's half-life
+    assert _nm_nuclide_attributes(tc) == {
+        "window": (pytest.approx(126.45, abs=1e-9), pytest.approx(154.55, abs=1e-9), "Tc-99m 140.5 keV"),
+        "agent": "Tc-99m MAA", "half_life_s": pytest.approx(6.015 * 3600),
+        "code": ("C-163A8", "SRT", "^99m^Technetium")}
+    loaded = load_image(tc)
+    assert loaded.units == "CNTS" and loaded.meta.modality == "NM"
+    assert nuclide_of_code(loaded.meta.radionuclide_code) == "Tc-99m" and loaded.meta.radionuclide == TC99M.code_meaning
+    assert loaded.meta.radionuclide_half_life_s == pytest.approx(TC99M.half_life_s)
+    assert loaded.meta.radiopharmaceutical == "Tc-99m MAA"
+
+
+def test_nm_spect_refuses_a_nuclide_it_does_not_write(tmp_path):
+    image = Image(np.ones((3, 4, 5)), (4.42,) * 3, units="CNTS")
+    with pytest.raises(voxeldose.InputError, match="nuclide 'F-18' is not one it writes; choose one of Y-90, Tc-99m"):
+        write_nm_spect(tmp_path / "f.dcm", image, SeriesHeader(), radiopharmaceutical_start=None, nuclide="F-18")
+    assert not (tmp_path / "f.dcm").exists()
+
+
+#: dciodvfy's one remark on a Tc-99m SPECT that a Y-90 one does not get: dicom3tools' NM Isotope
+#: Module lists no Radionuclide Half Life in the Radiopharmaceutical Information Sequence (the PET
+#: one does); it is a standard attribute (PS3.6), kept so that a reader knows the nuclide's decay,
+#: and makes the file a Standard Extended SOP Class, as RadiopharmaceuticalStartDateTime already does.
+TC99M_EXTRA_WARNING = ("Warning - Attribute is not present in standard DICOM IOD - (0x0018,0x1075) DS Radionuclide "
+                       "Half Life")
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
+def test_nm_spect_tc99m_adds_no_dciodvfy_error(tmp_path):
+    import subprocess
+
+    def report(path):
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        assert "NMImage" in lines, lines  # it recognised the IOD
+        return lines
+
+    y90, tc = (report(p) for p in _nm_pair(tmp_path))
+    errors = sorted(ln for ln in tc if ln.startswith("Error"))
+    # the Y-90 writer's errors (missing Type 2 NM acquisition attributes a synthetic phantom does not
+    # have) are its own; the Tc-99m file has those and no other
+    assert errors == sorted(ln for ln in y90 if ln.startswith("Error")), "\n".join(tc)
+    assert sorted(set(tc) - set(y90)) == [TC99M_EXTRA_WARNING], "\n".join(tc)
+
+
 def test_ct_series(tmp_path):
     hu = Image(np.random.default_rng(2).integers(-1000, 1500, (6, 7, 8)).astype(float), (0.98, 0.98, 2.5),
                (-250.0, -250.0, -100.0), units="HU")

@@ -393,12 +393,14 @@ def liver(
     noise_counts_per_mbq: float | None = None,
     seed: int = 0,
     lung_interface: bool = False,
+    cold_tumours: Sequence[str] = (),
 ) -> Phantom:
     """Ellipsoidal liver with five spherical tumours, and two lungs receiving the lung shunt.
 
     The administered activity A0 splits into A0 x LSF, spread uniformly over the lungs, and
     A0 x (1 - LSF) over the liver, where tumours take up ``tumour_to_normal`` times the
-    concentration of normal liver. The voxel activities sum to A0 exactly (before noise).
+    concentration of normal liver (``cold_tumours`` none). The voxel activities sum to A0
+    exactly (before noise).
 
     Parameters
     ----------
@@ -423,6 +425,9 @@ def liver(
         The right lung rests on the liver (``[interface]`` of ``liver.toml``): the liver's top and
         the right lung's base are cut by one axial plane, a flat interface with no gap, so liver
         activity doses the lung through the kernel. Default: the lungs 20 mm above the liver.
+    cold_tumours : sequence of str
+        Tumours (``"tumour_1"`` ... ``"tumour_5"``) that take up nothing (e.g. necrotic, or not
+        perfused on the MAA scan): the liver's activity goes to normal liver and the other tumours.
 
     Returns
     -------
@@ -453,6 +458,12 @@ def liver(
     cpm = None if noise_counts_per_mbq is None else check_positive(noise_counts_per_mbq, "noise_counts_per_mbq", "counts/MBq")
 
     geo = _liver_geometry()
+    names = [t["name"] for t in geo["tumours"]]
+    cold = [cold_tumours] if isinstance(cold_tumours, str) else list(cold_tumours)
+    unknown = [c for c in cold if c not in names]
+    if unknown:
+        raise InputError(f"cold_tumours: {', '.join(map(repr, unknown))} is not a tumour of the liver phantom; its "
+                         f"tumours are {', '.join(names)}")
     if shape is None:
         shape_zyx = tuple(int(math.ceil(f / s - 1e-9)) for f, s in zip(geo["fov_mm"][::-1], spacing[::-1]))
     else:
@@ -485,6 +496,9 @@ def liver(
         tumour_names.append(t["name"])
     masks["tumours"] = np.clip(tumours, 0.0, 1.0)
     analytic_ml["tumours"] = sum(analytic_ml[n] for n in tumour_names)
+    # the tumours that take up activity (all of them unless some are cold)
+    hot = masks["tumours"] if not cold else np.clip(sum(masks[n] for n in tumour_names if n not in cold)
+                                                      + np.zeros(shape_zyx), 0.0, 1.0)
     masks["normal_liver"] = np.clip(masks["liver"] - masks["tumours"], 0.0, 1.0)
     analytic_ml["normal_liver"] = analytic_ml["liver"] - analytic_ml["tumours"]
     lung = np.zeros(shape_zyx)
@@ -505,10 +519,11 @@ def liver(
     a0_mbq = a0_gbq * 1e3
     a_liver = a0_mbq * (1.0 - lsf)
     a_lung = a0_mbq * lsf
-    c_normal = a_liver / (vox_ml["normal_liver"] + tn * vox_ml["tumours"])
+    hot_ml = vox_ml["tumours"] if not cold else float(hot.sum()) * voxel_ml
+    c_normal = a_liver / (vox_ml["normal_liver"] + tn * hot_ml)
     c_tumour = tn * c_normal
     c_lung = a_lung / vox_ml["lung"]
-    clean = voxel_ml * (c_normal * masks["normal_liver"] + c_tumour * masks["tumours"] + c_lung * masks["lung"])
+    clean = voxel_ml * (c_normal * masks["normal_liver"] + c_tumour * hot + c_lung * masks["lung"])
 
     activity = clean
     if fwhm is not None:
@@ -518,9 +533,11 @@ def liver(
 
     k = _LDM_GY_PER_MBQ_PER_ML
     local_gy = clean * (k / voxel_ml)  # local-deposition dose of the clean map
-    conc = {name: c_tumour for name in tumour_names}
-    conc.update({"tumours": c_tumour, "normal_liver": c_normal, "lung": c_lung})
-    conc["liver"] = (c_normal * analytic_ml["normal_liver"] + c_tumour * analytic_ml["tumours"]) / analytic_ml["liver"]
+    conc = {name: 0.0 if name in cold else c_tumour for name in tumour_names}
+    hot_analytic_ml = sum(analytic_ml[n] for n in tumour_names if n not in cold)
+    conc.update({"tumours": c_tumour * hot_ml / vox_ml["tumours"] if cold else c_tumour,
+                 "normal_liver": c_normal, "lung": c_lung})
+    conc["liver"] = (c_normal * analytic_ml["normal_liver"] + c_tumour * hot_analytic_ml) / analytic_ml["liver"]
     vois: dict[str, dict[str, float]] = {}
     for name, m in masks.items():
         compartment_activity = a_liver if name == "liver" else (a_lung if name == "lung" else conc[name] * vox_ml[name])
@@ -537,7 +554,7 @@ def liver(
     # masses of the voxelised VOIs at soft-tissue density and the rounded-in-practice 49.67
     rho_kg_per_ml = C.SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3
     m_liver = vox_ml["liver"] * rho_kg_per_ml
-    m_tumour = vox_ml["tumours"] * rho_kg_per_ml
+    m_tumour = hot_ml * rho_kg_per_ml  # the tumours that take up activity
     m_normal = vox_ml["normal_liver"] * rho_kg_per_ml
     mird = C.MIRD_Y90_GY_KG_PER_GBQ
     d_normal = mird * a0_gbq * (1.0 - lsf) / (tn * m_tumour + m_normal)
@@ -561,6 +578,7 @@ def liver(
         "administered_gbq": a0_gbq,
         "lung_shunt_fraction": lsf,
         "tumour_to_normal": tn,
+        **({"cold_tumours": cold} if cold else {}),
         "fwhm_mm": fwhm,
         "noise_counts_per_mbq": cpm,
         "seed": int(seed),

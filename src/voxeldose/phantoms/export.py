@@ -5,6 +5,9 @@
 - ``PET/``: a Y-90 PET series in Bq/mL (one file per slice, int16 with a slope per slice), with
   the timing and radiopharmaceutical attributes a scanner writes, decay-corrected as asked;
 - ``SPECT/spect.dcm``: a bremsstrahlung SPECT, one reconstructed NM multi-frame file, in counts;
+- ``MAA/maa.dcm`` (only when asked: ``"MAA"`` in ``write``): the Tc-99m MAA SPECT of the planning,
+  in counts, its own study (``maa_delay_h`` after the MAA injection, :data:`MAA_INJECTION`) on the
+  same frame of reference, so the VOIs load on it as on the SPECT;
 - ``CT/``: a CT of the same patient (body, liver, tumours, lungs in HU);
 - ``RTSTRUCT.dcm``: the VOIs contoured on the CT slices (liver, tumours, lung);
 - ``SEG.dcm``: the same VOIs as a fractional DICOM SEG on the PET grid;
@@ -12,7 +15,7 @@
 - ``truth.json``: the phantom's truth (activity at administration per VOI, LDM doses, models),
   the timing and every factor of the scanner models below.
 
-All share one study and one frame of reference.
+All share one frame of reference, and all but the MAA SPECT one study.
 
 Scanner models (what the stored values are)
 -------------------------------------------
@@ -28,9 +31,24 @@ after administration), T the frame duration and lambda = ln 2 / T1/2(Y-90):
 - SPECT: counts = s x integral of A(t) over the frame, with a sensitivity s (counts per MBq·s)
   chosen so the hottest voxel holds about 60 000 counts; rounded (and Poisson-sampled if
   ``spect_noise``). s is in truth.json, not in the DICOM: self-calibration does not need it.
+- MAA SPECT: the same liver geometry (:func:`voxeldose.phantoms.liver`) holding the injected
+  Tc-99m MAA activity A0 (``maa_activity_mbq``), split by the MAA's lung shunt and tumour-to-normal
+  ratio (``maa_cold_tumour`` takes none). counts = s x integral of A(t) over the frame =
+  s A0 e^(-lambda t_s) (1 - e^(-lambda T)) / lambda, lambda = ln 2 / T1/2(Tc-99m) (ICRP-107,
+  :data:`voxeldose.nuclides.TC99M`), t_s = ``maa_delay_h``, T = ``maa_frame_s``; rounded (or
+  Poisson-sampled, ``maa_noise``). s = :data:`MAA_COUNTS_PER_MBQ_S`, a fixed sensitivity (not
+  scaled to the image as the bremsstrahlung SPECT's), so that the counts are those of a real
+  acquisition; it is in truth.json, not in the DICOM (planning needs ratios of counts only).
 
-Nuclide data: :data:`voxeldose.nuclides.NUCLIDES`, the table calibration reads too (checked
-against ICRP-107 in tests/test_nuclides.py).
+Nuclide data: :data:`voxeldose.nuclides.NUCLIDES`, the table calibration reads too, and
+:data:`voxeldose.nuclides.SPECT_NUCLIDES` (both checked against ICRP-107 in tests/test_nuclides.py).
+
+References
+----------
+NEMA NU 1-2018, Performance Measurements of Gamma Cameras (planar sensitivity, cps/MBq).
+
+Berger MJ et al., XCOM: Photon Cross Sections Database, NIST Standard Reference Database 8,
+doi:10.18434/T48G6X (water at 140 keV: mu/rho about 0.15 cm2/g).
 """
 
 from __future__ import annotations
@@ -52,13 +70,34 @@ from ..errors import InputError
 from ..image import Image
 from ..io._dicom_common import new_uid, read_datasets
 from ..io.series import SeriesHeader, write_ct_series, write_nm_spect, write_pet_series
-from ..nuclides import NUCLIDES
+from ..nuclides import NUCLIDES, TC99M
 
-__all__ = ["write_liver_case", "write_phantom", "pet_stored_per_activity"]
+__all__ = ["write_liver_case", "write_phantom", "pet_stored_per_activity", "WRITE_DEFAULT", "WRITABLE",
+           "MAA_INJECTION", "MAA_COUNTS_PER_MBQ_S"]
 
 
 
 ADMINISTRATION = dt.datetime(2026, 1, 15, 10, 30, 0)
+
+#: The Tc-99m MAA injection of the planning (the work-up angiography), ten days before the Y-90
+#: administration (:data:`ADMINISTRATION`): one to three weeks is usual.
+MAA_INJECTION = dt.datetime(2026, 1, 5, 9, 0, 0)
+
+#: Sensitivity of the MAA SPECT model: counts in the reconstructed image per MBq·s of Tc-99m in the
+#: field of view. A dual-head camera with low-energy high-resolution collimators counts some
+#: 80-95 cps/MBq per head in a 20 % 140 keV window in air (NEMA NU 1 planar sensitivity, vendors'
+#: data sheets). Two heads give about 180 counts/s/MBq with attenuation corrected in the
+#: reconstruction, and about 40 without (e^(-0.15/cm x 10 cm) = 0.22 for a liver 10 cm deep, mu of
+#: water at 140 keV from NIST XCOM); 100 is taken, between them. A value of the right order, not a
+#: measured calibration: planning uses ratios of counts only. 150 MBq then give some 15 million
+#: counts in 20 min, and the hottest voxel about 3000.
+MAA_COUNTS_PER_MBQ_S = 100.0
+
+#: What :func:`write_liver_case` writes unless told otherwise (the MAA SPECT only when asked).
+WRITE_DEFAULT: tuple[str, ...] = ("PET", "SPECT", "CT", "RTSTRUCT", "SEG")
+
+#: Everything :func:`write_liver_case` can write.
+WRITABLE: tuple[str, ...] = (*WRITE_DEFAULT, "MAA")
 
 
 def _frame_average(lam: float, duration_s: float) -> float:
@@ -156,8 +195,16 @@ def write_liver_case(
     fwhm_mm: float | None = None,
     seed: int = 0,
     case_id: str = "phantom-liver",
-    write: Sequence[str] = ("PET", "SPECT", "CT", "RTSTRUCT", "SEG"),
+    write: Sequence[str] = WRITE_DEFAULT,
     lung_interface: bool = False,
+    maa_activity_mbq: float = 150.0,
+    maa_delay_h: float = 1.0,
+    maa_frame_s: float = 1200.0,
+    maa_spacing_xyz_mm: Sequence[float] = (4.42, 4.42, 4.42),
+    maa_tumour_to_normal: float | None = None,
+    maa_lung_shunt_fraction: float | None = None,
+    maa_cold_tumour: str | None = None,
+    maa_noise: bool = False,
 ) -> dict[str, Any]:
     """Write the liver phantom as a DICOM export with a case file and its truth.
 
@@ -180,11 +227,28 @@ def write_liver_case(
         Scanner resolution applied to PET and SPECT activity (Gaussian FWHM, mm).
     case_id : str
         Written to the case file (outputs are named by it).
+    seed : int
+        Seed of the PET file names and of the SPECT's and MAA SPECT's noise.
     write : sequence of str
-        Which objects to write.
+        Which objects to write, of :data:`WRITABLE` (default :data:`WRITE_DEFAULT`: all but the MAA
+        SPECT).
     lung_interface : bool
         The variant with the right lung resting on the liver (:func:`voxeldose.phantoms.liver`),
         its CT's lung at 0.28 g/cm3.
+    maa_activity_mbq : float
+        MAA SPECT: Tc-99m MAA activity injected (MBq) at :data:`MAA_INJECTION`.
+    maa_delay_h, maa_frame_s
+        MAA SPECT: acquisition start after the injection (h) and acquisition duration (s).
+    maa_spacing_xyz_mm : (x, y, z)
+        MAA SPECT grid (mm), by default the SPECT's.
+    maa_tumour_to_normal, maa_lung_shunt_fraction : float, optional
+        MAA's tumour-to-normal uptake ratio and lung shunt (default: ``tumour_to_normal`` and
+        ``lung_shunt_fraction``, the MAA predicting the microspheres exactly).
+    maa_cold_tumour : str, optional
+        A tumour (``"tumour_1"`` ... ``"tumour_5"``) that takes up no MAA: a perturbed uptake
+        pattern.
+    maa_noise : bool
+        Poisson noise on the MAA counts.
 
     Returns
     -------
@@ -194,10 +258,15 @@ def write_liver_case(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; choose a new folder")
+    maa_tumour_to_normal = tumour_to_normal if maa_tumour_to_normal is None else maa_tumour_to_normal
+    maa_lung_shunt_fraction = lung_shunt_fraction if maa_lung_shunt_fraction is None else maa_lung_shunt_fraction
+    if "MAA" in write:
+        _check_maa_options(maa_activity_mbq, maa_delay_h, maa_frame_s, maa_tumour_to_normal, maa_lung_shunt_fraction,
+                           maa_cold_tumour)
     out.mkdir(parents=True, exist_ok=True)
-    unknown = set(write) - {"PET", "SPECT", "CT", "RTSTRUCT", "SEG"}
+    unknown = set(write) - set(WRITABLE)
     if unknown:
-        raise InputError(f"unknown objects to write: {sorted(unknown)}")
+        raise InputError(f"unknown objects to write: {sorted(unknown)}; choose from {', '.join(WRITABLE)}")
     geo = _geometry()
     scan = ADMINISTRATION + dt.timedelta(hours=delay_h)
     if delay_h <= 0:
@@ -259,6 +328,13 @@ def write_liver_case(
                           "fwhm_mm": fwhm_mm, "total_counts": float(counts.sum()),
                           "vois": spect.truth["vois"]}
 
+    if "MAA" in write:
+        truth["maa"] = _write_maa(
+            out / "MAA" / "maa.dcm", study, administered_mbq=maa_activity_mbq, delay_h=maa_delay_h,
+            frame_s=maa_frame_s, spacing_xyz_mm=maa_spacing_xyz_mm,
+            tumour_to_normal=maa_tumour_to_normal, lung_shunt_fraction=maa_lung_shunt_fraction,
+            cold_tumour=maa_cold_tumour, noise=maa_noise, fwhm_mm=fwhm_mm, lung_interface=lung_interface, seed=seed)
+
     ct_datasets: list[Any] = []
     if "CT" in write or "RTSTRUCT" in write:
         ct = _ct_image(ct_spacing_xyz_mm, geo, lung_interface)
@@ -305,6 +381,76 @@ def write_liver_case(
     (out / "case.toml").write_text("\n".join(case_lines), encoding="utf-8")
     (out / "truth.json").write_text(json.dumps(truth, indent=2, default=str), encoding="utf-8")
     return truth
+
+
+def _check_maa_options(administered_mbq: float, delay_h: float, frame_s: float, tumour_to_normal: float,
+                       lung_shunt_fraction: float, cold_tumour: str | None) -> tuple[float, float, float, float, float]:
+    """The MAA SPECT's options, checked (before anything is written), by their names."""
+    from .._checks import check_fraction, check_positive
+
+    tumours = [t["name"] for t in _geometry()["tumours"]]
+    if cold_tumour is not None and cold_tumour not in tumours:
+        raise InputError(f"maa_cold_tumour {cold_tumour!r} is not a tumour of the liver phantom; its tumours are "
+                         f"{', '.join(tumours)}")
+    return (check_positive(administered_mbq, "maa_activity_mbq", "MBq"),
+            check_positive(delay_h, "maa_delay_h", "h (injection to acquisition)"),
+            check_positive(frame_s, "maa_frame_s", "s"),
+            check_positive(tumour_to_normal, "maa_tumour_to_normal", "ratio of concentrations"),
+            check_fraction(lung_shunt_fraction, "maa_lung_shunt_fraction", "the MAA's lung shunt"))
+
+
+def _write_maa(path: Path, study: SeriesHeader, *, administered_mbq: float, delay_h: float, frame_s: float,
+               spacing_xyz_mm: Sequence[float], tumour_to_normal: float, lung_shunt_fraction: float,
+               cold_tumour: str | None, noise: bool, fwhm_mm: float | None, lung_interface: bool,
+               seed: int) -> dict[str, Any]:
+    """Write the Tc-99m MAA SPECT (the counting model of the module documentation); its truth record."""
+    a0_mbq, delay_h, frame_s, tn, lsf = _check_maa_options(administered_mbq, delay_h, frame_s, tumour_to_normal,
+                                                           lung_shunt_fraction, cold_tumour)
+    maa = phantoms.liver(spacing_xyz_mm=spacing_xyz_mm, administered_gbq=a0_mbq * 1e-3, lung_shunt_fraction=lsf,
+                         tumour_to_normal=tn, fwhm_mm=fwhm_mm, lung_interface=lung_interface,
+                         cold_tumours=() if cold_tumour is None else (cold_tumour,))
+    lam = math.log(2.0) / TC99M.half_life_s
+    mbq_s_per_mbq = math.exp(-lam * delay_h * 3600) * _frame_average(lam, frame_s) * frame_s
+    counts_per_mbq = MAA_COUNTS_PER_MBQ_S * mbq_s_per_mbq
+    expected = maa.activity_mbq * counts_per_mbq
+    counts = (np.random.default_rng((seed, 99)).poisson(expected).astype(float) if noise else np.round(expected))
+    scan = MAA_INJECTION + dt.timedelta(hours=delay_h)
+    header = replace(study, study_instance_uid=new_uid(), study_datetime=scan, study_id="2",
+                     acquisition_datetime=scan, series_datetime=scan, series_instance_uid=new_uid(), series_number=4,
+                     series_description="Tc99m MAA SPECT")
+    write_nm_spect(path, Image(counts, maa.spacing_mm, maa.origin_mm, units="CNTS"), header,
+                   radiopharmaceutical_start=MAA_INJECTION, total_dose_bq=a0_mbq * 1e6, frame_duration_s=frame_s,
+                   nuclide="Tc-99m", radiopharmaceutical="Tc-99m MAA")
+    vois = {name: {"activity_mbq": v["activity_mbq"], "counts": v["activity_mbq"] * counts_per_mbq,
+                   "concentration_mbq_per_ml": v["concentration_mbq_per_ml"], "volume_ml": v["volume_ml"]}
+            for name, v in maa.truth["vois"].items()}
+    return {
+        "folder": path.parent.name,
+        "file": path.name,
+        "series_instance_uid": header.series_instance_uid,
+        "study_instance_uid": header.study_instance_uid,
+        "frame_of_reference_uid": header.frame_of_reference_uid,
+        "nuclide": TC99M.name,
+        "half_life_s": TC99M.half_life_s,
+        "radiopharmaceutical": "Tc-99m MAA",
+        "injection_datetime": MAA_INJECTION.isoformat(),
+        "scan_datetime": scan.isoformat(),
+        "delay_h": delay_h,
+        "frame_s": frame_s,
+        "activity_mbq": a0_mbq,
+        "tumour_to_normal": maa.truth["tumour_to_normal"],
+        "lung_shunt_fraction": maa.truth["lung_shunt_fraction"],
+        "cold_tumour": cold_tumour,
+        "noise": noise,
+        "fwhm_mm": fwhm_mm,
+        "spacing_mm": list(maa.spacing_mm),
+        "counts_per_mbq_s": MAA_COUNTS_PER_MBQ_S,
+        "counts_per_mbq": counts_per_mbq,
+        "total_counts": float(counts.sum()),
+        "vois_meaning": "activity_mbq: Tc-99m MAA in the VOI's own compartment at the injection (the liver: normal "
+                        "liver and tumours); counts: that activity x counts_per_mbq, before rounding and noise",
+        "vois": vois,
+    }
 
 
 def write_phantom(name: str, out_dir: str | Path, **options: Any) -> dict[str, Any]:
