@@ -328,6 +328,7 @@ def anonymize_result(result: "CaseResult") -> "CaseResult":
         images={k: a.image(v) for k, v in result.images.items()},
         vois={k: a.image(v) for k, v in result.vois.items()},
         crosschecks=a.value(dict(result.crosschecks)),
+        radiobiology=a.value(dict(result.radiobiology)),
         caveats=tuple(Caveat(c.stage, a.text(c.message)) for c in result.caveats),
         provenance=provenance,
         plan=a.value(dict(result.plan)) if result.plan else result.plan,

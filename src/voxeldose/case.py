@@ -50,6 +50,9 @@ vois               table name -> role      role of each VOI: "tumour", "normal_l
 plan               table                   planning on an MAA SPECT (``voxeldose plan``):
                                            planned activities, lung limits, model targets,
                                            constraints (:mod:`voxeldose.planning`)
+radiobiology       table                   alpha/beta, repair half-time, alpha and gEUD's a per
+                                           role or VOI, and bed_maps = true for the BED maps
+                                           (:mod:`voxeldose.radiobiology`)
 ================== ======================= ====================================================
 
 Example (TOML)::
@@ -85,6 +88,7 @@ from .nuclides import normalise_nuclide
 
 if TYPE_CHECKING:
     from .planning import PlanSettings
+    from .radiobiology import RadiobiologySettings
 
 __all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS"]
 
@@ -117,6 +121,7 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "calibration_voi": "calibration_voi",
     "vois": "voi_roles",
     "plan": "plan",
+    "radiobiology": "radiobiology",
 })
 
 _FIELD_TO_KEY = {v: k for k, v in CASE_FILE_KEYS.items()}
@@ -219,6 +224,11 @@ def _check_field(name: str, value: Any, where: str) -> Any:
         from .planning import plan_settings_from_dict
 
         return plan_settings_from_dict(value, where=f"{where} [plan]")
+    if name == "radiobiology":
+        from .radiobiology import radiobiology_settings_from_dict
+
+        # "case file X [radiobiology]": the provenance of every value the table gives
+        return radiobiology_settings_from_dict(value, where=where.replace(", key 'radiobiology'", "") + " [radiobiology]")
     if name == "voi_roles":
         if not isinstance(value, Mapping):
             raise InputError(
@@ -307,6 +317,11 @@ class Case:
         Nuclide the PET scanner was configured for, as confirmed by the user (``"Y-90"``,
         ``"F-18"``, ``"Ga-68"``, ``"Ge-68"``); None when not confirmed. Spellings are
         normalised (``"18F"`` -> ``"F-18"``).
+    plan : PlanSettings or None
+        The case file's ``[plan]`` (:mod:`voxeldose.planning`).
+    radiobiology : RadiobiologySettings or None
+        The case file's ``[radiobiology]`` (:mod:`voxeldose.radiobiology`): parameters per role
+        or VOI over the sourced defaults, and whether to write the BED maps.
     source_path : str or None
         The case file it was read from (not compared).
     overridden_fields : tuple of str
@@ -346,6 +361,7 @@ class Case:
     scan_datetime: _dt.datetime | None = None
     decay_correction: str | None = None
     plan: "PlanSettings | None" = field(default=None, hash=False)
+    radiobiology: "RadiobiologySettings | None" = field(default=None, hash=False)
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
     overridden_roles: tuple[str, ...] = field(default=(), compare=False)
@@ -412,7 +428,7 @@ class Case:
             value = getattr(self, name)
             if isinstance(value, _dt.datetime):
                 value = value.isoformat()
-            elif name == "plan":
+            elif name in ("plan", "radiobiology"):
                 value = None if value is None else value.to_dict()
             elif isinstance(value, Mapping):
                 value = dict(value)

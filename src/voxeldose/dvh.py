@@ -95,6 +95,7 @@ class DVH:
     _dose_nodes_gy: NDArray[np.float64] = field(repr=False, compare=False)
     _fraction_at_nodes: NDArray[np.float64] = field(repr=False, compare=False)
     density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3
+    _weight_at_nodes: NDArray[np.float64] | None = field(default=None, repr=False, compare=False)
 
     def at_density(self, density_g_per_cm3: float) -> "DVH":
         """The DVH of the same energy deposition in a VOI of another density (e.g. lung).
@@ -118,7 +119,38 @@ class DVH:
         k = self.density_g_per_cm3 / rho
         return DVH(name=self.name, volume_ml=self.volume_ml, mean_gy=self.mean_gy * k, min_gy=self.min_gy * k,
                    max_gy=self.max_gy * k, _dose_nodes_gy=self._dose_nodes_gy * k,
-                   _fraction_at_nodes=self._fraction_at_nodes, density_g_per_cm3=rho)
+                   _fraction_at_nodes=self._fraction_at_nodes, density_g_per_cm3=rho,
+                   _weight_at_nodes=self._weight_at_nodes)
+
+    def dose_distribution(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The distinct voxel doses of the VOI (Gy, ascending) and the fraction of its volume at each.
+
+        The fractions are the partial-volume weights of the voxels (voxel volume times mask
+        fraction) at each dose over the VOI's volume; they sum to 1. The doses are those of the
+        DVH (a lung VOI's at lung density after :meth:`at_density`). A volume-weighted function
+        of the voxel doses (a mean BED, an equivalent uniform dose) is a sum over these pairs.
+
+        Returns
+        -------
+        dose_gy, volume_fraction : ndarray, float64, shape (n,)
+
+        Raises
+        ------
+        InputError
+            If the DVH was not built by :func:`dvh` or :func:`dvh_array` (it holds no weights).
+
+        Example
+        -------
+        >>> import numpy as np
+        >>> h = dvh_array(np.array([[[10.0, 10.0, 40.0, 70.0]]]), np.ones((1, 1, 4), bool),
+        ...               spacing_xyz_mm=(2.0, 2.0, 2.0))
+        >>> d, v = h.dose_distribution()
+        >>> d.tolist(), v.tolist()
+        ([10.0, 40.0, 70.0], [0.5, 0.25, 0.25])
+        """
+        if self._weight_at_nodes is None:
+            raise InputError(f"DVH {self.name!r} holds no voxel weights: build it with voxeldose.dvh(dose, mask)")
+        return self._dose_nodes_gy.copy(), self._weight_at_nodes.copy()
 
     def d(self, percent: float) -> float:
         """Minimum dose (Gy) received by the hottest ``percent`` % of the volume (D70: ``d(70)``).
@@ -352,6 +384,7 @@ def _dvh(dose: NDArray[np.floating], weights: NDArray[np.floating], voxel_ml: fl
         max_gy=float(nodes[-1]),
         _dose_nodes_gy=nodes,
         _fraction_at_nodes=frac,
+        _weight_at_nodes=node_w / total,
     )
 
 

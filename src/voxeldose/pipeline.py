@@ -203,6 +203,7 @@ def compute_case(
     from .clinical import LUNG_DENSITY_G_PER_CM3, model_crosschecks
     from .dose import absorbed_dose
     from .dvh import dvh
+    from .radiobiology import case_radiobiology, radiobiology_provenance
 
     if not isinstance(scan, Image):
         raise InputError(f"compute_case needs the scan as a voxeldose Image, got {type(scan).__name__}")
@@ -275,6 +276,10 @@ def compute_case(
                 activity_map.image, masks, roles, dvhs, administered_gbq=case.administered_gbq,
                 lung_shunt_fraction=case.lung_shunt_fraction or 0.0, residual_fraction=case.residual_fraction or 0.0,
                 density=density)
+    with steps.step("radiobiology", timed=False):
+        radiobiology = case_radiobiology(
+            dvhs, roles, case.radiobiology,
+            dose_scales={n: SOFT_TISSUE_DENSITY_G_PER_CM3 / rho for n, rho in voi_densities.items()})
     if not scan.meta.frame_of_reference_uid:
         steps.caveat("dose", "the scan has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets a new "
                              "one and registers with no image; the NIfTI maps keep the scan's geometry")
@@ -319,8 +324,10 @@ def compute_case(
         record["density"] = {k: v for k, v in density.meta.extra.items() if k not in ("coverage", "outside_ct")}
     if body_record is not None:
         record["body"] = body_record
+    record["radiobiology"] = radiobiology_provenance(radiobiology)
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
-                      dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record)
+                      dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record,
+                      radiobiology=radiobiology)
 
 
 #: What may happen to activity outside the body (:func:`compute_case`'s ``outside_body``).

@@ -403,8 +403,15 @@ def compute_plan(
     if not maa.meta.frame_of_reference_uid:
         steps.caveat("dose", "the MAA SPECT has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets "
                              "a new one and registers with no image; the NIfTI maps keep the scan's geometry")
+    from .radiobiology import case_radiobiology, radiobiology_provenance
+
+    with steps.step("radiobiology", timed=False):  # of the predicted dose
+        radiobiology = case_radiobiology(
+            dvhs, roles, case.radiobiology,
+            dose_scales={n: SOFT_TISSUE_DENSITY_G_PER_CM3 / rho for n, rho in voi_densities.items()})
+    record["radiobiology"] = radiobiology_provenance(radiobiology)
     return CaseResult(case=case, images={"activity": activity, "dose": dose}, vois=masks, roles=roles, dvhs=dvhs,
-                      caveats=tuple(steps.caveats), provenance=record, plan=plan_record)
+                      caveats=tuple(steps.caveats), provenance=record, plan=plan_record, radiobiology=radiobiology)
 
 
 def _acts_text(acts: Mapping[str, float]) -> str:

@@ -852,6 +852,53 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str,
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
+_RB_COLUMNS = (("bed_mean_gy", "BED mean"), ("bed_D70_gy", "BED D70"), ("bed_D90_gy", "BED D90"),
+               ("eqd2_mean_gy", "EQD2 mean"), ("eud_gy", "EUD"), ("eubed_gy", "EUBED"), ("geud_gy", "gEUD"))
+_RB_PARAMETERS = (("alpha_beta_gy", "\u03b1/\u03b2 (Gy)"), ("repair_half_time_h", "T<sub>rep</sub> (h)"),
+                  ("alpha_per_gy", "\u03b1 (1/Gy)"), ("geud_a", "gEUD a"))
+
+
+def _radiobiology_html(record: Mapping[str, Any]) -> str:
+    """The radiobiology of each VOI with parameters, the parameters and the source of each value."""
+    vois: Mapping[str, Mapping[str, Any]] = record.get("vois", {}) or {}
+    if not vois:
+        return "<p>No VOI has radiobiology parameters (roles tumour, normal liver, lung, or a [radiobiology] entry).</p>"
+    head = ("<tr><th class='name'>VOI</th><th class='name'>parameters of</th>"
+            + "".join(f"<th>{label}</th>" for _, label in _RB_PARAMETERS)
+            + "".join(f"<th>{label} (Gy)</th>" for _, label in _RB_COLUMNS) + "</tr>")
+    rows = []
+    sources: dict[tuple[str, str], list[str]] = {}
+    for name, rb in vois.items():
+        params = rb.get("parameters", {}) or {}
+        cells = [f"<td class='name'>{html.escape(str(name))}</td>",
+                 f"<td class='name'>{html.escape(str(rb.get('parameter_role') or 'its own entry'))}</td>"]
+        cells += [f"<td>{_fmt_number(params.get(k))}</td>" for k, _ in _RB_PARAMETERS]
+        cells += [f"<td>{_fmt_number(rb.get(k), 'gy')}</td>" for k, _ in _RB_COLUMNS]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+        for key, label in _RB_PARAMETERS:
+            src = (params.get("sources", {}) or {}).get(key)
+            if src:
+                sources.setdefault((label, str(src)), []).append(str(name))
+    source_items = "".join(f"<li>{label}: {html.escape(src)} <span class='meta'>({html.escape(', '.join(names))})</span>"
+                           "</li>" for (label, src), names in sources.items())
+    notes = sorted({n for rb in vois.values() for n in (rb.get("notes", []) or [])})
+    missing = record.get("not_evaluated", {}) or {}
+    maps = record.get("maps", {}) or {}
+    map_text = "; ".join(f"{role}: {m['file']}" if m.get("file") else f"{role}: none ({m.get('reason', '')})"
+                         for role, m in maps.items())
+    written = "written" if record.get("write_bed_maps") else "not written (bed_maps = true in [radiobiology] writes them)"
+    return (f"<div class='scroll'><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            f"<p class='meta'>{html.escape(str(record.get('model', '')))}. Y-90 half-life "
+            f"{float(record.get('decay_half_life_h', float('nan'))):g} h, "
+            f"{html.escape(str(record.get('effective_decay', '')))}; BED D70/D90 = BED(D70)/BED(D90); the doses are "
+            "each VOI's DVH doses (lung VOIs at lung density); EUBED is the EUD of the BED.</p>"
+            f"<p>Parameters and their sources:</p><ul>{source_items}</ul>"
+            + (f"<p class='meta'>Not computed: {html.escape('; '.join(notes))}.</p>" if notes else "")
+            + (f"<p class='meta'>No radiobiology: {html.escape('; '.join(f'{k}: {v}' for k, v in missing.items()))}.</p>"
+               if missing else "")
+            + (f"<p class='meta'>BED maps ({written}): {html.escape(map_text)}.</p>" if maps else ""))
+
+
 def _pct(diff: Any, limit: float = 0.10) -> str:
     if not isinstance(diff, (int, float)) or not math.isfinite(float(diff)):
         return "<td>\u2014</td>"
@@ -1188,6 +1235,7 @@ src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption
 {_metrics_table(metrics, roles) if metrics else "<p>No metrics.</p>"}
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
 receiving at least <i>g</i> Gy; {_mass_note(result)}</p>
+{f"<h2>Radiobiology</h2>{_radiobiology_html(result.radiobiology)}" if result.radiobiology else ""}
 <h2>Tissue</h2>
 {_tissue_html(result, tumour)}
 <h2>Clinical references</h2>

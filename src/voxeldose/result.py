@@ -72,6 +72,10 @@ class CaseResult:
     plan : mapping
         A planning case's plan (:func:`voxeldose.plan.compute_plan`: the images are then the
         predicted activity and dose), or ``{}``.
+    radiobiology : mapping
+        The radiobiology of each VOI with parameters (:func:`voxeldose.radiobiology.case_radiobiology`:
+        BED mean, D70 and D90, EQD2, EUD, EUBED, gEUD, the parameters and their sources), the
+        VOIs without, and the BED maps' parameters; or ``{}``.
     """
 
     case: Case
@@ -83,6 +87,7 @@ class CaseResult:
     caveats: tuple[Caveat, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
     plan: Mapping[str, Any] = field(default_factory=dict)
+    radiobiology: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one grid for everything a case holds: checked once, here, so that every output can rely on it
@@ -140,11 +145,14 @@ class CaseResult:
         return reference_flags(self.dvhs, self.roles)
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as ``metrics.json`` holds it (JSON-able apart from numpy scalars)."""
+        """The result as ``metrics.json`` holds it (JSON-able apart from numpy scalars). Each VOI with
+        radiobiology parameters has, after its physical metrics, a ``radiobiology`` entry (BED
+        mean, D70, D90, EQD2 mean, EUD, EUBED, gEUD and the parameter values); the sources of the
+        parameters and the rules are in ``provenance["radiobiology"]``."""
         return {
             "case_id": self.case_id,
             "case": self.case.to_dict(),
-            "vois": self.metrics,
+            "vois": self._vois_with_radiobiology(),
             "roles": dict(self.roles),
             "clinical_references": self.references,
             "model_crosschecks": dict(self.crosschecks),
@@ -152,6 +160,36 @@ class CaseResult:
             "provenance": dict(self.provenance),
             **({"plan": dict(self.plan)} if self.plan else {}),
         }
+
+    def _vois_with_radiobiology(self) -> dict[str, dict[str, Any]]:
+        """:attr:`metrics`, and for each VOI with radiobiology parameters a ``radiobiology`` entry:
+        its metrics and the parameter values (their sources: ``provenance["radiobiology"]``)."""
+        from .radiobiology import PARAMETER_KEYS, RADIOBIOLOGY_METRICS
+
+        biology = (self.radiobiology or {}).get("vois", {}) or {}
+        out: dict[str, dict[str, Any]] = {}
+        for name, values in self.metrics.items():
+            rb = biology.get(name)
+            if rb is None:
+                out[name] = values
+                continue
+            params = rb.get("parameters", {}) or {}
+            out[name] = {**values, "radiobiology": {"parameter_role": rb.get("parameter_role", ""),
+                                                    **{k: rb.get(k) for k in RADIOBIOLOGY_METRICS},
+                                                    **{k: params.get(k) for k in PARAMETER_KEYS}}}
+        return out
+
+    def bed_maps(self) -> dict[str, Image]:
+        """The BED map (Gy) of each parameter role with VOIs and a BED (``{"tumour": Image, ...}``):
+        every voxel's BED with that role's parameters (:func:`voxeldose.radiobiology.bed_map`;
+        the lung's from the dose at lung density when its VOIs' DVHs are). Written as
+        ``bed_<role>.nii.gz`` when the case file's ``[radiobiology]`` says ``bed_maps = true``."""
+        from .radiobiology import bed_map
+
+        maps = (self.radiobiology or {}).get("maps", {}) or {}
+        return {role: bed_map(self.dose, alpha_beta_gy=m["alpha_beta_gy"], repair_half_time_h=m["repair_half_time_h"],
+                              dose_scale=m["dose_scale"])
+                for role, m in maps.items() if m.get("file")}
 
     def table(self) -> list[dict[str, Any]]:
         """One row per VOI with the case values and the metrics: ``pandas.DataFrame(result.table())``."""
@@ -174,6 +212,10 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     ``references_flagged`` the clinical references the VOI's mean dose crosses
     (:func:`voxeldose.clinical.reference_flags`), joined by "; ". The batch's cohort table is these
     rows with a status; reading a ``metrics.json`` back gives the same rows as the result did.
+    When VOIs have a ``radiobiology`` entry, every row then ends with the radiobiology metrics
+    (:data:`voxeldose.radiobiology.RADIOBIOLOGY_METRICS`: ``bed_mean_gy``, ``bed_D70_gy``, ...)
+    and the parameters used (``alpha_beta_gy``, ``repair_half_time_h``, ``alpha_per_gy``,
+    ``geud_a``), None where the VOI has none.
     """
     case = metrics.get("case", {}) or {}
     checks = ((metrics.get("provenance", {}) or {}).get("calibration", {}) or {}).get("checks", []) or []
@@ -198,5 +240,16 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     def flagged(voi: str) -> str:
         return "; ".join(f"{r['reference']} {r['threshold_gy']:g} Gy" for r in references.get(voi, []) if r.get("flag"))
 
-    return [{**base, "voi": voi, "role": roles.get(voi, ""), "references_flagged": flagged(voi), **values}
+    with_biology = any(isinstance(v, Mapping) and "radiobiology" in v for v in vois.values())
+
+    def biology(values: Mapping[str, Any]) -> dict[str, Any]:
+        if not with_biology:
+            return {}
+        from .radiobiology import PARAMETER_KEYS, RADIOBIOLOGY_METRICS
+
+        rb = values.get("radiobiology", {}) or {}
+        return {k: rb.get(k) for k in (*RADIOBIOLOGY_METRICS, *PARAMETER_KEYS)}
+
+    return [{**base, "voi": voi, "role": roles.get(voi, ""), "references_flagged": flagged(voi),
+             **{k: v for k, v in values.items() if k != "radiobiology"}, **biology(values)}
             for voi, values in vois.items()]

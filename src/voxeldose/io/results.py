@@ -75,6 +75,7 @@ from ..anonymize import anonymize_result, anonymous_uid
 from ..dvh import DVH
 from ..errors import GeometryError, InputError, OutputError, VoxelDoseWarning
 from ..image import Image
+from ..radiobiology import PARAMETER_ROLES
 from ._dicom_common import ds_values, file_meta, new_uid, pixel_module
 from ._sitk import to_sitk
 
@@ -116,6 +117,10 @@ _DEIDENTIFICATION = "voxeldose: name/ID = case id; no dates, identifiers; UIDs h
 #: File names in a case's output folder, as write_result writes them (a research pipeline
 #: depends on them).
 OUTPUT_FILES = ("dose.nii.gz", "activity.nii.gz", "rtdose.dcm", "dvh.csv", "metrics.json", "report.html")
+
+#: The optional BED maps (Gy), one per parameter role with VOIs, written when the case file's
+#: ``[radiobiology]`` says ``bed_maps = true`` (:meth:`CaseResult.bed_maps`).
+BED_MAP_FILES = tuple(f"bed_{role}.nii.gz" for role in PARAMETER_ROLES)
 
 
 # --------------------------------------------------------------------------- files
@@ -587,7 +592,7 @@ def write_report(path: str | Path, result: "CaseResult", *, overwrite: bool = Fa
 
 #: What a result folder holds (write_result's files, and a batch case's log): ``force`` replaces
 #: a folder holding only these.
-RESULT_FILES = (*OUTPUT_FILES, "density.nii.gz", "log.txt")
+RESULT_FILES = (*OUTPUT_FILES, "density.nii.gz", *BED_MAP_FILES, "log.txt")
 
 
 def check_out(out: Path, force: bool, *, known: tuple[str, ...] = RESULT_FILES) -> None:
@@ -767,7 +772,9 @@ def _needed_bytes(result: "CaseResult") -> int:
     """An upper bound of the size of a case's results: two float32 maps (uncompressed), the RT
     Dose's 16-bit frames, and a margin for the report, the DVHs and the metrics."""
     n = int(result.dose.array.size)
-    return n * 4 * (3 if "density" in result.images else 2) + n * 2 + 8 * 2**20
+    maps = sum(1 for m in ((result.radiobiology or {}).get("maps", {}) or {}).values() if m.get("file")) if (
+        (result.radiobiology or {}).get("write_bed_maps")) else 0
+    return n * 4 * ((3 if "density" in result.images else 2) + maps) + n * 2 + 8 * 2**20
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -791,6 +798,9 @@ def _write_all(result: "CaseResult", staging: Path, anonymize: bool) -> None:
     write_nifti(staging / "activity.nii.gz", result.activity)
     if "density" in result.images:  # a case with a CT: the density the dose used
         write_nifti(staging / "density.nii.gz", result.images["density"])
+    if (result.radiobiology or {}).get("write_bed_maps"):  # asked for in the case file's [radiobiology]
+        for role, image in result.bed_maps().items():
+            write_nifti(staging / f"bed_{role}.nii.gz", image)
     with warnings.catch_warnings():
         # a caveat of the result already (stage "dose"), shown in the report: not again
         warnings.filterwarnings("ignore", message=r"write_rtdose: \d+ voxel\(s\) have a negative dose",
@@ -807,7 +817,8 @@ def write_result(result: "CaseResult", out: str | Path, *, force: bool = False, 
     """Write every output of one case into the folder ``out`` (stable names).
 
     ``dose.nii.gz`` (Gy) and ``activity.nii.gz`` (MBq per voxel at administration) with the
-    scan's geometry, and ``density.nii.gz`` (g/cm3) when the dose used a CT; ``rtdose.dcm`` (:func:`write_rtdose`, in the scan's frame of reference and
+    scan's geometry, ``density.nii.gz`` (g/cm3) when the dose used a CT, and ``bed_<role>.nii.gz``
+    (Gy, :meth:`CaseResult.bed_maps`) when the case file's ``[radiobiology]`` asks for them; ``rtdose.dcm`` (:func:`write_rtdose`, in the scan's frame of reference and
     study unless ``anonymize``); ``dvh.csv``; ``report.html``; ``metrics.json``
     (:meth:`CaseResult.to_dict`). Everything is written to a temporary folder beside ``out``
     and moved into place only when all files are complete; a previous result in ``out`` is
