@@ -624,7 +624,7 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                   extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any,
                   hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
     from .density import SCHNEIDER2000, HuDensityTable
-    from .io import load_ct_density, load_hu_table, load_image, load_vois, load_vsv_tables
+    from .io import load_ct_density, load_hu_table, load_image, load_vsv_tables
 
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
@@ -642,12 +642,7 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
     if anonymize and record.source_path:  # the provenance names the case file by its name only
         record = replace(record, source_path=Path(record.source_path).name)
     with steps.step("vois"):
-        masks: dict[str, Image] = {}
-        for path in vois:
-            for name, mask in load_vois(path, image, registered=registered).items():
-                if name in masks:
-                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
-                masks[name] = mask
+        masks = _load_voi_files(vois, image, registered)
     ct = density = None
     if ct_path is not None:
         with steps.step("ct"):
@@ -663,6 +658,19 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                           density=density, outside_body=outside_body)
     del image, masks, ct, density
     return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)
+
+
+def _load_voi_files(paths: Sequence[Any], image: Image, registered: bool) -> dict[str, Image]:
+    """Every VOI of the files ``paths`` on ``image``'s grid; a name defined twice is refused."""
+    from .io import load_vois
+
+    masks: dict[str, Image] = {}
+    for path in paths:
+        for name, mask in load_vois(path, image, registered=registered).items():
+            if name in masks:
+                raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
+            masks[name] = mask
+    return masks
 
 
 def _write_outputs(result: CaseResult, out_dir: Path, steps: _Steps, *, force: bool, anonymize: bool) -> CaseResult:

@@ -627,9 +627,9 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
               progress: "Callable[[str], None] | None") -> CaseResult:
     from pathlib import Path
 
-    from .io import load_image, load_vois, load_vsv_tables
+    from .io import load_image, load_vsv_tables
     from .io.results import reserve_out
-    from .pipeline import WITHHELD, _write_outputs
+    from .pipeline import WITHHELD, _load_voi_files, _write_outputs
 
     with reserve_out(out, force) as out_dir:
         steps = _Steps(progress)
@@ -643,12 +643,7 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
         if plan_overrides:
             record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
         with steps.step("vois"):
-            masks: dict[str, Image] = {}
-            for path in vois:
-                for name, mask in load_vois(path, image, registered=registered).items():
-                    if name in masks:
-                        raise VoiError(f"VOI {name!r} is defined twice (again in {path}); rename one of them")
-                    masks[name] = mask
+            masks = _load_voi_files(vois, image, registered)
         inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
         result = compute_plan(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                               caveats=steps.caveats, timings_s=steps.timings_s, progress=progress,
