@@ -173,7 +173,8 @@ class ActivityMap:
         ``radiopharmaceutical_start_datetime`` the administration time used (when known) and no
         ``decay_factor``.
     provenance : dict
-        JSON-able, ordered: ``method``, ``input``, ``case``, ``times`` (each with its value and
+        JSON-able, ordered: ``method``, ``kind`` ("pet", "spect" or "activity": which calibration
+        applied, for :mod:`voxeldose.uncertainty`), ``input``, ``case``, ``times`` (each with its value and
         where it came from), ``nuclides`` (half-lives and positron fractions with sources),
         ``factors`` (name, value, meaning and source of each), ``total_factor``, ``result``,
         ``checks`` and ``notes``. Caveats are warnings (``VoxelDoseWarning``), not provenance.
@@ -327,15 +328,18 @@ def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayL
             "series (units 'MBQ' are for activity maps voxeldose or a NIfTI file holds)")
     if units == "MBQ":
         method = "passthrough: already activity (MBq per voxel at administration)"
+        kind = "activity"
         out = values
         t_admin = None
         rec.notes.append("image units are MBQ: taken as activity at administration, unchanged")
     elif units in ("CNTS", "CPS") or (modality == "NM" and units in ("", "BQML")):
         method = "bremsstrahlung SPECT self-calibration to the administered activity net of lung shunt and residual"
+        kind = "spect"
         _refuse_spect_of_another_nuclide(image)
         out, t_admin = _calibrate_spect(values, image, case, calibration_mask, rec)
     elif units == "BQML" and modality in ("PT", ""):
         method = "Y-90 PET: Bq/mL to MBq per voxel, decay-corrected to the administration with Y-90's half-life"
+        kind = "pet"
         if modality == "":
             rec.warn("the image has no modality; taken as PET because its units are Bq/mL")
         out, t_admin = _calibrate_pet(values, image, case, calibration_mask, rec)
@@ -362,6 +366,7 @@ def _calibrate(image: Image, case: Case | None, calibration_mask: Image | ArrayL
     total = float(np.sum(out, dtype=np.float64))
     prov: dict[str, Any] = {
         "method": method,
+        "kind": kind,
         "voxeldose_version": __version__,
         "case_id": case.case_id,
         "input": _input_record(image),

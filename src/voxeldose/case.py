@@ -53,6 +53,9 @@ plan               table                   planning on an MAA SPECT (``voxeldose
 radiobiology       table                   alpha/beta, repair half-time, alpha and gEUD's a per
                                            role or VOI, and bed_maps = true for the BED maps
                                            (:mod:`voxeldose.radiobiology`)
+uncertainty        table                   n samples, seed, and the inputs' standard
+                                           uncertainties over the stated defaults
+                                           (:mod:`voxeldose.uncertainty`)
 ================== ======================= ====================================================
 
 Example (TOML)::
@@ -89,6 +92,7 @@ from .nuclides import normalise_nuclide
 if TYPE_CHECKING:
     from .planning import PlanSettings
     from .radiobiology import RadiobiologySettings
+    from .uncertainty import UncertaintySettings
 
 __all__ = ["Case", "case_from_dict", "VOI_ROLES", "SPHERE_TYPES", "CASE_FILE_KEYS"]
 
@@ -122,6 +126,7 @@ CASE_FILE_KEYS: Mapping[str, str] = MappingProxyType({
     "vois": "voi_roles",
     "plan": "plan",
     "radiobiology": "radiobiology",
+    "uncertainty": "uncertainty",
 })
 
 _FIELD_TO_KEY = {v: k for k, v in CASE_FILE_KEYS.items()}
@@ -229,6 +234,10 @@ def _check_field(name: str, value: Any, where: str) -> Any:
 
         # "case file X [radiobiology]": the provenance of every value the table gives
         return radiobiology_settings_from_dict(value, where=where.replace(", key 'radiobiology'", "") + " [radiobiology]")
+    if name == "uncertainty":
+        from .uncertainty import uncertainty_settings_from_dict
+
+        return uncertainty_settings_from_dict(value, where=where.replace(", key 'uncertainty'", "") + " [uncertainty]")
     if name == "voi_roles":
         if not isinstance(value, Mapping):
             raise InputError(
@@ -322,6 +331,9 @@ class Case:
     radiobiology : RadiobiologySettings or None
         The case file's ``[radiobiology]`` (:mod:`voxeldose.radiobiology`): parameters per role
         or VOI over the sourced defaults, and whether to write the BED maps.
+    uncertainty : UncertaintySettings or None
+        The case file's ``[uncertainty]`` (:mod:`voxeldose.uncertainty`): the number of samples,
+        the seed and the inputs' standard uncertainties; None or ``n = 0``: no analysis.
     source_path : str or None
         The case file it was read from (not compared).
     overridden_fields : tuple of str
@@ -362,6 +374,7 @@ class Case:
     decay_correction: str | None = None
     plan: "PlanSettings | None" = field(default=None, hash=False)
     radiobiology: "RadiobiologySettings | None" = field(default=None, hash=False)
+    uncertainty: "UncertaintySettings | None" = field(default=None, hash=False)
     source_path: str | None = field(default=None, compare=False)
     overridden_fields: tuple[str, ...] = field(default=(), compare=False)
     overridden_roles: tuple[str, ...] = field(default=(), compare=False)
@@ -428,7 +441,7 @@ class Case:
             value = getattr(self, name)
             if isinstance(value, _dt.datetime):
                 value = value.isoformat()
-            elif name in ("plan", "radiobiology"):
+            elif name in ("plan", "radiobiology", "uncertainty"):
                 value = None if value is None else value.to_dict()
             elif isinstance(value, Mapping):
                 value = dict(value)
@@ -460,6 +473,11 @@ class Case:
                 f"unknown case option(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown, allowed)}; "
                 f"allowed: {', '.join(allowed)}"
             )
+        values = dict(values)
+        samples = values.get("uncertainty")
+        if (isinstance(samples, Mapping) and self.uncertainty is not None and set(samples) <= {"n", "seed"}):
+            # --uncertainty N / --seed S: the case file's [uncertainty] keeps its inputs and their source
+            values["uncertainty"] = self.uncertainty.with_samples(**samples)
         changes = {k: _check_field(k, v, f"override {k}") for k, v in values.items() if v is not None}
         if not changes:
             return self

@@ -95,6 +95,12 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
              "administration")),
     "decay_correction": (("--decay-correction",), dict(choices=("START", "ADMIN", "NONE"), default=None,
                          help="decay correction of such a PET (DICOM's terms)")),
+    "uncertainty": (("--uncertainty",), dict(type=int, default=None, metavar="N",
+                    help="uncertainty analysis with N seeded samples (200 or more for stable 95 %% intervals; 0: none): "
+                         "intervals and budgets on every VOI metric, with the inputs' standard uncertainties from the "
+                         "case file's [uncertainty] or the stated defaults")),
+    "seed": (("--seed",), dict(type=int, default=None, help="seed of the uncertainty samples (default 0, or the case "
+                                                            "file's)")),
     "registered": (("--registered",), dict(
         action="store_true", help="accept VOIs from another frame of reference (you state they are registered)")),
 }
@@ -189,6 +195,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--accept-activity-mismatch", action="store_true", default=None,
                      help="the calibrated activity may differ from the administered one (net of shunt and residual) by "
                           "more than a factor 2: a warning instead of an error")
+    _add(run, "uncertainty")
+    _add(run, "seed")
     _add(run, "registered")
     _add(run, "anonymize")
     _add(run, "force")
@@ -219,6 +227,8 @@ def _build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--voi-format", choices=("RTSTRUCT", "SEG"), default=None,
                        help="in a case folder holding both RTSTRUCT and SEG files, take the VOIs from these (default "
                             "RTSTRUCT, with a caveat naming the files left out)")
+    _add(batch, "uncertainty")
+    _add(batch, "seed")
     _add(batch, "registered")
     _add(batch, "anonymize")
     _add(batch, "force", help="run every case again, even up-to-date ones")
@@ -658,6 +668,10 @@ def _cohort_overrides(args: argparse.Namespace) -> dict[str, object]:
         "calibration_voi": args.calibration_voi, "scan_modality": args.scan_modality, "scan_units": args.scan_units,
         "decay_correction": args.decay_correction, "voi_roles": roles or None,
     }
+    samples = {k: v for k, v in (("n", getattr(args, "uncertainty", None)), ("seed", getattr(args, "seed", None)))
+               if v is not None}
+    if samples:
+        values["uncertainty"] = samples
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -180,6 +180,11 @@ class DVH:
         g = check_number(dose_gy, "dose_gy", "Gy")
         return 100.0 * float(self._fraction(np.asarray([g]))[0])
 
+    def volume_fraction(self, dose_gy: ArrayLike) -> NDArray[np.float64]:
+        """The fraction (0-1) of the volume receiving at least each of ``dose_gy`` (Gy), as the
+        curve of :meth:`curve` at those doses (e.g. for bands of DVHs on one dose axis)."""
+        return self._fraction(np.asarray(dose_gy, dtype=np.float64).reshape(-1))
+
     def _fraction(self, dose_gy: NDArray[np.float64]) -> NDArray[np.float64]:
         nodes, frac = self._dose_nodes_gy, self._fraction_at_nodes
         out = np.interp(dose_gy, nodes, frac)

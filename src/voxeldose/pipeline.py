@@ -280,6 +280,18 @@ def compute_case(
         radiobiology = case_radiobiology(
             dvhs, roles, case.radiobiology,
             dose_scales={n: SOFT_TISSUE_DENSITY_G_PER_CM3 / rho for n, rho in voi_densities.items()})
+    uncertainty: dict[str, Any] = {}
+    if case.uncertainty is not None and case.uncertainty.n > 0:
+        from .uncertainty import propagate
+
+        with steps.step("uncertainty"):
+            uncertainty = propagate(
+                activity_map.image, dose, masks, roles, dvhs, case.uncertainty, calibration=activity_map.provenance,
+                calibration_voi=name if calibration_mask is not None else None, method=method, tissue=tissue,
+                engine=engine, kernel_tables=kernel_tables, density=density, body=body,
+                exclude_outside_body=outside_body == "exclude",
+                voi_dose_scales={n: SOFT_TISSUE_DENSITY_G_PER_CM3 / rho for n, rho in voi_densities.items()},
+                radiobiology=case.radiobiology)
     if not scan.meta.frame_of_reference_uid:
         steps.caveat("dose", "the scan has no FrameOfReferenceUID (it was not read from DICOM): the RT Dose gets a new "
                              "one and registers with no image; the NIfTI maps keep the scan's geometry")
@@ -325,9 +337,11 @@ def compute_case(
     if body_record is not None:
         record["body"] = body_record
     record["radiobiology"] = radiobiology_provenance(radiobiology)
+    if uncertainty:
+        record["uncertainty"] = uncertainty["record"]
     return CaseResult(case=case, images=images, vois=masks, roles=roles,
                       dvhs=dvhs, crosschecks=crosschecks, caveats=tuple(steps.caveats), provenance=record,
-                      radiobiology=radiobiology)
+                      radiobiology=radiobiology, uncertainty=uncertainty)
 
 
 #: What may happen to activity outside the body (:func:`compute_case`'s ``outside_body``).

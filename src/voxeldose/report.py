@@ -438,8 +438,10 @@ class _Canonical:
 # --------------------------------------------------------------------------- figures
 
 
-def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]]) -> Any:
-    """The cumulative DVHs of all VOIs on one plot, the legend (with mean doses) at its right."""
+def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]],
+                bands: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> Any:
+    """The cumulative DVHs of all VOIs on one plot, the legend (with mean doses) at its right; with
+    ``bands`` (the uncertainty analysis' 95 % DVH bands) a shaded band under each curve."""
     from matplotlib.lines import Line2D
 
     fig = _new_figure(11.5, 5.2)
@@ -453,6 +455,10 @@ def _dvh_figure(dvhs: Mapping[str, DVH], colours: Mapping[str, tuple[Any, str]])
         d = np.append(d, d[-1])
         f = np.append(f, 0.0)
         colour, style = colours[name]
+        band = (bands or {}).get(name)
+        if band:
+            ax.fill_between(band["dose_gy"], 100.0 * np.asarray(band["lo"]), 100.0 * np.asarray(band["hi"]),
+                            color=colour, alpha=0.15, lw=0)
         (line,) = ax.plot(d, 100.0 * f, color=colour, ls=style, lw=1.8)
         handles.append(line)
         labels.append(_mpl_text(f"{name}  (mean {h.mean_gy:.1f} Gy)"))
@@ -812,7 +818,10 @@ _BASIC = {"volume_ml": ("volume", "mL"), "mass_g": ("mass", "g"), "mean_gy": ("m
           "min_gy": ("min", "Gy"), "max_gy": ("max", "Gy")}
 
 
-def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> str:
+def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str],
+                   intervals: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> str:
+    """The metrics of every VOI; with ``intervals`` (the uncertainty analysis' per VOI and metric)
+    each metric that has one shows its standard uncertainty under it (an error bar: +/- u)."""
     columns: list[str] = []
     for values in metrics.values():  # the density is in the footnote, not a column: the table stays narrow
         columns.extend(c for c in values if c not in columns and c != "density_g_per_cm3")
@@ -846,7 +855,10 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, Any]], roles: Mapping[str,
         cells = [f"<td class='name'>{html.escape(str(name))}</td>"]
         if with_role:
             cells.append(f"<td class='name'>{html.escape(roles.get(name, ''))}</td>")
-        cells += [f"<td>{_fmt_number(values.get(c), unit(c))}</td>" for c in ordered]
+        own = (intervals or {}).get(name, {}) or {}
+        cells += [f"<td>{_fmt_number(values.get(c), unit(c))}"
+                  + (f"<br><span class='meta'>\u00b1 {_fmt_number(own[c]['u'], unit(c))}</span>" if c in own else "")
+                  + "</td>" for c in ordered]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<div class='scroll'><table><thead><tr>{top}</tr><tr>{second}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
@@ -897,6 +909,41 @@ def _radiobiology_html(record: Mapping[str, Any]) -> str:
             + (f"<p class='meta'>No radiobiology: {html.escape('; '.join(f'{k}: {v}' for k, v in missing.items()))}.</p>"
                if missing else "")
             + (f"<p class='meta'>BED maps ({written}): {html.escape(map_text)}.</p>" if maps else ""))
+
+
+_UNCERTAINTY_LABELS = {"mean_gy": ("mean", "Gy"), "D70_gy": ("D70", "Gy"), "D90_gy": ("D90", "Gy"),
+                       "V100_pct": ("V100", "%"), "bed_mean_gy": ("BED mean", "Gy"), "eud_gy": ("EUD", "Gy")}
+
+
+def _uncertainty_html(uncertainty: Mapping[str, Any], record: Mapping[str, Any]) -> str:
+    """Each VOI's metrics with their standard uncertainty, 95 % interval and largest contributors;
+    then the inputs (standard uncertainty, whether and how each entered, its source)."""
+    rows = []
+    for voi, metrics in (uncertainty.get("vois", {}) or {}).items():
+        for key, m in metrics.items():
+            label, unit = _UNCERTAINTY_LABELS.get(key, (key, ""))
+            budget = sorted((m.get("budget") or {}).items(), key=lambda kv: -kv[1])
+            top = ", ".join(f"{html.escape(k)} {v:.3g}" for k, v in budget[:3] if v > 0)
+            rel = f" ({100 * m['u_rel']:.1f} %)" if m.get("u_rel") is not None else ""
+            rows.append(f"<tr><td>{html.escape(voi)}</td><td>{label}</td><td>{m['value']:.4g} {unit}</td>"
+                        f"<td>\u00b1 {m['u']:.3g}{rel}</td><td>{m['lo95']:.4g} \u2013 {m['hi95']:.4g}</td>"
+                        f"<td>{top}</td></tr>")
+    inputs = []
+    for key, i in (record.get("inputs", {}) or {}).items():
+        inputs.append(f"<tr><td>{html.escape(key)}</td><td>{i['u']:g} {html.escape(str(i['unit']))}</td>"
+                      f"<td>{'yes' if i['applied'] else 'no'}</td><td>{html.escape(str(i['how']))}</td>"
+                      f"<td class='meta'>{html.escape(str(i['source']))}</td></tr>")
+    noise = record.get("noise", {}) or {}
+    noise_text = noise.get("model") or noise.get("how") or ""
+    return (f"<p>{record.get('n')} seeded samples (seed {record.get('seed')}), "
+            f"{record.get('cost_s_per_sample', 0.0):.3g} s per sample. {html.escape(str(record.get('interval_rule', '')))}."
+            "</p><table><tr><th>VOI</th><th>metric</th><th>value</th><th>standard uncertainty</th>"
+            "<th>95 % interval</th><th>largest contributors (standard uncertainty)</th></tr>"
+            + "".join(rows) + "</table><h3>Inputs</h3><table><tr><th>input</th><th>standard uncertainty</th>"
+            "<th>applied</th><th>how</th><th>source</th></tr>" + "".join(inputs) + "</table>"
+            f"<p class='meta'>Image noise: {html.escape(str(noise_text))}. "
+            f"{html.escape(str(record.get('segmentation_rule', '')))}. "
+            f"{html.escape(str(record.get('budget_rule', '')))}.</p>")
 
 
 def _pct(diff: Any, limit: float = 0.10) -> str:
@@ -1196,7 +1243,8 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
     colours = _colours(names)
 
     tumour = hottest_tumour({n: h for n, h in dvhs.items() if n in masks}, roles=roles)
-    dvh_png = _png(_dvh_figure(dvhs, colours)) if dvhs else ""
+    bands = (result.uncertainty or {}).get("dvh_bands") or None
+    dvh_png = _png(_dvh_figure(dvhs, colours, bands)) if dvhs else ""
     slices_figure, slices_caption = _slices_figure(dose, masks, colours, tumour, result.images.get("ct"))
     slices_png = _png(slices_figure)
 
@@ -1215,7 +1263,9 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
         warn_html = "<div class='box ok'>\u2714 No warnings.</div>"
     dvh_html = (f"<figure><img alt='cumulative dose-volume histograms' src='data:image/png;base64,{dvh_png}'>"
                 "<figcaption>Percent of each VOI receiving at least the dose on the x axis (partial-volume "
-                "weighted voxel doses, no binning).</figcaption></figure>") if dvh_png else "<p>No DVHs.</p>"
+                "weighted voxel doses, no binning)."
+                + (" Shaded: the 95 % band of the uncertainty analysis' samples." if bands else "")
+                + "</figcaption></figure>") if dvh_png else "<p>No DVHs.</p>"
     metrics = result.metrics
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -1232,10 +1282,12 @@ def render_report(result: "CaseResult", *, title: str | None = None) -> str:
 <figure><img alt='absorbed dose on axial, coronal and sagittal planes with VOI outlines'
 src='data:image/png;base64,{slices_png}'><figcaption>{html.escape(slices_caption)}</figcaption></figure>
 <h2>Metrics</h2>
-{_metrics_table(metrics, roles) if metrics else "<p>No metrics.</p>"}
+{_metrics_table(metrics, roles, (result.uncertainty or {}).get("vois")) if metrics else "<p>No metrics.</p>"}
 <p class="meta">D<i>x</i>: the minimum dose to the hottest <i>x</i> % of the VOI; V<i>g</i>: the percent of the VOI
 receiving at least <i>g</i> Gy; {_mass_note(result)}</p>
 {f"<h2>Radiobiology</h2>{_radiobiology_html(result.radiobiology)}" if result.radiobiology else ""}
+{f"<h2>Uncertainty</h2>{_uncertainty_html(result.uncertainty, provenance.get('uncertainty', {}))}"
+ if result.uncertainty else ""}
 <h2>Tissue</h2>
 {_tissue_html(result, tumour)}
 <h2>Clinical references</h2>

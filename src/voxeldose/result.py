@@ -76,6 +76,10 @@ class CaseResult:
         The radiobiology of each VOI with parameters (:func:`voxeldose.radiobiology.case_radiobiology`:
         BED mean, D70 and D90, EQD2, EUD, EUBED, gEUD, the parameters and their sources), the
         VOIs without, and the BED maps' parameters; or ``{}``.
+    uncertainty : mapping
+        The uncertainty analysis (:func:`voxeldose.uncertainty.propagate`: per VOI and metric
+        the value, standard uncertainty, 95 % interval and budget; the DVH bands; its record is
+        ``provenance["uncertainty"]``), or ``{}`` when the case asked for none.
     """
 
     case: Case
@@ -88,6 +92,7 @@ class CaseResult:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     plan: Mapping[str, Any] = field(default_factory=dict)
     radiobiology: Mapping[str, Any] = field(default_factory=dict)
+    uncertainty: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one grid for everything a case holds: checked once, here, so that every output can rely on it
@@ -159,6 +164,7 @@ class CaseResult:
             "warnings": list(self.warnings),
             "provenance": dict(self.provenance),
             **({"plan": dict(self.plan)} if self.plan else {}),
+            **({"uncertainty": {"dvh_bands": dict(self.uncertainty.get("dvh_bands", {}))}} if self.uncertainty else {}),
         }
 
     def _vois_with_radiobiology(self) -> dict[str, dict[str, Any]]:
@@ -167,16 +173,19 @@ class CaseResult:
         from .radiobiology import PARAMETER_KEYS, RADIOBIOLOGY_METRICS
 
         biology = (self.radiobiology or {}).get("vois", {}) or {}
+        intervals = (self.uncertainty or {}).get("vois", {}) or {}
         out: dict[str, dict[str, Any]] = {}
         for name, values in self.metrics.items():
             rb = biology.get(name)
-            if rb is None:
-                out[name] = values
-                continue
-            params = rb.get("parameters", {}) or {}
-            out[name] = {**values, "radiobiology": {"parameter_role": rb.get("parameter_role", ""),
-                                                    **{k: rb.get(k) for k in RADIOBIOLOGY_METRICS},
-                                                    **{k: params.get(k) for k in PARAMETER_KEYS}}}
+            entry: dict[str, Any] = dict(values)
+            if rb is not None:
+                params = rb.get("parameters", {}) or {}
+                entry["radiobiology"] = {"parameter_role": rb.get("parameter_role", ""),
+                                         **{k: rb.get(k) for k in RADIOBIOLOGY_METRICS},
+                                         **{k: params.get(k) for k in PARAMETER_KEYS}}
+            if name in intervals:
+                entry["uncertainty"] = intervals[name]
+            out[name] = entry
         return out
 
     def bed_maps(self) -> dict[str, Image]:
@@ -215,7 +224,10 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     When VOIs have a ``radiobiology`` entry, every row then ends with the radiobiology metrics
     (:data:`voxeldose.radiobiology.RADIOBIOLOGY_METRICS`: ``bed_mean_gy``, ``bed_D70_gy``, ...)
     and the parameters used (``alpha_beta_gy``, ``repair_half_time_h``, ``alpha_per_gy``,
-    ``geud_a``), None where the VOI has none.
+    ``geud_a``), None where the VOI has none. When VOIs have an ``uncertainty`` entry, every row
+    then ends with ``<metric>_u``, ``<metric>_lo95`` and ``<metric>_hi95`` for each of
+    :data:`voxeldose.uncertainty.UNCERTAINTY_METRICS` (standard uncertainty and 95 % interval;
+    None where the VOI has no such metric).
     """
     case = metrics.get("case", {}) or {}
     checks = ((metrics.get("provenance", {}) or {}).get("calibration", {}) or {}).get("checks", []) or []
@@ -250,6 +262,18 @@ def metrics_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         rb = values.get("radiobiology", {}) or {}
         return {k: rb.get(k) for k in (*RADIOBIOLOGY_METRICS, *PARAMETER_KEYS)}
 
+    with_uncertainty = any(isinstance(v, Mapping) and "uncertainty" in v for v in vois.values())
+
+    def intervals(values: Mapping[str, Any]) -> dict[str, Any]:
+        if not with_uncertainty:
+            return {}
+        from .uncertainty import UNCERTAINTY_METRICS
+
+        un = values.get("uncertainty", {}) or {}
+        return {f"{m}_{k}": (un.get(m) or {}).get(key) for m in UNCERTAINTY_METRICS
+                for k, key in (("u", "u"), ("lo95", "lo95"), ("hi95", "hi95"))}
+
     return [{**base, "voi": voi, "role": roles.get(voi, ""), "references_flagged": flagged(voi),
-             **{k: v for k, v in values.items() if k != "radiobiology"}, **biology(values)}
+             **{k: v for k, v in values.items() if k not in ("radiobiology", "uncertainty")}, **biology(values),
+             **intervals(values)}
             for voi, values in vois.items()]
