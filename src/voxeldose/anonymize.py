@@ -332,4 +332,5 @@ def anonymize_result(result: "CaseResult") -> "CaseResult":
         caveats=tuple(Caveat(c.stage, a.text(c.message)) for c in result.caveats),
         provenance=provenance,
         plan=a.value(dict(result.plan)) if result.plan else result.plan,
+        uncertainty=a.value(dict(result.uncertainty)) if result.uncertainty else result.uncertainty,
     )
