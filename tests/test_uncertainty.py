@@ -190,6 +190,9 @@ def test_a_moved_sphere_in_a_radial_gradient_changes_its_mean_as_analytic():
         assert mean - base == pytest.approx(0.75 * 2.0 * d, rel=tolerance), d
         assert moved.sum() - inside.sum() == pytest.approx(4 / 3 * math.pi * ((15.0 + d) ** 3 - 15.0**3),
                                                            rel=tolerance), d
+    # an inward move deeper than the sphere leaves its deepest voxel, never an empty VOI
+    core = moved_mask(inside, (1.0, 1.0, 1.0), -40.0)
+    assert 1.0 <= core.sum() < 30.0 and core[inside == 0].sum() == 0.0
     # a 4 mm grid (a PET's), R = 7.5 voxels moved by 2 voxels: 10 % short (measured 0.904): 12 %
     dose4, inside4 = _radial_case(radius_mm=30.0, h=4.0)
     moved = moved_mask(inside4, (4.0, 4.0, 4.0), 8.0)

@@ -46,7 +46,8 @@ Rules, each stated in the record:
   spheres, moves of 2-3 voxels within 6-10 % of the exact volume and mean-dose change, moves of
   half a voxel to one voxel 13-20 % short (the fraction-to-distance rule is exact only for a
   surface parallel to a voxel face), so the segmentation's share is somewhat underestimated
-  when the margin is below a voxel (tests/test_uncertainty.py). Each VOI moves on its own, derived VOIs (normal liver) included: their boundaries are
+  when the margin is below a voxel (tests/test_uncertainty.py). An inward move never empties a
+  VOI: it stops where the VOI's deepest voxel is still whole (small tumours, large margins). Each VOI moves on its own, derived VOIs (normal liver) included: their boundaries are
   not re-derived from the moved ones (a simplification: a tumour that grows does not shrink the
   normal liver in the same sample).
 - **Noise**. SPECT: the counts of each voxel (activity over the calibration's MBq per count) are
@@ -282,7 +283,13 @@ class _Boundary:
         """The mask on the box with its boundary moved out by ``d_mm`` (in when negative)."""
         if d_mm == 0.0:
             return self.mask
-        return np.clip(0.5 + (d_mm - self.signed_mm) / self.ramp_mm, 0.0, 1.0)
+        # an inward move never empties the VOI: it stops where its deepest voxel is still whole
+        d = max(d_mm, self.deepest_mm + 0.5 * self.ramp_mm)
+        return np.clip(0.5 + (d - self.signed_mm) / self.ramp_mm, 0.0, 1.0)
+
+    @property
+    def deepest_mm(self) -> float:
+        return float(self.signed_mm.min())
 
 
 def _boundary(mask: NDArray[np.floating], spacing_xyz_mm: Sequence[float], reach_mm: float) -> _Boundary:
@@ -728,7 +735,8 @@ def propagate(
         "budget_rule": "per input: the standard deviation over the same samples with only that input varied",
         "segmentation_rule": "each voxel's signed distance to the VOI's surface (partly covered voxels: from their "
                              "fraction; others: distance transform), the mask a one-voxel ramp moved by d; each VOI "
-                             "on its own, derived VOIs included",
+                             "on its own, derived VOIs included; an inward move stops where the VOI's deepest voxel "
+                             "is still whole",
         "dose_computations": settings.n if noise is not None else 0,
         "elapsed_s": elapsed,
         "cost_s_per_sample": elapsed / settings.n,
