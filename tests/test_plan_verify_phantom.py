@@ -20,10 +20,10 @@ VOIs from one RTSTRUCT. They differ by
    normalisation moves the rest into the interior: the predicted normal-liver concentration is
    the truth's times ``beta`` = (truth counts of the liver) / (the plan's liver counts), 1.039 on
    this grid, computed below from the two records, not typed in;
-3. storage: counts rounded to integers (some 6000 a voxel of normal liver: 1e-4) and the PET's
+3. storage: counts rounded to integers (some 2300 a voxel of normal liver: 2e-4) and the PET's
    int16 with a slope per slice (1.5e-5 of a slice's maximum), both far below the tolerances.
 
-The grids are coarse so that the module runs in about 20 s (the export, two plans, a run, two
+The grids are coarse so that the module runs in about 15 s (the export, two plans, a run, two
 comparisons).
 """
 
