@@ -158,6 +158,17 @@ def test_self_calibration_cancels_noise_in_the_calibration_vois_total(coarse):
     assert r.uncertainty["vois"]["tumour_1"]["mean_gy"]["u_rel"] > 0.01
 
 
+def test_counts_per_second_get_no_poisson_model(coarse):
+    # CPS values are not counts: Poisson resampling of them would be wrong by the frame duration
+    roles = {"liver": "whole_liver"}
+    scan = _spect(coarse, 20.0, 3)
+    cps = scan.with_array(np.asarray(scan.array) / 1200.0, units="CPS")
+    r = _quiet(lambda: compute_case(cps, {"liver": coarse.vois["liver"]}, _case(roles, {"n": 3, "seed": 1})))
+    noise = r.provenance["uncertainty"]["noise"]
+    assert noise["applied"] is False and "counts per second" in noise["how"]
+    assert "noise" not in r.uncertainty["vois"]["liver"]["mean_gy"]["budget"]
+
+
 # --------------------------------------------------------------------------- segmentation
 
 

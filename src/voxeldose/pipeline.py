@@ -193,6 +193,9 @@ def compute_case(
     Returns
     -------
     CaseResult
+        With ``case.uncertainty`` asking for samples (``n`` >= 2; ``[uncertainty]`` or
+        ``run --uncertainty N``), its ``uncertainty`` holds every VOI metric's interval and budget
+        (:func:`voxeldose.uncertainty.propagate`; step "uncertainty" in the timings).
 
     Raises
     ------

@@ -620,6 +620,9 @@ def propagate(
     result = calibration.get("result", {}) or {}
     if not settings.noise:
         noise_record["how"] = "not sampled ([uncertainty] noise = false)"
+    elif kind == "spect" and str((calibration.get("input", {}) or {}).get("units") or "").upper() == "CPS":
+        noise_record["how"] = ("not sampled: the SPECT is in counts per second, and the counts behind them (the frame "
+                               "durations) are not known; export it in counts (CNTS) for a Poisson noise model")
     elif kind == "spect":
         mbq_per_count = float(result.get("mbq_per_count_at_administration") or 0.0)
         if mbq_per_count > 0:
