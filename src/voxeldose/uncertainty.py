@@ -387,6 +387,7 @@ class _Problem:
     mbq_per_count: float
     pet_variance_mbq: float
     calibration: _Boundary | None
+    calibration_name: str | None
     inside: NDArray[np.bool_] | None
     dose_args: Mapping[str, Any]
     band_doses_gy: Mapping[str, NDArray[np.float64]]
@@ -441,6 +442,8 @@ def _sample(problem: _Problem, seed: np.random.SeedSequence) -> dict[str, Any]:
     cal_delta = 0.0
     if p.calibration is not None and p.margin_mm > 0:
         cal_delta = float(np.clip(rng.normal(0.0, p.margin_mm), -3 * p.margin_mm, 3 * p.margin_mm))
+        # the calibration VOI is one boundary: its counts and its DVH move together
+        cal_delta = deltas.get(p.calibration_name or "", cal_delta)
     noisy = None
     noisy_dose = None
     if p.noise is not None:
@@ -684,7 +687,7 @@ def propagate(
     problem = _Problem(activity=np.asarray(activity.array, dtype=np.float64), dose=np.asarray(dose.array),
                        spacing_xyz_mm=spacing, voxel_ml=activity.voxel_volume_ml, vois=vois, factors=tuple(factors),
                        margin_mm=margin, noise=noise, mbq_per_count=mbq_per_count, pet_variance_mbq=pet_variance,
-                       calibration=cal, inside=inside, dose_args=MappingProxyType(dose_args),
+                       calibration=cal, calibration_name=calibration_voi if cal is not None else None, inside=inside, dose_args=MappingProxyType(dose_args),
                        band_doses_gy=MappingProxyType(bands))
     seeds = np.random.SeedSequence(settings.seed).spawn(settings.n)
 
