@@ -40,13 +40,48 @@ def test_the_predicted_activity_puts_each_territorys_activity_where_its_counts_a
     assert rec["lung"]["activity_mbq"] == pytest.approx(200.0)
 
 
+def test_a_surface_voxels_counts_stay_with_its_territory():
+    # Uniform uptake c per voxel of liver, no blur: a voxel a share w inside the liver holds c w
+    # counts, all of them the liver's. Two territories split the liver at x = 10, sharing that
+    # column half and half; the liver's outer faces (x = 2 and x = 17) are 0.3 inside. The truth
+    # is a uniform concentration, so every voxel wholly inside territory k holds
+    # A_k (1 - LSF) / V_k with V_k = sum of k's shares (in voxels). Weighting each voxel's counts by
+    # the share again (counts x w) would count the partial volume twice: A_k (1 - LSF) / sum(w^2 c)
+    # in the interior, 2.8 % high for "a" here (7.8 / 7.59 per row), which the 1e-6 tolerance (float32 shares and
+    # storage of the map: 1e-7) rejects.
+    shape = (6, 8, 20)
+    a = np.zeros(shape, np.float32)
+    b = np.zeros(shape, np.float32)
+    a[1:5, 1:7, 3:10] = 1.0
+    a[1:5, 1:7, 2] = 0.3
+    a[1:5, 1:7, 10] = 0.5
+    b[1:5, 1:7, 11:17] = 1.0
+    b[1:5, 1:7, 17] = 0.3
+    b[1:5, 1:7, 10] = 0.5
+    c = 500.0
+    counts = voxeldose.Image((a + b) * c, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), units="CNTS")
+    act, rec = predicted_activity(counts, {"a": a, "b": b}, {"a": 2.0, "b": 1.0}, lung_shunt_fraction=0.1)
+    for name, w, gbq in (("a", a, 2.0), ("b", b, 1.0)):
+        v_k = float(w.sum(dtype=np.float64))
+        interior = act.array[w == 1.0]
+        np.testing.assert_allclose(interior, gbq * 900.0 / v_k, rtol=1e-6)
+        assert rec["territories"][name]["counts"] == pytest.approx(c * v_k, rel=1e-7)  # float32 shares
+    old_rule = 2.0 * 900.0 / float(np.sum(a * (a + b) * c, dtype=np.float64)) * c
+    assert old_rule / (2.0 * 900.0 / float(a.sum(dtype=np.float64))) == pytest.approx(7.8 / 7.59, rel=1e-6)
+    # the shared column holds both territories' activity, each at its own concentration x its share
+    np.testing.assert_allclose(act.array[1:5, 1:7, 10], 0.5 * (2.0 * 900.0 / a.sum() + 900.0 / b.sum()), rtol=1e-6)
+    assert float(act.array.sum(dtype=np.float64)) == pytest.approx(2700.0, rel=1e-6)
+    assert rec["counts_outside"] == 0.0
+
+
 def test_a_uniform_territory_plans_the_mird_activity(maa):
     # uniform counts in the liver, one constraint: the liver's mean dose <= 120 Gy. With local
     # deposition the voxel mean is exactly C A (1 - LSF) / M with the engine's C (ICRP-107,
     # 49.77 Gy kg/GBq), so the voxel plan is the MIRD activity at that constant (1e-6: the activity
     # map and the dose at 1 GBq are stored as float32)
-    # binary masks: a partly covered voxel would hold a share w of the counts and weigh w in the
-    # DVH's mean (w squared), which the single-compartment model has no term for
+    # binary masks: a partly covered voxel of uniform uptake would hold the share w of a full
+    # voxel's counts, so a dose w of the interior's, and weigh w in the DVH's mean, which the
+    # single-compartment model has no term for
     ph, counts, vois = maa
     vois = {n: voxeldose.mask_image(counts, (m.array >= 0.5).astype(np.float32), name=n)
             for n, m in vois.items() if n in ("liver", "lung")}
@@ -103,3 +138,16 @@ def test_a_post_treatment_scan_is_refused(maa):
                           meta=voxeldose.ImageMeta(modality="PT"))
     with pytest.raises(voxeldose.InputError, match="voxeldose run"):
         _plan(pet, vois, {})
+
+
+def test_a_case_files_uncertainty_table_is_said_not_silently_dropped(maa):
+    from voxeldose.uncertainty import uncertainty_settings_from_dict
+
+    ph, counts, vois = maa
+    plan = {"constraints": [{"role": "normal_liver", "metric": "mean", "max_gy": 40.0}]}
+    r = _plan(counts, vois, plan, lung_shunt_fraction=0.1, uncertainty=uncertainty_settings_from_dict({"n": 50}))
+    (c,) = [c for c in r.caveats if "[uncertainty]" in c.message]
+    assert "n = 50" in c.message and "not used" in c.message
+    assert not r.uncertainty  # no intervals
+    without = _plan(counts, vois, plan, lung_shunt_fraction=0.1)
+    assert not any("[uncertainty]" in c.message for c in without.caveats)

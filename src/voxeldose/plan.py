@@ -250,6 +250,10 @@ def compute_plan(
     settings = case.plan if case.plan is not None else PlanSettings()
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
+    if case.uncertainty is not None and case.uncertainty.n >= 2:
+        # said, not silently dropped: a case file shared with 'run' may carry the table
+        steps.caveat("plan", f"the case's [uncertainty] table (n = {case.uncertainty.n}) is not used: plan propagates "
+                             "no uncertainty (its metrics carry none); 'voxeldose run' does, on the post-treatment scan")
     units, nuclide = _check_maa(maa, case)
     counts = Image(np.asarray(maa.array), maa.spacing_mm, maa.origin_mm, maa.direction, units, meta=maa.meta)
     with steps.step("roles", timed=False):
@@ -276,8 +280,8 @@ def compute_plan(
     unit_doses: dict[str, np.ndarray] = {}
     records: dict[str, Any] = {}
     with steps.step("dose"):
-        for t, m in territories.items():
-            act, rec = predicted_activity(counts, {t: m}, {t: 1.0}, lung_shunt_fraction=lsf, lung=lung_union)
+        for t in territories:
+            act, rec = predicted_activity(counts, territories, {t: 1.0}, lung_shunt_fraction=lsf, lung=lung_union)
             records[t] = rec
             unit_doses[t] = np.asarray(absorbed_dose(act, method=method, tissue=tissue, engine=engine,
                                                      kernel_tables=kernel_tables).array, np.float64)
@@ -348,7 +352,7 @@ def compute_plan(
 
     pct = act_record.get("counts_outside_percent")
     if pct is not None and pct > OUTSIDE_COUNTS_CAVEAT_PERCENT:
-        steps.caveat("plan", f"{pct:.1f} % of the MAA SPECT's counts lie outside every territory and the lungs "
+        steps.caveat("plan", f"{pct:.1f} % of the MAA SPECT's counts lie in voxels no territory or lung VOI touches "
                              "(extrahepatic uptake, free pertechnetate, blur, or a territory drawn too small): they get "
                              "no predicted activity; check the territories")
     residual = case.residual_fraction

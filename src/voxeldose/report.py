@@ -1073,7 +1073,7 @@ def _plan_html(plan: Mapping[str, Any]) -> str:
         f"({e(str(lsf.get('used', '')))})" + (f"; measured on the SPECT: {100.0 * float(measured):.1f} %"
                                                 if isinstance(measured, (int, float)) else "") + ".",
         f"{e(str(plan.get('convention', '')))}; {e(str(plan.get('activity_rule', '')))}.",
-        f"Counts outside every territory and the lungs: {_fmt_number(pm.get('counts_outside_percent'), 'pct')} % "
+        f"Counts in voxels no territory or lung VOI touches: {_fmt_number(pm.get('counts_outside_percent'), 'pct')} % "
         "of the SPECT's (no predicted activity).",
         f"{e(str(plan.get('linearity', '')))}.",
     ]
