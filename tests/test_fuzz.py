@@ -53,7 +53,7 @@ import voxeldose
 
 #: Inputs per reader in the default run and under ``-m slow`` (a PET series takes 0.1 s to
 #: read, a valid SEG 0.4 s, most mutated inputs a few ms).
-DEFAULT_EXAMPLES = {"dicom": 120, "rtstruct": 120, "seg": 120, "label map": 200, "case file": 200}
+DEFAULT_EXAMPLES = {"dicom": 60, "rtstruct": 120, "seg": 120, "label map": 200, "case file": 200}
 SLOW_EXAMPLES = 1500
 
 #: A generated input that takes longer than this is a hang (the slowest valid one takes < 1 s).

@@ -156,3 +156,19 @@ def test_the_readme_states_this_campaign():
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     assert len(TAGS) + len(ITEM_TAGS) == 36 and len(VALUES) == 13 and len(MUTATIONS) == 936
     assert "36 tags" in readme and "13 values" in readme and "936 mutations" in readme
+
+
+@pytest.mark.parametrize("value, words", [
+    ("0\\1E-3", ["smaller than 0.01 mm"]),  # the fuzz campaign's finds (tests/test_fuzz.py): the Image's
+    ("0\\100", ["larger than 50 mm"]),      # own voxel-size check refused them without naming the series
+    ("0\\0", ["must be positive"]),
+])
+def test_a_refused_voxel_size_names_the_series_and_the_tag(series, tmp_path, value, words):
+    folder, case, _ = series
+    mutated = tmp_path / "pet"
+    assert mutated_series(folder, mutated, "all", lambda ds: _mutate(ds, "PixelSpacing", value))
+    with pytest.raises(voxeldose.GeometryError) as info:
+        voxeldose.load_image(mutated)
+    text = str(info.value)
+    for word in [str(mutated), "PixelSpacing (0028,0030)", *words]:
+        assert word in text, text

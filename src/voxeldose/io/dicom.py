@@ -1035,6 +1035,20 @@ def load_image(
 
 
 def _assemble(items: list[tuple[Path, Any]], where: str) -> Image:
+    try:
+        return _assemble_series(items, where)
+    except GeometryError as exc:
+        text = str(exc)
+        if where in text or str(items[0][0]) in text:
+            raise
+        # the Image's own checks (voxel size, orientation) name no file: say which series and tags
+        label = where if str(items[0][0]).startswith(where) else f"{where} (first file {items[0][0]})"
+        raise GeometryError(f"{label}: {text} (the grid from PixelSpacing (0028,0030), SliceThickness (0018,0050), "
+                            "ImagePositionPatient (0020,0032) and ImageOrientationPatient (0020,0037)); check the "
+                            "export") from None
+
+
+def _assemble_series(items: list[tuple[Path, Any]], where: str) -> Image:
     first_path, first = items[0]
     sop = str(getattr(first, "SOPClassUID", ""))
     n_frames = _frames(first, str(first_path))
