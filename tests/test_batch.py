@@ -112,7 +112,8 @@ def test_ambiguous_folder_is_a_failed_case_naming_the_series(cohort, tmp_path):
 
 def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1", "--anonymize"]) == 3
+    assert main(["-q", "batch", str(cohort), "--out", str(out), "--workers", "1", "--anonymize",
+                 "--uncertainty", "3", "--seed", "7"]) == 3
     captured = capsys.readouterr()
     assert "2 case(s) done" in captured.out and "failures.csv" in captured.err
     # --anonymize reaches every case: RT Dose named by the case id, no input paths kept
@@ -120,6 +121,14 @@ def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     assert ds.PatientName == "case_a" and ds.PatientIdentityRemoved == "YES"
     metrics = (out / "case_a" / "metrics.json").read_text()
     assert str(cohort) not in metrics and "withheld (anonymize)" in metrics
+    # --uncertainty and --seed reach every case: its record, its intervals, the cohort's columns
+    record = json.loads(metrics)["provenance"]["uncertainty"]
+    assert (record["n"], record["seed"]) == (3, 7)
+    rows = [r for r in _read(out / "cohort.csv") if r["status"] == "ok"]
+    assert {r["case_id"] for r in rows} == {"case_a", "case_b"}
+    tumour = [r for r in rows if r["voi"] == "tumour_1"]
+    assert len(tumour) == 2 and all(float(r["mean_gy_u"]) > 0 for r in tumour)
+    assert all(float(r["mean_gy_lo95"]) < float(r["mean_gy"]) < float(r["mean_gy_hi95"]) for r in tumour)
 
 
 def _die_in_a_worker(parent_pid):
