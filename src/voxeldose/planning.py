@@ -15,14 +15,15 @@ Rules (each stated again in the plan's record):
   over the territory is ``A_k (1 - LSF)`` exactly). A surface voxel's counts come from its
   liver part, so all of them stay with the territory, as in the SPECT self-calibration
   (:mod:`voxeldose.calibrate`); weighting them by the share as well would count the partial
-  volume twice and move activity into the interior (4 % too much at 6.6 mm voxels). The shunted ``A_k LSF`` is spread uniformly over the lung VOI(s)
-  (the partition model's lung; MAA counts in the lungs are few, noisy and hold scatter from the
-  liver); without a lung VOI it is left out of the map and the lung dose is the model's. Counts
+  volume twice and move activity into the interior (4 % too much at 6.6 mm voxels). The
+  shunted ``A_k LSF`` is spread uniformly over the lung VOI(s) (the partition model's lung; MAA
+  counts in the lungs are few, noisy and hold scatter from the liver); without a lung VOI it is left out of the map and the lung dose is the model's. Counts
   in voxels that no territory and no lung VOI touches (extrahepatic uptake, free pertechnetate,
   blur) get no activity and are reported.
 - **Lung shunt fraction**: the case's ``lung_shunt_fraction`` (usually from planar
   scintigraphy), or measured on the SPECT as ``C_lung / (C_lung + C_liver)`` with the lung VOI(s)
-  and the whole liver (else the territories); ``[plan] lung_shunt`` chooses, and both are
+  and the whole liver (else the territories), each ``C`` counted by the territories' rule;
+  ``[plan] lung_shunt`` chooses, and both are
   reported when both can be had.
 - **Dose is linear in activity**: one dose computation per territory, at 1 GBq; any activity's
   dose is ``sum_k A_k D_k``.
@@ -378,8 +379,10 @@ def lung_shunt_from_counts(counts: Image, lung: "Image | NDArray[np.floating]",
                            liver: "Image | NDArray[np.floating]") -> float:
     """Lung shunt fraction measured on an MAA SPECT: ``C_lung / (C_lung + C_liver)``.
 
-    ``C`` are the counts in each VOI, each voxel's counts weighted by its share inside the VOI.
-    The SPECT must be attenuation corrected for the ratio to mean activity; a lung VOI cut by
+    ``C`` are the counts of every voxel each VOI touches, a voxel touched by both split by their
+    shares of it: the territories' rule (:func:`predicted_activity`). A surface voxel's counts
+    come from its part inside the VOI; weighting them by that share would drop part of each
+    VOI's counts, more of the VOI with more surface per volume, and bias the ratio. The SPECT must be attenuation corrected for the ratio to mean activity; a lung VOI cut by
     the field of view misses counts (the shunt is then underestimated).
 
     Raises
@@ -388,8 +391,13 @@ def lung_shunt_from_counts(counts: Image, lung: "Image | NDArray[np.floating]",
         The liver's counts are not positive, or the lung's are negative.
     """
     values = np.asarray(counts.array, np.float64)
-    c_lung = _counts_in(values, mask_image(counts, lung, name="lung").array)
-    c_liver = _counts_in(values, mask_image(counts, liver, name="liver").array)
+    w_lung = np.asarray(mask_image(counts, lung, name="lung").array, np.float64)
+    w_liver = np.asarray(mask_image(counts, liver, name="liver").array, np.float64)
+    both = w_lung + w_liver
+    inv = np.zeros(values.shape, np.float64)
+    np.divide(1.0, both, out=inv, where=both > 0)
+    c_lung = _counts_in(values, w_lung * inv)
+    c_liver = _counts_in(values, w_liver * inv)
     if not c_liver > 0:
         raise CalibrationError(f"the liver VOI holds {c_liver:g} counts on the MAA SPECT: no lung shunt can be measured")
     if c_lung < 0:
