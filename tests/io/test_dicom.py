@@ -642,7 +642,7 @@ def test_a_missing_slice_between_beds_is_still_refused(tmp_path):
     steps = [3.27] * 9
     steps[4] = 3.27 * 1.5  # half a slice more: no bed junction does that
     _set_steps(paths, steps)
-    with pytest.raises(voxeldose.GeometryError, match=r"uneven slice spacing: 4.905 mm.*bed junction may differ by up to 10%"):
+    with pytest.raises(voxeldose.GeometryError, match=r"uneven slice spacing \(ImagePositionPatient \(0020,0032\)\): 4.905 mm.*bed junction may differ by up to 10%"):
         load_image(tmp_path)
 
 

@@ -172,3 +172,18 @@ def test_a_refused_voxel_size_names_the_series_and_the_tag(series, tmp_path, val
     text = str(info.value)
     for word in [str(mutated), "PixelSpacing (0028,0030)", *words]:
         assert word in text, text
+
+
+@pytest.mark.parametrize("value, target, words", [
+    ("0\\0\\0", "all", ["two slices at the same position"]),  # the 1,500-input fuzz's finds: refused,
+    ("0\\0\\0", "one", ["uneven slice spacing"]),             # but naming no DICOM attribute
+])
+def test_a_refused_slice_geometry_names_the_tag(series, tmp_path, value, target, words):
+    folder, case, _ = series
+    mutated = tmp_path / "pet"
+    assert mutated_series(folder, mutated, target, lambda ds: _mutate(ds, "ImagePositionPatient", value))
+    with pytest.raises(voxeldose.GeometryError) as info:
+        voxeldose.load_image(mutated)
+    text = str(info.value)
+    for word in [str(mutated), "ImagePositionPatient (0020,0032)", *words]:
+        assert word in text, text

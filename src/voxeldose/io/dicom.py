@@ -510,8 +510,8 @@ def _stack_geometry(positions: NDArray[np.float64], normal: NDArray[np.float64],
     if dup.size:
         i = dup[0]
         raise GeometryError(
-            f"two slices at the same position {d_sorted[i]:.3f} mm along the normal: {labels[order[i]]} and "
-            f"{labels[order[i + 1]]}; the folder holds duplicates or several series with one UID"
+            f"two slices at the same position {d_sorted[i]:.3f} mm along the normal (ImagePositionPatient (0020,0032)): "
+            f"{labels[order[i]]} and {labels[order[i + 1]]}; the folder holds duplicates or several series with one UID"
         )
     step = float(np.median(steps))
     tol = max(0.01, SLICE_GAP_TOLERANCE * step)
@@ -520,7 +520,8 @@ def _stack_geometry(positions: NDArray[np.float64], normal: NDArray[np.float64],
     if gaps.size:
         i = gaps[0]
         raise GeometryError(
-            f"uneven slice spacing: {steps[i]:.3f} mm between {labels[order[i]]} (at {d_sorted[i]:.2f} mm) and "
+            f"uneven slice spacing (ImagePositionPatient (0020,0032)): {steps[i]:.3f} mm between {labels[order[i]]} "
+            f"(at {d_sorted[i]:.2f} mm) and "
             f"{labels[order[i + 1]]} (at {d_sorted[i + 1]:.2f} mm) where the series steps {step:.3f} mm "
             f"(a bed junction may differ by up to {JUNCTION_TOLERANCE:.0%}): a missing slice or a mixed series; "
             "re-export the complete series"
