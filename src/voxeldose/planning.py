@@ -375,6 +375,22 @@ def _counts_in(counts: NDArray[np.float64], mask: NDArray[np.floating]) -> float
     return float(np.sum(counts[box] * mask[box], dtype=np.float64))
 
 
+def _count_shares(weights: Mapping[str, NDArray[np.float64]]) -> dict[str, NDArray[np.float64]]:
+    """Each VOI's share of every voxel's counts: all of a voxel only it touches, a voxel several
+    touch split by their mask fractions (``w_k / sum_j w_j``), none where no VOI touches it.
+
+    The counting rule of the MAA plan (module documentation) and of the SPECT self-calibration
+    (:mod:`voxeldose.calibrate`: the counts of every voxel the VOI touches): a surface voxel's
+    counts come from its part inside the VOI, so weighting them by the fraction again would count
+    the partial volume twice."""
+    covered = np.zeros(next(iter(weights.values())).shape, np.float64)
+    for w in weights.values():
+        covered += w
+    inv = np.zeros(covered.shape, np.float64)
+    np.divide(1.0, covered, out=inv, where=covered > 0)
+    return {name: w * inv for name, w in weights.items()}
+
+
 def lung_shunt_from_counts(counts: Image, lung: "Image | NDArray[np.floating]",
                            liver: "Image | NDArray[np.floating]") -> float:
     """Lung shunt fraction measured on an MAA SPECT: ``C_lung / (C_lung + C_liver)``.
@@ -382,8 +398,9 @@ def lung_shunt_from_counts(counts: Image, lung: "Image | NDArray[np.floating]",
     ``C`` are the counts of every voxel each VOI touches, a voxel touched by both split by their
     shares of it: the territories' rule (:func:`predicted_activity`). A surface voxel's counts
     come from its part inside the VOI; weighting them by that share would drop part of each
-    VOI's counts, more of the VOI with more surface per volume, and bias the ratio. The SPECT must be attenuation corrected for the ratio to mean activity; a lung VOI cut by
-    the field of view misses counts (the shunt is then underestimated).
+    VOI's counts, more of the VOI with more surface per volume, and bias the ratio. The SPECT
+    must be attenuation corrected for the ratio to mean activity; a lung VOI cut by the field of
+    view misses counts (the shunt is then underestimated).
 
     Raises
     ------
@@ -391,13 +408,10 @@ def lung_shunt_from_counts(counts: Image, lung: "Image | NDArray[np.floating]",
         The liver's counts are not positive, or the lung's are negative.
     """
     values = np.asarray(counts.array, np.float64)
-    w_lung = np.asarray(mask_image(counts, lung, name="lung").array, np.float64)
-    w_liver = np.asarray(mask_image(counts, liver, name="liver").array, np.float64)
-    both = w_lung + w_liver
-    inv = np.zeros(values.shape, np.float64)
-    np.divide(1.0, both, out=inv, where=both > 0)
-    c_lung = _counts_in(values, w_lung * inv)
-    c_liver = _counts_in(values, w_liver * inv)
+    shares = _count_shares({"lung": np.asarray(mask_image(counts, lung, name="lung").array, np.float64),
+                            "liver": np.asarray(mask_image(counts, liver, name="liver").array, np.float64)})
+    c_lung = _counts_in(values, shares["lung"])
+    c_liver = _counts_in(values, shares["liver"])
     if not c_liver > 0:
         raise CalibrationError(f"the liver VOI holds {c_liver:g} counts on the MAA SPECT: no lung shunt can be measured")
     if c_lung < 0:
@@ -451,20 +465,12 @@ def predicted_activity(
     values = np.asarray(counts.array, np.float64)
     out = np.zeros(values.shape, np.float64)
     weights = {name: np.asarray(mask_image(counts, m, name=name).array, np.float64) for name, m in territories.items()}
-    covered = np.zeros(values.shape, np.float64)  # sum of the territories' shares of each voxel
+    touched = np.zeros(values.shape, bool)
     for w in weights.values():
-        covered += w
-    touched = covered > 0
-    # each touched voxel's counts are split between the territories touching it by their shares
-    # (all of them to a territory that is alone there): the rule of the SPECT self-calibration
-    # (voxeldose.calibrate: the counts of every voxel the VOI touches), so a surface voxel, whose
-    # counts come from its liver part, keeps all of them
-    inv_covered = np.zeros(values.shape, np.float64)
-    np.divide(1.0, covered, out=inv_covered, where=touched)
+        touched |= w > 0
     record: dict[str, Any] = {"territories": {}}
     lung_mbq = 0.0
-    for name, w in weights.items():
-        share = w * inv_covered
+    for name, share in _count_shares(weights).items():
         c = _counts_in(values, share)
         a = float(activities_gbq.get(name, 0.0))
         entry: dict[str, Any] = {"counts": c, "activity_gbq": a, "liver_activity_mbq": a * 1e3 * (1 - lung_shunt_fraction),
