@@ -80,7 +80,8 @@ def test_plan_help():
 
     proc = subprocess.run([sys.executable, "-m", "voxeldose.cli", "plan", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for word in ("--activity", "TERRITORY=GBQ", "--lung-shunt-from", "GBq", "[plan]"):
+    for word in ("--activity", "TERRITORY=GBQ", "--lung-shunt-from", "GBq", "[plan]", "--ct", "scaled_kernel",
+                 "--hu-table", "--outside-body"):
         assert word in proc.stdout
 
 
@@ -103,6 +104,7 @@ def test_plan_refuses_a_post_treatment_scan_and_writes_nothing(y90_export, tmp_p
     (["--activity", "liver=two"], ["TERRITORY=GBQ"]),
     (["--activity", "liver=2", "--activity", "liver=3"], ["given twice"]),
     (["--voi-role", "liver"], ["NAME=ROLE"]),
+    (["--method", "scaled_kernel"], ["'scaled_kernel'", "SPECT/CT's CT", "--ct CT"]),
 ])
 def test_plan_bad_options_exit_2_and_write_nothing(y90_export, tmp_path, capsys, extra, words):
     out = tmp_path / "o"

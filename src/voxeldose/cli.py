@@ -312,11 +312,15 @@ def _plan_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     _add(plan, "out")
     plan.add_argument("--case", default=None, help="case file (TOML or JSON) with the roles and the [plan] table")
     plan.add_argument("--case-id", default=None, help="case id naming the outputs (never a patient name)")
-    _add(plan, "method", choices=("kernel", "local"),
-         help="kernel: Y-90 voxel S-value convolution; local: local energy deposition (default kernel; planning "
-              "has no CT densities yet)")
+    plan.add_argument("--ct", default=None, metavar="CT",
+                      help="CT series (folder or file, HU) of the SPECT/CT: its densities enter the predicted dose "
+                           "(see --method) and the VOIs' masses, the body outline comes from it, and the report draws "
+                           "the dose over it")
+    _add(plan, "method")
     _add(plan, "tissue")
     _add(plan, "kernel_tables")
+    _add(plan, "hu_table")
+    _add(plan, "outside_body")
     plan.add_argument("--series-uid", default=None, help="SeriesInstanceUID to load when SCAN holds several series")
     plan.add_argument("--activity", action="append", default=[], metavar="TERRITORY=GBQ",
                       help="planned Y-90 activity reaching the patient for a territory, in GBq (over the case "
@@ -368,7 +372,9 @@ def _plan(args: argparse.Namespace) -> int:
     result = run_plan(args.scan, args.voi, args.out, case=args.case, method=args.method, tissue=args.tissue,
                       kernel_tables=args.kernel_tables, series_uid=args.series_uid, registered=args.registered,
                       anonymize=args.anonymize, force=args.force, overrides=overrides, plan_overrides=plan_overrides,
-                      progress=_progress(args, ["load", "vois", "dose", "plan", "dvh", "outputs"]))
+                      progress=_progress(args, ["load", "vois"] + (["ct"] if args.ct else []) +
+                                         ["dose", "plan", "dvh", "outputs"]),
+                      ct=args.ct, hu_table=args.hu_table, outside_body=args.outside_body)
     for caveat in result.caveats:
         logger.warning("%s: %s", caveat.stage, caveat.message)
     plan = result.plan or {}

@@ -205,25 +205,13 @@ def compute_case(
     from .calibrate import calibrate
     from .clinical import LUNG_DENSITY_G_PER_CM3, model_crosschecks
     from .dose import absorbed_dose
-    from .dvh import dvh
     from .radiobiology import case_radiobiology, radiobiology_provenance
 
     if not isinstance(scan, Image):
         raise InputError(f"compute_case needs the scan as a voxeldose Image, got {type(scan).__name__}")
     if not isinstance(case, Case):
         raise InputError(f"compute_case needs a voxeldose Case (voxeldose.load_case), got {type(case).__name__}")
-    if ct is not None and (not isinstance(ct, Image) or (ct.units or "").upper() != "HU" or not ct.same_grid(scan)):
-        raise GeometryError("compute_case: ct must be a CT image (units 'HU') on the scan's grid; resample it with "
-                            "voxeldose.io.load_ct(path, scan)")
-    if density is not None and (not isinstance(density, Image) or (density.units or "").upper() != "G/CM3"
-                                or not density.same_grid(scan)):
-        raise GeometryError("compute_case: density must be a density image (units 'G/CM3') on the scan's grid; make "
-                            "it with voxeldose.io.load_ct_density(path, scan)")
-    if outside_body not in OUTSIDE_BODY_RULES:
-        raise InputError(f"outside_body must be one of {', '.join(map(repr, OUTSIDE_BODY_RULES))}, got {outside_body!r}")
-    if method == "scaled_kernel" and density is None:
-        raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
-                         "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
+    _check_tissue("compute_case", scan, ct, density, outside_body, method)
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
     with steps.step("roles", timed=False):
@@ -251,18 +239,7 @@ def compute_case(
         dose = absorbed_dose(dosed, method=method, tissue=tissue, engine=engine, kernel_tables=kernel_tables,
                              density=density, body=body)
     with steps.step("dvh"):
-        dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
-        voi_densities: dict[str, float] = {}
-        if density is None:
-            # the dose map is energy per mass of soft tissue; a lung VOI's mass is mostly air
-            voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
-            dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
-        else:
-            # each voxel's dose is already its own (density map): the VOI's mass is its voxels' masses
-            rho = np.asarray(density.array, dtype=np.float64)
-            for n, m in masks.items():
-                w = np.asarray(m.array, dtype=np.float64)
-                dvhs[n] = replace(dvhs[n], density_g_per_cm3=float((w * rho).sum() / w.sum()))
+        dvhs, voi_densities = _voi_dvhs(dose, masks, roles, density)
     if ct is not None and density is not None:
         with steps.step("tissue", timed=False):
             _contrast_caveats(ct, density, masks, roles, dvhs)
@@ -314,31 +291,14 @@ def compute_case(
         "calibration": dict(activity_map.provenance),
         "dose": {"method": method, "method_description": METHODS[method], "units": "GY", "tissue": tissue,
                  "engine": engine, "kernel": _kernel_record(method, scan, tissue, kernel_tables),
-                 "density": "from the CT (images 'density', density.nii.gz)" if density is not None
-                 else f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
-                 "voi_densities_g_per_cm3": voi_densities,
-                 "voi_density_rule": "the DVHs of these VOIs are those of the dose map (soft tissue, "
-                                     f"{SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) times {SOFT_TISSUE_DENSITY_G_PER_CM3:g} / density: "
-                                     "the same energy over the VOI's mass (DVH.at_density)" if density is None else
-                                     "each voxel's dose is that of its own density (CT); a VOI's mass is the sum of its "
-                                     "voxels' masses",
+                 **_density_record(density, voi_densities),
                  "negative_activity_rule": "negative voxels (reconstruction noise) are kept: they cancel positive noise "
                                            "on average, and clipping them would raise every mean dose"},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
         **extra,
     }
     images = {"activity": activity_map.image, "dose": dose}
-    if ct is not None:
-        images["ct"] = ct
-        record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid,
-                        "use": "the report's background" + (" and the tissue density" if density is not None else ""),
-                        "resampling": "trilinear onto the scan's grid by world coordinates, -1000 HU outside",
-                        "coverage_of_the_grid": ct.meta.extra.get("coverage")}
-    if density is not None:
-        images["density"] = density
-        record["density"] = {k: v for k, v in density.meta.extra.items() if k not in ("coverage", "outside_ct")}
-    if body_record is not None:
-        record["body"] = body_record
+    _add_tissue(images, record, ct, density, body_record)
     record["radiobiology"] = radiobiology_provenance(radiobiology)
     if uncertainty:
         record["uncertainty"] = uncertainty["record"]
@@ -366,16 +326,84 @@ def _kernel_record(method: str, scan: Image, tissue: Tissue, kernel_tables: VsvT
     return "local deposition"
 
 
-def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], rule: str,
-          body_vois: Sequence[str] = ()) -> tuple[Image, Image, dict[str, Any]]:
-    """The body outline (the VOIs of role "body", else drawn from the density), the activity to
-    dose (without what lies outside the body unless ``rule`` is "keep"), and what was found
-    outside it (warned as caveats)."""
+def _check_tissue(who: str, scan: Image, ct: Image | None, density: Image | None, outside_body: str,
+                  method: str) -> None:
+    """Refuse a CT or density map off the scan's grid, an unknown outside-body rule, and the
+    scaled kernel without densities."""
+    if ct is not None and (not isinstance(ct, Image) or (ct.units or "").upper() != "HU" or not ct.same_grid(scan)):
+        raise GeometryError(f"{who}: ct must be a CT image (units 'HU') on the scan's grid; resample it with "
+                            "voxeldose.io.load_ct(path, scan)")
+    if density is not None and (not isinstance(density, Image) or (density.units or "").upper() != "G/CM3"
+                                or not density.same_grid(scan)):
+        raise GeometryError(f"{who}: density must be a density image (units 'G/CM3') on the scan's grid; make "
+                            "it with voxeldose.io.load_ct_density(path, scan)")
+    if outside_body not in OUTSIDE_BODY_RULES:
+        raise InputError(f"outside_body must be one of {', '.join(map(repr, OUTSIDE_BODY_RULES))}, got {outside_body!r}")
+    if method == "scaled_kernel" and density is None:
+        raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
+                         "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
+
+
+def _voi_dvhs(dose: Image, masks: Mapping[str, Image], roles: Mapping[str, str],
+              density: Image | None) -> tuple[dict[str, DVH], dict[str, float]]:
+    """Every VOI's DVH, and the densities the lung VOIs' DVHs were rescaled to (no density map)."""
+    from .clinical import LUNG_DENSITY_G_PER_CM3
+    from .dvh import dvh
+
+    dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
+    voi_densities: dict[str, float] = {}
+    if density is None:
+        # the dose map is energy per mass of soft tissue; a lung VOI's mass is mostly air
+        voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
+        dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
+    else:
+        # each voxel's dose is already its own (density map): the VOI's mass is its voxels' masses
+        rho = np.asarray(density.array, dtype=np.float64)
+        for n, m in masks.items():
+            w = np.asarray(m.array, dtype=np.float64)
+            dvhs[n] = replace(dvhs[n], density_g_per_cm3=float((w * rho).sum() / w.sum()))
+    return dvhs, voi_densities
+
+
+def _density_record(density: Image | None, voi_densities: Mapping[str, float]) -> dict[str, Any]:
+    """The dose record's words on the tissue density (a density map, or soft tissue everywhere)."""
+    return {
+        "density": "from the CT (images 'density', density.nii.gz)" if density is not None
+        else f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
+        "voi_densities_g_per_cm3": dict(voi_densities),
+        "voi_density_rule": "the DVHs of these VOIs are those of the dose map (soft tissue, "
+                            f"{SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) times {SOFT_TISSUE_DENSITY_G_PER_CM3:g} / density: "
+                            "the same energy over the VOI's mass (DVH.at_density)" if density is None else
+                            "each voxel's dose is that of its own density (CT); a VOI's mass is the sum of its "
+                            "voxels' masses",
+    }
+
+
+def _add_tissue(images: dict[str, Image], record: dict[str, Any], ct: Image | None, density: Image | None,
+                body_record: Mapping[str, Any] | None) -> None:
+    """The CT, the density map and the body outline's record into a result's images and provenance."""
+    if ct is not None:
+        images["ct"] = ct
+        record["ct"] = {"series_instance_uid": ct.meta.series_instance_uid,
+                        "use": "the report's background" + (" and the tissue density" if density is not None else ""),
+                        "resampling": "trilinear onto the scan's grid by world coordinates, -1000 HU outside",
+                        "coverage_of_the_grid": ct.meta.extra.get("coverage")}
+    if density is not None:
+        images["density"] = density
+        record["density"] = {k: v for k, v in density.meta.extra.items() if k not in ("coverage", "outside_ct")}
+    if body_record is not None:
+        record["body"] = dict(body_record)
+
+
+def _body_outline(density: Image | None, like: Image, masks: Mapping[str, Image],
+                  body_vois: Sequence[str] = ()) -> tuple[Image, str, Any]:
+    """The body outline on ``like``'s grid (the VOIs of role "body", else drawn from the
+    density), the words of its rule, and the voxels the CT does not cover (or None)."""
     from .density import BODY_THRESHOLD_G_PER_CM3, body_mask
 
     if body_vois:
         union = np.maximum.reduce([np.asarray(masks[n].array, dtype=np.float32) for n in body_vois])
-        body = activity.with_array((union >= 0.5).astype(np.float32), units="MASK")
+        body = like.with_array((union >= 0.5).astype(np.float32), units="MASK")
         how = f"the VOI(s) of role body ({', '.join(body_vois)}), voxels at least half inside; no dose outside it"
     elif density is not None:
         body = body_mask(density)
@@ -383,20 +411,29 @@ def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], ru
                "slice filled; no dose outside it")
     else:  # pragma: no cover - compute_case calls this with one or the other
         raise InputError("the body outline needs a density map or a VOI of role body")
-    inside = body.array > 0.5
-    a = np.asarray(activity.array, dtype=np.float64)
-    total = float(a.sum())
     unknown = None if density is None else density.meta.extra.get("outside_ct")
-    if unknown is not None and np.shape(unknown) != activity.shape:
+    if unknown is not None and np.shape(unknown) != like.shape:
         raise GeometryError(f"the density map's record of the voxels outside the CT has shape {np.shape(unknown)}, its "
-                            f"grid {activity.shape}: make the density with voxeldose.io.load_ct_density(path, scan)")
-    unknown_record: dict[str, Any] = {}
+                            f"grid {like.shape}: make the density with voxeldose.io.load_ct_density(path, scan)")
     if unknown is not None and np.any(unknown):
         # voxels the CT does not cover have no known density (they are given air's): never tissue,
         # also where a body VOI covers them (air's density would give them ~900 times the dose)
-        inside = inside & ~unknown
-        body = body.with_array(inside.astype(np.float32))
+        body = body.with_array(((body.array > 0.5) & ~unknown).astype(np.float32))
         how += "; voxels less than half inside the CT (density unknown) are outside it"
+    return body, how, unknown
+
+
+def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], rule: str,
+          body_vois: Sequence[str] = ()) -> tuple[Image, Image, dict[str, Any]]:
+    """The body outline (the VOIs of role "body", else drawn from the density), the activity to
+    dose (without what lies outside the body unless ``rule`` is "keep"), and what was found
+    outside it (warned as caveats)."""
+    body, how, unknown = _body_outline(density, activity, masks, body_vois)
+    inside = body.array > 0.5
+    a = np.asarray(activity.array, dtype=np.float64)
+    total = float(a.sum())
+    unknown_record: dict[str, Any] = {}
+    if unknown is not None and np.any(unknown):
         unknown_mbq = float(a[unknown].sum())
         unknown_percent = 100.0 * unknown_mbq / total if total > 0 else 0.0
         unknown_record = {"activity_outside_ct_mbq": unknown_mbq, "activity_outside_ct_percent": unknown_percent}

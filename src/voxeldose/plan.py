@@ -21,6 +21,7 @@ import numpy as np
 from ._version import __version__
 from .case import Case
 from .constants import SOFT_TISSUE_DENSITY_G_PER_CM3
+from .density import HuDensityTable
 from .dose import METHODS, Engine, Method
 from .errors import InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
@@ -93,17 +94,30 @@ def _union(masks: Sequence[Image], like: Image) -> Image | None:
     return mask_image(like, total.astype(np.float32), name="union")
 
 
-def _dvh_at(dose: np.ndarray, mask: Image, lung: bool, name: str) -> Any:
-    """The DVH of a dose array (Gy) on a VOI, lung VOIs at lung density (no CT)."""
+def _dvh_at(dose: np.ndarray, mask: Image, lung: bool, name: str, rho: np.ndarray | None = None) -> Any:
+    """The DVH of a dose array (Gy) on a VOI: rescaled to lung density where ``lung`` (no CT),
+    or with the VOI's mean density from the density map ``rho`` (each voxel's dose already that
+    of its own density), as :func:`voxeldose.compute_case` gives them."""
     from .clinical import LUNG_DENSITY_G_PER_CM3
     from .dvh import dvh_array
 
     h = dvh_array(dose, mask.array, spacing_xyz_mm=mask.spacing_mm, name=name)
+    if rho is not None:
+        w = np.asarray(mask.array, dtype=np.float64)
+        return replace(h, density_g_per_cm3=float((w * rho).sum() / w.sum()))
     return h.at_density(LUNG_DENSITY_G_PER_CM3) if lung else h
 
 
+def _mass_kg(mask: Image, rho: np.ndarray | None) -> float:
+    """A VOI's mass (kg): its voxels' masses from the density map, else at soft-tissue density."""
+    if rho is None:
+        return soft_mass_kg(mask)
+    return float((np.asarray(mask.array, np.float64) * rho).sum()) * mask.voxel_volume_ml * 1e-3
+
+
 class _Target:
-    """One constraint on one VOI, evaluated on the VOI's bounding box."""
+    """One constraint on one VOI, evaluated on the VOI's bounding box (``lung``: the VOI's dose is
+    rescaled from soft tissue to lung density, as without a CT)."""
 
     def __init__(self, constraint: Constraint, voi: str, mask: Image, lung: bool) -> None:
         from ._checks import nonzero_box
@@ -134,21 +148,22 @@ class _Target:
 
 def _targets(settings: PlanSettings, masks: Mapping[str, Image], roles: Mapping[str, str],
              territories: Mapping[str, Image], territory_normals: Mapping[str, Image],
-             lung_union: Image | None) -> list[tuple[_Target, str | None]]:
-    """(target, territory it belongs to or None) for every constraint and VOI it applies to."""
+             lung_union: Image | None, rescale_lung: bool) -> list[tuple[_Target, str | None]]:
+    """(target, territory it belongs to or None) for every constraint and VOI it applies to;
+    lung VOIs' doses rescaled to lung density where ``rescale_lung`` (no density map)."""
     out: list[tuple[_Target, str | None]] = []
     if lung_union is not None:
         lung_names = [n for n, r in roles.items() if r == "lung" and n in masks]
         name = lung_names[0] if len(lung_names) == 1 else "lung (" + " + ".join(lung_names) + ")"
         c = Constraint("mean", voi=name, upper=settings.lung_limit_effective_gy,
                        source=_lung_source(settings))
-        out.append((_Target(c, name, lung_union, True), None))
+        out.append((_Target(c, name, lung_union, rescale_lung), None))
     for c in settings.constraints:
         if c.voi is not None:
             if c.voi not in masks:
                 raise VoiError(f"{c.source}: constraint on VOI {c.voi!r}, which is not among the VOIs "
                                f"({', '.join(map(repr, masks))})")
-            out.append((_Target(c, c.voi, masks[c.voi], roles.get(c.voi) == "lung"), None))
+            out.append((_Target(c, c.voi, masks[c.voi], rescale_lung and roles.get(c.voi) == "lung"), None))
             continue
         if c.role == "perfused_normal":
             chosen: list[tuple[str, Image, str | None]] = [(f"{t} without tumours", territory_normals[t], t)
@@ -163,7 +178,7 @@ def _targets(settings: PlanSettings, masks: Mapping[str, Image], roles: Mapping[
             territory = owner
             if c.role == "tumour" and c.lower is not None:
                 territory = _territory_holding(mask, territories)
-            out.append((_Target(c, name, mask, c.role == "lung"), territory))
+            out.append((_Target(c, name, mask, rescale_lung and c.role == "lung"), territory))
     return out
 
 
@@ -197,6 +212,9 @@ def compute_plan(
     timings_s: Mapping[str, float] | None = None,
     provenance: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    ct: Image | None = None,
+    density: Image | None = None,
+    outside_body: str = "exclude",
 ) -> CaseResult:
     """A planning case, from its MAA SPECT, VOIs and case values in memory to its result.
 
@@ -220,6 +238,12 @@ def compute_plan(
         territory.
     caveats, timings_s, provenance, progress
         As in :func:`voxeldose.compute_case`.
+    ct, density, outside_body
+        As in :func:`voxeldose.compute_case`, on the SPECT's grid (the SPECT/CT's CT): with a
+        density map every dose method uses it (``scaled_kernel`` needs it), the VOIs' doses and
+        masses (the MIRD and partition models' too) are those of their voxels' densities, lung
+        VOIs are not rescaled to lung density, and predicted activity outside the body outline
+        is left out of the dose (``outside_body="exclude"``) or kept, and reported.
 
     Returns
     -------
@@ -236,17 +260,16 @@ def compute_plan(
     VoxelDoseError
         Bad input of any kind (the message says what and how to fix it).
     """
-    from .clinical import LUNG_DENSITY_G_PER_CM3, body_surface_area_m2
+    from .clinical import body_surface_area_m2
     from .dose import absorbed_dose
-    from .dvh import dvh
+    from .pipeline import _add_tissue, _body, _body_outline, _check_tissue, _contrast_caveats, _density_record, _voi_dvhs
     from .voi_sets import difference, union_of
 
     if not isinstance(maa, Image):
         raise InputError(f"compute_plan needs the MAA SPECT as a voxeldose Image, got {type(maa).__name__}")
     if not isinstance(case, Case):
         raise InputError(f"compute_plan needs a voxeldose Case (voxeldose.load_case), got {type(case).__name__}")
-    if method == "scaled_kernel":
-        raise InputError("plan has no CT densities yet: use method 'kernel' or 'local'")
+    _check_tissue("compute_plan", maa, ct, density, outside_body, method)
     settings = case.plan if case.plan is not None else PlanSettings()
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
@@ -276,6 +299,11 @@ def compute_plan(
     with steps.step("lung shunt", timed=False):
         lsf, lsf_record = _lung_shunt(counts, case, settings, lung_union, masks, whole, territories, steps)
 
+    rho = None if density is None else np.asarray(density.array, dtype=np.float64)
+    body_vois = [n for n, r in roles.items() if r == "body"]
+    body = None
+    if density is not None or body_vois:  # the outline depends on the CT (or the body VOI) only
+        body, _, _ = _body_outline(density, maa, masks, body_vois)
     # one dose per territory, at 1 GBq reaching the patient
     unit_doses: dict[str, np.ndarray] = {}
     records: dict[str, Any] = {}
@@ -283,14 +311,17 @@ def compute_plan(
         for t in territories:
             act, rec = predicted_activity(counts, territories, {t: 1.0}, lung_shunt_fraction=lsf, lung=lung_union)
             records[t] = rec
+            if body is not None and outside_body == "exclude":  # linear: the map's exclusion is the sum of these
+                act = act.with_array(np.where(body.array > 0.5, act.array, 0.0).astype(np.float32))
             unit_doses[t] = np.asarray(absorbed_dose(act, method=method, tissue=tissue, engine=engine,
-                                                     kernel_tables=kernel_tables).array, np.float64)
+                                                     kernel_tables=kernel_tables, density=density, body=body).array,
+                                       np.float64)
     planned = dict(settings.activities_gbq)
     constant, convention = dose_constant_gy_kg_per_gbq(case.sphere_type)
     lung_model_mass = settings.lung_mass_kg or 1.0
 
     with steps.step("plan"):
-        targets = _targets(settings, masks, roles, territories, normals, lung_union)
+        targets = _targets(settings, masks, roles, territories, normals, lung_union, density is None)
         plans: dict[str, Any] = {}
         for t in territories:
             base = sum((planned.get(o, 0.0) * unit_doses[o] for o in territories if o != t),
@@ -314,7 +345,7 @@ def compute_plan(
             at_plan = None
             if math.isfinite(a_plan):  # the others at the predicted map's activities, this one at its plan
                 at_plan = dose_arr + (a_plan - acts[t]) * unit_doses[t]
-            plans[t]["metrics_at_plan"] = _metrics_at(at_plan, masks, roles)
+            plans[t]["metrics_at_plan"] = _metrics_at(at_plan, masks, roles, rho)
         # together, at the activities of the predicted map
         combined: list[dict[str, Any]] = [{"constraint": tg.constraint.label(tg.voi),
                      "value": tg.metric(dose_arr, np.zeros(shape))(0.0)} for tg, _ in targets]
@@ -331,10 +362,14 @@ def compute_plan(
                               f"{row['value']:.4g} {c.unit}", VoxelDoseWarning, stacklevel=1)
         lung_model_gy = constant * sum(acts.values()) * lsf / lung_model_mass
 
+    body_record = None
+    if body is not None:  # what lies outside the body, at the predicted map's activities
+        _, _, body_record = _body(density, activity, masks, outside_body, body_vois)
     with steps.step("dvh"):
-        dvhs = {n: dvh(dose, m, name=n) for n, m in masks.items()}
-        voi_densities = {n: LUNG_DENSITY_G_PER_CM3 for n, r in roles.items() if r == "lung" and n in dvhs}
-        dvhs.update({n: dvhs[n].at_density(rho) for n, rho in voi_densities.items()})
+        dvhs, voi_densities = _voi_dvhs(dose, masks, roles, density)
+    if ct is not None and density is not None:
+        with steps.step("tissue", timed=False):
+            _contrast_caveats(ct, density, masks, roles, dvhs)
 
     with steps.step("models", timed=False):
         liver_ml = (float(masks[whole[0]].array.sum(dtype=np.float64)) * maa.voxel_volume_ml if len(whole) == 1
@@ -344,10 +379,10 @@ def compute_plan(
             if settings.height_m is not None and settings.weight_kg is not None else None)
         for t, m in territories.items():
             plans[t]["models"] = _models(t, m, normals[t], tumour_union, counts, lsf, settings, constant, convention,
-                                         case.sphere_type, bsa, liver_ml, whole, masks)
+                                         case.sphere_type, bsa, liver_ml, whole, masks, rho)
             plans[t]["counts"] = records[t]["territories"][t]["counts"]
             plans[t]["volume_ml"] = float(m.array.sum(dtype=np.float64)) * maa.voxel_volume_ml
-            plans[t]["mass_kg"] = soft_mass_kg(m)
+            plans[t]["mass_kg"] = _mass_kg(m, rho)
             plans[t]["planned_activity_gbq"] = planned.get(t)
 
     pct = act_record.get("counts_outside_percent")
@@ -388,8 +423,7 @@ def compute_plan(
                         "times": {}},
         "dose": {"method": method, "method_description": METHODS[method], "units": "GY", "tissue": tissue,
                  "engine": engine, "kernel": _kernel_record(method, maa, tissue, kernel_tables),
-                 "density": f"none: soft tissue ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3) everywhere",
-                 "voi_densities_g_per_cm3": voi_densities,
+                 **_density_record(density, voi_densities),
                  "negative_activity_rule": "negative counts (reconstruction noise) are kept: they cancel positive "
                                            "noise on average, and clipping them would raise every mean dose"},
         "timings_s": {**dict(timings_s or {}), **steps.timings_s},
@@ -414,7 +448,9 @@ def compute_plan(
             dvhs, roles, case.radiobiology,
             dose_scales={n: SOFT_TISSUE_DENSITY_G_PER_CM3 / rho for n, rho in voi_densities.items()})
     record["radiobiology"] = radiobiology_provenance(radiobiology)
-    return CaseResult(case=case, images={"activity": activity, "dose": dose}, vois=masks, roles=roles, dvhs=dvhs,
+    images = {"activity": activity, "dose": dose}
+    _add_tissue(images, record, ct, density, body_record)
+    return CaseResult(case=case, images=images, vois=masks, roles=roles, dvhs=dvhs,
                       caveats=tuple(steps.caveats), provenance=record, plan=plan_record, radiobiology=radiobiology)
 
 
@@ -514,31 +550,36 @@ def _voxel_plan(t: str, base: np.ndarray, unit: np.ndarray, targets: Sequence[tu
     return out
 
 
-def _metrics_at(dose_arr: np.ndarray | None, masks: Mapping[str, Image],
-                roles: Mapping[str, str]) -> dict[str, Any] | None:
+def _metrics_at(dose_arr: np.ndarray | None, masks: Mapping[str, Image], roles: Mapping[str, str],
+                rho: np.ndarray | None) -> dict[str, Any] | None:
     from .dvh import voi_metrics
 
     if dose_arr is None:
         return None
-    dvhs = {n: _dvh_at(dose_arr, m, roles.get(n) == "lung", n) for n, m in masks.items()}
+    dvhs = {n: _dvh_at(dose_arr, m, rho is None and roles.get(n) == "lung", n, rho) for n, m in masks.items()}
     return voi_metrics(dvhs)
 
 
 def _models(t: str, territory: Image, normal: Image, tumour_union: np.ndarray, counts: Image, lsf: float,
             settings: PlanSettings, constant: float, convention: str, sphere_type: str | None, bsa: float | None,
-            liver_ml: float | None, whole: Sequence[str], masks: Mapping[str, Image]) -> dict[str, Any]:
+            liver_ml: float | None, whole: Sequence[str], masks: Mapping[str, Image],
+            rho: np.ndarray | None = None) -> dict[str, Any]:
     from .clinical import bsa_activity_gbq, tumour_to_normal_ratio
     from .voi_sets import intersection
 
-    out: dict[str, Any] = {"dose_constant_gy_kg_per_gbq": constant, "convention": convention}
-    m_t = soft_mass_kg(territory)
+    out: dict[str, Any] = {"dose_constant_gy_kg_per_gbq": constant, "convention": convention,
+                           "masses": "from the CT's densities" if rho is not None else
+                           f"at soft-tissue density ({SOFT_TISSUE_DENSITY_G_PER_CM3:g} g/cm3)"}
+    m_t = _mass_kg(territory, rho)
     if settings.mird_target_gy is not None:
         out["mird"] = {"target_gy": settings.mird_target_gy, "mass_kg": m_t,
                        "activity_gbq": settings.mird_target_gy * m_t / (constant * (1.0 - lsf)),
                        "formula": "A = D M / (C (1 - LSF))"}
     tumours_in = intersection(territory.array, tumour_union)
-    m_tum = float(tumours_in.sum(dtype=np.float64)) * territory.voxel_volume_ml * SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3
-    m_norm = soft_mass_kg(normal)
+    v_tum_ml = float(tumours_in.sum(dtype=np.float64)) * territory.voxel_volume_ml
+    m_tum = (v_tum_ml * SOFT_TISSUE_DENSITY_G_PER_CM3 * 1e-3 if rho is None else
+             float((np.asarray(tumours_in, np.float64) * rho).sum()) * territory.voxel_volume_ml * 1e-3)
+    m_norm = _mass_kg(normal, rho)
     if m_tum > 0 and m_norm > 0:
         try:
             tn = float(tumour_to_normal_ratio(counts, tumours_in, normal.array))
@@ -547,11 +588,19 @@ def _models(t: str, territory: Image, normal: Image, tumour_union: np.ndarray, c
         else:
             part: dict[str, Any] = {"tumour_to_normal": tn, "tn_rule": "core voxels of each VOI on the MAA counts",
                                     "tumour_mass_kg": m_tum, "normal_mass_kg": m_norm}
+            tn_mass = tn
+            if rho is not None:
+                # T:N is a ratio of counts per mL; the model needs it per kg: x rho_N / rho_T
+                v_norm_ml = float(normal.array.sum(dtype=np.float64)) * territory.voxel_volume_ml
+                tn_mass = tn * (m_norm / v_norm_ml) / (m_tum / v_tum_ml)
+                part.update(tumour_to_normal_per_mass=tn_mass,
+                            tn_mass_rule="T:N x (normal liver's mean density / tumours' mean density), from the CT")
             if settings.partition_normal_liver_gy is not None:
                 d_n = settings.partition_normal_liver_gy
-                a = d_n * (tn * m_tum + m_norm) / (constant * (1.0 - lsf))
-                part.update(normal_liver_target_gy=d_n, activity_gbq=a, tumour_dose_gy=tn * d_n,
-                            formula="A = D_N (T:N M_T + M_N) / (C (1 - LSF)); D_T = T:N D_N")
+                a = d_n * (tn_mass * m_tum + m_norm) / (constant * (1.0 - lsf))
+                part.update(normal_liver_target_gy=d_n, activity_gbq=a, tumour_dose_gy=tn_mass * d_n,
+                            formula="A = D_N (T:N M_T + M_N) / (C (1 - LSF)); D_T = T:N D_N" + (
+                                " (T:N per mass, masses from the CT)" if rho is not None else ""))
             out["partition"] = part
     else:
         out["partition"] = {"note": "no tumour in this territory (or no normal liver): the partition model has one "
@@ -599,13 +648,17 @@ def run_plan(
     overrides: Mapping[str, Any] | None = None,
     plan_overrides: Mapping[str, Any] | None = None,
     progress: "Callable[[str], None] | None" = None,
+    ct: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None" = None,
+    hu_table: "str | os.PathLike[str] | HuDensityTable | None" = None,
+    outside_body: str = "exclude",
 ) -> CaseResult:
     """Read a planning case (the MAA SPECT and its VOIs), plan it (:func:`compute_plan`) and write
     its outputs into ``out`` like :func:`voxeldose.run_case` (``plan`` in ``metrics.json`` and the
     report).
 
     Parameters are those of :func:`voxeldose.run_case` (``anonymize`` too: every output, log
-    and error message de-identified); ``case`` holds the ``[plan]`` table, and
+    and error message de-identified; ``ct``: the SPECT/CT's CT, whose densities enter the dose,
+    :func:`compute_plan`); ``case`` holds the ``[plan]`` table, and
     ``plan_overrides`` (``[plan]`` keys, e.g. ``{"activities_gbq": {"right lobe": 2.0}}``) replace
     its values (:func:`voxeldose.planning.updated_plan_settings`).
 
@@ -620,7 +673,7 @@ def run_plan(
         return _run_plan(scan, vois, out, case=case, method=method, tissue=tissue, engine=engine,
                          kernel_tables=kernel_tables, series_uid=series_uid, registered=registered,
                          anonymize=anonymized, force=force, overrides=overrides, plan_overrides=plan_overrides,
-                         progress=progress)
+                         progress=progress, ct_path=ct, hu_table=hu_table, outside_body=outside_body)
 
     return _anonymized(lambda: call(True)) if anonymize else call(False)
 
@@ -628,17 +681,25 @@ def run_plan(
 def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Method, tissue: Tissue, engine: Engine,
               kernel_tables: Any, series_uid: str | None, registered: bool, anonymize: bool, force: bool,
               overrides: Mapping[str, Any] | None, plan_overrides: Mapping[str, Any] | None,
-              progress: "Callable[[str], None] | None") -> CaseResult:
+              progress: "Callable[[str], None] | None", ct_path: Any, hu_table: Any,
+              outside_body: str) -> CaseResult:
     from pathlib import Path
 
-    from .io import load_image, load_vsv_tables
+    from .density import SCHNEIDER2000
+    from .io import load_ct_density, load_hu_table, load_image, load_vsv_tables
     from .io.results import reserve_out
     from .pipeline import WITHHELD, _load_voi_files, _write_outputs
 
     with reserve_out(out, force) as out_dir:
         steps = _Steps(progress)
+        # the tables first: a wrong folder fails before minutes of reading
         tables = (load_vsv_tables(kernel_tables) if kernel_tables is not None
                   and not isinstance(kernel_tables, VsvTables) else kernel_tables)
+        hu = (hu_table if isinstance(hu_table, HuDensityTable) else
+              load_hu_table(hu_table) if hu_table is not None else SCHNEIDER2000)
+        if method == "scaled_kernel" and ct_path is None:
+            raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs "
+                             "the SPECT/CT's CT: give it (--ct CT), or use method 'kernel' or 'local'")
         with steps.step("load"):
             image = load_image(scan, series_uid)
         record = _case_from(case, overrides or {}, image)
@@ -648,9 +709,18 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
             record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
         with steps.step("vois"):
             masks = _load_voi_files(vois, image, registered)
-        inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
+        ct = density = None
+        if ct_path is not None:
+            with steps.step("ct"):
+                ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
+        inputs: dict[str, Any] = {"scan": WITHHELD if anonymize else str(scan),
+                                  "vois": [WITHHELD if anonymize else str(v) for v in vois]}
+        if ct_path is not None:
+            inputs["ct"] = WITHHELD if anonymize else (
+                str(ct_path) if isinstance(ct_path, (str, os.PathLike))
+                else f"{len(ct_path)} file(s) in {Path(ct_path[0]).parent}")
         result = compute_plan(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
                               caveats=steps.caveats, timings_s=steps.timings_s, progress=progress,
-                              provenance={"input": inputs})
-        del image, masks
+                              provenance={"input": inputs}, ct=ct, density=density, outside_body=outside_body)
+        del image, masks, ct, density
         return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)

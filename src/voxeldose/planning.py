@@ -32,10 +32,11 @@ Rules (each stated again in the plan's record):
   constraint that sets it is the binding one. Lower bounds (e.g. tumour D70 >= 100 Gy) are then
   checked at that activity; if one fails, no activity meets every constraint and the plan says
   so. The lung constraint is always there: ``min(lung_limit_gy, lung_cumulative_limit_gy -
-  prior_lung_dose_gy)`` (30 Gy and 50 Gy [Ho1997]_) on the lung VOIs' mean dose at lung density,
-  or, without a lung VOI, on the lung model ``D = C A LSF / M_lung`` (1 kg unless measured).
+  prior_lung_dose_gy)`` (30 Gy and 50 Gy [Ho1997]_) on the lung VOIs' mean dose at lung density
+  (0.30 g/mL, or the CT's), or, without a lung VOI, on the lung model ``D = C A LSF / M_lung``
+  (1 kg unless measured).
 - **Model activities** per territory: MIRD single compartment for a target mean dose (the
-  territory's mass at 1.04 g/mL), partition for a normal-liver target (T:N measured on the MAA
+  territory's mass at 1.04 g/mL, or the CT's), partition for a normal-liver target (T:N measured on the MAA
   counts: :func:`voxeldose.clinical.tumour_to_normal_ratio`), and for resin the BSA method scaled
   by the territory's share of the liver volume and reduced for the lung shunt as the SIR-Spheres
   instructions say [Kennedy2007]_. The dose constant is the product's convention: glass
