@@ -204,6 +204,23 @@ def test_matched_maa_predicts_the_delivered_dose(chain):
     assert _dice_at(data, 50.0) >= 0.95
 
 
+def test_the_library_call_is_the_command(chain, tmp_path):
+    # voxeldose compare is run_compare and printing: the same folders give the same numbers
+    from voxeldose.compare import run_compare
+
+    case, base = chain["case"], chain["base"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        comparison = run_compare(base / "plan", base / "run", [case / "RTSTRUCT.dcm"], tmp_path / "api")
+    assert set(comparison.vois) == set(chain["compare"]["vois"])
+    for name, v in comparison.vois.items():
+        assert v.difference["mean_gy"] == chain["compare"]["vois"][name]["difference"]["mean_gy"]
+    assert json.loads((tmp_path / "api" / "comparison.json").read_text())["vois"] == chain["compare"]["vois"]
+    with pytest.raises(voxeldose.InputError, match="at least one VOI"):
+        run_compare(base / "plan", base / "run", [], tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_10_percent_activity_error_is_caught(chain):
     # the planned activity enters the predicted dose linearly (one dose per territory at 1 GBq, scaled:
     # tests/test_plan.py), so a plan at 0.9 or 1.1 x the administered activity is this dose x 0.9 or

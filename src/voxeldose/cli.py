@@ -7,13 +7,12 @@ Exit codes: 0 success, 2 bad input (a VoxelDoseError, message on stderr), 1 inte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import sys
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 from ._version import __version__
 from .errors import VoxelDoseError
@@ -444,98 +443,18 @@ def _compare_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     _add(cmp, "force")
 
 
-def _compare_roles(vois: dict[str, Any], p_metrics: dict[str, Any], d_metrics: dict[str, Any],
-                   given: dict[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """The VOIs with roles (the folders' recorded roles of the VOIs given, then ``--voi-role``)
-    and the VOIs run derives from them (normal liver, tumours, perfused normal liver); the
-    warnings of the derivation as caveats."""
-    from .case import Case
-    from .errors import InputError
-    from .pipeline import _resolve_vois
-
-    def recorded(metrics: dict[str, Any]) -> dict[str, str]:
-        found = metrics.get("roles")
-        return {str(k): str(v) for k, v in found.items() if k in vois} if isinstance(found, dict) else {}
-
-    p_roles, d_roles = recorded(p_metrics), recorded(d_metrics)
-    clash = {n: (p_roles[n], d_roles[n]) for n in p_roles.keys() & d_roles.keys() if p_roles[n] != d_roles[n]}
-    clash = {n: v for n, v in clash.items() if n not in given}
-    if clash:
-        listed = "; ".join(f"{n!r}: {a} in PREDICTED, {b} in DELIVERED" for n, (a, b) in sorted(clash.items()))
-        raise InputError(f"the two folders give VOIs different roles ({listed}); say which with --voi-role NAME=ROLE")
-    roles = {**p_roles, **d_roles, **given}
-    roles = {n: r for n, r in roles.items() if r != "derived"}
-    if not roles:
-        return vois, {}, []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        masks, all_roles = _resolve_vois(vois, Case("compare", voi_roles=roles))
-    return masks, all_roles, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-
-
 def _compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .compare import compare_doses
-
-    from .errors import GeometryError, InputError, VoiError
-    from .image import Image
-    from .io import load_dose_result, load_transform, load_vois, write_comparison
-    from .io.comparison import COMPARISON_FILES
-    from .io.results import reserve_out
+    from .compare import run_compare
+    from .errors import InputError
 
     if not args.voi:
         raise InputError("compare: give at least one --voi (RTSTRUCT, SEG or label map), e.g. the liver and tumours")
-    with reserve_out(args.out, args.force, known=COMPARISON_FILES):
-        predicted, p_metrics = load_dose_result(args.predicted, what="PREDICTED")
-        delivered, d_metrics = load_dose_result(args.delivered, what="DELIVERED")
-        p_case, d_case = str(p_metrics["case_id"]), str(d_metrics["case_id"])
-        if p_case != d_case and not args.accept_different_cases:
-            raise InputError(f"PREDICTED is case {p_case!r} and DELIVERED case {d_case!r}: the doses of two cases "
-                             "would be compared; check the folders, or pass --accept-different-cases")
-        transform = load_transform(args.transform) if args.transform else None
-        p_frame, d_frame = predicted.meta.frame_of_reference_uid, delivered.meta.frame_of_reference_uid
-        if transform is None and p_frame and d_frame and p_frame != d_frame and not args.registered:
-            raise GeometryError(
-                f"PREDICTED's frame of reference ({p_frame}) differs from DELIVERED's ({d_frame}): two patient "
-                "coordinate systems; give the registration with --transform, or pass --registered if both doses are "
-                "in one frame already")
-        vois: dict[str, Image] = {}
-        for path in args.voi:
-            for name, mask in load_vois(path, delivered, registered=args.registered).items():
-                if name in vois:
-                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); give each VOI once")
-                vois[name] = mask
-        vois, roles, role_caveats = _compare_roles(vois, p_metrics, d_metrics, _voi_roles(args.voi_role))
-        if args.isodose_voi is not None and args.isodose_voi not in vois:
-            raise VoiError(f"--isodose-voi {args.isodose_voi!r} is not one of the VOIs ({', '.join(vois)})")
-
-        def densities(metrics: dict[str, Any]) -> dict[str, float]:
-            """The VOI densities a run reported its doses at (lung VOIs without a CT), for the VOIs given."""
-            provenance = metrics.get("provenance")
-            dose = provenance.get("dose") if isinstance(provenance, dict) else None
-            found = dose.get("voi_densities_g_per_cm3") if isinstance(dose, dict) else None
-            if not isinstance(found, dict):
-                return {}
-            return {str(k): float(v) for k, v in found.items()
-                    if k in vois and isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-        gamma = None if args.gamma is None else (args.gamma[0], args.gamma[1], args.gamma_cutoff)
-        inputs: dict[str, Any] = {role: {"folder": str(Path(folder).resolve()), "case_id": m["case_id"],
-                         "method": ((m.get("provenance") or {}).get("dose") or {}).get("method")}
-                  for role, folder, m in (("predicted", args.predicted, p_metrics),
-                                          ("delivered", args.delivered, d_metrics))}
-        inputs["vois"] = [str(v) for v in args.voi]
-        inputs["roles"] = roles
-        inputs["transform"] = str(args.transform) if args.transform else None
-        comparison = compare_doses(
-            predicted, delivered, vois, transform=transform, isodose_reference=args.isodose_reference,
-            isodose_region=args.isodose_voi, gamma=gamma,
-            predicted_voi_densities_g_per_cm3=densities(p_metrics),
-            delivered_voi_densities_g_per_cm3=densities(d_metrics), provenance={"inputs": inputs})
-        if role_caveats:
-            comparison = dataclasses.replace(comparison, caveats=tuple(role_caveats) + comparison.caveats)
-        write_comparison(comparison, args.out, force=args.force)
+    gamma = None if args.gamma is None else (args.gamma[0], args.gamma[1], args.gamma_cutoff)
+    comparison = run_compare(args.predicted, args.delivered, args.voi, args.out, voi_roles=_voi_roles(args.voi_role),
+                             transform=args.transform, registered=args.registered,
+                             accept_different_cases=args.accept_different_cases,
+                             isodose_reference=args.isodose_reference, isodose_region=args.isodose_voi, gamma=gamma,
+                             force=args.force)
     for caveat in comparison.caveats:
         logger.warning("compare: %s", caveat)
     for name, v in comparison.vois.items():
@@ -544,7 +463,9 @@ def _compare(args: argparse.Namespace) -> int:
     if comparison.gamma is not None:
         g = comparison.gamma
         print(f"gamma {g.dose_pct:g} %/{g.dta_mm:g} mm: {g.pass_rate_pct:.1f} % pass")
-    print(f"comparison of {p_case} (predicted) and {d_case} (delivered): outputs in {args.out}")
+    inputs = comparison.provenance.get("inputs", {})
+    print(f"comparison of {inputs.get('predicted', {}).get('case_id')} (predicted) and "
+          f"{inputs.get('delivered', {}).get('case_id')} (delivered): outputs in {args.out}")
     return EXIT_OK
 
 

@@ -5,8 +5,9 @@ verified on the Y-90 PET or bremsstrahlung SPECT after the treatment (the *deliv
 ``voxeldose run``). :func:`compare_doses` puts the two on one grid and compares them: per VOI
 (Dmean, D and V metrics, their differences and DVHs on one dose axis), voxel by voxel (the
 dose-difference map), by isodose regions (volumes and Dice coefficients) and, optionally, by the
-3-D gamma index. Everything here is a pure function of images; reading and writing is
-:mod:`voxeldose.io.comparison`.
+3-D gamma index. Everything here but :func:`run_compare` is a pure function of images; reading
+and writing is :mod:`voxeldose.io.comparison`, and :func:`run_compare` reads two output folders,
+compares them and writes the comparison (``voxeldose compare``).
 
 Conventions
 -----------
@@ -63,6 +64,7 @@ Dice LR. Measures of the amount of ecologic association between species. Ecology
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
@@ -82,6 +84,7 @@ __all__ = [
     "GammaResult",
     "DvhOverlay",
     "compare_doses",
+    "run_compare",
     "to_common_grid",
     "isodose_overlap",
     "gamma_index",
@@ -892,3 +895,146 @@ def compare_doses(predicted: Image, delivered: Image, vois: Mapping[str, "Image 
     return Comparison(on_grid, delivered, difference, outside, comparisons, overlay, isodose, isodose_reference,
                       isodose_region, gamma_result, m, tuple(caveats),
                       {"field_of_view": fov, "dose_integral_gy_ml": integral}, record)
+
+
+# --------------------------------------------------------------------------- reading and writing
+
+
+def run_compare(
+    predicted: "str | os.PathLike[str]",
+    delivered: "str | os.PathLike[str]",
+    vois: Sequence["str | os.PathLike[str]"],
+    out: "str | os.PathLike[str]",
+    *,
+    voi_roles: Mapping[str, str] | None = None,
+    transform: "str | os.PathLike[str] | None" = None,
+    registered: bool = False,
+    accept_different_cases: bool = False,
+    isodose_reference: IsodoseReference = "own",
+    isodose_region: str | None = None,
+    gamma: Sequence[float] | None = None,
+    force: bool = False,
+) -> Comparison:
+    """Read a predicted and a delivered output folder, compare them (:func:`compare_doses`) and
+    write the comparison into ``out`` (:func:`voxeldose.io.write_comparison`: atomically, a
+    previous result kept unless ``force``).
+
+    Parameters
+    ----------
+    predicted, delivered : path
+        Output folders of ``voxeldose plan`` (or run) and ``voxeldose run``: their ``dose.nii.gz``
+        and ``metrics.json`` (:func:`voxeldose.io.load_dose_result`).
+    vois : sequence of paths
+        RTSTRUCT, SEG or label-map files, loaded onto the delivered dose's grid (at least one).
+    out : path
+        Output folder.
+    voi_roles : mapping name -> role, optional
+        Over the roles both folders' ``metrics.json`` record (which must agree on the VOIs given);
+        with a whole liver and tumours, the normal liver (and the perfused normal liver) is
+        derived as :func:`voxeldose.compute_case` derives it.
+    transform : path, optional
+        Rigid registration, planning frame to post-treatment frame
+        (:func:`voxeldose.io.load_transform`); without one, two different frames of reference
+        are refused unless ``registered``.
+    registered : bool
+        Accept VOIs, or a predicted dose, from another frame of reference (the user states they
+        are registered).
+    accept_different_cases : bool
+        Compare folders whose ``metrics.json`` name different case ids (refused otherwise).
+    isodose_reference, isodose_region, gamma
+        As in :func:`compare_doses`.
+    force : bool
+        Replace an existing comparison in ``out``.
+
+    Raises
+    ------
+    VoxelDoseError
+        Bad input of any kind; nothing is written to ``out`` then.
+    """
+    import dataclasses
+    import warnings
+    from pathlib import Path
+
+    from .io import load_dose_result, load_transform, load_vois, write_comparison
+    from .io.comparison import COMPARISON_FILES
+    from .io.results import reserve_out
+
+    if not vois:
+        raise InputError("compare: give at least one VOI file (--voi: RTSTRUCT, SEG or label map), e.g. the liver "
+                         "and tumours")
+    with reserve_out(out, force, known=COMPARISON_FILES):
+        pred, p_metrics = load_dose_result(predicted, what="PREDICTED")
+        deliv, d_metrics = load_dose_result(delivered, what="DELIVERED")
+        p_case, d_case = str(p_metrics["case_id"]), str(d_metrics["case_id"])
+        if p_case != d_case and not accept_different_cases:
+            raise InputError(f"PREDICTED is case {p_case!r} and DELIVERED case {d_case!r}: the doses of two cases "
+                             "would be compared; check the folders, or pass --accept-different-cases")
+        matrix = load_transform(transform) if transform else None
+        p_frame, d_frame = pred.meta.frame_of_reference_uid, deliv.meta.frame_of_reference_uid
+        if matrix is None and p_frame and d_frame and p_frame != d_frame and not registered:
+            raise GeometryError(
+                f"PREDICTED's frame of reference ({p_frame}) differs from DELIVERED's ({d_frame}): two patient "
+                "coordinate systems; give the registration with --transform, or pass --registered if both doses are "
+                "in one frame already")
+        masks: dict[str, Image] = {}
+        for path in vois:
+            for name, mask in load_vois(path, deliv, registered=registered).items():
+                if name in masks:
+                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); give each VOI once")
+                masks[name] = mask
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            masks, roles = _compare_roles(masks, p_metrics, d_metrics, dict(voi_roles or {}))
+        role_caveats = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if isodose_region is not None and isodose_region not in masks:
+            raise VoiError(f"--isodose-voi {isodose_region!r} is not one of the VOIs ({', '.join(masks)})")
+        inputs: dict[str, Any] = {
+            role: {"folder": str(Path(folder).resolve()), "case_id": m["case_id"],
+                   "method": ((m.get("provenance") or {}).get("dose") or {}).get("method")}
+            for role, folder, m in (("predicted", predicted, p_metrics), ("delivered", delivered, d_metrics))}
+        inputs["vois"] = [str(v) for v in vois]
+        inputs["roles"] = roles
+        inputs["transform"] = str(transform) if transform else None
+        comparison = compare_doses(
+            pred, deliv, masks, transform=matrix, isodose_reference=isodose_reference, isodose_region=isodose_region,
+            gamma=gamma, predicted_voi_densities_g_per_cm3=_recorded_densities(p_metrics, masks),
+            delivered_voi_densities_g_per_cm3=_recorded_densities(d_metrics, masks), provenance={"inputs": inputs})
+        if role_caveats:
+            comparison = dataclasses.replace(comparison, caveats=tuple(role_caveats) + comparison.caveats)
+        write_comparison(comparison, out, force=force)
+    return comparison
+
+
+def _compare_roles(vois: dict[str, Image], p_metrics: Mapping[str, Any], d_metrics: Mapping[str, Any],
+                   given: Mapping[str, str]) -> tuple[dict[str, Image], dict[str, str]]:
+    """The VOIs with roles (the folders' recorded roles of the VOIs given, then ``given``) and
+    the VOIs run derives from them (normal liver, tumours, perfused normal liver)."""
+    from .case import Case
+    from .pipeline import _resolve_vois
+
+    def recorded(metrics: Mapping[str, Any]) -> dict[str, str]:
+        found = metrics.get("roles")
+        return {str(k): str(v) for k, v in found.items() if k in vois} if isinstance(found, dict) else {}
+
+    p_roles, d_roles = recorded(p_metrics), recorded(d_metrics)
+    clash = {n: (p_roles[n], d_roles[n]) for n in p_roles.keys() & d_roles.keys() if p_roles[n] != d_roles[n]}
+    clash = {n: v for n, v in clash.items() if n not in given}
+    if clash:
+        listed = "; ".join(f"{n!r}: {a} in PREDICTED, {b} in DELIVERED" for n, (a, b) in sorted(clash.items()))
+        raise InputError(f"the two folders give VOIs different roles ({listed}); say which with --voi-role NAME=ROLE")
+    roles = {**p_roles, **d_roles, **given}
+    roles = {n: r for n, r in roles.items() if r != "derived"}
+    if not roles:
+        return vois, {}
+    return _resolve_vois(vois, Case("compare", voi_roles=roles))
+
+
+def _recorded_densities(metrics: Mapping[str, Any], vois: Mapping[str, Image]) -> dict[str, float]:
+    """The VOI densities a run reported its doses at (lung VOIs without a CT), for the VOIs given."""
+    provenance = metrics.get("provenance")
+    dose = provenance.get("dose") if isinstance(provenance, dict) else None
+    found = dose.get("voi_densities_g_per_cm3") if isinstance(dose, dict) else None
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): float(v) for k, v in found.items()
+            if k in vois and isinstance(v, (int, float)) and not isinstance(v, bool)}
