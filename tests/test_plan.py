@@ -178,3 +178,29 @@ def test_the_measured_lung_shunt_counts_the_surface_voxels_once():
     assert lung_shunt_from_counts(counts, lung, liver) == pytest.approx(0.1, rel=1e-9)
     weighted = float((values * lung).sum() / ((values * lung).sum() + (values * liver).sum()))
     assert weighted / 0.1 == pytest.approx(0.970, abs=0.001)
+
+
+def test_a_voxel_a_territory_and_the_lung_share_keeps_its_counts_for_the_territory():
+    # The liver's top plane (0.5 inside) is also 0.5 inside the lung. Its counts are the
+    # territory's (the lung's activity is the uniform shunt, not its counts): the liver's map holds
+    # A (1 - LSF) in proportion to every voxel it touches (1e-6: float32 map), the lung A LSF, and
+    # the record's lung counts are those of the voxels only the lung touches (exact sums).
+    shape = (10, 6, 6)
+    liver = np.zeros(shape, np.float32)
+    lung = np.zeros(shape, np.float32)
+    liver[1:5, 1:5, 1:5] = 1.0
+    liver[5, 1:5, 1:5] = 0.5
+    lung[5, 1:5, 1:5] = 0.5
+    lung[6:9, 1:5, 1:5] = 1.0
+    values = 100.0 * liver + 7.0 * lung
+    counts = voxeldose.Image(values, (4.0,) * 3, (0.0,) * 3, units="CNTS")
+    act, rec = predicted_activity(counts, {"liver": liver}, {"liver": 1.0}, lung_shunt_fraction=0.2, lung=lung)
+    c_liver = float(values[liver > 0].sum(dtype=np.float64))
+    assert rec["territories"]["liver"]["counts"] == pytest.approx(c_liver, rel=1e-12)
+    assert rec["lung"]["counts"] == pytest.approx(float(values[6:9].sum(dtype=np.float64)), rel=1e-12)
+    lung_per_share = 200.0 / float(lung.sum(dtype=np.float64))
+    np.testing.assert_allclose(act.array[2, 2, 2], 800.0 * 100.0 / c_liver, rtol=1e-6)
+    np.testing.assert_allclose(act.array[5, 2, 2], 800.0 * 53.5 / c_liver + 0.5 * lung_per_share, rtol=1e-6)
+    np.testing.assert_allclose(act.array[7, 2, 2], lung_per_share, rtol=1e-6)
+    assert float(act.array.sum(dtype=np.float64)) == pytest.approx(1000.0, rel=1e-6)
+    assert rec["counts_outside"] == 0.0

@@ -493,8 +493,12 @@ def predicted_activity(
         lw = np.asarray(mask_image(counts, lung, name="lung").array, np.float64)
         if lung_mbq > 0:
             out += lw * (lung_mbq / float(lw.sum(dtype=np.float64)))
+        lung_only = (lw > 0) & ~touched
         record["lung"] = {"activity_mbq": lung_mbq, "rule": "uniform over the lung VOIs (mask-weighted)",
-                          "counts": _counts_in(values, lw)}
+                          "counts": float(np.sum(values[lung_only], dtype=np.float64)),
+                          "counts_rule": "counts of the voxels the lung VOIs touch and no territory does (reported "
+                                         "only: the lung's activity is the shunt's; a voxel a territory touches keeps "
+                                         "its counts for the territory)"}
         touched |= lw > 0
     else:
         record["lung"] = {"activity_mbq": lung_mbq, "rule": "no lung VOI: the shunted activity is not in the map; the "
