@@ -172,42 +172,117 @@ def test_counts_per_second_get_no_poisson_model(coarse):
 # --------------------------------------------------------------------------- segmentation
 
 
+def _sphere_fraction(n, h, radius_mm, sub=8):
+    """Fraction of each voxel of an n^3 grid (spacing h) inside a sphere at the grid's centre,
+    with sub^3 samples in each voxel the surface crosses (8 per edge: steps of 1/512, sub-voxel
+    positions to h/8; the phantoms' ellipsoid_fraction has 2 per edge at 1 mm, too coarse for
+    sub-voxel moves)."""
+    c = (n - 1) / 2 * h
+    axis = np.arange(n) * h - c
+    z, y, x = np.meshgrid(axis, axis, axis, indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    half = 0.5 * math.sqrt(3.0) * h
+    w = (r + half <= radius_mm).astype(np.float64)
+    edge = np.nonzero((r + half > radius_mm) & (r - half < radius_mm))
+    offsets = ((np.arange(sub) + 0.5) / sub - 0.5) * h
+    o = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), axis=-1).reshape(-1, 3)
+    centres = np.stack([z[edge], y[edge], x[edge]], axis=-1)
+    w[edge] = (np.linalg.norm(centres[:, None, :] + o[None], axis=-1) <= radius_mm).mean(axis=1)
+    return w, r
+
+
 def _radial_case(radius_mm=15.0, gradient=2.0, h=1.0):
     n = int(2 * (radius_mm + 12) / h) + 1
-    c = (n - 1) / 2 * h
-    z, y, x = np.mgrid[0:n, 0:n, 0:n] * h
-    r = np.sqrt((x - c) ** 2 + (y - c) ** 2 + (z - c) ** 2)
+    inside, r = _sphere_fraction(n, h, radius_mm)
     dose = Image((gradient * r).astype(np.float32), (h, h, h), units="GY")
-    inside = ellipsoid_fraction((n, n, n), (h, h, h), (0.0, 0.0, 0.0), (c, c, c), (radius_mm,) * 3)
     return dose, inside
 
 
 def test_a_moved_sphere_in_a_radial_gradient_changes_its_mean_as_analytic():
     # D = g r in a sphere of radius R: mean 3 g R / 4, so moving the boundary by d changes the
     # mean by exactly 3 g d / 4, and the volume by 4/3 pi ((R + d)^3 - R^3). (A linear gradient
-    # along an axis would give no change at all: no test.) Measured on a 1 mm grid, R = 15 mm:
-    # moves of 2-3 voxels within 6 %; moves of half a voxel to one voxel come out 13-20 % short
-    # (the signed distance of voxels next to the surface is estimated from their fractions and a
-    # one-voxel ramp, which is exact only for a surface parallel to a face). Tolerances 8 % and
-    # 25 %: the module documentation states the bias.
+    # along an axis would give no change at all: no test.) Each voxel's moved fraction is the
+    # cube's fraction under its local surface plane moved by d. Measured on a 1 mm grid, R = 15
+    # mm: every move from a quarter voxel to three voxels within 2.3 % (volume and mean);
+    # tolerance 4 %. The rule before 2026-12-03 (a one-voxel ramp from the fractions) was 13-20 %
+    # short for sub-voxel moves here and 5-8 % short at 2-3 voxels: rejected.
     dose, inside = _radial_case()
     base = float((dose.array * inside).sum() / inside.sum())
     assert base == pytest.approx(0.75 * 2.0 * 15.0, rel=0.01)
     assert np.array_equal(moved_mask(inside, (1.0, 1.0, 1.0), 0.0), inside)
-    for d, tolerance in ((-3.0, 0.08), (-2.0, 0.08), (2.0, 0.08), (3.0, 0.08), (-1.0, 0.25), (-0.5, 0.25),
-                         (0.5, 0.25), (1.0, 0.25)):
+    for d in (-3.0, -2.0, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 2.0, 3.0):
         moved = moved_mask(inside, (1.0, 1.0, 1.0), d)
         mean = float((dose.array * moved).sum() / moved.sum())
-        assert mean - base == pytest.approx(0.75 * 2.0 * d, rel=tolerance), d
+        assert mean - base == pytest.approx(0.75 * 2.0 * d, rel=0.04), d
         assert moved.sum() - inside.sum() == pytest.approx(4 / 3 * math.pi * ((15.0 + d) ** 3 - 15.0**3),
-                                                           rel=tolerance), d
+                                                           rel=0.04), d
     # an inward move deeper than the sphere leaves its deepest voxel, never an empty VOI
     core = moved_mask(inside, (1.0, 1.0, 1.0), -40.0)
     assert 1.0 <= core.sum() < 30.0 and core[inside == 0].sum() == 0.0
-    # a 4 mm grid (a PET's), R = 7.5 voxels moved by 2 voxels: 10 % short (measured 0.904): 12 %
-    dose4, inside4 = _radial_case(radius_mm=30.0, h=4.0)
-    moved = moved_mask(inside4, (4.0, 4.0, 4.0), 8.0)
-    assert moved.sum() * 64 - inside4.sum() * 64 == pytest.approx(4 / 3 * math.pi * (38.0**3 - 30.0**3), rel=0.12)
+    # a 4 mm grid (a PET's), R = 7.5 voxels moved by half a voxel to two voxels: within 2.5 %
+    # (measured); tolerance 4 % (the old rule: 10 % short at 2 voxels, 14 % long at a quarter voxel)
+    _, inside4 = _radial_case(radius_mm=30.0, h=4.0)
+    for d in (-8.0, -2.0, 1.0, 2.0, 8.0):
+        moved = moved_mask(inside4, (4.0, 4.0, 4.0), d)
+        assert (moved.sum() - inside4.sum()) * 64 == pytest.approx(4 / 3 * math.pi * ((30.0 + d) ** 3 - 30.0**3),
+                                                                   rel=0.04), d
+    # an anisotropic grid (2 x 2 x 5 mm, a SPECT's thick slices): the same rule, within 4 %
+    n_xy, n_z = 41, 17
+    c_xy, c_z = 40.0, 40.0
+    zz, yy, xx = np.meshgrid(np.arange(n_z) * 5.0 - c_z, np.arange(n_xy) * 2.0 - c_xy, np.arange(n_xy) * 2.0 - c_xy,
+                             indexing="ij")
+    sub = (np.arange(8) + 0.5) / 8 - 0.5
+    oz, oy, ox = (g.ravel() for g in np.meshgrid(sub * 5.0, sub * 2.0, sub * 2.0, indexing="ij"))
+    aniso = np.zeros(zz.shape)
+    for i in range(oz.size):
+        aniso += np.sqrt((zz + oz[i]) ** 2 + (yy + oy[i]) ** 2 + (xx + ox[i]) ** 2) <= 25.0
+    aniso /= oz.size
+    for d in (-2.5, -1.0, 1.0, 2.5):
+        moved = moved_mask(aniso, (2.0, 2.0, 5.0), d)
+        assert (moved.sum() - aniso.sum()) * 20.0 == pytest.approx(4 / 3 * math.pi * ((25.0 + d) ** 3 - 25.0**3),
+                                                                   rel=0.04), d
+
+
+def test_derived_vois_are_made_again_from_the_moved_vois():
+    # A liver sphere (R = 30 mm) with a tumour sphere (R = 10 mm) inside, 2 mm voxels; the
+    # normal liver and the tumours' union derived as the case derives them. In a sample that moves
+    # the liver out by 2 mm and the tumour out by 3 mm, the normal liver is the moved liver
+    # without the moved tumour (the derivation's own rule, exactly), so its volume is
+    # V_L(32) - V_T(13) (within 2 %: each move is within 2.5 % of the exact one, measured above).
+    # A normal liver drawn by the user (here one voxel off the derivation) moves on its own.
+    from voxeldose.uncertainty import _derive_moved, _segmentation_boundaries
+    from voxeldose.voi_sets import derive_vois, difference, union_of
+
+    h, n = 2.0, 41
+    liver_w, _ = _sphere_fraction(n, h, 30.0)
+    tumour_w, _ = _sphere_fraction(n, h, 10.0)
+    like = Image(np.zeros((n, n, n), np.float32), (h, h, h), units="MASK")
+    masks = {"liver": like.with_array(liver_w.astype(np.float32)), "t": like.with_array(tumour_w.astype(np.float32))}
+    masks.update(derive_vois(masks, whole_liver="liver", tumours=["t"]))
+    roles = {"liver": "whole_liver", "t": "tumour", "normal_liver": "normal_liver", "tumours": "derived"}
+    boundaries, derived = _segmentation_boundaries(masks, roles, (h, h, h), 6.0)
+    assert set(derived) == {"tumours", "normal_liver"}
+    deltas = {"liver": 2.0, "t": 3.0}
+    moved = {k: boundaries[k].moved(d) for k, d in deltas.items()}
+    _derive_moved(moved, {k: b.box for k, b in boundaries.items()}, derived)
+
+    def full(name):
+        out = np.zeros((n, n, n))
+        out[boundaries[name].box] = moved[name]
+        return out
+
+    np.testing.assert_array_equal(full("normal_liver"), difference(full("liver"), union_of([full("t")], (n, n, n))))
+    np.testing.assert_array_equal(full("tumours"), full("t").astype(np.float32))
+    v_normal = full("normal_liver").sum() * h**3
+    assert v_normal == pytest.approx(4 / 3 * math.pi * (32.0**3 - 13.0**3), rel=0.02)
+    # no move: the derived masks are the case's own, bit for bit
+    still = {k: boundaries[k].moved(0.0) for k in deltas}
+    _derive_moved(still, {k: b.box for k, b in boundaries.items()}, derived)
+    np.testing.assert_array_equal(still["normal_liver"], np.asarray(masks["normal_liver"].array)[boundaries["normal_liver"].box])
+    drawn = np.array(masks["normal_liver"].array)
+    drawn[20, 20, 0] = 0.5  # not the derivation's result: the user's own VOI
+    _, own = _segmentation_boundaries({**masks, "normal_liver": like.with_array(drawn)}, roles, (h, h, h), 6.0)
+    assert set(own) == {"tumours"}
 
 
 def test_segmentation_margin_gives_the_analytic_spread():
@@ -319,9 +394,11 @@ def test_the_calibration_voi_moves_as_one_boundary():
     # deposition, segmentation only (d ~ N(0, 1 mm), |d| <= 3 mm). The sphere's counts and its DVH
     # share one boundary: shrinking it puts the delivered activity into V' (dose x V/V'), growing
     # it adds only empty voxels (mean x V/V'), so its mean dose is D0 (R/(R + d))^3 in every
-    # sample: u_rel = std((R/(R + d))^3) = 0.212 (Monte Carlo of that formula). Measured 0.226
-    # (+7 %: the boundary move's discretisation); moving the calibration and the DVH by
-    # independent draws gave 0.145 (-32 %). 300 samples know u to 4 %: tolerance 12 %.
+    # sample: u_rel = std((R/(R + d))^3) = 0.212 (Monte Carlo of that formula). The formula is
+    # skewed (d near -3 mm gives x1.9): 300 samples know its std to 5.1 % (1 sigma, simulated),
+    # and this seed's draws are high: the formula on the engine's own 300 draws gives 0.244, and
+    # the engine 0.2439 (its moved volumes within 1.7 % of the sphere's). Tolerance 18 % (3.5
+    # sigma). Moving the calibration and the DVH by independent draws gave 0.145 (-32 %).
     n, c = 57, 28.0
     inside = ellipsoid_fraction((n, n, n), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (c, c, c), (15.0,) * 3)
     scan = Image((1000.0 * inside).astype(np.float32), (1.0, 1.0, 1.0), units="CNTS", meta=ImageMeta(modality="NM"))
@@ -332,4 +409,4 @@ def test_the_calibration_voi_moves_as_one_boundary():
     r = _quiet(lambda: compute_case(scan, {"s": mask}, case, method="local"))
     d = np.clip(np.random.default_rng(0).normal(0.0, 1.0, 1_000_000), -3.0, 3.0)
     expected = float(np.std((15.0 / (15.0 + d)) ** 3))
-    assert r.uncertainty["vois"]["s"]["mean_gy"]["u_rel"] == pytest.approx(expected, rel=0.12)
+    assert r.uncertainty["vois"]["s"]["mean_gy"]["u_rel"] == pytest.approx(expected, rel=0.18)
