@@ -219,6 +219,9 @@ def test_the_library_call_is_the_command(chain, tmp_path):
     with pytest.raises(voxeldose.InputError, match="at least one VOI"):
         run_compare(base / "plan", base / "run", [], tmp_path / "none")
     assert not (tmp_path / "none").exists()
+    with pytest.raises(voxeldose.VoiError, match="defined twice"):
+        run_compare(base / "plan", base / "run", [case / "RTSTRUCT.dcm"] * 2, tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
 
 
 def test_a_10_percent_activity_error_is_caught(chain):

@@ -955,9 +955,10 @@ def run_compare(
     import warnings
     from pathlib import Path
 
-    from .io import load_dose_result, load_transform, load_vois, write_comparison
+    from .io import load_dose_result, load_transform, write_comparison
     from .io.comparison import COMPARISON_FILES
     from .io.results import reserve_out
+    from .pipeline import _load_voi_files
 
     if not vois:
         raise InputError("compare: give at least one VOI file (--voi: RTSTRUCT, SEG or label map), e.g. the liver "
@@ -976,12 +977,7 @@ def run_compare(
                 f"PREDICTED's frame of reference ({p_frame}) differs from DELIVERED's ({d_frame}): two patient "
                 "coordinate systems; give the registration with --transform, or pass --registered if both doses are "
                 "in one frame already")
-        masks: dict[str, Image] = {}
-        for path in vois:
-            for name, mask in load_vois(path, deliv, registered=registered).items():
-                if name in masks:
-                    raise VoiError(f"VOI {name!r} is defined twice (again in {path}); give each VOI once")
-                masks[name] = mask
+        masks = _load_voi_files(vois, deliv, registered)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             masks, roles = _compare_roles(masks, p_metrics, d_metrics, dict(voi_roles or {}))
