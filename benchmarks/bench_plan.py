@@ -6,8 +6,10 @@ For the liver phantom's MAA-like counts (one territory, the whole liver; and the
 two territories) on a 4.42 mm SPECT grid, for the phantom's Tc-99m MAA SPECT as DICOM (the export
 of ``voxeldose phantom liver --maa``: its NM file and the RTSTRUCT, read with
 :func:`voxeldose.load_image` and :func:`voxeldose.load_vois`; the reading is timed and counted
-in its total, and its ratio, the naive loop over read + plan, is a lower bound too), and for the
-real MAA case in
+in its total, and its ratio, the naive loop over read + plan, is a lower bound too), for the
+phantom whose right lung abuts the liver with its CT (MAA, CT and RTSTRUCT as DICOM, the CT's
+densities on the SPECT's grid read in the total; planned and looped with the scaled kernel), and
+for the real MAA case in
 ``../shared/real_data/taranis_patient2_maa`` (skipped where absent), prints the best of
 ``--repeat`` runs of :func:`voxeldose.plan.compute_plan` (kernel method, two constraints per
 territory: a normal-liver mean and a tumour D70): its dose step (one dose computation per
@@ -76,7 +78,30 @@ def dicom_case(folder: Path):
 
     def read():
         maa = voxeldose.load_image(folder / "MAA")
-        return maa, dict(voxeldose.load_vois(folder / "RTSTRUCT.dcm", maa))
+        return maa, dict(voxeldose.load_vois(folder / "RTSTRUCT.dcm", maa)), {}
+
+    return read, case
+
+
+def interface_case(folder: Path):
+    """The phantom whose right lung abuts the liver: MAA SPECT (6.63 mm), CT (4 x 4 x 5 mm) and
+    RTSTRUCT as DICOM; ``read()`` gives the counts, the VOIs and the CT's densities on the SPECT's
+    grid (``compute_plan``'s ``ct`` and ``density``), planned with the scaled kernel."""
+    from voxeldose.io import load_ct_density
+    from voxeldose.phantoms.export import write_liver_case
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_liver_case(folder, write=("MAA", "CT", "RTSTRUCT"), lung_interface=True,
+                         ct_spacing_xyz_mm=(4.0, 4.0, 5.0), maa_spacing_xyz_mm=(6.63, 6.63, 6.63))
+    plan = {"constraints": [{"role": "normal_liver", "metric": "mean", "max_gy": 40.0},
+                            {"role": "tumour", "metric": "D70", "min_gy": 100.0}]}
+    case = voxeldose.load_case(folder / "case.toml").with_overrides(plan=plan_settings_from_dict(plan))
+
+    def read():
+        maa = voxeldose.load_image(folder / "MAA")
+        ct, density = load_ct_density(folder / "CT", maa)
+        return maa, dict(voxeldose.load_vois(folder / "RTSTRUCT.dcm", maa)), {"ct": ct, "density": density}
 
     return read, case
 
@@ -103,8 +128,10 @@ def traced(fn):
     return peak, out
 
 
-def naive_plan(counts, result, case, territory: str, rel_tol: float = 1e-4):
-    """Bisection on the binding constraint with a new activity map, dose and DVH per trial."""
+def naive_plan(counts, result, case, territory: str, rel_tol: float = 1e-4, method: str = "kernel",
+               density=None):
+    """Bisection on the binding constraint with a new activity map, dose and DVH per trial (with a
+    density map: its body outline, activity outside it left out, as the plan does)."""
     binding = result.plan["territories"][territory]["binding_constraint"]
     m = re.match(r"^(?P<voi>.+) (?P<metric>mean|[DV][0-9.]+) <= (?P<bound>[0-9.eE+-]+) ", binding)
     assert m is not None, binding
@@ -118,12 +145,19 @@ def naive_plan(counts, result, case, territory: str, rel_tol: float = 1e-4):
     else:
         mask = result.vois[voi]
     n = 0
+    body = None
+    if density is not None:
+        from voxeldose.density import body_mask
+
+        body = body_mask(density)
 
     def value(a: float) -> float:
         nonlocal n
         n += 1
         act, _ = predicted_activity(counts, territories, {**others, territory: a}, lung_shunt_fraction=lsf, lung=lung)
-        dose = voxeldose.absorbed_dose(act, method="kernel")
+        if body is not None:
+            act = act.with_array(np.where(body.array > 0.5, act.array, 0.0).astype(np.float32))
+        dose = voxeldose.absorbed_dose(act, method=method, density=density, body=body)
         return metric_of(voxeldose.dvh(dose, mask), metric)
 
     lo, hi = 0.0, 20.0
@@ -144,13 +178,16 @@ def _territory_normal(result, territory):
     return voxeldose.mask_image(result.dose, difference(t, union_of(tumours, t.shape)), name="normal")
 
 
-def row(name: str, counts, vois, case, repeat: int, read=None) -> str:
-    """One line of the table; with ``read`` (a function giving the counts and VOIs from files), each
-    trial reads them first and its total includes the reading."""
+def row(name: str, counts, vois, case, repeat: int, read=None, method: str = "kernel") -> str:
+    """One line of the table; with ``read`` (a function giving the counts, the VOIs and further
+    ``compute_plan`` arguments from files), each trial reads them first and its total includes
+    the reading."""
+    extra: dict = {}
 
     def one():
-        c, v = (counts, vois) if read is None else read()
-        return c, compute_plan(c, v, case, method="kernel")
+        nonlocal extra
+        c, v, extra = (counts, vois, {}) if read is None else read()
+        return c, compute_plan(c, v, case, method=method, **extra)
 
     best = None
     for _ in range(repeat):
@@ -173,7 +210,7 @@ def row(name: str, counts, vois, case, repeat: int, read=None) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        a_naive, n_doses = naive_plan(counts, result, case, first)
+        a_naive, n_doses = naive_plan(counts, result, case, first, method=method, density=extra.get("density"))
         naive = time.perf_counter() - t0
     n_terr = len(result.plan["territories"])
     nz, ny, nx = counts.shape
@@ -187,7 +224,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-real", action="store_true", help="skip the real MAA case")
     args = parser.parse_args(argv)
-    print(f"voxeldose {voxeldose.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU(s); kernel method; "
+    print(f"voxeldose {voxeldose.__version__}, numpy {np.__version__}, {os.cpu_count()} CPU(s); kernel method "
+          "(the lung-interface row: scaled kernel with the CT); "
           "naive = a new activity map, dose and DVH per bisection trial (to 1e-4), first territory only")
     header = (f"{'case':<22} {'grid':<13} {'terr':>5} {'dose s':>7} {'plan s':>7} {'dvh s':>6} {'total s':>7} "
               f"{'peak MiB':>8} {'naive s':>9} {'doses':>6} {'ratio':>7} {'A GBq':>8} {'naive A':>8}")
@@ -199,6 +237,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         read, case = dicom_case(Path(tmp) / "liver")
         print(row("phantom MAA DICOM+read", None, None, case, args.repeat, read=read), flush=True)
+        read, case = interface_case(Path(tmp) / "interface")
+        print(row("lung interface CT+read", None, None, case, args.repeat, read=read, method="scaled_kernel"),
+              flush=True)
     if args.no_real:
         return
     if not REAL.is_dir():
