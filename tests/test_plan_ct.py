@@ -193,3 +193,43 @@ def test_a_plan_with_a_ct_equals_a_fresh_scaled_kernel_dose(interface_plan):
     # the models' masses are the CT's: the liver's mean density is soft tissue's by the CT (1.04-1.06)
     assert 1.03 < t["mass_kg"] / (t["volume_ml"] * 1e-3) < 1.07
     assert t["models"]["masses"] == "from the CT's densities"
+
+
+def test_the_partition_model_with_ct_masses_predicts_the_voxel_doses():
+    # Uniform uptake: counts per mL c in the normal liver and T:N c in the tumours (binary VOIs,
+    # no partly covered voxel), tumours at 1.10 g/cm3 on the CT and the rest at 1.04. With local
+    # deposition each voxel's dose is its energy over its own mass, so at the partition model's
+    # activity the normal liver's voxel mean is D_N and the tumours' D_N T:N rho_N / rho_T: the
+    # model's per-mass T:N, from the CT. Both to 1e-6 (float32 maps), after the model's dose
+    # constant (49.67 Gy kg/GBq, no sphere type) is put to the engine's ICRP-107 one (49.77).
+    from voxeldose.constants import MIRD_Y90_GY_KG_PER_GBQ, Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ
+
+    ph = phantoms.liver(spacing_xyz_mm=(8.84, 8.84, 8.84), lung_shunt_fraction=0.1)
+    like = ph.activity
+    binary = {n: (np.asarray(ph.vois[n].array) >= 0.5).astype(np.float32) for n in ("liver", "lung", "tumour_1",
+                                                                                      "tumour_2")}
+    tumours = np.maximum(binary["tumour_1"], binary["tumour_2"]) * binary["liver"]
+    vois = {n: voxeldose.mask_image(like, m, name=n) for n, m in binary.items()}
+    tn = 4.0
+    counts_arr = 100.0 * (binary["liver"] - tumours) + 100.0 * tn * tumours + 3.0 * binary["lung"]
+    counts = voxeldose.Image(counts_arr.astype(np.float32), like.spacing_mm, like.origin_mm, units="CNTS")
+    rho = np.where(tumours > 0, 1.10, SOFT_TISSUE_DENSITY_G_PER_CM3)
+    rho = np.where(binary["lung"] > 0, LUNG_DENSITY_G_PER_CM3, rho)
+    roles = {"liver": "whole_liver", "lung": "lung", "tumour_1": "tumour", "tumour_2": "tumour"}
+    settings = voxeldose.planning.plan_settings_from_dict({"partition_normal_liver_gy": 40.0})
+    case = voxeldose.Case("partition-ct", voi_roles=roles, lung_shunt_fraction=0.1, plan=settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)
+        first = compute_plan(counts, vois, case, method="local", density=_density(counts, rho))
+    part = first.plan["territories"]["liver"]["models"]["partition"]
+    assert part["tumour_to_normal"] == pytest.approx(tn, rel=1e-6)
+    assert part["tumour_to_normal_per_mass"] == pytest.approx(tn * SOFT_TISSUE_DENSITY_G_PER_CM3 / 1.10, rel=1e-6)
+    a = part["activity_gbq"] * MIRD_Y90_GY_KG_PER_GBQ / Y90_DOSE_PER_ACTIVITY_GY_KG_PER_GBQ
+    case_at = voxeldose.Case("partition-ct", voi_roles=roles, lung_shunt_fraction=0.1,
+                             plan=voxeldose.planning.updated_plan_settings(settings, {"activities_gbq": {"liver": a}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", voxeldose.VoxelDoseWarning)
+        at = compute_plan(counts, vois, case_at, method="local", density=_density(counts, rho))
+    assert at.dvhs["normal_liver"].mean_gy == pytest.approx(40.0, rel=1e-6)
+    assert at.dvhs["tumours"].mean_gy == pytest.approx(part["tumour_dose_gy"], rel=1e-6)
+    assert part["tumour_dose_gy"] == pytest.approx(40.0 * tn * SOFT_TISSUE_DENSITY_G_PER_CM3 / 1.10, rel=1e-6)

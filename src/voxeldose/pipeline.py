@@ -424,11 +424,13 @@ def _body_outline(density: Image | None, like: Image, masks: Mapping[str, Image]
 
 
 def _body(density: Image | None, activity: Image, masks: Mapping[str, Image], rule: str,
-          body_vois: Sequence[str] = ()) -> tuple[Image, Image, dict[str, Any]]:
-    """The body outline (the VOIs of role "body", else drawn from the density), the activity to
-    dose (without what lies outside the body unless ``rule`` is "keep"), and what was found
-    outside it (warned as caveats)."""
-    body, how, unknown = _body_outline(density, activity, masks, body_vois)
+          body_vois: Sequence[str] = (), outline: tuple[Image, str, Any] | None = None
+          ) -> tuple[Image, Image, dict[str, Any]]:
+    """The body outline (the VOIs of role "body", else drawn from the density; ``outline``:
+    :func:`_body_outline`'s result when the caller has it already), the activity to dose
+    (without what lies outside the body unless ``rule`` is "keep"), and what was found outside
+    it (warned as caveats)."""
+    body, how, unknown = outline if outline is not None else _body_outline(density, activity, masks, body_vois)
     inside = body.array > 0.5
     a = np.asarray(activity.array, dtype=np.float64)
     total = float(a.sum())

@@ -301,9 +301,10 @@ def compute_plan(
 
     rho = None if density is None else np.asarray(density.array, dtype=np.float64)
     body_vois = [n for n, r in roles.items() if r == "body"]
-    body = None
+    body = outline = None
     if density is not None or body_vois:  # the outline depends on the CT (or the body VOI) only
-        body, _, _ = _body_outline(density, maa, masks, body_vois)
+        outline = _body_outline(density, maa, masks, body_vois)
+        body = outline[0]
     # one dose per territory, at 1 GBq reaching the patient
     unit_doses: dict[str, np.ndarray] = {}
     records: dict[str, Any] = {}
@@ -364,7 +365,7 @@ def compute_plan(
 
     body_record = None
     if body is not None:  # what lies outside the body, at the predicted map's activities
-        _, _, body_record = _body(density, activity, masks, outside_body, body_vois)
+        _, _, body_record = _body(density, activity, masks, outside_body, body_vois, outline=outline)
     with steps.step("dvh"):
         dvhs, voi_densities = _voi_dvhs(dose, masks, roles, density)
     if ct is not None and density is not None:

@@ -17,9 +17,10 @@ Rules (each stated again in the plan's record):
   (:mod:`voxeldose.calibrate`); weighting them by the share as well would count the partial
   volume twice and move activity into the interior (4 % too much at 6.6 mm voxels). The
   shunted ``A_k LSF`` is spread uniformly over the lung VOI(s) (the partition model's lung; MAA
-  counts in the lungs are few, noisy and hold scatter from the liver); without a lung VOI it is left out of the map and the lung dose is the model's. Counts
-  in voxels that no territory and no lung VOI touches (extrahepatic uptake, free pertechnetate,
-  blur) get no activity and are reported.
+  counts in the lungs are few, noisy and hold scatter from the liver); without a lung VOI it
+  is left out of the map and the lung dose is the model's. Counts in voxels that no territory
+  and no lung VOI touches (extrahepatic uptake, free pertechnetate, blur) get no activity and
+  are reported.
 - **Lung shunt fraction**: the case's ``lung_shunt_fraction`` (usually from planar
   scintigraphy), or measured on the SPECT as ``C_lung / (C_lung + C_liver)`` with the lung VOI(s)
   and the whole liver (else the territories), each ``C`` counted by the territories' rule;
