@@ -66,6 +66,10 @@ MAX_PHI_CURVATURE = 8.0
 #: Sampling lines per sub-grid row in :func:`plane_coverage` (exact along each line).
 _LINES_PER_SUBROW = 2
 
+#: Most sub-samples evaluated in one group of sub-planes (:meth:`_Run.shapes_at`): about 16 MB
+#: per float64 array, a handful of which are alive at once.
+_GROUP_ELEMENTS = 2_000_000
+
 
 def plane_coverage(rings: list[NDArray[np.float64]], n_sub: int) -> tuple[int, int, NDArray[np.float64]]:
     """Fraction of each pixel inside polygons (even-odd rule), in continuous pixel indices.
@@ -97,15 +101,15 @@ def plane_coverage(rings: list[NDArray[np.float64]], n_sub: int) -> tuple[int, i
     n_lines = height * n_sub
     # edges of every ring
     a = np.concatenate(rings)
-    b = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    b = np.concatenate([np.concatenate([r[1:], r[:1]]) for r in rings])  # each edge's end: the next point
     y_base = j0 - 0.5
     ya, yb = a[:, 1], b[:, 1]
     ylo, yhi = np.minimum(ya, yb), np.maximum(ya, yb)
     # line s lies at y_s = y_base + (s + 0.5) / n_sub; an edge crosses lines with ylo <= y_s < yhi
     s_lo = np.ceil((ylo - y_base) * n_sub - 0.5).astype(np.int64)
     s_hi = np.ceil((yhi - y_base) * n_sub - 0.5).astype(np.int64)
-    s_lo = np.clip(s_lo, 0, n_lines)
-    s_hi = np.clip(s_hi, 0, n_lines)
+    s_lo = np.minimum(np.maximum(s_lo, 0), n_lines)
+    s_hi = np.minimum(np.maximum(s_hi, 0), n_lines)
     counts = np.maximum(s_hi - s_lo, 0)
     n_cross = int(counts.sum())
     check_allocation(n_lines * (width + 1), f"rasterising a contour {width} x {height} voxels wide, sampled {n_sub} "
@@ -250,53 +254,97 @@ class _Run:
         inside = cov >= 0.5
         if not inside.any():  # a contour smaller than a sub-sample: its best-covered samples
             inside = cov >= cov.max()
-        d_out, nearest = ndimage.distance_transform_edt(~inside, sampling=(py, px), return_indices=True)
-        d_in = ndimage.distance_transform_edt(inside, sampling=(py, px))
+        labels, n = ndimage.label(inside, structure=np.ones((3, 3), bool))
+        if n > 1:
+            d_out, nearest = ndimage.distance_transform_edt(~inside, sampling=(py, px), return_indices=True)
+        else:
+            d_out = ndimage.distance_transform_edt(~inside, sampling=(py, px))
         half = 0.5 * self.pitch
-        d = np.where(inside, -(d_in - half), d_out - half)
+        d = d_out - half
+        # the distance inside, to the nearest sample outside: that sample lies within the inside
+        # samples' bounding box grown by one sample (whose rim is all outside; a sample beyond
+        # it is strictly farther than its projection onto the rim), so the transform runs on that
+        # box only. The same masks to the bit as the whole box's transform in every case tested
+        # (tests/io/test_rasterise.py); only an exact tie between two nearest samples, which
+        # the transform may break differently on a smaller box, could differ (by a rounding of
+        # the distance, on anisotropic pixels)
+        rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+        grown = (slice(max(int(rows[0]) - 1, 0), int(rows[-1]) + 2),
+                 slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 2))
+        inside_grown = inside[grown]
+        d_in = ndimage.distance_transform_edt(inside_grown, sampling=(py, px))
+        d_grown = d[grown]
+        d_grown[inside_grown] = -(d_in[inside_grown] - half)
         edge = (cov > 0.0) & (cov < 1.0)
         d[edge] = (0.5 - cov[edge]) * self.pitch  # sub-sample coverage is reproduced exactly
-        labels, n = ndimage.label(inside, structure=np.ones((3, 3), bool))
-        part_area = ndimage.sum_labels(cov, labels, index=np.arange(1, n + 1)) * px * py
+        # each part's area: ndimage.sum_labels does this bincount
+        part_area = np.bincount(labels.reshape(-1), weights=cov.reshape(-1), minlength=n + 1)[1:n + 1] * px * py
         r_part = np.concatenate([[0.0], np.sqrt(part_area / math.pi)])
-        r = r_part[labels[nearest[0], nearest[1]]]
+        # the part each sample belongs to or is nearest to (every nearest sample is inside, in a part)
+        if n > 1:
+            r = r_part[labels[nearest[0], nearest[1]]]
+        else:
+            r = np.full(shape, r_part[1])
         d = np.maximum(d, -r)  # phi = d (d + 2 r) increases with d from d = -r
         return _Plane(d * (d + 2.0 * r), r, area)
 
-    def shape_at(self, z: float) -> NDArray[np.float64]:
-        """Sub-sample coverage (0-1) of the run at position ``z`` (index units)."""
+    def weights_at(self, z: float) -> tuple[tuple[object, ...], dict[int, float]]:
+        """The interpolation weights of the contour planes at ``z``, and the kind of stencil.
+
+        The kind (``("one",)``, ``("cap", m)`` or ``("in", j)``) is the same for every ``z``
+        whose weights are over the same planes in the same order, so :meth:`shapes_at` can
+        evaluate those positions together.
+        """
         k = self.k
         last = len(k) - 1
         if last == 0:
-            weights = {0: 1.0}
-        elif z < k[0] or z > k[last]:  # an end cap: extrapolate from the outermost planes
+            return ("one",), {0: 1.0}
+        if z < k[0] or z > k[last]:  # an end cap: extrapolate from the outermost planes
             ms = list(range(min(3, last + 1))) if z < k[0] else list(range(last, max(last - 3, -1), -1))
-            weights = dict(zip(ms, _lagrange(k[ms], z)))
-        else:
-            j = min(int(np.searchsorted(k, z, side="right")) - 1, last - 1)
-            stencils: list[tuple[int, ...]] = [
-                s for s in ((j - 1, j, j + 1), (j, j + 1, j + 2)) if s[0] >= 0 and s[-1] <= last]
-            if not stencils:
-                stencils = [(j, j + 1)]
-            weights = {}
-            for s in stencils:
-                for wi, m in zip(_lagrange(k[list(s)], z), s):
-                    weights[m] = weights.get(m, 0.0) + wi / len(stencils)
-        phi = np.zeros_like(self.plane(next(iter(weights))).phi)
+            return ("cap", 0 if z < k[0] else last), dict(zip(ms, _lagrange(k[ms], z)))
+        j = min(int(np.searchsorted(k, z, side="right")) - 1, last - 1)
+        stencils: list[tuple[int, ...]] = [
+            s for s in ((j - 1, j, j + 1), (j, j + 1, j + 2)) if s[0] >= 0 and s[-1] <= last]
+        if not stencils:
+            stencils = [(j, j + 1)]
+        weights: dict[int, float] = {}
+        for s in stencils:
+            for wi, m in zip(_lagrange(k[list(s)], z), s):
+                weights[m] = weights.get(m, 0.0) + wi / len(stencils)
+        return ("in", j), weights
+
+    def shapes_at(self, zs: list[float]) -> NDArray[np.float64]:
+        """Sub-sample coverage (0-1) of the run at positions ``zs`` of one kind (:meth:`weights_at`).
+
+        Evaluated together, position by position the same operations as one at a time: the
+        same numbers to the bit, in fewer (larger) array operations.
+        """
+        kinds, per_z = zip(*(self.weights_at(z) for z in zs))
+        kind = kinds[0]
+        order = list(per_z[0])
+        if any(kd != kind or list(w) != order for kd, w in zip(kinds, per_z)):
+            raise ValueError("shapes_at: positions of different kinds")  # pragma: no cover - caller groups them
+        n = len(zs)
+        first = self.plane(order[0]).phi
+        phi = np.zeros((n,) + first.shape)
         r = np.zeros_like(phi)
-        for m, wi in weights.items():
+        for m in order:
+            wi = np.array([w[m] for w in per_z]).reshape(n, 1, 1)
             plane = self.plane(m)
             phi += wi * plane.phi
             r += wi * plane.r
         np.maximum(r, 0.0, out=r)
-        if last > 0 and (z < k[0] or z > k[last]):
-            np.maximum(phi, self.plane(0 if z < k[0] else last).phi, out=phi)  # never outside the end contour
-        elif last > 0:
+        if kind[0] == "cap":
+            np.maximum(phi, self.plane(int(kind[1])).phi, out=phi)  # never outside the end contour
+        elif kind[0] == "in":
             # within MAX_PHI_CURVATURE / 2 t (1 - t) h**2 of the two bounding planes' range: where
             # the planes disagree wildly (a part that appears or vanishes), the parabola may not
             # open a point that is outside in both planes (or close one inside in both)
+            j = int(kind[1])
+            k = self.k
             a, b = self.plane(j), self.plane(j + 1)
-            band = 0.5 * MAX_PHI_CURVATURE * ((z - k[j]) * (k[j + 1] - z)) * self.sz_mm**2
+            band = np.array([0.5 * MAX_PHI_CURVATURE * ((z - k[j]) * (k[j + 1] - z)) * self.sz_mm**2
+                             for z in zs]).reshape(n, 1, 1)
             np.clip(phi, np.minimum(a.phi, b.phi) - band, np.maximum(a.phi, b.phi) + band, out=phi)
         s2 = r * r + phi
         d = np.where(s2 > 0.0, np.sqrt(np.maximum(s2, 0.0)) - r, -r)
@@ -365,6 +413,7 @@ def rasterise_contours(
     f = int(min(MAX_SHAPE_SUB, max(2, math.ceil(max(px_mm, py_mm) / pitch))))
     n_z = int(min(MAX_SHAPE_SUB, max(2, math.ceil(spacing_xyz_mm[2] / pitch))))
     total = 0.0
+    written = [nz, 0, ny, 0, nx, 0]  # the box of ``out`` the runs write: (z, y, x) from, to
     for first, last in zip(np.r_[0, breaks + 1], np.r_[breaks, len(plane_k) - 1]):
         k = plane_k[first:last + 1]
         run = _Run(rings_by_plane[first:last + 1], k, (spacing_xyz_mm[0], spacing_xyz_mm[1]), spacing_xyz_mm[2], f)
@@ -373,22 +422,36 @@ def rasterise_contours(
         tail = np.array([run.plane(m).area for m in range(max(0, n - 3), n)])
         lo = k[0] - end_extent(head[::-1], k[:3][::-1], step)
         hi = k[-1] + end_extent(tail, k[-3:], step)
+        # the sub-planes (slice, part of the slice) in order; consecutive ones of one stencil
+        # kind are evaluated together, at most _GROUP_ELEMENTS sub-samples at a time
+        subs = []
         for kk in range(int(math.floor(lo + 0.5)), int(math.floor(hi + 0.5)) + 1):
             for s in range(n_z):
                 a = max(kk - 0.5 + s / n_z, lo)
                 b = min(kk - 0.5 + (s + 1) / n_z, hi)
-                if b <= a:
-                    continue
-                z = 0.5 * (a + b)
-                run.forget_before(min(int(np.searchsorted(k, z)) - 2, n - 3))  # keep the stencil's planes
-                cov = run.shape_at(z)
-                block = cov.reshape(run.height, f, run.width, f).mean(axis=(1, 3))
+                if b > a:
+                    z = 0.5 * (a + b)
+                    kind, weights = run.weights_at(z)
+                    subs.append((kk, a, b, z, (kind, tuple(weights))))
+        per_group = max(1, _GROUP_ELEMENTS // (run.height * f * run.width * f))
+        ja, jb = max(run.j0, 0), min(run.j0 + run.height, ny)
+        ia, ib = max(run.i0, 0), min(run.i0 + run.width, nx)
+        g0 = 0
+        while g0 < len(subs):
+            g1 = g0 + 1
+            while g1 < len(subs) and g1 - g0 < per_group and subs[g1][4] == subs[g0][4]:
+                g1 += 1
+            group = subs[g0:g1]
+            run.forget_before(min(int(np.searchsorted(k, group[0][3])) - 2, n - 3))  # keep the stencil's planes
+            covs = run.shapes_at([z for _, _, _, z, _ in group])
+            blocks = covs.reshape(len(group), run.height, f, run.width, f).mean(axis=(2, 4))
+            for (kk, a, b, _, _), block in zip(group, blocks):
                 total += (b - a) * float(block.sum())
-                if not 0 <= kk < nz:
-                    continue
-                ja, jb = max(run.j0, 0), min(run.j0 + run.height, ny)
-                ia, ib = max(run.i0, 0), min(run.i0 + run.width, nx)
-                if ja < jb and ia < ib:
+                if 0 <= kk < nz and ja < jb and ia < ib:
                     out[kk, ja:jb, ia:ib] += (b - a) * block[ja - run.j0:jb - run.j0, ia - run.i0:ib - run.i0]
-    np.clip(out, 0.0, 1.0, out=out)
+                    written = [min(written[0], kk), max(written[1], kk + 1), min(written[2], ja),
+                               max(written[3], jb), min(written[4], ia), max(written[5], ib)]
+            g0 = g1
+    box = out[written[0]:written[1], written[2]:written[3], written[4]:written[5]]  # 0 elsewhere
+    np.clip(box, 0.0, 1.0, out=box)
     return out, float(out.sum(dtype=np.float64)), total
