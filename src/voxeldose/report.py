@@ -935,6 +935,9 @@ def _uncertainty_html(uncertainty: Mapping[str, Any], record: Mapping[str, Any])
                       f"<td class='meta'>{html.escape(str(i['source']))}</td></tr>")
     noise = record.get("noise", {}) or {}
     noise_text = noise.get("model") or noise.get("how") or ""
+    correlation = (noise.get("correlation") or {}).get("how")
+    if correlation:
+        noise_text = f"{noise_text}; correlation: {correlation}"
     return (f"<p>{record.get('n')} seeded samples (seed {record.get('seed')}), "
             f"{record.get('cost_s_per_sample', 0.0):.3g} s per sample. {html.escape(str(record.get('interval_rule', '')))}."
             "</p><table><tr><th>VOI</th><th>metric</th><th>value</th><th>standard uncertainty</th>"

@@ -27,6 +27,9 @@ noise (true/false)          true     SPECT: Poisson resampling of the counts; PE
                                      below. A new dose computation per sample.
 pet_noise_cv                (image)  PET: the coefficient of variation of a voxel at the reference VOI's
                                      mean activity; default: measured in that VOI.
+noise_fwhm_mm               0        the noise's correlation: white noise filtered by a Gaussian of this
+                                     FWHM (mm), about the reconstruction's resolution; 0: voxels
+                                     independent (the reconstruction's correlations ignored).
 =========================== ======== ===================================================================
 
 Multiplicative inputs need no new convolution (the dose is linear in activity): they scale the
@@ -62,13 +65,25 @@ Rules, each stated in the record:
   again in each sample from the moved VOIs they come from, so a tumour that grows shrinks the
   normal liver in the same sample (before 2026-12-03 they moved on their own).
 - **Noise**. SPECT: the counts of each voxel (activity over the calibration's MBq per count) are
-  replaced by Poisson counts of that mean; negative voxels are kept. The reconstruction's noise
-  correlations are ignored. PET: each voxel gets Gaussian noise of variance ``s a`` (``a`` its
+  replaced by Poisson counts of that mean; negative voxels are kept. PET: each voxel gets
+  Gaussian noise of variance ``s a`` (``a`` its
   activity, a scaled Poisson model with ``s`` from a noise-equivalent count estimate:
   ``s = cv^2 m`` for a voxel at the reference VOI's mean ``m``); ``cv`` is ``pet_noise_cv`` or,
   by default, the reference VOI's own coefficient of variation, which counts real uptake
   heterogeneity as noise (an overestimate). The reference VOI is the normal liver, else the
   whole liver, else the perfused VOI. Activity maps (units MBQ, phantoms): no noise model.
+  By default the voxels' noise is independent, which a reconstruction's is not: its
+  iterations, resolution modelling and post-filter correlate neighbouring voxels over about
+  the image's resolution, so independent noise understates the spread of a VOI's mean by
+  roughly the square root of the voxels in a resolution volume, and overstates how much a
+  VOI's noise averages out. ``noise_fwhm_mm`` > 0 correlates it: the unit normal deviates are
+  white noise filtered by a Gaussian of that FWHM along each axis (periodic at the grid's
+  faces) and scaled to variance 1 in every voxel (:func:`correlated_normal`), so each voxel
+  keeps the variance above and neighbours at distance ``r`` correlate by
+  ``exp(-r**2 / (4 sigma**2))`` (``sigma`` = FWHM / 2.3548). With it a SPECT's noise is the
+  Gaussian of the counts' Poisson variance (correlated Poisson counts have no standard form).
+  The FWHM is the user's statement about the reconstruction (e.g. its measured resolution);
+  voxeldose cannot read it from the image.
   A SPECT's self-calibration is redone on each sample: its calibration VOI holds the delivered
   activity again.
 - **Interval**: the standard uncertainty ``u`` is the samples' standard deviation; the 95 %
@@ -116,6 +131,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UncertaintySettings",
+    "correlate_noise",
+    "correlated_normal",
     "uncertainty_settings_from_dict",
     "propagate",
     "moved_mask",
@@ -157,13 +174,19 @@ INPUT_KEYS: tuple[str, ...] = tuple(DEFAULT_UNCERTAINTIES)
 _PLAUSIBLE: Mapping[str, float] = MappingProxyType({
     "administered_activity_rel": 1.0, "residual_abs": 0.5, "lung_shunt_abs": 0.5, "pet_calibration_rel": 1.0,
     "administration_time_min": 1440.0, "scan_time_min": 1440.0, "kernel_rel": 1.0, "segmentation_margin_mm": 20.0,
-    "pet_noise_cv": 5.0,
+    "pet_noise_cv": 5.0, "noise_fwhm_mm": 100.0,
 })
 
 #: Most samples a case may ask for.
 MAX_SAMPLES = 100_000
 
-_OTHER_KEYS = ("n", "seed", "noise", "pet_noise_cv")
+_OTHER_KEYS = ("n", "seed", "noise", "pet_noise_cv", "noise_fwhm_mm")
+
+#: FWHM of a Gaussian over its standard deviation, 2 sqrt(2 ln 2).
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+#: A correlation filter's taps reach this many standard deviations from its centre.
+_FILTER_REACH_SIGMA = 4.0
 
 
 @dataclass(frozen=True)
@@ -179,8 +202,8 @@ class UncertaintySettings:
     noise : bool
         Resample the image noise (a dose computation per sample).
     values : mapping key -> float
-        The standard uncertainties the table gives (:data:`INPUT_KEYS`) and ``pet_noise_cv``;
-        the others are :data:`DEFAULT_UNCERTAINTIES`.
+        The standard uncertainties the table gives (:data:`INPUT_KEYS`), ``pet_noise_cv`` and
+        ``noise_fwhm_mm``; the others are :data:`DEFAULT_UNCERTAINTIES`.
     source : str
         Where the table came from, for the provenance (not compared).
 
@@ -263,11 +286,12 @@ def uncertainty_settings_from_dict(data: object, *, where: str = "[uncertainty]"
     if not isinstance(noise, bool):
         raise InputError(f"{where}: noise must be true or false, got {noise!r}")
     values: dict[str, float] = {}
-    for key in (*INPUT_KEYS, "pet_noise_cv"):
+    for key in (*INPUT_KEYS, "pet_noise_cv", "noise_fwhm_mm"):
         if key not in data:
             continue
         v = data[key]
-        unit = DEFAULT_UNCERTAINTIES[key][1] if key in DEFAULT_UNCERTAINTIES else "relative"
+        unit = DEFAULT_UNCERTAINTIES[key][1] if key in DEFAULT_UNCERTAINTIES else (
+            "mm" if key == "noise_fwhm_mm" else "relative")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
             raise InputError(f"{where}: {key} must be a number >= 0 ({unit}), got {v!r}")
         if float(v) > _PLAUSIBLE[key]:
@@ -290,6 +314,54 @@ _MIN_NORMAL_COMPONENT = 1e-4
 #: normals: the partial-volume fractions of a rasterised VOI are too coarse for a two-voxel
 #: difference alone (measured on spheres: 1-2 % closer to the exact volume change).
 _NORMAL_SMOOTHING_VOXELS = 1.0
+
+
+def _filter_taps(fwhm_mm: float, spacing_mm: float) -> NDArray[np.float64]:
+    """A Gaussian filter's taps (FWHM ``fwhm_mm``) at offsets ``-R .. R`` voxels of ``spacing_mm``
+    (R: 4 standard deviations, at least 1), summing to 1."""
+    sigma = fwhm_mm / _FWHM_PER_SIGMA / spacing_mm  # voxels
+    reach = max(1, int(math.ceil(_FILTER_REACH_SIGMA * sigma)))
+    k = np.arange(-reach, reach + 1)
+    g = np.exp(-0.5 * (k / sigma) ** 2)
+    return g / g.sum()
+
+
+def correlate_noise(white: NDArray[np.floating], spacing_xyz_mm: Sequence[float], fwhm_mm: float) -> NDArray[np.float64]:
+    """Unit-variance white noise [z, y, x] made correlated: filtered by a Gaussian of FWHM
+    ``fwhm_mm`` along each axis (periodic at the grid's faces, so every voxel is alike) and
+    scaled so that each voxel's variance stays 1 (the filter's sum of squared weights divided
+    out). Voxels ``r`` apart then correlate by ``exp(-r**2 / (4 sigma**2))``, ``sigma`` =
+    FWHM / 2.3548 (within the taps' truncation at 4 sigma). Linear in ``white``; ``fwhm_mm``
+    0 returns it unchanged (as float64).
+    """
+    out = np.asarray(white, dtype=np.float64)
+    if fwhm_mm <= 0:
+        return out
+    from scipy import ndimage
+
+    norm2 = 1.0
+    for axis, h in zip((2, 1, 0), spacing_xyz_mm):  # spacing is (x, y, z), the array [z, y, x]
+        n = out.shape[axis]
+        g = _filter_taps(fwhm_mm, float(h))
+        reach = g.size // 2
+        if g.size <= n:  # out[i] = sum_k g[k] white[i + k], k = -R .. R, indices mod n
+            out = ndimage.correlate1d(out, g, axis=axis, mode="wrap")
+        else:  # the taps reach around the axis: fold them onto its period, filter by FFT
+            taps = np.zeros(n)
+            np.add.at(taps, np.arange(-reach, reach + 1) % n, g)
+            g = taps
+            spectrum = np.fft.rfft(out, axis=axis) * np.conj(np.fft.rfft(taps)).reshape(
+                [-1 if a == axis else 1 for a in range(out.ndim)])
+            out = np.fft.irfft(spectrum, n=n, axis=axis)
+        norm2 *= float(np.sum(g * g))  # the variance the filter leaves of unit white noise
+    return out / math.sqrt(norm2)
+
+
+def correlated_normal(shape: tuple[int, ...], spacing_xyz_mm: Sequence[float], fwhm_mm: float,
+                      rng: np.random.Generator) -> NDArray[np.float64]:
+    """Standard normal deviates [z, y, x], correlated by :func:`correlate_noise` (independent
+    for ``fwhm_mm`` 0: the generator's ``standard_normal`` as drawn)."""
+    return correlate_noise(rng.standard_normal(shape), spacing_xyz_mm, fwhm_mm)
 
 
 def _cube_fraction(offset: NDArray[np.float64], normal: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -491,6 +563,7 @@ class _Problem:
     dose_args: Mapping[str, Any]
     band_doses_gy: Mapping[str, NDArray[np.float64]]
     derived: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    noise_fwhm_mm: float = 0.0  # the noise's correlation (correlate_noise); 0: voxels independent
 
 
 def _factor(form: str, u: float, nominal: float, z: float) -> float:
@@ -642,12 +715,18 @@ def _sample(problem: _Problem, seed: np.random.SeedSequence) -> dict[str, Any]:
     noisy_dose = None
     if p.noise is not None:
         a = p.activity
-        if p.noise == "poisson":
+        if p.noise == "poisson" and p.noise_fwhm_mm > 0:  # correlated: the Gaussian of the Poisson variance
+            counts = a / p.mbq_per_count
+            z = correlated_normal(a.shape, p.spacing_xyz_mm, p.noise_fwhm_mm, rng)
+            noisy = np.where(counts > 0, counts + np.sqrt(np.clip(counts, 0.0, None)) * z, counts)
+            noisy *= p.mbq_per_count
+        elif p.noise == "poisson":
             counts = a / p.mbq_per_count
             noisy = np.where(counts > 0, rng.poisson(np.clip(counts, 0.0, None)).astype(np.float64), counts)
             noisy *= p.mbq_per_count
         else:
-            noisy = a + np.sqrt(p.pet_variance_mbq * np.clip(a, 0.0, None)) * rng.standard_normal(a.shape)
+            z = correlated_normal(a.shape, p.spacing_xyz_mm, p.noise_fwhm_mm, rng)
+            noisy = a + np.sqrt(p.pet_variance_mbq * np.clip(a, 0.0, None)) * z
         dosed = noisy if p.inside is None else np.where(p.inside, noisy, 0.0)
         from .dose import absorbed_dose_array
 
@@ -817,6 +896,7 @@ def propagate(
 
     noise = None
     noise_record: dict[str, Any] = {"applied": False}
+    fwhm = float(settings.values.get("noise_fwhm_mm", 0.0))
     mbq_per_count = 0.0
     pet_variance = 0.0
     result = calibration.get("result", {}) or {}
@@ -830,8 +910,10 @@ def propagate(
         if mbq_per_count > 0:
             noise = "poisson"
             noise_record = {"applied": True, "model": "Poisson resampling of each voxel's counts (activity / "
-                            f"{mbq_per_count:.6g} MBq per count); negative voxels kept; reconstruction's correlations "
-                            "ignored", "mbq_per_count": mbq_per_count}
+                            f"{mbq_per_count:.6g} MBq per count); negative voxels kept", "mbq_per_count": mbq_per_count}
+            if fwhm > 0:
+                noise_record["model"] = ("Gaussian noise of the Poisson variance of each voxel's counts (activity / "
+                                         f"{mbq_per_count:.6g} MBq per count), correlated; negative voxels kept")
         else:
             noise_record["how"] = "not sampled: the calibration records no MBq per count"
     elif kind == "pet":
@@ -854,13 +936,23 @@ def propagate(
                 noise = "gaussian"
                 pet_variance = cv * cv * mean
                 noise_record = {"applied": True, "model": "Gaussian noise of variance s a per voxel (a: its activity; a "
-                                "scaled Poisson model), s = cv^2 m at the reference VOI's mean m; correlations ignored",
+                                "scaled Poisson model), s = cv^2 m at the reference VOI's mean m",
                                 "reference_voi": ref, "reference_mean_mbq": mean, "cv": cv, "cv_source": cv_source,
                                 "s_mbq": pet_variance}
             else:
                 noise_record["how"] = f"not sampled: VOI {ref!r} has no positive mean activity or no spread"
     else:
         noise_record["how"] = "not sampled: the activity map is given (units MBQ): no image noise model"
+    if noise is not None:
+        noise_record["correlation"] = (
+            {"fwhm_mm": fwhm, "source": settings.source,
+             "how": f"white noise filtered by a Gaussian of FWHM {fwhm:g} mm along each axis (periodic at the grid's "
+                    "faces) and scaled to unit variance per voxel: voxels r apart correlate by exp(-r^2 / (4 sigma^2)), "
+                    f"sigma = {fwhm / _FWHM_PER_SIGMA:.4g} mm"}
+            if fwhm > 0 else
+            {"fwhm_mm": 0.0, "how": "none: voxels independent. A reconstruction's noise is correlated over about its "
+                                    "resolution, so a VOI's noise spread is understated; set noise_fwhm_mm in "
+                                    "[uncertainty] to the reconstruction's resolution"})
 
     scales = dict(voi_dose_scales or {})
     boundaries, derived = _segmentation_boundaries(masks, roles, spacing, 3 * margin)
@@ -888,7 +980,7 @@ def propagate(
                        spacing_xyz_mm=spacing, voxel_ml=activity.voxel_volume_ml, vois=vois, factors=tuple(factors),
                        margin_mm=margin, noise=noise, mbq_per_count=mbq_per_count, pet_variance_mbq=pet_variance,
                        calibration=cal, calibration_name=calibration_voi if cal is not None else None, inside=inside, dose_args=MappingProxyType(dose_args),
-                       band_doses_gy=MappingProxyType(bands), derived=MappingProxyType(derived))
+                       band_doses_gy=MappingProxyType(bands), derived=MappingProxyType(derived), noise_fwhm_mm=fwhm)
     seeds = np.random.SeedSequence(settings.seed).spawn(settings.n)
 
     def run_chunk(chunk: list[tuple[int, np.random.SeedSequence]]) -> list[tuple[int, dict[str, Any]]]:
