@@ -172,43 +172,40 @@ def test_counts_per_second_get_no_poisson_model(coarse):
 
 @pytest.mark.parametrize("shape, spacing, fwhm", [
     ((40, 36, 32), (4.0, 4.0, 3.0), 12.0),  # taps within every axis
-    ((5, 36, 3), (4.0, 2.0, 6.0), 30.0),  # taps reaching around the short axes: folded
+    ((5, 36, 3), (4.0, 2.0, 6.0), 30.0),  # taps reaching around the short axes: folded onto them
 ])
 def test_correlated_noise_keeps_unit_variance_and_correlates_as_a_gaussian(shape, spacing, fwhm):
     # The filter is linear and periodic, so a voxel's variance is the sum of the squares of the
     # map's weights onto the white noise, and two voxels' covariance the sum of the products of
-    # theirs: both read exactly from the image of one white-noise impulse. Truth: every voxel's
-    # variance 1 (to rounding), and the correlation at distance r the continuous Gaussian's,
-    # exp(-r^2 / (4 sigma^2)) per axis, within 2e-3 (the taps end at 4 sigma; on 4 mm voxels
-    # sigma = 1.3 voxels is sampled finely enough that the discrete sums equal the integrals to
-    # 1e-10); on the short axes the exact periodic sum of the Gaussian's images.
+    # theirs: both read exactly off the image of one white-noise impulse. Truth: every voxel's
+    # variance 1 (to rounding), and voxels l apart along an axis of n voxels correlated by the
+    # continuous Gaussian's exp(-r^2 / (4 sigma^2)) summed over the periodic images r = (l + m n) h
+    # and normalised at l = 0 (on an axis longer than the filter, the plain Gaussian), within
+    # 2e-3: the taps end at 4 sigma; sigma >= 1.3 voxels is sampled finely enough that the
+    # discrete sums equal the integrals to 1e-10.
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     impulse = np.zeros(shape)
     impulse[1, 2, 0] = 1.0  # near a corner: periodic, so no different from the centre
-    k = correlate_noise(impulse, spacing, fwhm)  # k[i] = weight of white[1, 2, 0] in voxel i
-    assert float(np.sum(k * k)) == pytest.approx(1.0, abs=1e-12)  # variance of one voxel
+    k = correlate_noise(impulse, spacing, fwhm)  # k[i]: the weight of white[1, 2, 0] in voxel i
+    assert float(np.sum(k * k)) == pytest.approx(1.0, abs=1e-12)  # a voxel's variance
+    folded = 0
     for axis, h in zip((2, 1, 0), spacing):
         n = shape[axis]
+        images = n * np.arange(-50, 51)
+
+        def rho(lag):
+            return float(np.sum(np.exp(-((lag + images) * h) ** 2 / (4 * sigma**2))))
+
+        folded += 2 * math.ceil(4 * sigma / h) + 1 > n  # the filter's taps reach around the axis
         for lag in range(1, min(4, n)):
             cov = float(np.sum(k * np.roll(k, lag, axis=axis)))  # voxels `lag` apart along `axis`
-            lags = lag + n * np.arange(-20, 21)  # every periodic image of the lag
-            expected = np.sum(np.exp(-(lags * h) ** 2 / (4 * sigma**2)))
-            # the other axes' factors are 1 at lag 0 only when not folded: divide them out
-            others = [a for a in range(3) if a != axis]
-            for a, ha in ((a, spacing[2 - a]) for a in others):
-                images = shape[a] * np.arange(-20, 21)
-                expected /= np.sum(np.exp(-(images * ha) ** 2 / (4 * sigma**2)))
-            # ... and normalise this axis' factor at lag 0 the same way
-            zero = np.sum(np.exp(-(n * np.arange(-20, 21) * h) ** 2 / (4 * sigma**2)))
-            exact_rho = expected / zero * np.prod([np.sum(np.exp(-(shape[a] * np.arange(-20, 21) * spacing[2 - a])
-                                                            ** 2 / (4 * sigma**2))) for a in others])
-            assert cov == pytest.approx(exact_rho if n > 2 * 4 * sigma / h + 1 else cov, abs=2e-3)
-            if n > 2 * 4 * sigma / h + 1:  # not folded: the plain Gaussian correlation
+            assert cov == pytest.approx(rho(lag) / rho(0), abs=2e-3), (axis, lag)
+            if n * h > 12 * sigma:  # far from folded: the plain Gaussian correlation
                 assert cov == pytest.approx(math.exp(-(lag * h) ** 2 / (4 * sigma**2)), abs=2e-3)
+    assert folded == (3 if shape[2] == 3 else 0)  # the cases reach both branches
     white = np.random.default_rng(3).standard_normal(shape)
-    assert np.array_equal(correlate_noise(white, spacing, 0.0), white)  # fwhm 0: unchanged
-    # linear: the filtered sum is the sum of the filtered
-    np.testing.assert_allclose(correlate_noise(white + impulse, spacing, fwhm),
+    assert np.array_equal(correlate_noise(white, spacing, 0.0), white)  # FWHM 0: unchanged
+    np.testing.assert_allclose(correlate_noise(white + impulse, spacing, fwhm),  # linear
                                correlate_noise(white, spacing, fwhm) + k, atol=1e-12)
 
 
