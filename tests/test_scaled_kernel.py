@@ -152,8 +152,13 @@ def test_energy_is_conserved_in_a_closed_heterogeneous_body():
     emitted_j = float(a.sum()) * 1e6 * C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV  # per MBq per s
     assert deposited_j == pytest.approx(emitted_j, rel=0.005)
     # and the normalisation is what conserves it: without, these sources deposit 1-5 % more or less
+    # (a lung voxel beside soft tissue more, a soft-tissue voxel beside lung less, and the lung
+    # tail cut 1 % less): voxels near the interface move by 2-5 % (4.3 % of the largest dose
+    # measured), and the net energy by 0.4 % here, where the three partly cancel
     raw = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, normalise=False)
-    assert abs(float((raw * rho).sum()) / float((dose * rho).sum()) - 1.0) > 0.005
+    assert np.abs(raw - dose).max() > 0.02 * dose.max()
+    full_raw = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, normalise=False, truncate=False)
+    assert abs(float((full_raw * rho).sum()) / float((dose * rho).sum()) - 1.0) > 0.005
 
 
 def test_paths_end_outside_the_body():
@@ -173,7 +178,7 @@ def test_paths_end_outside_the_body():
 
 
 def test_the_lung_tail_left_to_the_normalisation_changes_the_dose_by_little():
-    # paths below 0.9 g/cm3 stop at the radiological depth of the kernel's last 0.1 % of energy,
+    # paths below 0.9 g/cm3 stop at the radiological depth of the kernel's last 1 % of energy,
     # which the normalisation puts back nearer: against following them to the kernel's end, no
     # voxel moves by more than 0.2 % of the largest dose and each tissue's energy by 0.2 %
     a, rho = (np.pad(x, 12, constant_values=v) for x, v in zip(_heterogeneous(), (0.0, RHO0)))
