@@ -152,13 +152,8 @@ def test_energy_is_conserved_in_a_closed_heterogeneous_body():
     emitted_j = float(a.sum()) * 1e6 * C.Y90_MEAN_ENERGY_MEV * C.J_PER_MEV  # per MBq per s
     assert deposited_j == pytest.approx(emitted_j, rel=0.005)
     # and the normalisation is what conserves it: without, these sources deposit 1-5 % more or less
-    # (a lung voxel beside soft tissue more, a soft-tissue voxel beside lung less, and the lung
-    # tail cut 1 % less): voxels near the interface move by 2-5 % (4.3 % of the largest dose
-    # measured), and the net energy by 0.4 % here, where the three partly cancel
     raw = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, normalise=False)
-    assert np.abs(raw - dose).max() > 0.02 * dose.max()
-    full_raw = scaled_kernel_dose(a, rho, spacing_zyx, scale=1.0, normalise=False, truncate=False)
-    assert abs(float((full_raw * rho).sum()) / float((dose * rho).sum()) - 1.0) > 0.005
+    assert abs(float((raw * rho).sum()) / float((dose * rho).sum()) - 1.0) > 0.005
 
 
 def test_paths_end_outside_the_body():
@@ -178,7 +173,7 @@ def test_paths_end_outside_the_body():
 
 
 def test_the_lung_tail_left_to_the_normalisation_changes_the_dose_by_little():
-    # paths below 0.9 g/cm3 stop at the radiological depth of the kernel's last 1 % of energy,
+    # paths below 0.9 g/cm3 stop at the radiological depth of the kernel's last 0.1 % of energy,
     # which the normalisation puts back nearer: against following them to the kernel's end, no
     # voxel moves by more than 0.2 % of the largest dose and each tissue's energy by 0.2 %
     a, rho = (np.pad(x, 12, constant_values=v) for x, v in zip(_heterogeneous(), (0.0, RHO0)))
@@ -240,3 +235,24 @@ def test_tiles_at_the_end_of_the_grid_stay_inside_it(tmp_path):
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("spacing_zyx", [(4.0, 4.0, 4.0), (3.0, 2.21, 4.42)])
+def test_the_class_table_is_every_class_looked_up_at_every_offset(spacing_zyx):
+    # the table looks each class up only on the offsets inside the previous (larger) class's box:
+    # the same table as looking every class up at every offset
+    from voxeldose._scaled_kernel import _class_table, _classes, _offsets
+
+    rho = np.array([0.26, 0.5, RHO0, 1.6]).reshape(1, 1, 4)
+    kernels = _classes(spacing_zyx, rho)
+    half = tuple(int(v) for v in kernels.half_zyx[0])
+    off = _offsets(tuple(spacing_zyx), half)[0]
+    table = _class_table(kernels, off)
+    expected = np.zeros_like(table)
+    for k in range(table.shape[0]):
+        h = kernels.half_zyx[k]
+        inside = np.all(np.abs(off) <= h, axis=1)
+        idx = off[inside] + h
+        expected[k, inside] = kernels.kernel(k)[idx[:, 0], idx[:, 1], idx[:, 2]]
+    assert table.shape[0] > 5 and np.count_nonzero(table[-1]) < np.count_nonzero(table[0])  # boxes differ
+    assert np.array_equal(table, expected)

@@ -169,7 +169,7 @@ def scaled_scatter(tile_start, src_z, src_y, src_x, src_a, density, ends, off, s
     chain_mm``, ``straightness`` the smallest |d| / chain of the lattice, ``dead_mm`` the kernel's
     range at the reference density times the class ratio). A chain whose mean density is below
     ``tail_density`` is not followed beyond the radiological length ``tail_mm`` (the kernel's
-    last 1 % of energy, in lung spread over the outer 60 % of its reach). A chain that leaves
+    last 0.1 % of energy, in lung spread over the outer half of its reach). A chain that leaves
     the grid, or enters a voxel where ``ends`` is true (air outside the body), ends there. Only
     the offsets whose chain goes on for some source of the tile keep a state (in walk order).
 
