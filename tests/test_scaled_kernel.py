@@ -256,3 +256,23 @@ def test_the_class_table_is_every_class_looked_up_at_every_offset(spacing_zyx):
         expected[k, inside] = kernels.kernel(k)[idx[:, 0], idx[:, 1], idx[:, 2]]
     assert table.shape[0] > 5 and np.count_nonzero(table[-1]) < np.count_nonzero(table[0])  # boxes differ
     assert np.array_equal(table, expected)
+
+
+def test_the_class_table_without_nested_boxes_tests_every_offset():
+    # the fallback: were a denser class's box not inside the one before, each class is looked up
+    # at every offset (a stand-in with boxes 1 x 2 x 1 then 2 x 1 x 1)
+    from types import SimpleNamespace
+
+    from voxeldose._scaled_kernel import _class_table, _offsets
+
+    half = np.array([[1, 2, 1], [2, 1, 1]])
+    values = [np.arange(np.prod(2 * h + 1), dtype=float).reshape(2 * h + 1) + 1 for h in half]
+    kernels = SimpleNamespace(densities_g_per_cm3=np.array([0.5, 1.0]), half_zyx=half,
+                              kernel=lambda k: values[k])
+    off = _offsets((4.0, 4.0, 4.0), (2, 2, 1))[0]
+    table = _class_table(kernels, off)
+    for k, h in enumerate(half):
+        inside = np.all(np.abs(off) <= h, axis=1)
+        assert np.array_equal(table[k, inside], values[k][tuple((off[inside] + h).T)])
+        assert not table[k, ~inside].any()
+    assert (np.abs(off[:, 0]) == 2).any() and table[1, np.abs(off[:, 0]) == 2].any()  # beyond class 0's box
