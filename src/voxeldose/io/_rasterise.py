@@ -288,17 +288,17 @@ class _Run:
         d = np.maximum(d, -r)  # phi = d (d + 2 r) increases with d from d = -r
         return _Plane(d * (d + 2.0 * r), r, area)
 
-    def weights_at(self, z: float) -> tuple[tuple[object, ...], dict[int, float]]:
+    def weights_at(self, z: float) -> tuple[tuple[str, int], dict[int, float]]:
         """The interpolation weights of the contour planes at ``z``, and the kind of stencil.
 
-        The kind (``("one",)``, ``("cap", m)`` or ``("in", j)``) is the same for every ``z``
+        The kind (``("one", 0)``, ``("cap", m)`` or ``("in", j)``) is the same for every ``z``
         whose weights are over the same planes in the same order, so :meth:`shapes_at` can
         evaluate those positions together.
         """
         k = self.k
         last = len(k) - 1
         if last == 0:
-            return ("one",), {0: 1.0}
+            return ("one", 0), {0: 1.0}
         if z < k[0] or z > k[last]:  # an end cap: extrapolate from the outermost planes
             ms = list(range(min(3, last + 1))) if z < k[0] else list(range(last, max(last - 3, -1), -1))
             return ("cap", 0 if z < k[0] else last), dict(zip(ms, _lagrange(k[ms], z)))
@@ -313,17 +313,15 @@ class _Run:
                 weights[m] = weights.get(m, 0.0) + wi / len(stencils)
         return ("in", j), weights
 
-    def shapes_at(self, zs: list[float]) -> NDArray[np.float64]:
-        """Sub-sample coverage (0-1) of the run at positions ``zs`` of one kind (:meth:`weights_at`).
+    def shapes_at(self, zs: list[float], kind: tuple[str, int],
+                  per_z: list[dict[int, float]]) -> NDArray[np.float64]:
+        """Sub-sample coverage (0-1) of the run at positions ``zs``, all of one ``kind`` with the
+        weights ``per_z`` over the same planes in the same order (:meth:`weights_at`).
 
         Evaluated together, position by position the same operations as one at a time: the
         same numbers to the bit, in fewer (larger) array operations.
         """
-        kinds, per_z = zip(*(self.weights_at(z) for z in zs))
-        kind = kinds[0]
         order = list(per_z[0])
-        if any(kd != kind or list(w) != order for kd, w in zip(kinds, per_z)):
-            raise ValueError("shapes_at: positions of different kinds")  # pragma: no cover - caller groups them
         n = len(zs)
         first = self.plane(order[0]).phi
         phi = np.zeros((n,) + first.shape)
@@ -335,12 +333,12 @@ class _Run:
             r += wi * plane.r
         np.maximum(r, 0.0, out=r)
         if kind[0] == "cap":
-            np.maximum(phi, self.plane(int(kind[1])).phi, out=phi)  # never outside the end contour
+            np.maximum(phi, self.plane(kind[1]).phi, out=phi)  # never outside the end contour
         elif kind[0] == "in":
             # within MAX_PHI_CURVATURE / 2 t (1 - t) h**2 of the two bounding planes' range: where
             # the planes disagree wildly (a part that appears or vanishes), the parabola may not
             # open a point that is outside in both planes (or close one inside in both)
-            j = int(kind[1])
+            j = kind[1]
             k = self.k
             a, b = self.plane(j), self.plane(j + 1)
             band = np.array([0.5 * MAX_PHI_CURVATURE * ((z - k[j]) * (k[j + 1] - z)) * self.sz_mm**2
@@ -432,20 +430,21 @@ def rasterise_contours(
                 if b > a:
                     z = 0.5 * (a + b)
                     kind, weights = run.weights_at(z)
-                    subs.append((kk, a, b, z, (kind, tuple(weights))))
+                    subs.append((kk, a, b, z, kind, weights))
         per_group = max(1, _GROUP_ELEMENTS // (run.height * f * run.width * f))
         ja, jb = max(run.j0, 0), min(run.j0 + run.height, ny)
         ia, ib = max(run.i0, 0), min(run.i0 + run.width, nx)
         g0 = 0
         while g0 < len(subs):
             g1 = g0 + 1
-            while g1 < len(subs) and g1 - g0 < per_group and subs[g1][4] == subs[g0][4]:
+            while (g1 < len(subs) and g1 - g0 < per_group and subs[g1][4] == subs[g0][4]
+                   and list(subs[g1][5]) == list(subs[g0][5])):  # one kind, the same planes in the same order
                 g1 += 1
             group = subs[g0:g1]
             run.forget_before(min(int(np.searchsorted(k, group[0][3])) - 2, n - 3))  # keep the stencil's planes
-            covs = run.shapes_at([z for _, _, _, z, _ in group])
+            covs = run.shapes_at([g[3] for g in group], group[0][4], [g[5] for g in group])
             blocks = covs.reshape(len(group), run.height, f, run.width, f).mean(axis=(2, 4))
-            for (kk, a, b, _, _), block in zip(group, blocks):
+            for (kk, a, b, _, _, _), block in zip(group, blocks):
                 total += (b - a) * float(block.sum())
                 if 0 <= kk < nz and ja < jb and ia < ib:
                     out[kk, ja:jb, ia:ib] += (b - a) * block[ja - run.j0:jb - run.j0, ia - run.i0:ib - run.i0]
