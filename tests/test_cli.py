@@ -24,6 +24,60 @@ def test_version(capsys):
     assert __version__ in capsys.readouterr().out
 
 
+def test_single_case_commands_make_full_collections_rare_and_give_the_setting_back(monkeypatch):
+    # the cyclic collector's full collections cost a fresh run 0.2 s: the single-case commands
+    # raise threshold2 while they run; batch (whose process runs the cluster for hours) keeps
+    # Python's; an in-process caller gets its own setting back, also after a failure
+    import gc
+
+    from voxeldose import cli
+    from voxeldose.errors import InputError
+
+    seen = {}
+
+    def command(name, fail=False):
+        def run(args):
+            seen[name] = gc.get_threshold()
+            if fail:
+                raise InputError("bad input")
+            return 0
+        return run
+
+    monkeypatch.setattr(cli, "_run", command("run"))
+    monkeypatch.setattr(cli, "_batch", command("batch"))
+    monkeypatch.setattr(cli, "_demo", command("demo", fail=True))
+    old = gc.get_threshold()
+    try:
+        gc.set_threshold(old[0], old[1], 7)
+        assert main(["run", "scan", "--out", "o"]) == 0
+        assert seen["run"] == (old[0], old[1], cli.FULL_COLLECTION_EVERY)
+        assert gc.get_threshold() == (old[0], old[1], 7)
+        assert main(["batch", "cohort", "--out", "o"]) == 0
+        assert seen["batch"] == (old[0], old[1], 7)
+        assert main(["demo", "--out", "o"]) == cli.EXIT_BAD_INPUT
+        assert seen["demo"] == (old[0], old[1], cli.FULL_COLLECTION_EVERY)
+        assert gc.get_threshold() == (old[0], old[1], 7)
+    finally:
+        gc.set_threshold(*old)
+
+
+def test_the_console_script_freezes_the_heap_after_the_command(monkeypatch):
+    # interpreter exit then skips collecting the whole heap (0.4-0.6 s of a fresh run); the
+    # exit code is main's, and the freeze comes after main has returned (every output written)
+    import gc
+    import importlib.metadata
+
+    from voxeldose import cli
+
+    order = []
+    monkeypatch.setattr(cli, "main", lambda: order.append("main") or 3)
+    monkeypatch.setattr(gc, "freeze", lambda: order.append("freeze"))
+    assert cli.console() == 3
+    assert order == ["main", "freeze"]
+    (script,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "voxeldose"]
+    assert script.value == "voxeldose.cli:console"
+
+
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "liver"
