@@ -44,12 +44,36 @@ def test_discovery(cohort):
     assert specs["broken"].error and "no PET or SPECT" in specs["broken"].error
 
 
-def test_batch_isolates_failures_and_resumes(cohort, tmp_path):
+def _frozen_after_warm_up(monkeypatch):
+    """The number of objects frozen out of the garbage collector (``gc.get_freeze_count``) on
+    each worker right after run_batch's warm-up: the client's ``run`` recorded on the way."""
+    import gc
+
+    from dask.distributed import Client
+
+    frozen = []
+    run = Client.run
+
+    def recording(self, function, *args, **kwargs):
+        out = run(self, function, *args, **kwargs)
+        if function is voxeldose.batch._warm_worker:
+            frozen.append(sorted(run(self, gc.get_freeze_count).values()))
+        return out
+
+    monkeypatch.setattr(Client, "run", recording)
+    return frozen
+
+
+def test_batch_isolates_failures_and_resumes(cohort, tmp_path, monkeypatch):
     input_dir = tmp_path / "in"
     shutil.copytree(cohort, input_dir)
     out = tmp_path / "out"
+    frozen = _frozen_after_warm_up(monkeypatch)
     result = run_batch(input_dir, out, workers=2, progress=False)
     assert (result.n_ok, result.n_skipped, result.n_failed) == (2, 0, 1) and not result.ok
+    # the local cluster's own workers have their libraries' objects frozen after the warm-up
+    # (hundreds of thousands of them: numba, SciPy, matplotlib)
+    assert len(frozen) == 1 and len(frozen[0]) == 2 and min(frozen[0]) > 100_000
     for case in ("case_a", "case_b"):
         names = {p.name for p in (out / case).iterdir()}
         assert names == set(OUTPUT_FILES) | {"log.txt", "density.nii.gz"}  # the case folder's CT: its density
@@ -83,7 +107,7 @@ def test_batch_isolates_failures_and_resumes(cohort, tmp_path):
     assert not [p for p in out.rglob(".*")]  # no temporary files or staging folders left
 
 
-def test_existing_scheduler_and_manifest(cohort, tmp_path):
+def test_existing_scheduler_and_manifest(cohort, tmp_path, monkeypatch):
     from dask.distributed import LocalCluster
 
     manifest = tmp_path / "manifest.csv"
@@ -91,9 +115,11 @@ def test_existing_scheduler_and_manifest(cohort, tmp_path):
         "case_id,scan,vois,case_file,lung_shunt_fraction\n"
         f"m1,{cohort / 'case_a' / 'PET'},{cohort / 'case_a' / 'RTSTRUCT.dcm'},{cohort / 'case_a' / 'case.toml'},0.2\n"
     )
+    frozen = _frozen_after_warm_up(monkeypatch)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         result = run_batch(manifest, tmp_path / "out", scheduler=cluster.scheduler_address, progress=False)
     assert result.ok and result.n_ok == 1
+    assert frozen == [[0, 0]]  # the user's workers are warmed, not frozen: their process is not ours
     # the scheduler's two single-threaded workers share the machine's cores, as --workers 2 would
     # (before, each case kept numba's default, all the cores, however many workers shared them)
     assert [r["threads"] for r in result.cases] == [max(1, voxeldose.batch._host_cores()[1] // 2)]

@@ -384,9 +384,18 @@ def _rows(case_id: str, status: str, metrics: Mapping[str, Any] | None, error_ki
     return [{**row, **extra} for row in rows] or [{**extra, "voi": "", "role": ""}]
 
 
-def _warm_worker() -> None:
+def _warm_worker(freeze: bool = False) -> None:
     """Import the pipeline's libraries and load numba's compiled loops once per worker process,
-    so that this one-off cost is paid during the start, on all workers at once."""
+    so that this one-off cost is paid during the start, on all workers at once.
+
+    ``freeze``: then move every object the process holds out of the cyclic garbage collector
+    (``gc.collect`` first, so that no garbage is kept): the libraries' million objects live as
+    long as the worker, and each full collection during a case then scans only what the case made
+    (0.06-0.08 of a case's 0.95-1.24 s in full collections, 0.01-0.015 s frozen, measured over
+    warm phantom cases in one process). Only for the local cluster's own worker processes, not for
+    the workers of a scheduler that the user runs.
+    """
+    import gc
     import warnings
 
     import matplotlib.pyplot  # noqa: F401 - the report's figures
@@ -406,6 +415,9 @@ def _warm_worker() -> None:
                 absorbed_dose_array(a, spacing_xyz_mm=(4.0, 4.0, 4.0), engine=engine)  # writeable arrays
                 # and read-only ones, as a case's images hold (numba compiles each layout apart)
                 absorbed_dose(Image(a, (4.0, 4.0, 4.0), units="MBQ"), engine=engine)  # type: ignore[arg-type]
+    if freeze:
+        gc.collect()
+        gc.freeze()
 
 
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
@@ -726,7 +738,7 @@ def run_batch(
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
         try:
-            client.run(_warm_worker)  # all workers at once, while the cases are being found
+            client.run(_warm_worker, freeze=cluster is not None)  # all workers at once, while the cases are found
             specs = found.result() if found is not None else list(cases or [])
         except BaseException:
             client.close()
