@@ -276,3 +276,57 @@ def test_the_class_table_without_nested_boxes_tests_every_offset():
         assert np.array_equal(table[k, inside], values[k][tuple((off[inside] + h).T)])
         assert not table[k, ~inside].any()
     assert (np.abs(off[:, 0]) == 2).any() and table[1, np.abs(off[:, 0]) == 2].any()  # beyond class 0's box
+
+
+def _breadth_first_one_at_a_time(parent):
+    """The breadth-first order as a queue walks it, one node at a time (the reference)."""
+    from collections import deque
+
+    children = {}
+    for node in range(1, parent.size):
+        children.setdefault(int(parent[node]), []).append(node)
+    order, queue = [], deque([0])
+    while queue:
+        node = queue.popleft()
+        order.append(node)
+        queue.extend(children.get(node, []))
+    return np.array(order)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_breadth_first_order_is_a_queues(seed):
+    # trees of random shape: each node's parent any node of the level above, the nodes numbered
+    # at random (children before their parent, too), some nodes with many children, some with none
+    from voxeldose._scaled_kernel import _breadth_first
+
+    rng = np.random.default_rng(seed)
+    sizes = [1] + list(rng.integers(1, 40, size=6))
+    labels = np.concatenate([[0], 1 + rng.permutation(sum(sizes) - 1)])
+    parent = np.zeros(sum(sizes), np.int64)
+    first = np.cumsum([0] + sizes)
+    for level in range(1, len(sizes)):
+        above = labels[first[level - 1]:first[level]]
+        here = labels[first[level]:first[level + 1]]
+        parent[here] = rng.choice(above[: max(1, above.size // 2)], size=here.size)  # half the level has none
+    got = _breadth_first(parent)
+    np.testing.assert_array_equal(got, _breadth_first_one_at_a_time(parent))
+    assert sorted(got) == list(range(parent.size))
+
+
+def test_the_offsets_tree_is_numbered_breadth_first_with_each_parent_one_shell_in():
+    from voxeldose._scaled_kernel import _offsets
+
+    off, parent, link, chain, kid_start, straightness = _offsets((3.0, 2.0, 1.5), (4, 6, 8))
+    n = off.shape[0]
+    assert n == 9 * 13 * 17 and not off[0].any()
+    shell = np.abs(off).max(axis=1)
+    assert np.all(np.diff(shell) >= 0)  # breadth first: shell by shell
+    assert np.all(shell[parent[1:]] == shell[1:] - 1) and np.all(parent[1:] < np.arange(1, n))
+    # the children of p are kid_start[p]:kid_start[p + 1]
+    for p in range(0, n, 97):
+        np.testing.assert_array_equal(np.flatnonzero(parent[1:] == p) + 1, np.arange(kid_start[p], kid_start[p + 1]))
+    h = np.array([3.0, 2.0, 1.5])
+    np.testing.assert_allclose(link[1:], np.sqrt((((off[1:] - off[parent[1:]]) * h) ** 2).sum(axis=1)))
+    np.testing.assert_allclose(chain[1:], chain[parent[1:]] + link[1:])
+    dist = np.sqrt(((off[1:] * h) ** 2).sum(axis=1))
+    assert straightness == pytest.approx(np.min(dist / chain[1:]), rel=1e-12) and 0.0 < straightness <= 1.0

@@ -122,15 +122,7 @@ def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, 
     # number the offsets in the breadth-first order of the tree: the children of each offset are
     # then consecutive, and a walk of any pruned tree reads every per-offset array in increasing
     # index (memory order)
-    kids = np.argsort(parent[1:], kind="stable") + 1
-    start = np.searchsorted(parent[1:][kids - 1], np.arange(d.shape[0] + 1))
-    bfs = np.empty(d.shape[0], np.int64)
-    bfs[0], tail = 0, 1
-    for head in range(d.shape[0]):
-        j = bfs[head]
-        c = kids[start[j]:start[j + 1]]
-        bfs[tail:tail + c.size] = c
-        tail += c.size
+    bfs = _breadth_first(parent)
     rank = np.empty_like(bfs)
     rank[bfs] = np.arange(bfs.size)
     d, link, parent, dist = d[bfs], link[bfs], rank[parent[bfs]], dist[bfs]
@@ -147,6 +139,27 @@ def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, 
     for x in out:
         x.setflags(write=False)
     return (*out, np.float64(straightness))
+
+
+def _breadth_first(parent: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The nodes of the tree ``parent`` (node 0 the root, its own parent) in breadth-first order,
+    each node's children in increasing index: one level at a time (a node's children are the
+    concatenation of its ``kids`` range), not one node at a time (2.25 million nodes at 2 mm: 3.6 s
+    in a Python loop)."""
+    kids = np.argsort(parent[1:], kind="stable") + 1  # the nodes by parent, then by index
+    start = np.searchsorted(parent[1:][kids - 1], np.arange(parent.size + 1))
+    levels = [np.zeros(1, np.int64)]
+    while True:
+        level = levels[-1]
+        lo = start[level]
+        counts = start[level + 1] - lo
+        total = int(counts.sum())
+        if total == 0:
+            break
+        # the ranges kids[lo[i]:lo[i] + counts[i]], concatenated in the order of the level
+        first = np.cumsum(counts) - counts
+        levels.append(kids[np.repeat(lo - first, counts) + np.arange(total)])
+    return np.concatenate(levels)
 
 
 def _tiles(z: NDArray[np.int64], y: NDArray[np.int64], x: NDArray[np.int64], width: int) -> NDArray[np.int64]:
