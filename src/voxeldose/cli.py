@@ -704,7 +704,7 @@ class _JsonFormatter(logging.Formatter):
 #: phantom, 0.2-0.27 s of its ~3 s (measured with ``gc.callbacks``). The single-case commands
 #: raise it to :data:`FULL_COLLECTION_EVERY` while they run, so that a case sees none: the young
 #: generations are still collected as usual (cycles that die young, e.g. a report's figures, are
-#: freed), and arrays, which hold no cycles, are freed by reference counting as before. The batch
+#: freed), and an array that no cycle holds is freed by reference counting as before. The batch
 #: command keeps Python's setting (its process runs the cluster for hours); in-process callers get
 #: their own setting back when :func:`main` returns.
 FULL_COLLECTION_EVERY = 100
@@ -727,9 +727,11 @@ def console() -> int:
 
     At exit Python collects the whole heap several times while it tears the modules down: 0.4-0.6 s
     of a fresh ``voxeldose run`` (measured between ``main`` returning and the process ending; 0.05 s
-    with the heap frozen). By then every output is written, closed and in place, and the atexit
-    handlers (logging, temporary folders) still run; what is skipped is only the search for cycles
-    in memory the operating system reclaims anyway. Not for in-process callers of :func:`main`,
+    with the heap frozen). By then every output is written, closed and in place (each file is
+    written in a ``with`` block and closed before the folder is moved into place), and the atexit
+    handlers (logging's, temporary folders') still run; what is skipped is the search for cycles
+    in memory that the operating system reclaims anyway, and with it the finalizers of objects
+    caught in a cycle, which hold no open output. Not for in-process callers of :func:`main`,
     whose process goes on.
     """
     code = main()
