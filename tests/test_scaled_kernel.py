@@ -330,3 +330,32 @@ def test_the_offsets_tree_is_numbered_breadth_first_with_each_parent_one_shell_i
     np.testing.assert_allclose(chain[1:], chain[parent[1:]] + link[1:])
     dist = np.sqrt(((off[1:] * h) ** 2).sum(axis=1))
     assert straightness == pytest.approx(np.min(dist / chain[1:]), rel=1e-12) and 0.0 < straightness <= 1.0
+
+
+def test_the_density_classes_are_the_same_on_one_thread_and_on_several():
+    # the classes are computed on numba's threads at once (the shell integration releases the
+    # GIL): the same kernels to the bit as one after another, each class its own serial integral
+    import numba
+
+    from voxeldose import kernels
+
+    threads = numba.get_num_threads()
+    tables = {}
+    try:
+        for n in sorted({1, max(2, threads)}):
+            if n > numba.config.NUMBA_NUM_THREADS:
+                pytest.skip("numba may use one thread only here")
+            numba.set_num_threads(n)
+            kernels._density_kernels.cache_clear()
+            tables[n] = kernels._density_kernels((4.42, 4.42, 3.0), -6, 0)
+    finally:
+        numba.set_num_threads(threads)
+        kernels._density_kernels.cache_clear()
+    one, many = (tables[n] for n in sorted(tables))
+    assert one.densities_g_per_cm3.size == 7
+    np.testing.assert_array_equal(one.table, many.table)
+    np.testing.assert_array_equal(one.half_zyx, many.half_zyx)
+    # and each class is the uniform medium's kernel computed on its own
+    for k in (0, 3, 6):
+        np.testing.assert_array_equal(many.kernel(k), uniform_density_kernel((4.42, 4.42, 3.0),
+                                                                              float(many.densities_g_per_cm3[k])))

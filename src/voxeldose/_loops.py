@@ -11,8 +11,10 @@ import numpy as np
 
 
 # Serial: compiling a parallel loop costs ~0.7 s more on the first run after install (the cache is
-# then on disk), and this one runs in milliseconds either way.
-@numba.njit(cache=True)
+# then on disk), and one kernel takes milliseconds to a tenth of a second. Without the GIL, so
+# that the density classes of the scaled kernel (a dozen or more kernels) are computed on
+# several threads at once (voxeldose.kernels._density_kernels).
+@numba.njit(cache=True, nogil=True)
 def shell_cic_weights(r_mm, dirs, dir_w, spacing_zyx_mm, out):  # pragma: no cover - jitted
     """Angle-averaged tent overlap of spherical shells with a voxel lattice, one octant.
 

@@ -468,9 +468,25 @@ def density_kernels(spacing_xyz_mm: Sequence[float], lo_g_cm3: float, hi_g_cm3: 
 
 @functools.lru_cache(maxsize=8)
 def _density_kernels(spacing: tuple[float, float, float], k_lo: int, k_hi: int) -> DensityKernels:
+    import numba
+
     rho0 = C.SOFT_TISSUE_DENSITY_G_PER_CM3
     densities = np.array([rho0 * DENSITY_CLASS_RATIO**k if k else rho0 for k in range(k_lo, k_hi + 1)])
-    kernels = [np.ascontiguousarray(uniform_density_kernel(spacing, float(rho))) for rho in densities]
+
+    def one(rho: float) -> NDArray[np.float64]:
+        return np.ascontiguousarray(uniform_density_kernel(spacing, float(rho)))
+
+    # each class is its own kernel, computed by the same serial code on as many threads as numba
+    # may use (the shell integration releases the GIL): the same kernels, in a half of the time
+    # on two cores (16 classes at 4 x 4 x 3 mm took 2.0 s one after another)
+    threads = max(1, min(int(numba.get_num_threads()), densities.size))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            kernels = list(pool.map(one, densities))
+    else:
+        kernels = [one(rho) for rho in densities]
     sizes = [k.size for k in kernels]
     check_allocation(sum(sizes), f"the density-scaled Y-90 kernels for voxels of {' x '.join(f'{h:g}' for h in spacing)} mm",
                      "resample the scan to voxels of at least 1 mm")
