@@ -144,8 +144,8 @@ def _offsets(spacing_zyx: tuple[float, float, float], half_zyx: tuple[int, int, 
 def _breadth_first(parent: NDArray[np.int64]) -> NDArray[np.int64]:
     """The nodes of the tree ``parent`` (node 0 the root, its own parent) in breadth-first order,
     each node's children in increasing index: one level at a time (a node's children are the
-    concatenation of its ``kids`` range), not one node at a time (2.25 million nodes at 2 mm: 3.6 s
-    in a Python loop)."""
+    concatenation of its ``kids`` range), not one node at a time (2.25 million nodes at 2 mm: 3.3 s
+    in a Python loop, 1.1 s for the whole of ``_offsets`` now)."""
     kids = np.argsort(parent[1:], kind="stable") + 1  # the nodes by parent, then by index
     start = np.searchsorted(parent[1:][kids - 1], np.arange(parent.size + 1))
     levels = [np.zeros(1, np.int64)]

@@ -391,7 +391,7 @@ def _warm_worker(freeze: bool = False) -> None:
     ``freeze``: then move every object the process holds out of the cyclic garbage collector
     (``gc.collect`` first, so that no garbage is kept): the libraries' million objects live as
     long as the worker, and each full collection during a case then scans only what the case made
-    (0.06-0.08 of a case's 0.95-1.24 s in full collections, 0.01-0.015 s frozen, measured over
+    (0.06-0.08 s of a case's 0.95-1.24 s in full collections, 0.01-0.015 s frozen, measured over
     warm phantom cases in one process). Only for the local cluster's own worker processes, not for
     the workers of a scheduler that the user runs.
     """
