@@ -123,6 +123,8 @@ def test_existing_scheduler_and_manifest(cohort, tmp_path, monkeypatch):
     # the scheduler's two single-threaded workers share the machine's cores, as --workers 2 would
     # (before, each case kept numba's default, all the cores, however many workers shared them)
     assert [r["threads"] for r in result.cases] == [max(1, voxeldose.batch._host_cores()[1] // 2)]
+    # SimpleITK's filters too (the CT's resampling): before, each took all the cores
+    assert [r["itk_threads"] for r in result.cases] == [max(1, voxeldose.batch._host_cores()[1] // 2)]
     rows = _read(tmp_path / "out" / "cohort.csv")
     assert {r["lung_shunt_fraction"] for r in rows} == {"0.2"}  # the manifest overrides the case file
 

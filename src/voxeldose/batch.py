@@ -452,10 +452,13 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
             threads = 0
     if threads > 0:
         # one case per worker process: share the cores between workers instead of each taking
-        # all of them (numba's parallel loops and the FFT follow numba's thread count)
+        # all of them (numba's parallel loops and the FFT follow numba's thread count; SimpleITK's
+        # filters, the CT's resampling among them, take their own default: all the cores)
         import numba
+        import SimpleITK as sitk
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     # an anonymized case's log holds no date: milliseconds since the worker started instead
@@ -485,7 +488,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         _write_log(out, stream.getvalue(), failed=False)
         return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.to_dict()),
                 "seconds": time.perf_counter() - t0, "timings": dict(result.provenance["timings_s"]),
-                "peak_rss_mb": _peak_rss_mb(), "threads": _numba_threads()}
+                "peak_rss_mb": _peak_rss_mb(), "threads": _numba_threads(), "itk_threads": _itk_threads()}
     except VoxelDoseError as exc:
         kind, message = type(exc).__name__, str(exc)
         stream.write(f"failed: {kind}: {message}\n")
@@ -514,6 +517,13 @@ def _numba_threads() -> int | None:
 
     numba = sys.modules.get("numba")
     return int(numba.get_num_threads()) if numba is not None else None
+
+
+def _itk_threads() -> int:
+    """SimpleITK's default number of threads for a filter in this process."""
+    import SimpleITK as sitk
+
+    return int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
 
 
 def _host_cores() -> tuple[str, int]:
