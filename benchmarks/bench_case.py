@@ -12,10 +12,15 @@ RTSTRUCT with its 7 ROIs, as ``voxeldose demo`` does) to a temporary folder, the
 * fresh: ``voxeldose run`` in a new process (wall and CPU seconds of the process, its steps as
   its metrics.json records them), best of N, with numba's and matplotlib's caches as they are;
 * first run after install: the same with empty numba and matplotlib caches (``NUMBA_CACHE_DIR``
-  and ``MPLCONFIGDIR`` pointing at new folders), as a new user's demo or a fresh batch worker
-  meets them;
+  and ``MPLCONFIGDIR`` pointing at new folders) and voxeldose's own bytecode removed (an editable
+  install compiles none), as a new user's demo or a fresh batch worker meets them;
 * ``import voxeldose``: CPU seconds of a new interpreter importing it, and of one importing
-  numpy only.
+  numpy only; and of one importing it with ``PYTHONDONTWRITEBYTECODE=1``, where every new process
+  compiles voxeldose's modules from source again (container images often set it).
+
+The runs in new processes write and use bytecode (``__pycache__``) as a normal installation does:
+``PYTHONDONTWRITEBYTECODE`` is removed from their environment where this shell sets it, and the
+benchmark says so.
 
 Batch throughput with 1 and 2 workers is ``benchmarks/bench_batch.py``. Not a test: timings
 depend on the machine; the README records a run.
@@ -97,15 +102,32 @@ def warm(export: Path, out: Path, repeat: int) -> tuple[dict[str, float], dict[s
     return best
 
 
+def _normal_env(**extra: str) -> dict[str, str]:
+    """This process's environment as a normal installation runs: bytecode written and used."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+def _remove_bytecode() -> int:
+    """Remove voxeldose's compiled modules (``*.pyc``; numba's cache files stay): the state of an
+    editable install before its first import. Returns how many were removed."""
+    files = list(Path(voxeldose.__file__).parent.rglob("__pycache__/*.pyc"))
+    for f in files:
+        f.unlink()
+    return len(files)
+
+
 def fresh(export: Path, out: Path, repeat: int, env: dict[str, str] | None = None,
           new_caches: bool = False) -> tuple[dict[str, float], float, float]:
     best = None
     for i in range(repeat):
-        run_env = dict(env or os.environ)
+        run_env = dict(env or _normal_env())
         with tempfile.TemporaryDirectory() as caches:
             if new_caches:
                 run_env["NUMBA_CACHE_DIR"] = str(Path(caches) / "numba")
                 run_env["MPLCONFIGDIR"] = str(Path(caches) / "matplotlib")
+                _remove_bytecode()
             target = out / f"fresh-{'new' if new_caches else 'warm'}-{i}"
             wall, cpu = _subprocess([_command(), "-q", "run", str(export / "PET"),
                                      "--voi", str(export / "RTSTRUCT.dcm"), "--case", str(export / "case.toml"),
@@ -126,8 +148,9 @@ def _command() -> str:
     return found
 
 
-def import_cpu(repeat: int) -> tuple[float, float]:
-    runs = {code: min(_subprocess([sys.executable, "-c", code])[1] for _ in range(repeat))
+def import_cpu(repeat: int, env: dict[str, str]) -> tuple[float, float]:
+    _subprocess([sys.executable, "-c", "import voxeldose"], env)  # bytecode written where it is allowed
+    runs = {code: min(_subprocess([sys.executable, "-c", code], env)[1] for _ in range(repeat))
             for code in ("import numpy", "import voxeldose")}
     return runs["import voxeldose"], runs["import numpy"]
 
@@ -163,9 +186,16 @@ def main(argv=None):
             print(_row("fresh voxeldose run", steps, None, wall, total_cpu), flush=True)
             steps, wall, total_cpu = fresh(export, out, 1, new_caches=True)
             print(_row("first run after install", steps, None, wall, total_cpu), flush=True)
-            voxeldose_cpu, numpy_cpu = import_cpu(args.repeat)
+            voxeldose_cpu, numpy_cpu = import_cpu(args.repeat, _normal_env())
+            _remove_bytecode()  # as an environment that never writes it has none
+            no_bytecode_cpu, _ = import_cpu(args.repeat, _normal_env(PYTHONDONTWRITEBYTECODE="1"))
+            import_cpu(1, _normal_env())  # and written again for what comes next
             print(f"import voxeldose: {voxeldose_cpu:.2f} CPU s in a new interpreter "
-                  f"(import numpy alone: {numpy_cpu:.2f})")
+                  f"(import numpy alone: {numpy_cpu:.2f}); {no_bytecode_cpu:.2f} with PYTHONDONTWRITEBYTECODE=1 "
+                  "(voxeldose's modules compiled from source in every process)")
+            if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+                print("this shell sets PYTHONDONTWRITEBYTECODE: it was removed for the runs in new processes "
+                      "(a normal installation writes and reuses bytecode)")
 
 
 if __name__ == "__main__":
