@@ -561,11 +561,17 @@ class _Case:
     lsf: float
     limit: float
     density: NDArray[np.floating] | None = None  # g/cm3 from the CT: the masses are its
+    boxes: Mapping[str, tuple[slice, ...] | None] | None = None  # each mask's box (None: found when needed)
+
+    def union(self, names: Sequence[str]) -> NDArray[np.float32]:
+        """The union of the VOIs ``names`` (:func:`voxeldose.voi_sets.union_of`)."""
+        boxes = None if self.boxes is None else [self.boxes[n] for n in names]
+        return union_of([self.masks[n] for n in names], self.activity.shape, boxes=boxes)
 
     def mass_kg(self, names: Sequence[str], density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
         """Mass of the union of ``names``: at the CT's densities when the case has them, else at
         ``density_g_per_cm3``."""
-        union = union_of([self.masks[n] for n in names], self.activity.shape)
+        union = self.union(names)
         if self.density is not None:
             return float((union * self.density).sum(dtype=np.float64)) * self.activity.voxel_volume_ml * 1e-3
         return float(union.sum(dtype=np.float64)) * self.activity.voxel_volume_ml * density_g_per_cm3 * 1e-3
@@ -605,14 +611,14 @@ def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, A
         return None
     shape = c.activity.shape
     voxel_ml = c.activity.voxel_volume_ml
-    tumour_mask = union_of([c.masks[n] for n in tumours], shape)
+    tumour_mask = c.union(tumours)
     voxel_n: float | None
     if normal:
-        normal_mask = union_of([c.masks[n] for n in normal], shape)
+        normal_mask = c.union(normal)
         normal_source = " + ".join(normal)
         voxel_n = c.voxel_mean(normal)
     else:
-        liver_mask = union_of([c.masks[n] for n in whole], shape)
+        liver_mask = c.union(whole)
         normal_mask = difference(liver_mask, tumour_mask)
         normal_source = f"{' + '.join(whole)} - tumours (derived)"
         notes.append(f"normal liver derived as clip({' + '.join(whole)} - tumours, 0, 1)")
@@ -818,6 +824,7 @@ def model_crosschecks(
     # the VOIs of each role that have both a mask and a DVH
     by_role: dict[str, list[str]] = {"whole_liver": [], "tumour": [], "normal_liver": [], "lung": []}
     masks: dict[str, NDArray[np.floating]] = {}
+    boxes: dict[str, tuple[slice, ...] | None] = {}
     for name, role in roles.items():
         if role not in by_role:
             continue
@@ -825,14 +832,15 @@ def model_crosschecks(
             missing = "mask" if name not in vois else "DVH"
             _caveat(f"VOI {name!r} (role {role}) has no {missing}: left out of the model cross-checks")
             continue
-        masks[name] = mask_image(activity, vois[name], name=name).array
+        image = mask_image(activity, vois[name], name=name)
+        masks[name], boxes[name] = image.array, image.nonzero_box()  # kept by a loaded VOI
         by_role[role].append(name)
     rho = None
     if density is not None:
         if (density.units or "").upper() != "G/CM3" or not density.same_grid(activity):
             raise InputError("model_crosschecks: density must be a density image (units 'G/CM3') on the activity's grid")
         rho = np.asarray(density.array, dtype=np.float64)
-    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction, rho)
+    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction, rho, boxes)
     notes: list[str] = []
     out: dict[str, Any] = {
         "activity_in_patient_gbq": a_patient,

@@ -284,8 +284,8 @@ def dvh(dose: Image, mask: "Image | ArrayLike", *, name: str | None = None) -> D
     if dose.units.upper() != "GY":
         raise InputError(f"dvh needs a dose image in Gy (units 'GY'), got units {dose.units or 'none'!r}")
     label = name if name is not None else "(unnamed)"
-    weights = mask_image(dose, mask, name=label).array
-    values, weights = _on_box(dose.array, weights, name)
+    voi = mask_image(dose, mask, name=label)
+    values, weights = _on_box(dose.array, voi.array, name, voi.nonzero_box())
     return _dvh(values, weights, dose.voxel_volume_ml, name)
 
 
@@ -335,13 +335,15 @@ def _as_volume(dose_gy: ArrayLike) -> NDArray[np.floating]:
     return dose if dose.dtype in (np.float32, np.float64) else dose.astype(np.float64)
 
 
-def _on_box(dose: NDArray[np.floating], weights: NDArray[np.floating],
-            name: str | None) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+def _on_box(dose: NDArray[np.floating], weights: NDArray[np.floating], name: str | None,
+            box: tuple[slice, ...] | None = None) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """The dose and the mask on the bounding box of the mask's voxels > 0 (contiguous copies),
     the dose checked there (finite; negative doses are kept: min_gy shows them). Only the VOI's
     voxels enter its DVH, in the same order as on the whole grid, so the DVH is the same; a
-    1.5 L VOI on a 256 x 256 x 300 grid is then not a pass over the whole dose."""
-    box = nonzero_box(weights > 0)
+    1.5 L VOI on a 256 x 256 x 300 grid is then not a pass over the whole dose. ``box``: that box
+    when known (a mask Image's :meth:`~voxeldose.Image.nonzero_box`; None: found here)."""
+    if box is None:
+        box = nonzero_box(weights > 0)
     if box is None:
         raise _empty(name, dose.shape)
     part = np.ascontiguousarray(dose[box])

@@ -23,12 +23,24 @@ from typing import Any, Mapping
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._checks import check_direction, check_mask, check_origin, check_spacing
+from ._checks import check_direction, check_mask, check_origin, check_spacing, nonzero_box
 from .errors import InputError, VoiError
 
 __all__ = ["Image", "ImageMeta", "mask_image"]
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+_UNSET = object()
+
+
+def _frozen(array: NDArray[Any]) -> bool:
+    """Whether nothing can change ``array``'s values short of resetting a flag: it and every
+    array whose memory it views are read-only, down to memory numpy owns or immutable bytes."""
+    a: Any = array
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return a is None or isinstance(a, bytes)
 
 
 @dataclass(frozen=True)
@@ -119,14 +131,35 @@ class Image:
             arr.setflags(write=False)
         if self.units == "MASK":
             # a VOI: fractions in [0, 1], checked here once, so that every stage can trust it
+            given = arr
             arr = check_mask(arr, None, what="mask image", fix_shape="")
-            if arr.flags.writeable:
-                arr = arr.view()
+            if arr is not given:  # converted or clipped: our own copy, read-only for good
                 arr.setflags(write=False)
         object.__setattr__(self, "array", arr)
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
         object.__setattr__(self, "origin_mm", check_origin(self.origin_mm))
         object.__setattr__(self, "direction", check_direction(self.direction))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy or an unpickled Image finds its box again (an unpickled array may be writeable)
+        return {k: v for k, v in self.__dict__.items() if k != "_nonzero_box"}
+
+    def nonzero_box(self) -> tuple[slice, ...] | None:
+        """The bounding box [z, y, x] of the voxels > 0 (of a mask: those the VOI touches), an
+        index range per axis (half-open); None when there are none.
+
+        Kept once found where the array cannot change: it is read-only down to the memory that
+        holds it (what the loaders and :func:`voxeldose.derive_vois` make). An Image made from
+        the caller's own writeable array is a read-only view of memory the caller may still
+        change, so its box is found again at each call: never a stale box.
+        """
+        cached = self.__dict__.get("_nonzero_box", _UNSET)
+        if cached is not _UNSET:
+            return cached  # type: ignore[no-any-return]
+        box = nonzero_box(self.array > 0)
+        if _frozen(self.array):
+            object.__setattr__(self, "_nonzero_box", box)
+        return box
 
     # ----------------------------------------------------------------- geometry
 
