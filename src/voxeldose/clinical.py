@@ -609,7 +609,6 @@ def _partition_check(c: _Case, tn_rule: TnRule, notes: list[str]) -> dict[str, A
     if not normal and not whole:
         _caveat("no normal-liver or whole-liver VOI: no partition-model check")
         return None
-    shape = c.activity.shape
     voxel_ml = c.activity.voxel_volume_ml
     tumour_mask = c.union(tumours)
     voxel_n: float | None
