@@ -455,10 +455,11 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         # all of them (numba's parallel loops and the FFT follow numba's thread count; SimpleITK's
         # filters, the CT's resampling among them, take their own default: all the cores)
         import numba
-        import SimpleITK as sitk
+
+        from .io._sitk import set_filter_threads
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+        set_filter_threads(threads)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     # an anonymized case's log holds no date: milliseconds since the worker started instead
@@ -521,9 +522,9 @@ def _numba_threads() -> int | None:
 
 def _itk_threads() -> int:
     """SimpleITK's default number of threads for a filter in this process."""
-    import SimpleITK as sitk
+    from .io._sitk import filter_threads
 
-    return int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+    return filter_threads()
 
 
 def _host_cores() -> tuple[str, int]:

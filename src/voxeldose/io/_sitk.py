@@ -15,7 +15,21 @@ import numpy as np
 from ..errors import InputError, VoxelDoseError
 from ..image import Image, ImageMeta
 
-__all__ = ["to_sitk", "from_sitk", "read_image_file"]
+__all__ = ["to_sitk", "from_sitk", "read_image_file", "filter_threads", "set_filter_threads"]
+
+
+def filter_threads() -> int:
+    """SimpleITK's default number of threads for a filter in this process."""
+    import SimpleITK as sitk
+
+    return int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+
+
+def set_filter_threads(n: int) -> None:
+    """Let SimpleITK's filters (resampling among them) use ``n`` threads in this process."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(n))
 
 
 def to_sitk(image: Image) -> Any:
