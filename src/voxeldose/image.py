@@ -151,7 +151,9 @@ class Image:
         Kept once found where the array cannot change: it is read-only down to the memory that
         holds it (what the loaders and :func:`voxeldose.derive_vois` make). An Image made from
         the caller's own writeable array is a read-only view of memory the caller may still
-        change, so its box is found again at each call: never a stale box.
+        change, so its box is found again at each call: never a stale box. (Only an owner that
+        sets its read-only array writeable again and changes it defeats this, as it defeats the
+        mask's check when the Image was made.)
         """
         cached = self.__dict__.get("_nonzero_box", _UNSET)
         if cached is not _UNSET:
