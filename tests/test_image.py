@@ -104,3 +104,17 @@ def test_loaded_and_derived_vois_keep_their_boxes_and_the_dvh_is_unchanged(tmp_p
         assert ours == plain, name  # volume, mean, min, max
         for a, b in zip(ours.dose_distribution(), plain.dose_distribution()):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_pickled_or_copied_image_stays_read_only(protocol):
+    import copy
+    import pickle
+
+    image = Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (1.0, 2.0, 3.0), units="MBQ")
+    for other in (pickle.loads(pickle.dumps(image, protocol=protocol)), copy.deepcopy(image)):
+        assert not other.array.flags.writeable  # before, protocols 2 and 4 and deepcopy gave writeable arrays
+        np.testing.assert_array_equal(other.array, image.array)
+        assert other.spacing_mm == image.spacing_mm and other.units == "MBQ"
+        with pytest.raises(ValueError):
+            other.array[0, 0, 0] = 1.0

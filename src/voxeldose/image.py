@@ -141,8 +141,16 @@ class Image:
         object.__setattr__(self, "direction", check_direction(self.direction))
 
     def __getstate__(self) -> dict[str, Any]:
-        # a copy or an unpickled Image finds its box again (an unpickled array may be writeable)
+        # a copy or an unpickled Image finds its box again
         return {k: v for k, v in self.__dict__.items() if k != "_nonzero_box"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickled (protocols up to 4) or deep-copied, the array is a new writeable one that only
+        # this Image holds: read-only again, as every Image's array is
+        self.__dict__.update(state)
+        arr = self.__dict__.get("array")
+        if isinstance(arr, np.ndarray) and arr.flags.writeable:
+            arr.setflags(write=False)
 
     def nonzero_box(self) -> tuple[slice, ...] | None:
         """The bounding box [z, y, x] of the voxels > 0 (of a mask: those the VOI touches), an
