@@ -422,6 +422,7 @@ def _warm_worker(freeze: bool = False) -> None:
 
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:
     """Run one case (on a worker). Never raises: a failure is returned as a row."""
+    from .io._sitk import filter_threads, set_filter_threads
     from .pipeline import run_case
     from .result import Caveat
 
@@ -456,8 +457,6 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         # filters, the CT's resampling among them, take their own default: all the cores)
         import numba
 
-        from .io._sitk import set_filter_threads
-
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         set_filter_threads(threads)
     stream = io.StringIO()
@@ -489,7 +488,7 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
         _write_log(out, stream.getvalue(), failed=False)
         return {"case_id": spec.case_id, "status": "ok", "rows": _rows(spec.case_id, "ok", result.to_dict()),
                 "seconds": time.perf_counter() - t0, "timings": dict(result.provenance["timings_s"]),
-                "peak_rss_mb": _peak_rss_mb(), "threads": _numba_threads(), "itk_threads": _itk_threads()}
+                "peak_rss_mb": _peak_rss_mb(), "threads": _numba_threads(), "itk_threads": filter_threads()}
     except VoxelDoseError as exc:
         kind, message = type(exc).__name__, str(exc)
         stream.write(f"failed: {kind}: {message}\n")
@@ -518,13 +517,6 @@ def _numba_threads() -> int | None:
 
     numba = sys.modules.get("numba")
     return int(numba.get_num_threads()) if numba is not None else None
-
-
-def _itk_threads() -> int:
-    """SimpleITK's default number of threads for a filter in this process."""
-    from .io._sitk import filter_threads
-
-    return filter_threads()
 
 
 def _host_cores() -> tuple[str, int]:

@@ -555,18 +555,17 @@ class _Case:
 
     activity: Image
     masks: Mapping[str, NDArray[np.floating]]  # checked, on the activity's grid
+    boxes: Mapping[str, tuple[slice, ...] | None]  # each mask's bounding box (Image.nonzero_box)
     by_role: Mapping[str, list[str]]
     dvhs: Mapping[str, DVH]
     a_patient_gbq: float
     lsf: float
     limit: float
     density: NDArray[np.floating] | None = None  # g/cm3 from the CT: the masses are its
-    boxes: Mapping[str, tuple[slice, ...] | None] | None = None  # each mask's box (None: found when needed)
 
     def union(self, names: Sequence[str]) -> NDArray[np.float32]:
         """The union of the VOIs ``names`` (:func:`voxeldose.voi_sets.union_of`)."""
-        boxes = None if self.boxes is None else [self.boxes[n] for n in names]
-        return union_of([self.masks[n] for n in names], self.activity.shape, boxes=boxes)
+        return union_of([self.masks[n] for n in names], self.activity.shape, boxes=[self.boxes[n] for n in names])
 
     def mass_kg(self, names: Sequence[str], density_g_per_cm3: float = SOFT_TISSUE_DENSITY_G_PER_CM3) -> float:
         """Mass of the union of ``names``: at the CT's densities when the case has them, else at
@@ -839,7 +838,7 @@ def model_crosschecks(
         if (density.units or "").upper() != "G/CM3" or not density.same_grid(activity):
             raise InputError("model_crosschecks: density must be a density image (units 'G/CM3') on the activity's grid")
         rho = np.asarray(density.array, dtype=np.float64)
-    c = _Case(activity, masks, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction, rho, boxes)
+    c = _Case(activity, masks, boxes, by_role, dvhs, a_patient, lsf, THRESHOLDS.model_disagreement_fraction, rho)
     notes: list[str] = []
     out: dict[str, Any] = {
         "activity_in_patient_gbq": a_patient,
