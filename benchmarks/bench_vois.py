@@ -10,8 +10,10 @@ the trials, the error the slab rule would give for the same planes (each plane's
 filling half-way to its neighbours: the obvious alternative, computed analytically) and the mean
 load time. Then times the liver phantom's seven ROIs (drawn on a CT with 3 mm slices) onto its
 4 x 4 x 3 mm PET grid, and onto the same grid tilted by 15 degrees (contours not parallel to the
-slices: rasterised in their own planes and resampled), with the volumes of both. Not a test: the
-README records a run; tests/test_io_vois.py checks the tolerances.
+slices: rasterised in their own planes and resampled), with the volumes of both, and the memory
+the seven masks hold (resident, from the process's page count over five loads kept at once, Linux)
+against the size of their arrays. Not a test: the README records a run; tests/test_io_vois.py
+checks the tolerances.
 """
 
 from __future__ import annotations
@@ -95,6 +97,22 @@ def liver_timings(tmp: Path, repeat: int = 3) -> None:
         print(f"  {label:14s} {min(times):6.2f} s")
     print("  volumes mL (axial / tilted): " + ", ".join(
         f"{n} {results['axial'][n]:.1f} / {results['tilted 15 deg'][n]:.1f}" for n in results["axial"]))
+    statm = Path("/proc/self/statm")
+    if statm.exists():
+        import gc
+        import mmap
+
+        def resident_mb() -> float:
+            return int(statm.read_text().split()[1]) * mmap.PAGESIZE / 2**20
+
+        del vois
+        gc.collect()
+        before = resident_mb()
+        kept = [voxeldose.load_vois(case / "RTSTRUCT.dcm", pet) for _ in range(5)]
+        gc.collect()
+        size = sum(m.array.nbytes for m in kept[0].values()) / 2**20
+        print(f"  memory of the 7 masks: {(resident_mb() - before) / len(kept):.1f} MB resident, "
+              f"{size:.1f} MB of arrays (the whole grid each)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -54,35 +56,93 @@ def _box_of(array):
     return tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx) if idx[0].size else None
 
 
-def test_a_mask_keeps_its_box_only_where_its_array_cannot_change():
+def test_a_mask_is_its_own_compact_copy_with_its_box():
+    import copy
     import pickle
+
+    from voxeldose.image import _MaskMemory
 
     a = np.zeros((6, 7, 8), np.float32)
     a[1:3, 2:5, 4] = 0.25
-    # the caller's writeable array: a read-only view of memory the caller may change; the box
-    # is found again at every call, so a change shows (never a stale box)
+    # the caller's writeable array: the Image holds its own copy, so a later change to the
+    # caller's array reaches neither the mask nor its box (never a stale box)
     given = Image(a, (2.0, 2.0, 2.0), units="MASK")
-    assert given.nonzero_box() == _box_of(a) and "_nonzero_box" not in given.__dict__
+    assert given.__dict__["_nonzero_box"] == _box_of(a) == (slice(1, 3), slice(2, 5), slice(4, 5))
     a[5, 6, 7] = 1.0
-    assert given.nonzero_box() == _box_of(a) == (slice(1, 6), slice(2, 7), slice(4, 8))
-    # an array nothing can write (as the loaders and derive_vois hand over): found once, kept
+    assert given.nonzero_box() == (slice(1, 3), slice(2, 5), slice(4, 5)) and given.array[5, 6, 7] == 0.0
+    assert not np.shares_memory(given.array, a) and not given.array.flags.writeable
+    # a read-only array, a read-only view and a boolean mask: the same values, each kept with its box
     owned = a.copy()
     owned.setflags(write=False)
-    kept = Image(owned, (2.0, 2.0, 2.0), units="MASK")
-    assert kept.nonzero_box() == _box_of(owned) and kept.__dict__["_nonzero_box"] == _box_of(owned)
-    # a read-only view of a writeable array is not enough
     view = a.view()
     view.setflags(write=False)
-    viewed = Image(view, (2.0, 2.0, 2.0), units="MASK")
-    assert viewed.nonzero_box() == _box_of(a) and "_nonzero_box" not in viewed.__dict__
-    # a boolean mask becomes our own float copy: kept
-    converted = Image(a > 0, (2.0, 2.0, 2.0), units="MASK")
-    assert converted.nonzero_box() == _box_of(a) and "_nonzero_box" in converted.__dict__
-    # a copy sent elsewhere (pickled, as to a batch worker) finds its box again
-    assert "_nonzero_box" not in pickle.loads(pickle.dumps(kept)).__dict__
-    assert pickle.loads(pickle.dumps(kept)).nonzero_box() == _box_of(owned)
+    for source in (owned, view, a > 0):
+        mask = Image(source, (2.0, 2.0, 2.0), units="MASK")
+        np.testing.assert_array_equal(mask.array, np.asarray(source, np.float32))
+        assert mask.array.dtype == (np.float32 if source.dtype == bool else source.dtype)
+        assert mask.__dict__["_nonzero_box"] == _box_of(source) == (slice(1, 6), slice(2, 7), slice(4, 8))
+    # a float64 mask stays float64, and the voxels outside the box are exact zeros
+    wide = Image(a.astype(np.float64), (2.0, 2.0, 2.0), units="MASK")
+    assert wide.array.dtype == np.float64 and np.array_equal(wide.array, a)
+    # an Image made again from a mask's own array (with_array, replace) takes it as it is
+    again = mask.with_array(mask.array)
+    assert again.array is mask.array and again.nonzero_box() == mask.nonzero_box()
+    # a view of part of it is another array: copied
+    part = Image(mask.array[:, :, ::-1], (2.0, 2.0, 2.0), units="MASK")
+    assert not np.shares_memory(part.array, mask.array) and part.nonzero_box() == (slice(1, 6), slice(2, 7), slice(0, 4))
+    # pickled or copied, a mask travels as its box and fractions and arrives compact, with its box
+    big = np.zeros((40, 40, 40), np.float32)
+    big[3:5, 6:8, 9:11] = 1.0
+    big = Image(big, (2.0, 2.0, 2.0), units="MASK")
+    for protocol in (2, 4, 5):
+        # 40 x 40 x 40 float32 is 256,000 bytes; its 2 x 2 x 2 box and the metadata are ~2,000
+        assert len(pickle.dumps(big, protocol=protocol)) < 5_000
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(big, protocol=protocol)).array, big.array)
+        data = pickle.dumps(mask, protocol=protocol)
+        back = pickle.loads(data) if protocol != 2 else copy.deepcopy(mask)
+        np.testing.assert_array_equal(back.array, mask.array)
+        assert back.__dict__["_nonzero_box"] == mask.nonzero_box() and not back.array.flags.writeable
+        base = back.array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base.obj, _MaskMemory)
     # an empty mask has no box
-    assert Image(np.zeros((2, 2, 2), np.float32), (1.0,) * 3, units="MASK").nonzero_box() is None
+    empty = Image(np.zeros((2, 2, 2), np.float32), (1.0,) * 3, units="MASK")
+    assert empty.nonzero_box() is None and pickle.loads(pickle.dumps(empty)).nonzero_box() is None
+    assert not pickle.loads(pickle.dumps(empty)).array.any()
+
+
+def _resident_bytes(array):
+    """Bytes of the pages holding ``array`` that are resident (Linux ``mincore``, page by page)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    address = array.__array_interface__["data"][0]
+    start = address - address % page
+    length = address + array.nbytes - start
+    pages = (length + page - 1) // page
+    vec = ctypes.create_string_buffer(pages)
+    if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) != 0:
+        raise OSError(ctypes.get_errno(), "mincore failed")
+    return sum(b & 1 for b in vec.raw) * page
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads residency with Linux's mincore")
+def test_a_mask_takes_the_memory_of_its_box_not_of_the_grid():
+    # 100 x 200 x 200 float32 (16 MB) with a 10 x 20 x 20 box: each of its 10 slices holds 20 rows
+    # of 800 bytes, 4-5 pages of 4 KB; resident about 10 x 5 pages = 0.2 MB (1 MB allows for larger
+    # pages and the mapping's first page). The grid's own array, every page written, is 16 MB.
+    grid = np.full((100, 200, 200), 0.0, np.float32)
+    grid[40:50, 90:110, 90:110] = 0.5
+    assert _resident_bytes(grid) > 15_000_000
+    mask = Image(grid, (2.0, 2.0, 2.0), units="MASK")
+    del grid
+    assert _resident_bytes(mask.array) < 1_000_000  # before anything reads it (a read maps the zero page)
+    assert mask.array.nbytes == 16_000_000 and float(mask.array.sum()) == 0.5 * 4000
+    np.testing.assert_array_equal(np.nonzero(mask.array)[0], np.repeat(np.arange(40, 50), 400))
 
 
 def test_loaded_and_derived_vois_keep_their_boxes_and_the_dvh_is_unchanged(tmp_path):

@@ -831,7 +831,7 @@ def model_crosschecks(
             _caveat(f"VOI {name!r} (role {role}) has no {missing}: left out of the model cross-checks")
             continue
         image = mask_image(activity, vois[name], name=name)
-        masks[name], boxes[name] = image.array, image.nonzero_box()  # kept by a loaded VOI
+        masks[name], boxes[name] = image.array, image.nonzero_box()  # found when the mask was made
         by_role[role].append(name)
     rho = None
     if density is not None:

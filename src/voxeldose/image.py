@@ -12,11 +12,20 @@ the one place that does it):
   columns are ImageOrientationPatient and the third points from the first slice to the next.
 
 The world position of index (i, j, k) is ``origin + direction @ (spacing * (i, j, k))``.
+
+Masks are compact. A VOI's mask (units "MASK") is held as its bounding box and the fractions
+inside it: the Image copies the box into new anonymous memory that the operating system maps to
+its shared zero page until written, so only the pages that hold the box take memory, while
+``array`` stays an ordinary read-only array of the whole grid that every caller reads as before.
+The box is found once, when the mask is made (:meth:`Image.nonzero_box`), and the work on masks
+(DVHs, derived VOIs, model cross-checks) is done on it. A pickled or copied mask carries the box
+and its fractions only.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import mmap
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -30,6 +39,62 @@ __all__ = ["Image", "ImageMeta", "mask_image"]
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _UNSET = object()
+
+
+class _MaskMemory(mmap.mmap):
+    """The anonymous memory of one compact mask (:func:`_compact`), with the mask's box and the
+    layout of the one array that views all of it (``signature``)."""
+
+    box: tuple[slice, ...] | None
+    signature: tuple[Any, ...]
+
+
+def _signature(array: NDArray[Any]) -> tuple[Any, ...]:
+    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+
+
+def _compact(shape: tuple[int, ...], dtype: Any, box: tuple[slice, ...] | None,
+             fractions: NDArray[Any] | None) -> NDArray[Any]:
+    """A read-only array of ``shape``, zero except ``fractions`` in ``box``, in new private
+    anonymous memory: the pages outside the box are never written, so the system maps them to its
+    zero page and only the box's pages are resident (huge pages are declined where the system
+    would otherwise use them, so that a small box does not take 2 MB pages)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    flags = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
+    memory = _MaskMemory(-1, max(size, 1), **flags)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    out = np.frombuffer(memory, dtype, count=int(np.prod(shape))).reshape(shape)
+    if box is not None and fractions is not None:
+        out[box] = fractions
+    out.setflags(write=False)
+    memory.box, memory.signature = box, _signature(out)
+    return out
+
+
+def _compact_box(array: NDArray[Any]) -> Any:
+    """The box of ``array`` when it is a compact mask's whole array, unchanged since it was made
+    (read-only); :data:`_UNSET` otherwise."""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer's view of the memory
+        base = base.obj
+    if (isinstance(base, _MaskMemory) and not array.flags.writeable
+            and getattr(base, "signature", None) == _signature(array)):
+        return base.box
+    return _UNSET
+
+
+@dataclass(frozen=True)
+class _CompactState:
+    """How a compact mask's array is pickled: its shape, dtype, box and the fractions in it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    box: tuple[slice, ...] | None
+    fractions: NDArray[Any] | None
 
 
 def _frozen(array: NDArray[Any]) -> bool:
@@ -109,7 +174,9 @@ class Image:
         ITK direction matrix, row-major (see the module documentation).
     units : str
         "BQML" (Bq/mL), "CNTS" (counts), "HU", "MBQ" (MBq per voxel), "GY", "MASK" (fraction of
-        each voxel inside a VOI, 0-1: checked once, when the image is made) or "".
+        each voxel inside a VOI, 0-1: checked once, when the image is made, and held compactly:
+        the Image's own copy, whose memory outside the box is never written; the module
+        documentation) or "".
     meta : ImageMeta
     """
 
@@ -130,38 +197,51 @@ class Image:
             arr = arr.view()
             arr.setflags(write=False)
         if self.units == "MASK":
-            # a VOI: fractions in [0, 1], checked here once, so that every stage can trust it
-            given = arr
-            arr = check_mask(arr, None, what="mask image", fix_shape="")
-            if arr is not given:  # converted or clipped: our own copy, read-only for good
-                arr.setflags(write=False)
+            box = _compact_box(arr)
+            if box is _UNSET:
+                # a VOI: fractions in [0, 1], checked here once, so that every stage can trust it,
+                # and copied into a compact array with its box (another Image's compact array,
+                # e.g. from with_array or replace, is taken as it is)
+                arr = check_mask(arr, None, what="mask image", fix_shape="")
+                box = nonzero_box(arr > 0)
+                arr = _compact(arr.shape, arr.dtype, box, None if box is None else arr[box])
+            object.__setattr__(self, "_nonzero_box", box)
         object.__setattr__(self, "array", arr)
         object.__setattr__(self, "spacing_mm", check_spacing(self.spacing_mm))
         object.__setattr__(self, "origin_mm", check_origin(self.origin_mm))
         object.__setattr__(self, "direction", check_direction(self.direction))
 
     def __getstate__(self) -> dict[str, Any]:
-        # a copy or an unpickled Image finds its box again
-        return {k: v for k, v in self.__dict__.items() if k != "_nonzero_box"}
+        # a copy or an unpickled Image finds its box again; a compact mask travels as its box
+        # and the fractions in it, not as the whole grid
+        state = {k: v for k, v in self.__dict__.items() if k != "_nonzero_box"}
+        arr = state.get("array")
+        if isinstance(arr, np.ndarray) and (box := _compact_box(arr)) is not _UNSET:
+            state["array"] = _CompactState(arr.shape, arr.dtype.str, box, None if box is None else arr[box].copy())
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # unpickled (protocols up to 4) or deep-copied, the array is a new writeable one that only
         # this Image holds: read-only again, as every Image's array is
         self.__dict__.update(state)
         arr = self.__dict__.get("array")
-        if isinstance(arr, np.ndarray) and arr.flags.writeable:
+        if isinstance(arr, _CompactState):
+            self.__dict__["array"] = _compact(arr.shape, arr.dtype, arr.box, arr.fractions)
+            self.__dict__["_nonzero_box"] = arr.box
+        elif isinstance(arr, np.ndarray) and arr.flags.writeable:
             arr.setflags(write=False)
 
     def nonzero_box(self) -> tuple[slice, ...] | None:
         """The bounding box [z, y, x] of the voxels > 0 (of a mask: those the VOI touches), an
         index range per axis (half-open); None when there are none.
 
-        Kept once found where the array cannot change: it is read-only down to the memory that
-        holds it (what the loaders and :func:`voxeldose.derive_vois` make). An Image made from
-        the caller's own writeable array is a read-only view of memory the caller may still
-        change, so its box is found again at each call: never a stale box. (Only an owner that
-        sets its read-only array writeable again and changes it defeats this, as it defeats the
-        mask's check when the Image was made.)
+        A mask's box is found when the Image is made (its array is the Image's own compact
+        copy: the module documentation). Another image's box is kept once found where its array
+        cannot change: it is read-only down to the memory that holds it. An Image made from the
+        caller's own writeable array is a read-only view of memory the caller may still change,
+        so its box is found again at each call: never a stale box. (Only an owner that sets a
+        read-only array writeable again and changes it defeats this, as it defeats a mask's check
+        when the Image was made.)
         """
         cached = self.__dict__.get("_nonzero_box", _UNSET)
         if cached is not _UNSET:

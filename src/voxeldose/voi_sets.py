@@ -174,7 +174,7 @@ def derive_vois(
     liver = liver_image.array
     images = {t: _mask(vois, t, liver_image) for t in tumour_names}
     masks = {t: image.array for t, image in images.items()}
-    boxes = {t: image.nonzero_box() for t, image in images.items()}  # kept by a loaded VOI
+    boxes = {t: image.nonzero_box() for t, image in images.items()}  # found when the mask was made
     union = union_of(list(masks.values()), liver.shape, boxes=list(boxes.values()))
 
     # pairwise overlaps, on the intersection of bounding boxes
@@ -223,6 +223,4 @@ def derive_vois(
                 f"{whole_liver!r}; not part of 'perfused_normal_liver'"
             )
         derived["perfused_normal_liver"] = intersection(normal, territory)
-    for m in derived.values():
-        m.setflags(write=False)  # made here and no longer changed: each Image keeps its box
     return {name: liver_image.with_array(m, units="MASK") for name, m in derived.items()}

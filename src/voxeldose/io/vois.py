@@ -290,7 +290,6 @@ def load_vois(
                 )
             mask = _checked(item, f, reference)
             if mask is not None:
-                mask.setflags(write=False)  # ours, and no longer changed: the Image keeps its box
                 out[item.name] = Image(mask, reference.spacing_mm, reference.origin_mm, reference.direction, "MASK")
                 source[item.name] = f
     if not out:
