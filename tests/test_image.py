@@ -112,6 +112,21 @@ def test_a_mask_is_its_own_compact_copy_with_its_box():
     assert not pickle.loads(pickle.dumps(empty)).array.any()
 
 
+def test_a_mask_without_a_mapping_is_a_plain_array_with_the_same_values(monkeypatch):
+    import voxeldose.image as image_module
+
+    class refuse(image_module._MaskMemory):
+        def __new__(cls, *args, **kwargs):
+            raise OSError(12, "Cannot allocate memory")
+
+    a = np.zeros((6, 7, 8), np.float32)
+    a[1:3, 2:5, 4] = 0.25
+    monkeypatch.setattr(image_module, "_MaskMemory", refuse)
+    mask = Image(a, (2.0, 2.0, 2.0), units="MASK")
+    np.testing.assert_array_equal(mask.array, a)
+    assert mask.nonzero_box() == _box_of(a) and not mask.array.flags.writeable and not np.shares_memory(mask.array, a)
+
+
 def _resident_bytes(array):
     """Bytes of the pages holding ``array`` that are resident (Linux ``mincore``, page by page)."""
     import ctypes

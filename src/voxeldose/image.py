@@ -62,14 +62,19 @@ def _compact(shape: tuple[int, ...], dtype: Any, box: tuple[slice, ...] | None,
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
     flags = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
-    memory = _MaskMemory(-1, max(size, 1), **flags)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+    try:
+        memory: _MaskMemory | None = _MaskMemory(-1, max(size, 1), **flags)
+    except OSError:  # no mapping to be had (e.g. the process's map count at its limit): a plain array
+        memory = None
+    if memory is not None and hasattr(mmap, "MADV_NOHUGEPAGE"):
         memory.madvise(mmap.MADV_NOHUGEPAGE)
-    out = np.frombuffer(memory, dtype, count=int(np.prod(shape))).reshape(shape)
+    out = (np.zeros(shape, dtype) if memory is None
+           else np.frombuffer(memory, dtype, count=int(np.prod(shape))).reshape(shape))
     if box is not None and fractions is not None:
         out[box] = fractions
     out.setflags(write=False)
-    memory.box, memory.signature = box, _signature(out)
+    if memory is not None:
+        memory.box, memory.signature = box, _signature(out)
     return out
 
 
