@@ -63,7 +63,9 @@ def main(argv=None):
                   f"{run_per_min:11.1f} {run_per_min / base_run:9.2f}x {peak:15.0f}  {split}")
             old = best.get(n, (0.0, 0.0))
             best[n] = (max(old[0], per_min), max(old[1], run_per_min))
-        print("* excluding the start: finding the cases and starting the local cluster's worker processes")
+        print("* excluding the start: starting the local cluster's worker processes and warming them (since "
+              "2026-12-07 the case folders' headers are read meanwhile and while the first cases run; before, "
+              "finding the cases was part of the start)")
         if 1 in best and len(best) > 1:
             # the first run of a process is the slowest (cold caches): with each count run more
             # than once (--workers 1,2,1,2), the best of each is the fairer comparison

@@ -159,6 +159,66 @@ def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     assert all(float(r["mean_gy_lo95"]) < float(r["mean_gy"]) < float(r["mean_gy_hi95"]) for r in tumour)
 
 
+def test_the_first_cases_run_while_the_others_are_found(cohort, tmp_path, monkeypatch):
+    """Each case is submitted as soon as its folder's headers are read: here case_b's are "read"
+    only once case_a's results exist. A batch that found every case before running one would
+    wait here until the deadline and fail."""
+    import time
+
+    out = tmp_path / "out"
+    real = voxeldose.batch._case_makers
+
+    def after_case_a(make):
+        def call():
+            spec = make()
+            if spec.case_id == "case_b":
+                deadline = time.monotonic() + 120.0
+                while not (out / "case_a" / "metrics.json").exists():
+                    if time.monotonic() > deadline:
+                        raise AssertionError("case_a did not run while case_b was being found")
+                    time.sleep(0.05)
+            return spec
+        return call
+
+    monkeypatch.setattr(voxeldose.batch, "_case_makers",
+                        lambda *args, **kwargs: [after_case_a(m) for m in real(*args, **kwargs)])
+    result = run_batch(cohort, out, workers=1, progress=False)
+    assert (result.n_ok, result.n_failed) == (2, 1)
+    assert [r["case_id"] for r in result.cases] == ["broken", "case_a", "case_b"]  # in folder order
+    assert {r["case_id"] for r in _read(out / "cohort.csv")} == {"broken", "case_a", "case_b"}
+
+
+def test_what_concerns_the_whole_batch_is_refused_before_the_cluster_starts(cohort, tmp_path, monkeypatch):
+    import dask.distributed
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("the cluster was started")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", no_cluster)
+    twice = tmp_path / "twice"
+    for name in ("first", "second"):  # two folders whose case files give the same case id
+        shutil.copytree(cohort / "case_a", twice / name)
+    with pytest.raises(voxeldose.InputError, match="share the case id.*case_a"):
+        run_batch(twice, tmp_path / "out", workers=1, progress=False)
+    with pytest.raises(voxeldose.InputError, match="holds no case folders"):
+        run_batch(tmp_path / "out", tmp_path / "out2", workers=1, progress=False)
+
+
+def test_an_error_while_the_cases_are_found_stops_the_batch(cohort, tmp_path, monkeypatch):
+    """An unexpected error reading a case folder (not a damaged case, which fails alone) is raised
+    by run_batch, as before the cases were found while others ran; no cohort table is written."""
+    real = voxeldose.batch._case_makers
+
+    def unreadable():
+        raise PermissionError(13, "Permission denied", str(cohort / "case_b"))
+
+    monkeypatch.setattr(voxeldose.batch, "_case_makers",
+                        lambda *args, **kwargs: [*real(*args, **kwargs)[:1], unreadable])
+    with pytest.raises(PermissionError, match="Permission denied"):
+        run_batch(cohort, tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out" / "cohort.csv").exists()
+
+
 def _die_in_a_worker(parent_pid):
     if os.getpid() != parent_pid:
         os._exit(1)  # the worker process dies, as if killed or out of memory
