@@ -180,14 +180,12 @@ def _case_head(folder: Path) -> _Head:
     return _Head(_safe_id(case.case_id), case_file, case.scan_modality)
 
 
-def _case_folder(folder: Path, scan_modality: str | None = None, voi_format: str | None = None,
-                 head: _Head | None = None) -> CaseSpec:
+def _case_folder(folder: Path, scan_modality: str | None, voi_format: str | None, head: _Head) -> CaseSpec:
     """The case of one case folder, by the rules of the module documentation. ``scan_modality``
     and ``voi_format`` are the batch's options (None: the case file's ``scan_modality``, and
-    the RTSTRUCT); ``head``: the folder's :func:`_case_head`, when already read."""
+    the RTSTRUCT); ``head``: the folder's :func:`_case_head`."""
     from .io.dicom import list_series
 
-    head = _case_head(folder) if head is None else head
     if head.error is not None:
         return head.error
     case_id, case_file = head.case_id, head.case_file

@@ -60,16 +60,16 @@ def _compact(shape: tuple[int, ...], dtype: Any, box: tuple[slice, ...] | None,
     zero page and only the box's pages are resident (huge pages are declined where the system
     would otherwise use them, so that a small box does not take 2 MB pages)."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
+    count = int(np.prod(shape))
     flags = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}
     try:
-        memory: _MaskMemory | None = _MaskMemory(-1, max(size, 1), **flags)
+        memory: _MaskMemory | None = _MaskMemory(-1, max(count * dtype.itemsize, 1), **flags)
     except OSError:  # no mapping to be had (e.g. the process's map count at its limit): a plain array
         memory = None
     if memory is not None and hasattr(mmap, "MADV_NOHUGEPAGE"):
         memory.madvise(mmap.MADV_NOHUGEPAGE)
     out = (np.zeros(shape, dtype) if memory is None
-           else np.frombuffer(memory, dtype, count=int(np.prod(shape))).reshape(shape))
+           else np.frombuffer(memory, dtype, count=count).reshape(shape))
     if box is not None and fractions is not None:
         out[box] = fractions
     out.setflags(write=False)
