@@ -477,6 +477,25 @@ def test_truncated_file_names_the_file(tmp_path):
     assert "IM00003.dcm" in str(exc.value)
 
 
+def test_a_header_scan_reads_no_pixel_data_and_still_finds_a_cut_slice(tmp_path):
+    """Slices of 64 x 64 x 2 bytes: over the 4 kB from which pixel data is deferred. Listing the
+    series leaves every slice's pixel data in its file (none read), yet a slice cut short inside
+    its pixel data is refused by name, as the load refuses it."""
+    from voxeldose.io.dicom import _read_header
+
+    paths = _write_pet(tmp_path, _image(shape=(4, 64, 64)), names="ordered")
+    ds = _read_header(paths[1])
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    assert raw.value is None and raw.length == 64 * 64 * 2  # deferred, not read
+    assert list_series(tmp_path)[0].n_files == 4
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[: len(data) - 200])  # inside the pixel data
+    for read in (list_series, load_image):
+        with pytest.raises(voxeldose.DicomError, match=r"IM00003\.dcm: the DICOM file is truncated in .*7FE0.*"
+                                                       r"7992 of 8192 bytes"):
+            read(tmp_path)
+
+
 def test_empty_and_missing_inputs(tmp_path):
     with pytest.raises(voxeldose.DicomError, match="empty"):
         load_image(tmp_path)

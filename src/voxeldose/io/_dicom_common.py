@@ -95,16 +95,34 @@ def read_dicom(path: str | Path, *, pixels: bool | str = "deferred", whole_file:
     return ds
 
 
+#: Deflated Explicit VR Little Endian (PS3.5 A.5): the data set is a zlib stream in the file.
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
 def _check_complete(ds: Any, p: Path, *, whole_file: bool) -> None:
     """Raise when the file was cut: a top-level element holds fewer bytes than its stated length,
-    or (``whole_file``) bytes too few for another element follow the last one."""
+    or (``whole_file``) bytes too few for another element follow the last one. A deferred element
+    (pixel data read later, when used) is checked against the file's size, without reading it: a
+    header scan of a series reads no pixel data. A deflated file's positions are those of its
+    inflated stream, not of the file: there a deferred element is read to be checked."""
     end = None
+    size = None
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    keep = syntax != _DEFLATED
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=keep)
         length = getattr(raw, "length", None)
         value = getattr(raw, "value", None)
         tell = getattr(raw, "value_tell", None)
-        if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
+        if value is None and isinstance(length, int) and length not in (0, 0xFFFFFFFF) and isinstance(tell, int):
+            size = p.stat().st_size if size is None else size  # deferred: the value lies in the file
+            if size < tell + length:
+                raise DicomError(
+                    f"{p}: the DICOM file is truncated in {tag} {getattr(raw, 'VR', '')} ({max(0, size - tell)} of "
+                    f"{length} bytes); re-export or copy it again"
+                )
+            end = tell + length
+        elif isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
             if len(value) < length:
                 raise DicomError(
                     f"{p}: the DICOM file is truncated in {tag} {getattr(raw, 'VR', '')} ({len(value)} of "
