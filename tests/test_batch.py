@@ -159,33 +159,46 @@ def test_cli_batch_exit_code(cohort, tmp_path, capsys):
     assert all(float(r["mean_gy_lo95"]) < float(r["mean_gy"]) < float(r["mean_gy_hi95"]) for r in tumour)
 
 
-def test_the_first_cases_run_while_the_others_are_found(cohort, tmp_path, monkeypatch):
-    """Each case is submitted as soon as its folder's headers are read: here case_b's are "read"
-    only once case_a's results exist. A batch that found every case before running one would
-    wait here until the deadline and fail."""
-    import time
+def test_the_batch_process_reads_no_dicom_each_worker_finds_its_cases(cohort, tmp_path, monkeypatch):
+    """Each case folder's headers are read on the worker that runs the case: here the batch's
+    own process cannot read a DICOM file (the workers are processes of their own, started
+    afresh), and the batch still finds and runs every case."""
+    import voxeldose.io._dicom_common as common
 
+    def no_dicom(*args, **kwargs):
+        raise AssertionError("the batch's process read a DICOM file")
+
+    monkeypatch.setattr(common, "_read", no_dicom)
     out = tmp_path / "out"
-    real = voxeldose.batch._case_makers
-
-    def after_case_a(make):
-        def call():
-            spec = make()
-            if spec.case_id == "case_b":
-                deadline = time.monotonic() + 120.0
-                while not (out / "case_a" / "metrics.json").exists():
-                    if time.monotonic() > deadline:
-                        raise AssertionError("case_a did not run while case_b was being found")
-                    time.sleep(0.05)
-            return spec
-        return call
-
-    monkeypatch.setattr(voxeldose.batch, "_case_makers",
-                        lambda *args, **kwargs: [after_case_a(m) for m in real(*args, **kwargs)])
     result = run_batch(cohort, out, workers=1, progress=False)
     assert (result.n_ok, result.n_failed) == (2, 1)
     assert [r["case_id"] for r in result.cases] == ["broken", "case_a", "case_b"]  # in folder order
     assert {r["case_id"] for r in _read(out / "cohort.csv")} == {"broken", "case_a", "case_b"}
+
+
+def test_a_worker_parses_each_image_file_of_its_case_once(cohort, tmp_path, monkeypatch):
+    """Finding the case (its folder's series), loading the PET from the folder and then the CT:
+    three listings of the same files, one parse of each (without the shared reads, each CT file
+    was parsed three times and each PET file twice)."""
+    from collections import Counter
+
+    import voxeldose.io._dicom_common as common
+
+    parsed: Counter[str] = Counter()
+    real = pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        parsed[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    (case_id, make), = [m for m in voxeldose.batch._case_makers(cohort) if m[0] == "case_a"]
+    row = voxeldose.batch._run_found(case_id, make, str(tmp_path), {"method": "kernel", "tissue": "soft"})
+    assert row["status"] == "ok", row["rows"]
+    images = sorted(str(f) for sub in ("PET", "CT") for f in (cohort / "case_a" / sub).rglob("*") if f.is_file())
+    assert len(images) > 20 and all(str(f) in parsed for f in images)
+    assert max(parsed[f] for f in images) == 1, {f: n for f, n in parsed.items() if n > 1}
+    assert common._SHARED.get() is None  # the scope has ended: nothing read is kept
 
 
 def test_what_concerns_the_whole_batch_is_refused_before_the_cluster_starts(cohort, tmp_path, monkeypatch):
@@ -202,21 +215,34 @@ def test_what_concerns_the_whole_batch_is_refused_before_the_cluster_starts(coho
         run_batch(twice, tmp_path / "out", workers=1, progress=False)
     with pytest.raises(voxeldose.InputError, match="holds no case folders"):
         run_batch(tmp_path / "out", tmp_path / "out2", workers=1, progress=False)
+    spec = CaseSpec("same", scan=str(cohort / "case_a"))
+    with pytest.raises(voxeldose.InputError, match=r"share the case id\(s\) \['same'\]"):
+        run_batch(cohort, tmp_path / "out3", workers=1, progress=False, cases=[spec, spec])
 
 
-def test_an_error_while_the_cases_are_found_stops_the_batch(cohort, tmp_path, monkeypatch):
-    """An unexpected error reading a case folder (not a damaged case, which fails alone) is raised
-    by run_batch, as before the cases were found while others ran; no cohort table is written."""
+def _unreadable(path):
+    raise PermissionError(13, "Permission denied", path)
+
+
+def test_an_unreadable_case_folder_fails_that_case_only(cohort, tmp_path, monkeypatch):
+    """An error reading a case folder while finding its files (here a PermissionError, on the
+    worker) is that case's failure, as a damaged folder is; the other cases run."""
+    import functools
+
     real = voxeldose.batch._case_makers
 
-    def unreadable():
-        raise PermissionError(13, "Permission denied", str(cohort / "case_b"))
+    def with_unreadable(*args, **kwargs):
+        return [(i, functools.partial(_unreadable, str(cohort / i)) if i == "case_b" else make)
+                for i, make in real(*args, **kwargs)]
 
-    monkeypatch.setattr(voxeldose.batch, "_case_makers",
-                        lambda *args, **kwargs: [*real(*args, **kwargs)[:1], unreadable])
-    with pytest.raises(PermissionError, match="Permission denied"):
-        run_batch(cohort, tmp_path / "out", workers=1, progress=False)
-    assert not (tmp_path / "out" / "cohort.csv").exists()
+    monkeypatch.setattr(voxeldose.batch, "_case_makers", with_unreadable)
+    result = run_batch(cohort, tmp_path / "out", workers=1, progress=False)
+    assert (result.n_ok, result.n_failed) == (1, 2)
+    failed = {r["case_id"]: r for r in _read(tmp_path / "out" / "failures.csv")}
+    assert set(failed) == {"broken", "case_b"}
+    assert failed["case_b"]["error_kind"] == "InputError"
+    assert "cannot be read" in failed["case_b"]["error"] and "Permission denied" in failed["case_b"]["error"]
+    assert "Permission denied" in (tmp_path / "out" / "case_b" / "log.txt").read_text()
 
 
 def _die_in_a_worker(parent_pid):

@@ -681,6 +681,7 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                   hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
     from .density import SCHNEIDER2000, HuDensityTable
     from .io import load_ct_density, load_hu_table, load_image, load_vsv_tables
+    from .io._dicom_common import shared_reads
 
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
@@ -692,17 +693,20 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
     if method == "scaled_kernel" and ct_path is None:
         raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
                          "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
-    with steps.step("load"):
-        image = load_image(scan, series_uid)
-    record = _case_from(case, overrides or {}, image)
-    if anonymize and record.source_path:  # the provenance names the case file by its name only
-        record = replace(record, source_path=Path(record.source_path).name)
-    with steps.step("vois"):
-        masks = _load_voi_files(vois, image, registered)
-    ct = density = None
-    if ct_path is not None:
-        with steps.step("ct"):
-            ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
+    # the scan's folder often holds the CT: its headers, read when the scan's series are listed,
+    # are not parsed again for the CT (nor those a batch worker read to find the case)
+    with shared_reads():
+        with steps.step("load"):
+            image = load_image(scan, series_uid)
+        record = _case_from(case, overrides or {}, image)
+        if anonymize and record.source_path:  # the provenance names the case file by its name only
+            record = replace(record, source_path=Path(record.source_path).name)
+        with steps.step("vois"):
+            masks = _load_voi_files(vois, image, registered)
+        ct = density = None
+        if ct_path is not None:
+            with steps.step("ct"):
+                ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
     # folder names of exports often hold the patient's name: with anonymize, no folder paths
     inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
     if ct_path is not None:

@@ -496,6 +496,34 @@ def test_a_header_scan_reads_no_pixel_data_and_still_finds_a_cut_slice(tmp_path)
             read(tmp_path)
 
 
+def test_shared_reads_parse_a_file_once_and_again_when_it_changed(tmp_path):
+    import threading
+
+    from voxeldose.io._dicom_common import _SHARED, read_dicom, shared_reads
+
+    paths = _write_pet(tmp_path, _image(shape=(3, 64, 64)), names="ordered")
+    assert read_dicom(paths[0]) is not read_dicom(paths[0])  # outside a scope: a new parse each time
+    with shared_reads():
+        first = read_dicom(paths[0])
+        assert read_dicom(paths[0]) is first
+        assert read_dicom(paths[0], pixels=False) is not first  # other kinds of reads are not shared
+        in_thread = []
+        worker = threading.Thread(target=lambda: in_thread.append(read_dicom(paths[0])))
+        worker.start()
+        worker.join()
+        assert in_thread[0] is not first  # each thread has its own
+        with shared_reads():
+            assert read_dicom(paths[0]) is first  # an inner scope shares the outer one's reads
+        assert read_dicom(paths[0]) is not first  # ... and its end forgets them
+        again = read_dicom(paths[1])
+        ds = pydicom.dcmread(paths[1])
+        ds.SeriesDescription = "changed"
+        ds.save_as(paths[1])
+        changed = read_dicom(paths[1])
+        assert changed is not again and changed.SeriesDescription == "changed"
+    assert _SHARED.get() is None
+
+
 def test_empty_and_missing_inputs(tmp_path):
     with pytest.raises(voxeldose.DicomError, match="empty"):
         load_image(tmp_path)

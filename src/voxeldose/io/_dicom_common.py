@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import DicomError
 
 __all__ = ["ds_values", "new_uid", "file_meta", "pixel_module", "read_dicom", "read_datasets",
-           "native_pixel_bytes_match"]
+           "native_pixel_bytes_match", "shared_reads"]
 
 
 def ds_values(values: Any) -> Any:
@@ -72,12 +74,54 @@ def read_dicom(path: str | Path, *, pixels: bool | str = "deferred", whole_file:
         Also check that the file does not end inside an element after the last one read
         (for files read whole).
     """
+    p = Path(path)
+    shared = _SHARED.get() if pixels == "deferred" and not whole_file else None
+    if shared is not None:
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise DicomError(f"{p}: cannot be read ({exc})") from exc
+        key = (str(p), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in shared:
+            shared[key] = _read(p, pixels, whole_file)
+        return shared[key]
+    return _read(p, pixels, whole_file)
+
+
+#: The files :func:`read_dicom` has read within :func:`shared_reads` (None outside it).
+_SHARED: contextvars.ContextVar[dict[tuple[str, int, int, int], Any] | None] = contextvars.ContextVar(
+    "voxeldose_shared_reads", default=None)
+
+
+@contextlib.contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within it, :func:`read_dicom` parses each image file's header once (``pixels="deferred"``
+    reads, by path, inode, size and modification time: a file changed meanwhile is read again)
+    and returns the same dataset again: a case's loading lists its folder's series, loads the
+    scan from them and then the CT, and a batch worker first finds the case in the same files.
+    The datasets are the readers' only, which do not change them (a deferred pixel value read
+    stays in its dataset).
+
+    A scope within another shares the outer one's reads; the end of either forgets them all, so
+    that no header, nor pixel data read through one, outlives the loading it served. Each thread
+    has its own (a context variable)."""
+    token = _SHARED.set({}) if _SHARED.get() is None else None
+    try:
+        yield
+    finally:
+        shared = _SHARED.get()
+        if shared is not None:
+            shared.clear()
+        if token is not None:
+            _SHARED.reset(token)
+
+
+def _read(p: Path, pixels: bool | str, whole_file: bool) -> Any | None:
     import warnings
 
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = Path(path)
     options: dict[str, Any] = {"defer_size": 4096} if pixels == "deferred" else {"stop_before_pixels": not pixels}
     try:
         with warnings.catch_warnings(record=True) as caught:
