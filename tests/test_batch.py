@@ -44,6 +44,39 @@ def test_discovery(cohort):
     assert specs["broken"].error and "no PET or SPECT" in specs["broken"].error
 
 
+def test_a_case_folder_of_linked_series_is_found_whole_and_an_unlistable_one_fails_alone(cohort, tmp_path,
+                                                                                       monkeypatch):
+    """A research cohort links each case's series in instead of copying them: the linked CT and
+    RTSTRUCT belong to the case (rglob did not enter linked folders: the case lost its CT and
+    VOIs without a word). A sub-folder that cannot be listed fails its case, naming it."""
+    root = tmp_path / "cohort"
+    linked = root / "linked"
+    linked.mkdir(parents=True)
+    for name in ("PET", "CT"):
+        (linked / name).symlink_to(cohort / "case_a" / name, target_is_directory=True)
+    (linked / "rt").mkdir()
+    (linked / "rt" / "RTSTRUCT.dcm").symlink_to(cohort / "case_a" / "RTSTRUCT.dcm")
+    (linked / "case.toml").symlink_to(cohort / "case_a" / "case.toml")
+    shutil.copytree(cohort / "case_b", root / "case_b")
+    (root / "case_b" / "case.toml").rename(root / "case_b" / "PET" / "case.toml")  # found by the walk
+    spec = {s.case_id: s for s in discover_cases(root)}["case_a"]
+    assert spec.error is None and spec.series_uid == discover_cases(cohort)[1].series_uid
+    assert len(spec.ct) == len(list((cohort / "case_a" / "CT").iterdir())) and spec.vois[0].endswith("RTSTRUCT.dcm")
+
+    real = os.scandir
+    hidden = str(root / "case_b" / "PET")
+
+    def scandir(path):  # the tests run as root, whom chmod does not stop
+        if str(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    specs = {s.case_id: s for s in discover_cases(root)}
+    assert specs["case_b"].error_kind == "InputError" and "cannot list the folder" in specs["case_b"].error
+    assert specs["case_a"].error is None
+
+
 def _frozen_after_warm_up(monkeypatch):
     """The number of objects frozen out of the garbage collector (``gc.get_freeze_count``) on
     each worker right after run_batch's warm-up: the client's ``run`` recorded on the way."""

@@ -163,10 +163,15 @@ class _Head:
 
 
 def _case_head(folder: Path) -> _Head:
+    from .io._walk import files_under
+
     case_id = _safe_id(folder.name)
     case_file = next((str(folder / n) for n in _CASE_FILES if (folder / n).is_file()), None)
     if case_file is None:
-        found = [p for n in _CASE_FILES for p in folder.rglob(n)]
+        try:
+            found = [p for p in files_under(folder) if p.name in _CASE_FILES]
+        except VoxelDoseError as exc:  # the case's failure, named when it runs
+            return _Head(case_id, error=CaseSpec(case_id, error=str(exc), error_kind=type(exc).__name__))
         case_file = str(found[0]) if len(found) == 1 else None
     if case_file is None:
         return _Head(case_id)
@@ -183,6 +188,7 @@ def _case_folder(folder: Path, scan_modality: str | None, voi_format: str | None
     """The case of one case folder, by the rules of the module documentation. ``scan_modality``
     and ``voi_format`` are the batch's options (None: the case file's ``scan_modality``, and
     the RTSTRUCT); ``head``: the folder's :func:`_case_head`."""
+    from .io._walk import files_under
     from .io.dicom import list_series
 
     if head.error is not None:
@@ -220,8 +226,8 @@ def _case_folder(folder: Path, scan_modality: str | None, voi_format: str | None
                               "case in a manifest with its series_uid")
     images = {str(Path(f)) for s in series for f in s.files}
     try:
-        kinds = {str(p): kind for p in sorted(folder.rglob("*"))
-                 if p.is_file() and str(p) not in images and (kind := _voi_kind(p)) is not None}
+        kinds = {str(p): kind for p in files_under(folder)
+                 if str(p) not in images and (kind := _voi_kind(p)) is not None}
     except VoxelDoseError as exc:
         return CaseSpec(case_id, case_file=case_file, error=str(exc), error_kind=type(exc).__name__)
     if len(set(kinds.values())) > 1:
@@ -348,7 +354,10 @@ def _case_makers(input_path: str | os.PathLike[str], *, scan_modality: str | Non
         return [(spec.case_id, functools.partial(_given, spec)) for spec in _manifest(path)]
     if not path.is_dir():
         raise InputError(f"batch input {path} does not exist")
-    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise InputError(f"cannot list the batch input {path} ({exc.strerror or exc}); give read access to it") from None
     if not folders:
         raise InputError(f"{path} holds no case folders; give a folder of case folders or a manifest")
     heads = [_case_head(f) for f in folders]
@@ -368,9 +377,11 @@ def _given(spec: CaseSpec) -> CaseSpec:
 
 
 def _files_of(path: str) -> list[Path]:
+    from .io._walk import files_under
+
     p = Path(path)
     if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file())
+        return files_under(p)
     return [p] if p.is_file() else []
 
 
@@ -502,7 +513,14 @@ def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bo
                 spec.error_kind or "InputError", error), "seconds": 0.0, "timings": {}}
     # the result depends on the method and tissue, not on how many threads computed it
     # (anonymize only when set, so that the digests of earlier plain runs stay valid)
-    digest = case_digest(spec, options)
+    try:
+        digest = case_digest(spec, options)
+    except (VoxelDoseError, OSError) as exc:  # an input file that cannot be read: the case's failure
+        kind = type(exc).__name__ if isinstance(exc, VoxelDoseError) else "InputError"
+        error = scrub(str(exc) if isinstance(exc, VoxelDoseError) else f"an input file cannot be read: {exc}")
+        _write_log(out, f"case {spec.case_id} not run: {error}\n", failed=True)
+        return {"case_id": spec.case_id, "status": "failed", "rows": _rows(spec.case_id, "failed", None, kind, error),
+                "seconds": time.perf_counter() - t0, "timings": {}}
     if not force and _done(out, digest):
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         return {"case_id": spec.case_id, "status": "skipped", "rows": _rows(spec.case_id, "ok", metrics),

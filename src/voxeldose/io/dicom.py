@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from ..errors import DicomError, GeometryError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image, ImageMeta
 from ._dicom_common import native_pixel_bytes_match, read_dicom
+from ._walk import files_under
 
 __all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE", "JUNCTION_TOLERANCE", "GRID_TOLERANCE_MM"]
 
@@ -102,7 +103,7 @@ def _files_of(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
     if isinstance(path, (str, os.PathLike)):
         p = Path(path)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = files_under(p, DicomError)
             if not files:
                 raise DicomError(f"folder {p} is empty: point to the folder that holds the exported series")
             return files

@@ -367,7 +367,9 @@ def voi_file_kind(path: str | os.PathLike[str]) -> str | None:
 
 
 def _voi_files_in(folder: Path) -> list[tuple[Path, str]]:
-    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    from ._walk import files_under
+
+    files = files_under(folder, VoiError)
     found = []
     for f in files:
         kind = voi_file_kind(f)
