@@ -64,8 +64,9 @@ def main(argv=None):
             old = best.get(n, (0.0, 0.0))
             best[n] = (max(old[0], per_min), max(old[1], run_per_min))
         print("* excluding the start: starting the local cluster's worker processes and warming them (since "
-              "2026-12-07 the case folders' headers are read meanwhile and while the first cases run; before, "
-              "finding the cases was part of the start)")
+              "2026-12-08 each case folder's headers are read by the worker that runs the case, as part of it, "
+              "and its loading reuses them; before, the batch's own process read them, until 2026-12-07 as part "
+              "of the start)")
         if 1 in best and len(best) > 1:
             # the first run of a process is the slowest (cold caches): with each count run more
             # than once (--workers 1,2,1,2), the best of each is the fairer comparison

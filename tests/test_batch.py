@@ -228,6 +228,7 @@ def test_a_worker_parses_each_image_file_of_its_case_once(cohort, tmp_path, monk
     (case_id, make), = [m for m in voxeldose.batch._case_makers(cohort) if m[0] == "case_a"]
     row = voxeldose.batch._run_found(case_id, make, str(tmp_path), {"method": "kernel", "tissue": "soft"})
     assert row["status"] == "ok", row["rows"]
+    assert list(row["timings"])[:2] == ["find", "load"] and row["seconds"] > sum(row["timings"].values()) > 0
     images = sorted(str(f) for sub in ("PET", "CT") for f in (cohort / "case_a" / sub).rglob("*") if f.is_file())
     assert len(images) > 20 and all(str(f) in parsed for f in images)
     assert max(parsed[f] for f in images) == 1, {f: n for f, n in parsed.items() if n > 1}

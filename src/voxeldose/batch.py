@@ -13,7 +13,9 @@ default, or an existing scheduler), and writes:
 Case folders
 ------------
 Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
-``case.toml``). It is searched recursively: ``case.toml`` (or ``case.json``) is the case file,
+``case.toml``). It is searched recursively, into linked folders too (a cohort that links each
+case's series in instead of copying them); a sub-folder that cannot be listed, or a broken link,
+fails the case, naming it. ``case.toml`` (or ``case.json``) is the case file,
 and the scan, the VOI files and the CT are chosen by these rules, each stated in the case's
 caveats when it chose:
 
@@ -484,6 +486,7 @@ def _run_found(case_id: str, make: Callable[[], CaseSpec], out_root: str, option
     A folder that cannot be read is the case's failure, as a damaged one is."""
     from .io._dicom_common import shared_reads
 
+    t0 = time.perf_counter()
     with shared_reads():
         try:
             spec = make()
@@ -492,7 +495,11 @@ def _run_found(case_id: str, make: Callable[[], CaseSpec], out_root: str, option
         except Exception as exc:  # noqa: BLE001 - one case's crash must not stop the cohort
             spec = CaseSpec(case_id, error=f"{type(exc).__name__} while finding the case's files: {exc}",
                             error_kind="InternalError")
-        return run_one(spec, out_root, options, force)
+        find_s = time.perf_counter() - t0
+        record = run_one(spec, out_root, options, force)
+    # the time it took to find the case is part of the case's time, a step before "load"
+    timings = {"find": find_s, **record["timings"]} if record["timings"] else {}
+    return {**record, "seconds": record["seconds"] + find_s, "timings": timings}
 
 
 def run_one(spec: CaseSpec, out_root: str, options: Mapping[str, Any], force: bool = False) -> dict[str, Any]:

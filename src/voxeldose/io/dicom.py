@@ -976,7 +976,8 @@ def load_image(
     Parameters
     ----------
     path : folder, file, or list of files
-        A folder is searched recursively; files that are not DICOM, and DICOM objects that are
+        A folder is searched recursively, into linked folders too (a sub-folder that cannot be
+        listed, or a broken link, is an error: it may hold slices); files that are not DICOM, and DICOM objects that are
         not images (RTSTRUCT, SEG, RTDOSE, reports), are skipped. A NIfTI, NRRD or MetaImage
         file is read as it is (:func:`voxeldose.io.image_file.load_image_file`): its units and
         times come from the case file.

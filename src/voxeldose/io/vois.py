@@ -13,7 +13,9 @@ coordinates. It reads
 - **3D Slicer segmentations** (``.seg.nrrd``): every segment of every layer, named by the
   header's ``SegmentN_Name``, overlaps kept.
 
-A folder is searched recursively for RTSTRUCT and SEG files (other files are skipped).
+A folder is searched recursively for RTSTRUCT and SEG files (other files are skipped), into linked
+folders too; a sub-folder that cannot be listed, or a broken link, is an error, not a VOI file
+left out.
 
 Contours
 --------
