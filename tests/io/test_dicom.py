@@ -524,6 +524,26 @@ def test_shared_reads_parse_a_file_once_and_again_when_it_changed(tmp_path):
     assert _SHARED.get() is None
 
 
+def test_images_loaded_from_shared_reads_are_those_read_alone(tmp_path):
+    """A case folder holding the PET and the CT, as a batch worker reads it: the series listed,
+    the PET loaded from the folder, then the CT from its files, each file parsed once. Every
+    value, the geometry and the metadata are those of loading each alone."""
+    from voxeldose.io._dicom_common import shared_reads
+    from voxeldose.phantoms.export import write_liver_case
+
+    write_liver_case(tmp_path, pet_spacing_xyz_mm=(8.0, 8.0, 8.0), ct_spacing_xyz_mm=(8.0, 8.0, 8.0),
+                     write=("PET", "CT"))
+    series = {s.modality: s for s in list_series(tmp_path)}
+    alone = load_image(tmp_path, series["PT"].series_instance_uid), load_image(list(series["CT"].files))
+    with shared_reads():
+        list_series(tmp_path)
+        shared = load_image(tmp_path, series["PT"].series_instance_uid), load_image(list(series["CT"].files))
+    for a, b in zip(alone, shared):
+        assert a.array.dtype == b.array.dtype and np.array_equal(a.array, b.array)
+        assert (a.spacing_mm, a.origin_mm, a.units) == (b.spacing_mm, b.origin_mm, b.units)
+        assert np.array_equal(a.direction, b.direction) and repr(a.meta) == repr(b.meta)
+
+
 def test_empty_and_missing_inputs(tmp_path):
     with pytest.raises(voxeldose.DicomError, match="empty"):
         load_image(tmp_path)
