@@ -44,6 +44,25 @@ def test_discovery(cohort):
     assert specs["broken"].error and "no PET or SPECT" in specs["broken"].error
 
 
+def test_a_case_folder_with_two_case_files_is_a_failed_case_naming_them(cohort, tmp_path):
+    """Two case files (top-level case.toml and case.json, or two in sub-folders) may hold other
+    activities and times: the case fails naming them, where before the one found first was
+    taken (top level) or neither (sub-folders: the case ran on the defaults)."""
+    for layout in ("top", "nested"):
+        root = tmp_path / layout
+        shutil.copytree(cohort / "case_a", root / "case_a")
+        text = (root / "case_a" / "case.toml").read_text()
+        if layout == "top":
+            (root / "case_a" / "case.json").write_text('{"case_id": "case_a"}')
+        else:
+            (root / "case_a" / "case.toml").rename(root / "case_a" / "PET" / "case.toml")
+            (root / "case_a" / "CT" / "case.toml").write_text(text)
+        spec, = discover_cases(root)
+        assert spec.error_kind == "InputError", layout
+        assert "2 case files" in spec.error and "keep the one of this case" in spec.error
+        assert (("case.toml, case.json" if layout == "top" else "CT/case.toml, PET/case.toml") in spec.error)
+
+
 def test_a_case_folder_of_linked_series_is_found_whole_and_an_unlistable_one_fails_alone(cohort, tmp_path,
                                                                                        monkeypatch):
     """A research cohort links each case's series in instead of copying them: the linked CT and

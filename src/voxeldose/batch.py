@@ -15,8 +15,9 @@ Case folders
 Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
 ``case.toml``). It is searched recursively, into linked folders too (a cohort that links each
 case's series in instead of copying them); a sub-folder that cannot be listed, or a broken link,
-fails the case, naming it. ``case.toml`` (or ``case.json``) is the case file,
-and the scan, the VOI files and the CT are chosen by these rules, each stated in the case's
+fails the case, naming it. ``case.toml`` (or ``case.json``) is the case file, at the top or
+in a sub-folder; a folder holding two case files fails, naming them (which one holds the case's
+activity and times is not guessed). The scan, the VOI files and the CT are chosen by these rules, each stated in the case's
 caveats when it chose:
 
 - **The scan** is the folder's one emission series, PET (PT) or SPECT (NM). With several, the
@@ -168,15 +169,20 @@ def _case_head(folder: Path) -> _Head:
     from .io._walk import files_under
 
     case_id = _safe_id(folder.name)
-    case_file = next((str(folder / n) for n in _CASE_FILES if (folder / n).is_file()), None)
-    if case_file is None:
+    found = [folder / n for n in _CASE_FILES if (folder / n).is_file()]
+    if not found:
         try:
             found = [p for p in files_under(folder) if p.name in _CASE_FILES]
         except VoxelDoseError as exc:  # the case's failure, named when it runs
             return _Head(case_id, error=CaseSpec(case_id, error=str(exc), error_kind=type(exc).__name__))
-        case_file = str(found[0]) if len(found) == 1 else None
-    if case_file is None:
+    if len(found) > 1:  # which one holds this case's activity and times is not for voxeldose to guess
+        names = ", ".join(str(p.relative_to(folder)) for p in found)
+        return _Head(case_id, error=CaseSpec(case_id, error_kind="InputError", error=(
+            f"{folder}: {len(found)} case files ({names}); keep the one of this case, or give the case in a manifest "
+            "with its case_file")))
+    if not found:
         return _Head(case_id)
+    case_file = str(found[0])
     try:
         from .io.case_file import load_case
 
