@@ -544,6 +544,23 @@ def test_images_loaded_from_shared_reads_are_those_read_alone(tmp_path):
         assert np.array_equal(a.direction, b.direction) and repr(a.meta) == repr(b.meta)
 
 
+@pytest.mark.parametrize("modality, tag, value", [("PT", "RescaleSlope", "1e36"), ("CT", "RescaleIntercept", "-1e39")])
+def test_values_that_overflow_float32_are_refused(tmp_path, modality, tag, value):
+    """Stored values times a RescaleSlope of 1e36 exceed float32's 3.4e38, as does a CT's
+    RescaleIntercept of -1e39 (the other sign): refused naming the file, not loaded as
+    infinities."""
+    if modality == "PT":
+        paths = _write_pet(tmp_path, _image(shape=(3, 8, 8)), names="ordered")
+    else:
+        paths = write_ct_series(tmp_path, Image(np.zeros((3, 8, 8)), (1, 1, 1), units="HU"), SeriesHeader())
+    ds = pydicom.dcmread(paths[1])
+    setattr(ds, tag, value)
+    ds.save_as(paths[1])
+    with pytest.raises(voxeldose.DicomError, match=rf"{paths[1].name}: the pixel values times RescaleSlope .*not finite") as exc:
+        load_image(tmp_path)
+    assert str(exc.value).count("re-export the series") == 1
+
+
 def test_empty_and_missing_inputs(tmp_path):
     with pytest.raises(voxeldose.DicomError, match="empty"):
         load_image(tmp_path)
