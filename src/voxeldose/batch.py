@@ -15,10 +15,11 @@ Case folders
 Each sub-folder of INPUT is one case, named by its folder (or by ``case_id`` in its
 ``case.toml``). It is searched recursively, into linked folders too (a cohort that links each
 case's series in instead of copying them); a sub-folder that cannot be listed, or a broken link,
-fails the case, naming it. ``case.toml`` (or ``case.json``) is the case file, at the top or
-in a sub-folder; a folder holding two case files fails, naming them (which one holds the case's
-activity and times is not guessed). The scan, the VOI files and the CT are chosen by these rules, each stated in the case's
-caveats when it chose:
+fails the case, naming it. ``case.toml`` (or ``case.json``) is the case file: the one at the
+folder's top, else the one in its sub-folders; two at the top, or none there and two below,
+fail the case, naming them (which one holds the case's activity and times is not guessed). The
+scan, the VOI files and the CT are chosen by these rules, each stated in the case's caveats when
+it chose:
 
 - **The scan** is the folder's one emission series, PET (PT) or SPECT (NM). With several, the
   case's ``scan_modality`` (the batch option ``--scan-modality``, else the case file's key)
@@ -175,7 +176,7 @@ def _case_head(folder: Path) -> _Head:
             found = [p for p in files_under(folder) if p.name in _CASE_FILES]
         except VoxelDoseError as exc:  # the case's failure, named when it runs
             return _Head(case_id, error=CaseSpec(case_id, error=str(exc), error_kind=type(exc).__name__))
-    if len(found) > 1:  # which one holds this case's activity and times is not for voxeldose to guess
+    if len(found) > 1:  # which holds this case's activity and times is not for voxeldose to guess
         names = ", ".join(str(p.relative_to(folder)) for p in found)
         return _Head(case_id, error=CaseSpec(case_id, error_kind="InputError", error=(
             f"{folder}: {len(found)} case files ({names}); keep the one of this case, or give the case in a manifest "
@@ -365,7 +366,8 @@ def _case_makers(input_path: str | os.PathLike[str], *, scan_modality: str | Non
     try:
         folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
-        raise InputError(f"cannot list the batch input {path} ({exc.strerror or exc}); give read access to it") from None
+        raise InputError(f"cannot list the batch input {path} ({exc.strerror or exc}); give read access to "
+                         "it") from None
     if not folders:
         raise InputError(f"{path} holds no case folders; give a folder of case folders or a manifest")
     heads = [_case_head(f) for f in folders]
@@ -838,7 +840,11 @@ def run_batch(
     else:
         options["threads_per_case"] = max(1, (os.cpu_count() or 1) // n)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
+        try:
+            client = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
     try:
         client.run(_warm_worker, freeze=cluster is not None)  # all workers at once
         startup_s = time.perf_counter() - t0

@@ -556,7 +556,8 @@ def test_values_that_overflow_float32_are_refused(tmp_path, modality, tag, value
     ds = pydicom.dcmread(paths[1])
     setattr(ds, tag, value)
     ds.save_as(paths[1])
-    with pytest.raises(voxeldose.DicomError, match=rf"{paths[1].name}: the pixel values times RescaleSlope .*not finite") as exc:
+    with pytest.raises(voxeldose.DicomError,
+                       match=rf"{paths[1].name}: the pixel values times RescaleSlope .*not finite") as exc:
         load_image(tmp_path)
     assert str(exc.value).count("re-export the series") == 1
 
