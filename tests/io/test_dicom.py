@@ -780,6 +780,22 @@ def test_a_short_extensionless_slice_is_an_error_but_other_files_are_skipped(tmp
         load_image(tmp_path / "pet")
 
 
+def test_macos_appledouble_sidecars_are_skipped_but_a_dcm_without_their_magic_is_not(tmp_path):
+    """An export copied from a Mac onto a FAT/exFAT disk or a share holds "._IM00001.dcm" beside
+    each slice: AppleDouble files (RFC 1740, magic 0x00051607) of 4096 bytes, named like DICOM. They
+    are sidecars, skipped (by name and magic); anything else so named is still a damaged slice."""
+    paths = sorted(_write_pet(tmp_path / "pet", _image(shape=(4, 6, 5)), names="ordered"))
+    header = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + bytes(4096 - 24)
+    for path in paths:
+        (path.parent / f"._{path.name}").write_bytes(header)
+    (tmp_path / "pet" / "._small").write_bytes(header[:82])  # extensionless and short: a sidecar too
+    assert load_image(tmp_path / "pet").shape == (4, 6, 5)
+    assert [s.n_files for s in list_series(tmp_path / "pet")] == [4]
+    (tmp_path / "pet" / "._IM00009.dcm").write_bytes(b"\x00\x05\x16\x00" + bytes(4092))  # AppleSingle's, not it
+    with pytest.raises(voxeldose.DicomError, match=r"\._IM00009\.dcm: the file is named \.dcm but is not DICOM"):
+        load_image(tmp_path / "pet")
+
+
 @pytest.mark.parametrize("rows", [3, 5, 7, 12])
 def test_rows_that_do_not_match_the_pixel_data_are_refused(tmp_path, rows):
     """Rows = 71 for 142-row slices read half of every slice (141: sheared); only too few bytes

@@ -778,6 +778,16 @@ def test_folder_with_series_rtstruct_and_seg(tmp_path):
     write_seg(folder / "seg" / "again.dcm", {"liver": lesion}, ct)
     with pytest.raises(VoiError, match=r"two VOIs are named 'liver' \(in .* and .*\)"):
         load_vois(folder, ref)
+    (folder / "seg" / "again.dcm").unlink()
+    # a macOS sidecar beside the RTSTRUCT is skipped; an emptied or cut VOI file is refused, naming
+    # it (it was skipped as "not DICOM", and its VOIs were missing without a word)
+    (folder / "._rs.dcm").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + bytes(4088))
+    assert sorted(load_vois(folder, ref)) == ["liver", "tumour_1"]
+    for keep in (0, 100):
+        (folder / "seg" / "more.dcm").write_bytes((folder / "rs.dcm").read_bytes()[:keep])
+        with pytest.raises(DicomError, match=r"more\.dcm: the file (is empty|is named \.dcm but is not DICOM)"):
+            load_vois(folder, ref)
+    (folder / "seg" / "more.dcm").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x.txt").write_text("nothing")

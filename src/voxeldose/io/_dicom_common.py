@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import DicomError
 
 __all__ = ["ds_values", "new_uid", "file_meta", "pixel_module", "read_dicom", "read_datasets",
-           "native_pixel_bytes_match", "shared_reads"]
+           "native_pixel_bytes_match", "shared_reads", "not_dicom_reason"]
 
 
 def ds_values(values: Any) -> Any:
@@ -137,6 +137,42 @@ def _read(p: Path, pixels: bool | str, whole_file: bool) -> Any | None:
             raise DicomError(f"{p}: the DICOM file is truncated ({text}); re-export or copy it again")
     _check_complete(ds, p, whole_file=whole_file)
     return ds
+
+
+#: Extensions of DICOM files: a file so named that is not DICOM is a damaged copy.
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dic"}
+
+#: A DICOM file with a preamble is at least 132 bytes (128-byte preamble and "DICM", PS3.10 7.1).
+_PREAMBLE_BYTES = 132
+
+#: The AppleDouble header's magic number (RFC 1740): macOS writes a "._NAME" file of it beside
+#: each file it copies to a disk that has no place for the file's metadata (FAT, exFAT, many
+#: network shares), so an export copied from a Mac holds a "._IM0001.dcm" beside IM0001.dcm.
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"
+
+
+def not_dicom_reason(path: Path) -> str | None:
+    """For a file :func:`read_dicom` found not to be DICOM: why it is a damaged DICOM file (to
+    refuse, naming it), or None when it is simply another file (to skip). A skipped slice at
+    either end of a series is undetectable, and a skipped VOI file loses its VOIs, so an empty
+    file, a file named like a DICOM file, and a file without a suffix too short for DICOM's
+    preamble are damaged; an AppleDouble "._" file (its name and its magic number) is macOS's
+    sidecar of the file it names, not a copy of it."""
+    try:
+        size = path.stat().st_size
+        if path.name.startswith("._") and size >= 4:
+            with path.open("rb") as fh:
+                if fh.read(4) == _APPLE_DOUBLE:
+                    return None
+    except OSError as exc:
+        return f"the file cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return f"the file is named {path.suffix} but is not DICOM ({size} bytes): truncated or damaged"
+    if size < _PREAMBLE_BYTES and not path.suffix:
+        return f"the file holds only {size} bytes, too few for a DICOM file: truncated"
+    return None
 
 
 #: Deflated Explicit VR Little Endian (PS3.5 A.5): the data set is a zlib stream in the file.

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, GeometryError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image, ImageMeta
-from ._dicom_common import native_pixel_bytes_match, read_dicom
+from ._dicom_common import native_pixel_bytes_match, not_dicom_reason, read_dicom
 from ._walk import files_under
 
 __all__ = ["load_image", "list_series", "SeriesInfo", "SLICE_GAP_TOLERANCE", "JUNCTION_TOLERANCE", "GRID_TOLERANCE_MM"]
@@ -136,27 +136,15 @@ def _is_image(ds: Any) -> bool:
 #: information but holds no image is a cut copy, not another kind of object.
 _IMAGE_SOPS = {PET_SOP, ENHANCED_PET_SOP, LEGACY_ENHANCED_PET_SOP, NM_SOP, CT_SOP, ENHANCED_CT_SOP}
 
-#: Extensions of DICOM files: a file so named that is not DICOM is a damaged copy.
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".dic"}
-
-#: A DICOM file with a preamble is at least 132 bytes (128-byte preamble and "DICM", PS3.10 7.1).
-_PREAMBLE_BYTES = 132
-
 
 def _damaged(path: Path, ds: Any | None) -> str | None:
     """Why a file that is no readable image is a damaged DICOM file (to refuse, naming it), or
     None when it is simply not an image (to skip): a skipped slice at either end of a series is
-    undetectable, so an empty file, a file too short for DICOM's preamble that is named like a
-    DICOM file, or a DICOM file holding no data set after its file meta information is refused."""
-    size = path.stat().st_size
+    undetectable, so a file that is not DICOM is refused by :func:`not_dicom_reason`'s rules, and
+    a DICOM file holding no data set after its file meta information, or an image lacking what
+    makes one, is refused."""
     if ds is None:
-        if size == 0:
-            return "the file is empty (0 bytes)"
-        if path.suffix.lower() in _DICOM_SUFFIXES:
-            return f"the file is named {path.suffix} but is not DICOM ({size} bytes): truncated or damaged"
-        if size < _PREAMBLE_BYTES and not path.suffix:
-            return f"the file holds only {size} bytes, too few for a DICOM file: truncated"
-        return None
+        return not_dicom_reason(path)
     declared = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if len(ds) == 0:
         return "the file holds its file meta information but no data set: truncated"

@@ -116,7 +116,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicomError, GeometryError, InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from ..image import Image
-from ._dicom_common import native_pixel_bytes_match, read_dicom
+from ._dicom_common import native_pixel_bytes_match, not_dicom_reason, read_dicom
 from ._rasterise import SHAPE_PITCH_MM, plane_coverage, rasterise_contours
 from ._structured import parse
 from ._sitk import from_sitk, nifti_scaling, read_image_file, to_sitk
@@ -360,9 +360,15 @@ def _kind_of(p: Path) -> str:
 def voi_file_kind(path: str | os.PathLike[str]) -> str | None:
     """``"rtstruct"`` or ``"seg"`` for a DICOM VOI file, None for any other file (not DICOM, or
     DICOM of another modality). A damaged DICOM file is a :class:`DicomError`: it may be the VOI
-    file, and skipping it would lose VOIs."""
-    ds = _read_dicom(Path(path), header_only=True)
+    file, and skipping it would lose VOIs. So is a file that is not DICOM but should be, by
+    :func:`voxeldose.io._dicom_common.not_dicom_reason` (empty, or named ``.dcm``; an AppleDouble
+    "._" sidecar is skipped)."""
+    p = Path(path)
+    ds = _read_dicom(p, header_only=True)
     if ds is None:
+        reason = not_dicom_reason(p)
+        if reason is not None:
+            raise DicomError(f"{p}: {reason}; re-export or copy it again, or remove it if it is not part of the export")
         return None
     modality = _modality(ds)
     return modality.lower() if modality in ("RTSTRUCT", "SEG") else None
