@@ -105,3 +105,21 @@ def taranis():
 
     spect = load_image(folder / "patient_2_SPECT.nrrd")
     return spect, load_vois(folder / "patient_2_Segmentation.seg.nrrd", spect), folder
+
+
+@pytest.fixture
+def unlistable(monkeypatch):
+    """``unlistable(folder)``: from then on ``os.scandir(folder)`` raises PermissionError, as for
+    a folder the user may not list (the tests run as root, whom chmod does not stop)."""
+    import os
+
+    real = os.scandir
+    hidden: set[str] = set()
+
+    def scandir(path):
+        if str(path) in hidden:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return lambda folder: hidden.add(str(folder))

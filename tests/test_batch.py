@@ -64,7 +64,7 @@ def test_a_case_folder_with_two_case_files_is_a_failed_case_naming_them(cohort, 
 
 
 def test_a_case_folder_of_linked_series_is_found_whole_and_an_unlistable_one_fails_alone(cohort, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       unlistable):
     """A research cohort links each case's series in instead of copying them: the linked CT and
     RTSTRUCT belong to the case (rglob did not enter linked folders: the case lost its CT and
     VOIs without a word). A sub-folder that cannot be listed fails its case, naming it."""
@@ -82,15 +82,7 @@ def test_a_case_folder_of_linked_series_is_found_whole_and_an_unlistable_one_fai
     assert spec.error is None and spec.series_uid == discover_cases(cohort)[1].series_uid
     assert len(spec.ct) == len(list((cohort / "case_a" / "CT").iterdir())) and spec.vois[0].endswith("RTSTRUCT.dcm")
 
-    real = os.scandir
-    hidden = str(root / "case_b" / "PET")
-
-    def scandir(path):  # the tests run as root, whom chmod does not stop
-        if str(path) == hidden:
-            raise PermissionError(13, "Permission denied", hidden)
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    unlistable(root / "case_b" / "PET")
     specs = {s.case_id: s for s in discover_cases(root)}
     assert specs["case_b"].error_kind == "InputError" and "cannot list the folder" in specs["case_b"].error
     assert specs["case_a"].error is None

@@ -680,8 +680,7 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
                   extra_provenance: Mapping[str, Any] | None, caveats: Sequence[Caveat], ct_path: Any,
                   hu_table: Any = None, outside_body: str = "exclude") -> CaseResult:
     from .density import SCHNEIDER2000, HuDensityTable
-    from .io import load_ct_density, load_hu_table, load_image, load_vsv_tables
-    from .io._dicom_common import shared_reads
+    from .io import load_hu_table, load_vsv_tables
 
     steps = _Steps(progress)
     steps.caveats.extend(caveats)
@@ -693,8 +692,31 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
     if method == "scaled_kernel" and ct_path is None:
         raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs the "
                          "case's CT: give it (--ct CT, or a 'ct' in the batch manifest), or use method 'kernel' or 'local'")
-    # the scan's folder often holds the CT: its headers, read when the scan's series are listed,
-    # are not parsed again for the CT (nor those a batch worker read to find the case)
+    image, record, masks, ct, density = _load_inputs(steps, scan, series_uid, vois, case, overrides, ct_path, hu,
+                                                     registered=registered, anonymize=anonymize)
+    # folder names of exports often hold the patient's name: with anonymize, no folder paths
+    inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
+    if ct_path is not None:
+        inputs["ct"] = WITHHELD if anonymize else (
+            str(ct_path) if isinstance(ct_path, (str, os.PathLike)) else f"{len(ct_path)} file(s) in {Path(ct_path[0]).parent}")
+    result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
+                          caveats=steps.caveats, timings_s=steps.timings_s,
+                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct,
+                          density=density, outside_body=outside_body)
+    del image, masks, ct, density
+    return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)
+
+
+def _load_inputs(steps: _Steps, scan: Any, series_uid: str | None, vois: Sequence[Any], case: Any,
+                 overrides: Mapping[str, Any] | None, ct_path: Any, hu: Any, *, registered: bool,
+                 anonymize: bool) -> tuple[Image, Case, dict[str, Image], Image | None, Image | None]:
+    """A case's inputs, read (steps "load", "vois", "ct"): the scan, its case record, its VOIs
+    and the CT with its densities (None without a CT). Within shared reads: the scan's folder
+    often holds the CT, whose headers, read when the scan's series are listed, are not parsed
+    again for the CT (nor those a batch worker read to find the case)."""
+    from .io import load_ct_density, load_image
+    from .io._dicom_common import shared_reads
+
     with shared_reads():
         with steps.step("load"):
             image = load_image(scan, series_uid)
@@ -707,17 +729,7 @@ def _run_reserved(out_dir: Path, scan: Any, vois: Sequence[Any], case: Any, *, s
         if ct_path is not None:
             with steps.step("ct"):
                 ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
-    # folder names of exports often hold the patient's name: with anonymize, no folder paths
-    inputs = {"scan": WITHHELD if anonymize else str(scan), "vois": [WITHHELD if anonymize else str(v) for v in vois]}
-    if ct_path is not None:
-        inputs["ct"] = WITHHELD if anonymize else (
-            str(ct_path) if isinstance(ct_path, (str, os.PathLike)) else f"{len(ct_path)} file(s) in {Path(ct_path[0]).parent}")
-    result = compute_case(image, masks, record, method=method, tissue=tissue, engine=engine, kernel_tables=tables,
-                          caveats=steps.caveats, timings_s=steps.timings_s,
-                          provenance={"input": inputs, **dict(extra_provenance or {})}, progress=progress, ct=ct,
-                          density=density, outside_body=outside_body)
-    del image, masks, ct, density
-    return _write_outputs(result, out_dir, steps, force=force, anonymize=anonymize)
+    return image, record, masks, ct, density
 
 
 def _load_voi_files(paths: Sequence[Any], image: Image, registered: bool) -> dict[str, Image]:

@@ -27,7 +27,7 @@ from .errors import InputError, VoiError, VoxelDoseError, VoxelDoseWarning
 from .image import Image, mask_image
 from .kernels import Tissue, VsvTables
 from .nuclides import normalise_nuclide, nuclide_of_code
-from .pipeline import NEGATIVE_DOSE_FRACTION, _case_from, _kernel_record, _resolve_vois, _Steps
+from .pipeline import NEGATIVE_DOSE_FRACTION, _kernel_record, _resolve_vois, _Steps
 from .planning import (
     OUTSIDE_COUNTS_CAVEAT_PERCENT,
     Constraint,
@@ -687,10 +687,9 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
     from pathlib import Path
 
     from .density import SCHNEIDER2000
-    from .io import load_ct_density, load_hu_table, load_image, load_vsv_tables
-    from .io._dicom_common import shared_reads
+    from .io import load_hu_table, load_vsv_tables
     from .io.results import reserve_out
-    from .pipeline import WITHHELD, _load_voi_files, _write_outputs
+    from .pipeline import WITHHELD, _load_inputs, _write_outputs
 
     with reserve_out(out, force) as out_dir:
         steps = _Steps(progress)
@@ -702,20 +701,11 @@ def _run_plan(scan: Any, vois: Sequence[Any], out: Any, *, case: Any, method: Me
         if method == "scaled_kernel" and ct_path is None:
             raise InputError("method 'scaled_kernel' scales the kernel by the tissue density along each path and needs "
                              "the SPECT/CT's CT: give it (--ct CT), or use method 'kernel' or 'local'")
-        with shared_reads():  # a SPECT/CT export's folder holds both: each header parsed once
-            with steps.step("load"):
-                image = load_image(scan, series_uid)
-            record = _case_from(case, overrides or {}, image)
-            if anonymize and record.source_path:  # the provenance names the case file by its name only
-                record = replace(record, source_path=Path(record.source_path).name)
-            if plan_overrides:
-                record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
-            with steps.step("vois"):
-                masks = _load_voi_files(vois, image, registered)
-            ct = density = None
-            if ct_path is not None:
-                with steps.step("ct"):
-                    ct, density = load_ct_density(ct_path, image, table=hu, registered=registered)
+        # a SPECT/CT export's folder holds both: each header is parsed once
+        image, record, masks, ct, density = _load_inputs(steps, scan, series_uid, vois, case, overrides, ct_path,
+                                                         hu, registered=registered, anonymize=anonymize)
+        if plan_overrides:
+            record = record.with_overrides(plan=updated_plan_settings(record.plan, plan_overrides))
         inputs: dict[str, Any] = {"scan": WITHHELD if anonymize else str(scan),
                                   "vois": [WITHHELD if anonymize else str(v) for v in vois]}
         if ct_path is not None:

@@ -3,7 +3,6 @@ unreadable folders and broken links refused)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +45,9 @@ def test_a_broken_link_is_refused_naming_it(tmp_path):
         files_under(tmp_path)
 
 
-def test_a_folder_that_cannot_be_listed_is_refused_naming_it(tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_listed_is_refused_naming_it(tmp_path, unlistable):
     _tree(tmp_path)
-    real = os.scandir
-    hidden = str(tmp_path / "a" / "b")
-
-    def scandir(path):  # the tests run as root, whom chmod does not stop
-        if str(path) == hidden:
-            raise PermissionError(13, "Permission denied", hidden)
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    unlistable(tmp_path / "a" / "b")
     with pytest.raises(voxeldose.DicomError, match=r"cannot list the folder .*a/b \(Permission denied\)"):
         files_under(tmp_path, voxeldose.DicomError)
     # the loader says so, where rglob left the folder's slices out without a word
